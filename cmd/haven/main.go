@@ -1,0 +1,204 @@
+// Command haven is the Haven server and its administration commands.
+//
+//	haven serve            run the server
+//	haven migrate          apply database migrations and exit
+//	haven admin create     add an administrator
+//
+// Every command finds its data directory with --data or HAVEN_DATA
+// (default ./haven-data).
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/haven-org/haven"
+	"github.com/haven-org/haven/server"
+	"github.com/haven-org/haven/storage"
+)
+
+const usage = `Haven: an OpenRosa server for ODK Collect and KoboCollect, built to protect the people whose data it holds.
+
+Usage:
+  haven serve [--listen 127.0.0.1:8080] [--data DIR] [--public-url URL] [--behind-tls]
+  haven migrate [--data DIR]
+  haven admin create --email EMAIL [--data DIR]   (password from stdin when piped, else generated)
+
+The data directory defaults to ./haven-data, or HAVEN_DATA when set.
+`
+
+func main() {
+	if err := run(context.Background(), os.Args[1:], os.Stdin, os.Stdout, os.Stderr); err != nil {
+		fmt.Fprintln(os.Stderr, "haven:", haven.ErrorMessage(err))
+		if haven.ErrorCode(err) == haven.EINTERNAL {
+			fmt.Fprintln(os.Stderr, "  cause:", err)
+		}
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return haven.Errorf(haven.EINVALID, "name a command: serve, migrate or admin.")
+	}
+	switch args[0] {
+	case "serve":
+		return serve(ctx, args[1:], stdout, stderr)
+	case "migrate":
+		fs, dataDir := flags("migrate", stderr)
+		if err := fs.Parse(args[1:]); err != nil {
+			return err
+		}
+		st, err := storage.OpenDir(ctx, *dataDir)
+		if err != nil {
+			return err
+		}
+		defer st.Close()
+		fmt.Fprintf(stdout, "The database in %s is up to date.\n", *dataDir)
+		return nil
+	case "admin":
+		if len(args) < 2 || args[1] != "create" {
+			return haven.Errorf(haven.EINVALID, "usage: haven admin create --email EMAIL [--data DIR]")
+		}
+		return adminCreate(ctx, args[2:], stdin, stdout, stderr)
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return nil
+	}
+	fmt.Fprint(stderr, usage)
+	return haven.Errorf(haven.EINVALID, "unknown command %q.", args[0])
+}
+
+func flags(name string, stderr io.Writer) (*flag.FlagSet, *string) {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	def := os.Getenv("HAVEN_DATA")
+	if def == "" {
+		def = "./haven-data"
+	}
+	return fs, fs.String("data", def, "data directory (database, master key, attachments); HAVEN_DATA")
+}
+
+func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs, dataDir := flags("serve", stderr)
+	listen := fs.String("listen", envOr("HAVEN_LISTEN", "127.0.0.1:8080"), "address to listen on; HAVEN_LISTEN")
+	publicURL := fs.String("public-url", os.Getenv("HAVEN_PUBLIC_URL"), "URL devices reach Haven at, e.g. https://haven.example.org; HAVEN_PUBLIC_URL")
+	behindTLS := fs.Bool("behind-tls", os.Getenv("HAVEN_BEHIND_TLS") == "true", "a proxy in front terminates TLS (allows Basic auth); HAVEN_BEHIND_TLS")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	log := slog.New(slog.NewTextHandler(stderr, nil))
+	st, err := storage.OpenDir(ctx, *dataDir)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	if err := firstAdmin(ctx, st, stdout); err != nil {
+		return err
+	}
+	srv := server.FromStore(server.Config{PublicURL: *publicURL, BehindTLS: *behindTLS}, st, log)
+	ln, err := net.Listen("tcp", *listen)
+	if err != nil {
+		return fmt.Errorf("listening on %s: %w", *listen, err)
+	}
+	hs := srv.HTTPServer(*listen)
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	errc := make(chan error, 1)
+	go func() { errc <- hs.Serve(ln) }()
+	fmt.Fprintf(stdout, "Haven is listening on http://%s (data in %s)\n", ln.Addr(), *dataDir)
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	log.Info("shutting down: finishing requests in progress")
+	sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := hs.Shutdown(sctx); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
+
+func envOr(name, def string) string {
+	if v := os.Getenv(name); v != "" {
+		return v
+	}
+	return def
+}
+
+// firstAdmin creates an administrator on a first start, and shows its
+// password once: only the hash is kept.
+func firstAdmin(ctx context.Context, st *storage.Store, stdout io.Writer) error {
+	n, err := st.Users.CountAdmins(ctx)
+	if err != nil || n > 0 {
+		return err
+	}
+	password := storage.GeneratePassword()
+	u, err := st.Users.Create(ctx, "admin@haven.local", password, "Administrator", true)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "First start: created the administrator %s with the password %s\n"+
+		"It is shown only now; keep it safe. Add more administrators with: haven admin create --email EMAIL\n", u.Email, password)
+	return nil
+}
+
+func adminCreate(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	fs, dataDir := flags("admin create", stderr)
+	email := fs.String("email", "", "the administrator's email (their login)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *email == "" {
+		return haven.Errorf(haven.EINVALID, "give the new administrator's email with --email.")
+	}
+	password, generated := "", false
+	if f, ok := stdin.(*os.File); ok && isTerminal(f) || stdin == nil {
+		password, generated = storage.GeneratePassword(), true
+	} else {
+		line, err := bufio.NewReader(stdin).ReadString('\n')
+		if err != nil && err != io.EOF {
+			return err
+		}
+		password = strings.TrimRight(line, "\r\n")
+		if password == "" {
+			password, generated = storage.GeneratePassword(), true
+		}
+	}
+	st, err := storage.OpenDir(ctx, *dataDir)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	u, err := st.Users.Create(ctx, *email, password, "", true)
+	if err != nil {
+		return err
+	}
+	if generated {
+		fmt.Fprintf(stdout, "Created administrator %s with the password %s (shown only now).\n", u.Email, password)
+	} else {
+		fmt.Fprintf(stdout, "Created administrator %s.\n", u.Email)
+	}
+	return nil
+}
+
+// isTerminal reports whether f is a terminal (then nobody piped a password in).
+func isTerminal(f *os.File) bool {
+	fi, err := f.Stat()
+	return err == nil && fi.Mode()&os.ModeCharDevice != 0
+}

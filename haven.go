@@ -1,0 +1,144 @@
+// Package haven holds Haven's domain model: the plain types every other
+// package speaks (projects, forms, submissions, actors), the error type that
+// carries a machine code and a human message, and the table of who may do what.
+//
+// It imports nothing of Haven's own. Persistence lives in storage, the form
+// model in formspec, device sync in sync and HTTP in server.
+package haven
+
+import "time"
+
+// Project groups forms, app users and the data collected with them.
+type Project struct {
+	ID          int64     `json:"id"`
+	Name        string    `json:"name"`
+	Description string    `json:"description"`
+	CreatedAt   time.Time `json:"createdAt"`
+	UpdatedAt   time.Time `json:"updatedAt"`
+}
+
+// Actor types, as ODK Central names them.
+const (
+	ActorUser     = "user"
+	ActorFieldKey = "field_key" // an app user: a device credential bound to one project
+)
+
+// User is a person who logs in with an email and a password.
+type User struct {
+	ID          int64     `json:"id"` // the actor id
+	Type        string    `json:"type"`
+	Email       string    `json:"email"`
+	DisplayName string    `json:"displayName"`
+	Admin       bool      `json:"admin"`
+	CreatedAt   time.Time `json:"createdAt"`
+	UpdatedAt   time.Time `json:"updatedAt"`
+}
+
+// AppUser is a device credential ("app user" in ODK Central): a bearer token
+// that lets ODK Collect fetch the project's forms and submit to it.
+type AppUser struct {
+	ID          int64      `json:"id"` // the actor id
+	Type        string     `json:"type"`
+	ProjectID   int64      `json:"projectId"`
+	DisplayName string     `json:"displayName"`
+	CreatedAt   time.Time  `json:"createdAt"`
+	UpdatedAt   time.Time  `json:"updatedAt"`
+	RevokedAt   *time.Time `json:"revokedAt"`
+	// Token is set only in the answer to its creation: Haven keeps a hash.
+	Token string `json:"token,omitempty"`
+}
+
+// Form states, as in ODK Central: open forms are listed and take submissions,
+// closing forms are not listed but still take them, closed forms do neither.
+const (
+	FormOpen    = "open"
+	FormClosing = "closing"
+	FormClosed  = "closed"
+)
+
+// Form is a form identified by its xmlFormId within a project. Its published
+// versions are immutable; at most one draft is being prepared beside them.
+type Form struct {
+	ID          int64      `json:"-"`
+	ProjectID   int64      `json:"projectId"`
+	XMLFormID   string     `json:"xmlFormId"`
+	Name        string     `json:"name"`
+	Version     string     `json:"version"`
+	Hash        string     `json:"hash"` // hex MD5 of the XML served for the current version
+	State       string     `json:"state"`
+	CreatedAt   time.Time  `json:"createdAt"`
+	UpdatedAt   time.Time  `json:"updatedAt"`
+	PublishedAt *time.Time `json:"publishedAt"`
+
+	CurrentVersionID int64 `json:"-"` // 0 while the form has never been published
+	DraftVersionID   int64 `json:"-"` // 0 when there is no draft
+}
+
+// FormVersion is one version of a form's XForm. Once published it never changes.
+type FormVersion struct {
+	ID          int64      `json:"-"`
+	FormID      int64      `json:"-"`
+	ProjectID   int64      `json:"projectId"`
+	XMLFormID   string     `json:"xmlFormId"`
+	Name        string     `json:"name"`
+	Version     string     `json:"version"`
+	Hash        string     `json:"hash"`
+	XML         []byte     `json:"-"`
+	CreatedAt   time.Time  `json:"createdAt"`
+	PublishedAt *time.Time `json:"publishedAt"`
+}
+
+// FormAttachment is a media file a form version expects (an image, a CSV for
+// pulldata, an external instance), uploaded or still missing.
+type FormAttachment struct {
+	FormVersionID int64      `json:"-"`
+	Name          string     `json:"name"`
+	Type          string     `json:"type"` // image, audio, video, file
+	Exists        bool       `json:"exists"`
+	Hash          string     `json:"hash,omitempty"` // hex MD5 of the content
+	Size          int64      `json:"size,omitempty"`
+	BlobID        int64      `json:"-"`
+	UpdatedAt     *time.Time `json:"updatedAt"`
+}
+
+// Submission is one filled-in form: the logical record that edits version.
+// InstanceID is the instanceID of its first version, as in ODK Central.
+type Submission struct {
+	ID          int64             `json:"-"`
+	FormID      int64             `json:"-"`
+	InstanceID  string            `json:"instanceId"`
+	SubmitterID int64             `json:"submitterId"`
+	DeviceID    string            `json:"deviceId"`
+	ReviewState *string           `json:"reviewState"`
+	CreatedAt   time.Time         `json:"createdAt"`
+	UpdatedAt   *time.Time        `json:"updatedAt"`
+	Current     SubmissionVersion `json:"currentVersion"`
+}
+
+// SubmissionVersion is one version of a submission's XML: the first, or an
+// edit that named the previous one in meta/deprecatedID.
+type SubmissionVersion struct {
+	ID            int64     `json:"-"`
+	SubmissionID  int64     `json:"-"`
+	FormVersionID int64     `json:"-"`
+	InstanceID    string    `json:"instanceId"`
+	DeprecatedID  string    `json:"deprecatedId,omitempty"`
+	InstanceName  string    `json:"instanceName"`
+	SubmitterID   int64     `json:"submitterId"`
+	DeviceID      string    `json:"deviceId"`
+	FormVersion   string    `json:"formVersion"`
+	Current       bool      `json:"current"`
+	CreatedAt     time.Time `json:"createdAt"`
+	// AttachmentsPresent and AttachmentsExpected count the files the XML
+	// names; a version is complete when both are equal.
+	AttachmentsPresent  int `json:"attachmentsPresent"`
+	AttachmentsExpected int `json:"attachmentsExpected"`
+}
+
+// Attachment is a file a submission version's XML names in a binary field.
+type Attachment struct {
+	Name   string `json:"name"`
+	Exists bool   `json:"exists"`
+	Size   int64  `json:"size,omitempty"`
+	BlobID int64  `json:"-"`
+}

@@ -1,0 +1,110 @@
+package server
+
+import (
+	"encoding/xml"
+	"errors"
+	"net/http"
+
+	"github.com/haven-org/haven"
+	"github.com/labstack/echo/v4"
+)
+
+// status maps each error code to its HTTP status and its ODK Central-style
+// numeric code (status, then a sub-code after the point). This is the one
+// place where errors become HTTP.
+var status = map[string]struct {
+	http    int
+	central float64
+}{
+	haven.EINVALID:      {http.StatusBadRequest, 400.1},
+	haven.EUNAUTHORIZED: {http.StatusUnauthorized, 401.2},
+	haven.EFORBIDDEN:    {http.StatusForbidden, 403.1},
+	haven.ENOTFOUND:     {http.StatusNotFound, 404.1},
+	haven.ECONFLICT:     {http.StatusConflict, 409.1},
+	haven.ETOOLARGE:     {http.StatusRequestEntityTooLarge, 413.1},
+	haven.EUNAVAILABLE:  {http.StatusServiceUnavailable, 503.1},
+	haven.EINTERNAL:     {http.StatusInternalServerError, 500.1},
+}
+
+// errorBody is the JSON shape of an API error, as ODK Central answers.
+type errorBody struct {
+	Code    float64        `json:"code"`
+	Message string         `json:"message"`
+	Details map[string]any `json:"details,omitempty"`
+}
+
+// openRosaResponse is the XML envelope devices read; Collect shows the first
+// message to the enumerator.
+type openRosaResponse struct {
+	XMLName xml.Name `xml:"http://openrosa.org/http/response OpenRosaResponse"`
+	Message struct {
+		Nature string `xml:"nature,attr"`
+		Text   string `xml:",chardata"`
+	} `xml:"message"`
+}
+
+// keyOpenRosa marks a request as a device's: its errors travel as an OpenRosaResponse.
+const keyOpenRosa = "openrosa"
+
+// handleError writes err as the answer to the request, in the request's language.
+func (s *Server) handleError(err error, c echo.Context) {
+	if c.Response().Committed {
+		return
+	}
+	code, msg := haven.ErrorCode(err), haven.ErrorMessage(err)
+	var details map[string]any
+	var he *haven.Error
+	var ee *echo.HTTPError
+	switch {
+	case errors.As(err, &he):
+		details = he.Details
+	case errors.As(err, &ee):
+		code, msg = echoCode(ee.Code), http.StatusText(ee.Code)
+		if m, ok := ee.Message.(string); ok {
+			msg = m
+		}
+		if ee.Code == http.StatusNotFound {
+			msg = "There is nothing at this address. Check the URL."
+		}
+	}
+	st, ok := status[code]
+	if !ok {
+		st = status[haven.EINTERNAL]
+	}
+	if st.http >= 500 {
+		s.log.Error("request failed", "method", c.Request().Method, "path", c.Request().URL.Path, "err", err)
+	}
+	if code == haven.EUNAVAILABLE {
+		c.Response().Header().Set("Retry-After", "30")
+	}
+	if c.Get(keyOpenRosa) != nil {
+		writeOpenRosa(c, st.http, "error", msg)
+		return
+	}
+	if err := c.JSON(st.http, errorBody{Code: st.central, Message: msg, Details: details}); err != nil {
+		s.log.Warn("writing error response", "err", err)
+	}
+}
+
+func echoCode(httpStatus int) string {
+	for code, st := range status {
+		if st.http == httpStatus {
+			return code
+		}
+	}
+	if httpStatus == http.StatusMethodNotAllowed {
+		return haven.ENOTFOUND
+	}
+	return haven.EINTERNAL
+}
+
+func writeOpenRosa(c echo.Context, httpStatus int, nature, message string) error {
+	var r openRosaResponse
+	r.Message.Nature, r.Message.Text = nature, message
+	b, err := xml.Marshal(r)
+	if err != nil {
+		return err
+	}
+	return c.Blob(httpStatus, "text/xml; charset=utf-8", append([]byte(xml.Header), b...))
+}
+

@@ -1,0 +1,245 @@
+package server
+
+import (
+	"encoding/xml"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+
+	"github.com/haven-org/haven"
+	"github.com/haven-org/haven/sync"
+	"github.com/labstack/echo/v4"
+)
+
+// multipartSlack is what Haven accepts beyond the advertised accept length:
+// Collect sizes its batches by file sizes and adds multipart headers and the
+// XML on top.
+const multipartSlack = 1 << 20
+
+// markOpenRosa makes the request's answer, errors included, speak OpenRosa.
+func (s *Server) markOpenRosa(c echo.Context) {
+	c.Set(keyOpenRosa, true)
+	h := c.Response().Header()
+	h.Set("X-OpenRosa-Version", "1.0")
+	h.Set("X-OpenRosa-Accept-Content-Length", strconv.FormatInt(s.sync.Limits.MaxBody, 10))
+}
+
+// devicePrefix is the URL prefix of the request's device routes, so the URLs
+// Haven hands a device keep its token (or not).
+func (s *Server) devicePrefix(c echo.Context, pid int64) string {
+	if key := c.Param("key"); key != "" {
+		return fmt.Sprintf("%s/v1/key/%s/projects/%d", s.baseURL(c), key, pid)
+	}
+	return fmt.Sprintf("%s/v1/projects/%d", s.baseURL(c), pid)
+}
+
+type xformsList struct {
+	XMLName xml.Name     `xml:"http://openrosa.org/xforms/xformsList xforms"`
+	Forms   []xformEntry `xml:"xform"`
+}
+
+type xformEntry struct {
+	FormID      string `xml:"formID"`
+	Name        string `xml:"name"`
+	Version     string `xml:"version"`
+	Hash        string `xml:"hash"`
+	DownloadURL string `xml:"downloadUrl"`
+	ManifestURL string `xml:"manifestUrl,omitempty"`
+}
+
+func writeXML(c echo.Context, v any) error {
+	b, err := xml.Marshal(v)
+	if err != nil {
+		return err
+	}
+	return c.Blob(http.StatusOK, "text/xml; charset=utf-8", append([]byte(xml.Header), b...))
+}
+
+// formList answers GET .../formList: the open, published forms of the project.
+func (s *Server) formList(c echo.Context) error {
+	pid, err := projectID(c)
+	if err != nil {
+		return err
+	}
+	forms, err := s.sync.FormList(c.Request().Context(), principal(c), pid, c.QueryParam("formID"))
+	if err != nil {
+		return err
+	}
+	list := xformsList{Forms: []xformEntry{}}
+	prefix := s.devicePrefix(c, pid)
+	for _, f := range forms {
+		id := url.PathEscape(f.XMLFormID)
+		e := xformEntry{FormID: f.XMLFormID, Name: f.Name, Version: f.Version, Hash: "md5:" + f.Hash,
+			DownloadURL: prefix + "/forms/" + id + ".xml"}
+		if f.HasMedia {
+			e.ManifestURL = prefix + "/forms/" + id + "/manifest"
+		}
+		list.Forms = append(list.Forms, e)
+	}
+	return writeXML(c, list)
+}
+
+// getForm answers GET .../forms/{id}.xml with the XForm a device downloads,
+// and GET .../forms/{id} with the form's JSON.
+func (s *Server) getForm(c echo.Context) error {
+	pid, err := projectID(c)
+	if err != nil {
+		return err
+	}
+	ctx := c.Request().Context()
+	if id, ok := strings.CutSuffix(c.Param("formId"), ".xml"); ok {
+		s.markOpenRosa(c)
+		b, err := s.sync.FormXML(ctx, principal(c), pid, id)
+		if err != nil {
+			return err
+		}
+		return c.Blob(http.StatusOK, "text/xml; charset=utf-8", b)
+	}
+	f, err := s.sync.Form(ctx, principal(c), pid, c.Param("formId"))
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, f)
+}
+
+type manifest struct {
+	XMLName xml.Name    `xml:"http://openrosa.org/xforms/xformsManifest manifest"`
+	Files   []mediaFile `xml:"mediaFile"`
+}
+
+type mediaFile struct {
+	Filename    string `xml:"filename"`
+	Hash        string `xml:"hash"`
+	DownloadURL string `xml:"downloadUrl"`
+}
+
+func (s *Server) manifest(c echo.Context) error {
+	pid, err := projectID(c)
+	if err != nil {
+		return err
+	}
+	id := c.Param("formId")
+	files, err := s.sync.Manifest(c.Request().Context(), principal(c), pid, id)
+	if err != nil {
+		return err
+	}
+	m := manifest{Files: []mediaFile{}}
+	prefix := s.devicePrefix(c, pid) + "/forms/" + url.PathEscape(id) + "/attachments/"
+	for _, f := range files {
+		m.Files = append(m.Files, mediaFile{Filename: f.Name, Hash: "md5:" + f.Hash, DownloadURL: prefix + url.PathEscape(f.Name)})
+	}
+	return writeXML(c, m)
+}
+
+// formAttachment serves a media file of a form's published version.
+func (s *Server) formAttachment(c echo.Context) error {
+	pid, err := projectID(c)
+	if err != nil {
+		return err
+	}
+	name, err := url.PathUnescape(c.Param("name"))
+	if err != nil {
+		return haven.Errorf(haven.EINVALID, "The file name in the URL is not valid.")
+	}
+	rc, a, err := s.sync.DeviceMedia(c.Request().Context(), principal(c), pid, c.Param("formId"), name)
+	if err != nil {
+		return err
+	}
+	defer rc.Close()
+	return streamFile(c, name, a.Size, rc)
+}
+
+func streamFile(c echo.Context, name string, size int64, r io.Reader) error {
+	h := c.Response().Header()
+	h.Set("Content-Length", strconv.FormatInt(size, 10))
+	h.Set("Content-Disposition", fmt.Sprintf("attachment; filename=%q", name))
+	h.Set("X-Content-Type-Options", "nosniff")
+	return c.Stream(http.StatusOK, contentType(name), r)
+}
+
+func contentType(name string) string {
+	ext := strings.ToLower(name[strings.LastIndexByte(name, '.')+1:])
+	switch ext {
+	case "jpg", "jpeg":
+		return "image/jpeg"
+	case "png":
+		return "image/png"
+	case "csv":
+		return "text/csv"
+	case "xml":
+		return "text/xml"
+	case "mp3":
+		return "audio/mpeg"
+	case "m4a":
+		return "audio/mp4"
+	case "mp4":
+		return "video/mp4"
+	case "geojson", "json":
+		return "application/json"
+	}
+	return "application/octet-stream"
+}
+
+// submissionPreflight answers Collect's HEAD (or GET) before a submission:
+// 204 with the accept length, or 401 for credentials.
+func (s *Server) submissionPreflight(c echo.Context) error {
+	pid, err := projectID(c)
+	if err != nil {
+		return err
+	}
+	if !principal(c).Can(haven.ActionSubmit, pid) {
+		return haven.Errorf(haven.EFORBIDDEN, "You may not send forms to project %d. Ask your supervisor for access.", pid)
+	}
+	return c.NoContent(http.StatusNoContent)
+}
+
+// submit ingests a submission POST.
+func (s *Server) submit(c echo.Context) error {
+	pid, err := projectID(c)
+	if err != nil {
+		return err
+	}
+	r := c.Request()
+	if !strings.HasPrefix(strings.ToLower(r.Header.Get("Content-Type")), "multipart/form-data") {
+		return haven.Errorf(haven.EINVALID, "A submission must be sent as multipart/form-data with an xml_submission_file part.")
+	}
+	if r.ContentLength > s.sync.Limits.MaxBody+multipartSlack {
+		return haven.Errorf(haven.ETOOLARGE, "The upload is %d bytes; this server accepts up to %d in one request. Update ODK Collect so it splits large uploads.", r.ContentLength, s.sync.Limits.MaxBody)
+	}
+	r.Body = http.MaxBytesReader(c.Response(), r.Body, s.sync.Limits.MaxBody+multipartSlack)
+	mr, err := r.MultipartReader()
+	if err != nil {
+		return haven.Errorf(haven.EINVALID, "The upload is not valid multipart/form-data (%v). Send the form again.", err)
+	}
+	receipt, err := s.sync.Submit(r.Context(), sync.SubmitRequest{
+		Principal: principal(c), ProjectID: pid, DeviceID: deviceID(c), Parts: mr,
+	})
+	if err != nil {
+		return err
+	}
+	s.log.Info("submission", "project", pid, "receipt", receipt.String())
+	return writeOpenRosa(c, http.StatusCreated, "submit_success", receiptMessage(receipt))
+}
+
+func deviceID(c echo.Context) string {
+	id := c.QueryParam("deviceID")
+	if len(id) > 200 {
+		id = id[:200]
+	}
+	return id
+}
+
+func receiptMessage(r *sync.Receipt) string {
+	switch {
+	case len(r.Missing) > 0 && r.Incomplete:
+		return fmt.Sprintf("Received; waiting for %d more file(s) of this form.", len(r.Missing))
+	case len(r.Missing) > 0:
+		return fmt.Sprintf("Form received, but %d file(s) it names did not arrive: %s. Send the form again to complete it.", len(r.Missing), strings.Join(r.Missing, ", "))
+	case r.Duplicate:
+		return "This form was already received. Nothing more is needed."
+	}
+	return "Form received successfully."
+}

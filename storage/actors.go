@@ -1,0 +1,419 @@
+package storage
+
+import (
+	"context"
+	"crypto/md5"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"database/sql"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"net/mail"
+	"strings"
+
+	"github.com/haven-org/haven"
+	"golang.org/x/crypto/argon2"
+)
+
+// DigestRealm is the HTTP Digest realm. The stored HA1 of every user depends
+// on it: changing it means every user must set their password again.
+const DigestRealm = "Haven"
+
+// argon2id parameters (OWASP's recommendation: 19 MiB, 2 passes, 1 lane).
+const (
+	argonTime    = 2
+	argonMemory  = 19 * 1024
+	argonThreads = 1
+	argonKeyLen  = 32
+)
+
+// MinPasswordLength is the shortest password Haven accepts.
+const MinPasswordLength = 10
+
+// HashPassword returns an argon2id hash of password in the PHC string format.
+func HashPassword(password string) string {
+	salt := make([]byte, 16)
+	rand.Read(salt)
+	sum := argon2.IDKey([]byte(password), salt, argonTime, argonMemory, argonThreads, argonKeyLen)
+	b64 := base64.RawStdEncoding
+	return fmt.Sprintf("$argon2id$v=%d$m=%d,t=%d,p=%d$%s$%s", argon2.Version, argonMemory, argonTime, argonThreads, b64.EncodeToString(salt), b64.EncodeToString(sum))
+}
+
+// CheckPassword reports whether password matches a hash made by HashPassword.
+func CheckPassword(hash, password string) bool {
+	var v, m, t int
+	var p uint8
+	parts := strings.Split(hash, "$")
+	if len(parts) != 6 || parts[1] != "argon2id" {
+		return false
+	}
+	if _, err := fmt.Sscanf(parts[2], "v=%d", &v); err != nil {
+		return false
+	}
+	if _, err := fmt.Sscanf(parts[3], "m=%d,t=%d,p=%d", &m, &t, &p); err != nil {
+		return false
+	}
+	salt, err1 := base64.RawStdEncoding.DecodeString(parts[4])
+	sum, err2 := base64.RawStdEncoding.DecodeString(parts[5])
+	if err1 != nil || err2 != nil || len(sum) == 0 {
+		return false
+	}
+	got := argon2.IDKey([]byte(password), salt, uint32(t), uint32(m), p, uint32(len(sum)))
+	return subtle.ConstantTimeCompare(got, sum) == 1
+}
+
+// GeneratePassword returns a random password of 20 characters.
+func GeneratePassword() string {
+	const alphabet = "abcdefghijkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789"
+	b := make([]byte, 20)
+	rand.Read(b)
+	for i := range b {
+		b[i] = alphabet[int(b[i])%len(alphabet)]
+	}
+	return string(b)
+}
+
+func digestHA1(email, password string) []byte {
+	sum := md5.Sum([]byte(email + ":" + DigestRealm + ":" + password))
+	return sum[:]
+}
+
+// ValidatePassword says what is wrong with a password, if anything.
+func ValidatePassword(password string) error {
+	if len([]rune(password)) < MinPasswordLength {
+		return haven.Errorf(haven.EINVALID, "The password is too short: use at least %d characters.", MinPasswordLength)
+	}
+	return nil
+}
+
+// Users reads and writes users, app users, sessions and role assignments.
+type Users struct {
+	DB   *DB
+	Keys *Keyring
+}
+
+// Create adds a user. The password is kept only as an argon2id hash, plus the
+// Digest HA1 (sealed by the master key) that Digest authentication needs.
+func (u *Users) Create(ctx context.Context, email, password, displayName string, admin bool) (*haven.User, error) {
+	addr, err := mail.ParseAddress(email)
+	if err != nil || addr.Address != email {
+		return nil, haven.Errorf(haven.EINVALID, "%q is not an email address: give one like name@example.org.", email)
+	}
+	if err := ValidatePassword(password); err != nil {
+		return nil, err
+	}
+	if displayName == "" {
+		displayName = email
+	}
+	hash := HashPassword(password)
+	ha1 := u.Keys.SealMaster(digestHA1(strings.ToLower(email), password), "digest "+strings.ToLower(email))
+	var user *haven.User
+	err = u.DB.Write(ctx, func(tx *Tx) error {
+		var n int
+		tx.QueryRow(`SELECT count(*) FROM users WHERE email = ?`, email).Scan(&n)
+		if n > 0 {
+			return haven.Errorf(haven.ECONFLICT, "A user with the email %s already exists.", email)
+		}
+		id, err := tx.insertActor(haven.ActorUser, displayName)
+		if err != nil {
+			return err
+		}
+		if _, err := tx.Exec(`INSERT INTO users (actor_id, email, password_hash, digest_ha1, admin) VALUES (?, ?, ?, ?, ?)`,
+			id, strings.ToLower(email), hash, ha1, admin); err != nil {
+			return err
+		}
+		user = &haven.User{ID: id, Type: haven.ActorUser, Email: strings.ToLower(email), DisplayName: displayName, Admin: admin, CreatedAt: tx.Now(), UpdatedAt: tx.Now()}
+		return nil
+	})
+	return user, err
+}
+
+func (tx *Tx) insertActor(typ, displayName string) (int64, error) {
+	res, err := tx.Exec(`INSERT INTO actors (type, display_name, created_at, updated_at) VALUES (?, ?, ?, ?)`,
+		typ, displayName, ms(tx.Now()), ms(tx.Now()))
+	if err != nil {
+		return 0, err
+	}
+	return res.LastInsertId()
+}
+
+const userColumns = `a.id, u.email, a.display_name, u.admin, a.created_at, a.updated_at`
+
+func scanUser(row interface{ Scan(...any) error }) (*haven.User, error) {
+	var user haven.User
+	var created, updated int64
+	if err := row.Scan(&user.ID, &user.Email, &user.DisplayName, &user.Admin, &created, &updated); err != nil {
+		return nil, err
+	}
+	user.Type = haven.ActorUser
+	user.CreatedAt, user.UpdatedAt = fromMS(created), fromMS(updated)
+	return &user, nil
+}
+
+// Authenticate returns the user with this email and password, or an
+// EUNAUTHORIZED error that does not say which of the two was wrong.
+func (u *Users) Authenticate(ctx context.Context, email, password string) (*haven.User, error) {
+	row := u.DB.read.QueryRowContext(ctx, `SELECT `+userColumns+`, u.password_hash FROM users u JOIN actors a ON a.id = u.actor_id
+		WHERE u.email = ? AND a.deleted_at IS NULL`, strings.ToLower(email))
+	var user haven.User
+	var created, updated int64
+	var hash string
+	err := row.Scan(&user.ID, &user.Email, &user.DisplayName, &user.Admin, &created, &updated, &hash)
+	if errors.Is(err, sql.ErrNoRows) {
+		CheckPassword(HashPassword("timing"), password) // spend the same time as a real check
+		return nil, haven.Errorf(haven.EUNAUTHORIZED, "The email or password is wrong.")
+	} else if err != nil {
+		return nil, err
+	}
+	if !CheckPassword(hash, password) {
+		return nil, haven.Errorf(haven.EUNAUTHORIZED, "The email or password is wrong.")
+	}
+	user.Type = haven.ActorUser
+	user.CreatedAt, user.UpdatedAt = fromMS(created), fromMS(updated)
+	return &user, nil
+}
+
+// DigestHA1 returns a live user's id and Digest HA1, by email.
+func (u *Users) DigestHA1(ctx context.Context, email string) (int64, []byte, error) {
+	var id int64
+	var sealed []byte
+	email = strings.ToLower(email)
+	err := u.DB.read.QueryRowContext(ctx, `SELECT a.id, u.digest_ha1 FROM users u JOIN actors a ON a.id = u.actor_id
+		WHERE u.email = ? AND a.deleted_at IS NULL`, email).Scan(&id, &sealed)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, nil, haven.Errorf(haven.EUNAUTHORIZED, "The username or password is wrong.")
+	} else if err != nil {
+		return 0, nil, err
+	}
+	ha1, err := u.Keys.OpenMaster(sealed, "digest "+email)
+	return id, ha1, err
+}
+
+// Get returns a live user by id.
+func (u *Users) Get(ctx context.Context, id int64) (*haven.User, error) {
+	user, err := scanUser(u.DB.read.QueryRowContext(ctx, `SELECT `+userColumns+` FROM users u JOIN actors a ON a.id = u.actor_id
+		WHERE a.id = ? AND a.deleted_at IS NULL`, id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, notFound(fmt.Sprintf("User %d", id))
+	}
+	return user, err
+}
+
+// List returns every live user, by email.
+func (u *Users) List(ctx context.Context) ([]*haven.User, error) {
+	rows, err := u.DB.read.QueryContext(ctx, `SELECT `+userColumns+` FROM users u JOIN actors a ON a.id = u.actor_id
+		WHERE a.deleted_at IS NULL ORDER BY u.email`)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	users := []*haven.User{}
+	for rows.Next() {
+		user, err := scanUser(rows)
+		if err != nil {
+			return nil, err
+		}
+		users = append(users, user)
+	}
+	return users, rows.Err()
+}
+
+// CountAdmins returns how many live administrators there are.
+func (u *Users) CountAdmins(ctx context.Context) (int, error) {
+	var n int
+	err := u.DB.read.QueryRowContext(ctx, `SELECT count(*) FROM users u JOIN actors a ON a.id = u.actor_id
+		WHERE u.admin = 1 AND a.deleted_at IS NULL`).Scan(&n)
+	return n, err
+}
+
+// Principal loads who a live user is and which roles it holds.
+func (u *Users) Principal(ctx context.Context, actorID int64) (*haven.Principal, error) {
+	user, err := u.Get(ctx, actorID)
+	if err != nil {
+		return nil, err
+	}
+	p := &haven.Principal{ActorID: user.ID, Type: haven.ActorUser, Name: user.Email, Admin: user.Admin, Roles: map[int64]string{}}
+	rows, err := u.DB.read.QueryContext(ctx, `SELECT project_id, role FROM assignments WHERE actor_id = ?`, actorID)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var pid int64
+		var role string
+		if err := rows.Scan(&pid, &role); err != nil {
+			return nil, err
+		}
+		p.Roles[pid] = role
+	}
+	return p, rows.Err()
+}
+
+// CreateSession records a session (a JWT's id) for a user.
+func (u *Users) CreateSession(ctx context.Context, id string, actorID int64, expires int64) error {
+	return u.DB.Write(ctx, func(tx *Tx) error {
+		_, err := tx.Exec(`INSERT INTO sessions (id, actor_id, created_at, expires_at) VALUES (?, ?, ?, ?)`, id, actorID, ms(tx.Now()), expires)
+		return err
+	})
+}
+
+// SessionActive reports whether the session id exists, is not revoked and has not expired.
+func (u *Users) SessionActive(ctx context.Context, id string) (bool, error) {
+	var n int
+	err := u.DB.read.QueryRowContext(ctx, `SELECT count(*) FROM sessions WHERE id = ? AND revoked_at IS NULL AND expires_at > ?`,
+		id, ms(u.DB.Now())).Scan(&n)
+	return n > 0, err
+}
+
+// RevokeSession ends a session.
+func (u *Users) RevokeSession(ctx context.Context, id string) error {
+	return u.DB.Write(ctx, func(tx *Tx) error {
+		_, err := tx.Exec(`UPDATE sessions SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL`, ms(tx.Now()), id)
+		return err
+	})
+}
+
+// Assign gives a user a role in a project.
+func (u *Users) Assign(ctx context.Context, projectID, actorID int64, role string) error {
+	if !haven.RoleExists(role) {
+		return haven.Errorf(haven.ENOTFOUND, "There is no role %q: use %q (data collector).", role, haven.RoleFormFill)
+	}
+	if _, err := u.Get(ctx, actorID); err != nil {
+		return err
+	}
+	return u.DB.Write(ctx, func(tx *Tx) error {
+		_, err := tx.Exec(`INSERT INTO assignments (actor_id, project_id, role, created_at) VALUES (?, ?, ?, ?)
+			ON CONFLICT DO NOTHING`, actorID, projectID, role, ms(tx.Now()))
+		return err
+	})
+}
+
+// Unassign takes a role in a project away from a user.
+func (u *Users) Unassign(ctx context.Context, projectID, actorID int64, role string) error {
+	return u.DB.Write(ctx, func(tx *Tx) error {
+		res, err := tx.Exec(`DELETE FROM assignments WHERE actor_id = ? AND project_id = ? AND role = ?`, actorID, projectID, role)
+		if err != nil {
+			return err
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return notFound("That role assignment")
+		}
+		return nil
+	})
+}
+
+// Assignment is a role held by an actor in a project.
+type Assignment struct {
+	ActorID int64  `json:"actorId"`
+	Role    string `json:"roleSystemName"`
+}
+
+// Assignments lists the roles held in a project.
+func (u *Users) Assignments(ctx context.Context, projectID int64) ([]Assignment, error) {
+	rows, err := u.DB.read.QueryContext(ctx, `SELECT actor_id, role FROM assignments WHERE project_id = ? ORDER BY actor_id, role`, projectID)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := []Assignment{}
+	for rows.Next() {
+		var a Assignment
+		if err := rows.Scan(&a.ActorID, &a.Role); err != nil {
+			return nil, err
+		}
+		out = append(out, a)
+	}
+	return out, rows.Err()
+}
+
+// NewAppUserToken returns a new device token as ODK Central makes them: 48
+// random bytes in base64, with '/' written '!' and '+' written '$' so the token
+// sits in a URL path unescaped.
+func NewAppUserToken() string {
+	b := make([]byte, 48)
+	rand.Read(b)
+	r := strings.NewReplacer("/", "!", "+", "$")
+	return r.Replace(base64.StdEncoding.EncodeToString(b))
+}
+
+func tokenHash(token string) []byte {
+	sum := sha256.Sum256([]byte(token))
+	return sum[:]
+}
+
+// CreateAppUser makes a device credential in a project. The returned AppUser
+// carries its token; only the token's hash is stored.
+func (u *Users) CreateAppUser(ctx context.Context, projectID int64, displayName string) (*haven.AppUser, error) {
+	displayName = strings.TrimSpace(displayName)
+	if displayName == "" {
+		return nil, haven.Errorf(haven.EINVALID, "An app user needs a displayName, for example the enumerator's name or the tablet's label.")
+	}
+	token := NewAppUserToken()
+	var au *haven.AppUser
+	err := u.DB.Write(ctx, func(tx *Tx) error {
+		id, err := tx.insertActor(haven.ActorFieldKey, displayName)
+		if err != nil {
+			return err
+		}
+		if _, err := tx.Exec(`INSERT INTO field_keys (actor_id, project_id, token_hash) VALUES (?, ?, ?)`, id, projectID, tokenHash(token)); err != nil {
+			return err
+		}
+		au = &haven.AppUser{ID: id, Type: haven.ActorFieldKey, ProjectID: projectID, DisplayName: displayName, CreatedAt: tx.Now(), UpdatedAt: tx.Now(), Token: token}
+		return nil
+	})
+	return au, err
+}
+
+// AppUserPrincipal returns the principal of a live device token.
+func (u *Users) AppUserPrincipal(ctx context.Context, token string) (*haven.Principal, error) {
+	var id, pid int64
+	var name string
+	err := u.DB.read.QueryRowContext(ctx, `SELECT a.id, a.display_name, f.project_id FROM field_keys f JOIN actors a ON a.id = f.actor_id
+		WHERE f.token_hash = ? AND f.revoked_at IS NULL AND a.deleted_at IS NULL`, tokenHash(token)).Scan(&id, &name, &pid)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, haven.Errorf(haven.EFORBIDDEN, "This device's access key is not valid: it was revoked or mistyped. Ask your supervisor for a new QR code.")
+	} else if err != nil {
+		return nil, err
+	}
+	return &haven.Principal{ActorID: id, Type: haven.ActorFieldKey, Name: name, Roles: map[int64]string{pid: haven.RoleAppUser}}, nil
+}
+
+// AppUsers lists a project's app users, revoked ones included.
+func (u *Users) AppUsers(ctx context.Context, projectID int64) ([]*haven.AppUser, error) {
+	rows, err := u.DB.read.QueryContext(ctx, `SELECT a.id, a.display_name, a.created_at, a.updated_at, f.revoked_at
+		FROM field_keys f JOIN actors a ON a.id = f.actor_id WHERE f.project_id = ? ORDER BY a.id`, projectID)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := []*haven.AppUser{}
+	for rows.Next() {
+		au := &haven.AppUser{Type: haven.ActorFieldKey, ProjectID: projectID}
+		var created, updated int64
+		var revoked sql.NullInt64
+		if err := rows.Scan(&au.ID, &au.DisplayName, &created, &updated, &revoked); err != nil {
+			return nil, err
+		}
+		au.CreatedAt, au.UpdatedAt, au.RevokedAt = fromMS(created), fromMS(updated), fromNullMS(revoked)
+		out = append(out, au)
+	}
+	return out, rows.Err()
+}
+
+// RevokeAppUser revokes a device token at once: its next request is refused.
+func (u *Users) RevokeAppUser(ctx context.Context, projectID, actorID int64) error {
+	return u.DB.Write(ctx, func(tx *Tx) error {
+		res, err := tx.Exec(`UPDATE field_keys SET revoked_at = ? WHERE actor_id = ? AND project_id = ? AND revoked_at IS NULL`,
+			ms(tx.Now()), actorID, projectID)
+		if err != nil {
+			return err
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return notFound(fmt.Sprintf("App user %d of project %d", actorID, projectID))
+		}
+		_, err = tx.Exec(`UPDATE actors SET updated_at = ? WHERE id = ?`, ms(tx.Now()), actorID)
+		return err
+	})
+}

@@ -1,0 +1,325 @@
+package storage
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+
+	"github.com/haven-org/haven"
+)
+
+// Forms reads and writes forms, their versions and their media.
+type Forms struct {
+	DB *DB
+}
+
+// NewFormVersion is a parsed XForm ready to be stored as a draft.
+type NewFormVersion struct {
+	XMLFormID string
+	Name      string
+	Version   string
+	XML       []byte
+	MD5       string
+	Media     []haven.FormAttachment // expected files: Name and Type
+}
+
+const formColumns = `f.id, f.project_id, f.xml_form_id, f.state, f.created_at, f.updated_at,
+	coalesce(f.current_version_id, 0), coalesce(f.draft_version_id, 0),
+	coalesce(v.name, d.name, f.xml_form_id), coalesce(v.version, ''), coalesce(v.md5, ''), v.published_at`
+
+const formJoins = ` FROM forms f LEFT JOIN form_versions v ON v.id = f.current_version_id LEFT JOIN form_versions d ON d.id = f.draft_version_id`
+
+func scanForm(row interface{ Scan(...any) error }) (*haven.Form, error) {
+	var f haven.Form
+	var created, updated int64
+	var published sql.NullInt64
+	err := row.Scan(&f.ID, &f.ProjectID, &f.XMLFormID, &f.State, &created, &updated,
+		&f.CurrentVersionID, &f.DraftVersionID, &f.Name, &f.Version, &f.Hash, &published)
+	if err != nil {
+		return nil, err
+	}
+	f.CreatedAt, f.UpdatedAt, f.PublishedAt = fromMS(created), fromMS(updated), fromNullMS(published)
+	return &f, nil
+}
+
+// Get returns a project's form by xmlFormId.
+func (s *Forms) Get(ctx context.Context, projectID int64, xmlFormID string) (*haven.Form, error) {
+	return s.get(ctx, s.DB.read, projectID, xmlFormID)
+}
+
+func (s *Forms) get(ctx context.Context, q queryer, projectID int64, xmlFormID string) (*haven.Form, error) {
+	f, err := scanForm(q.QueryRowContext(ctx, `SELECT `+formColumns+formJoins+` WHERE f.project_id = ? AND f.xml_form_id = ?`, projectID, xmlFormID))
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, notFound(fmt.Sprintf("Form %q in project %d", xmlFormID, projectID))
+	}
+	return f, err
+}
+
+// List returns a project's forms, by name.
+func (s *Forms) List(ctx context.Context, projectID int64) ([]*haven.Form, error) {
+	rows, err := s.DB.read.QueryContext(ctx, `SELECT `+formColumns+formJoins+` WHERE f.project_id = ? ORDER BY 9, f.xml_form_id`, projectID)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := []*haven.Form{}
+	for rows.Next() {
+		f, err := scanForm(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, f)
+	}
+	return out, rows.Err()
+}
+
+const versionColumns = `v.id, v.form_id, f.project_id, f.xml_form_id, v.name, v.version, v.md5, v.created_at, v.published_at`
+
+func scanVersion(row interface{ Scan(...any) error }, withXML bool) (*haven.FormVersion, error) {
+	var v haven.FormVersion
+	var created int64
+	var published sql.NullInt64
+	dest := []any{&v.ID, &v.FormID, &v.ProjectID, &v.XMLFormID, &v.Name, &v.Version, &v.Hash, &created, &published}
+	if withXML {
+		dest = append(dest, &v.XML)
+	}
+	if err := row.Scan(dest...); err != nil {
+		return nil, err
+	}
+	v.CreatedAt, v.PublishedAt = fromMS(created), fromNullMS(published)
+	return &v, nil
+}
+
+// Version returns a form version by id, with its XML.
+func (s *Forms) Version(ctx context.Context, id int64) (*haven.FormVersion, error) {
+	v, err := scanVersion(s.DB.read.QueryRowContext(ctx, `SELECT `+versionColumns+`, v.xml FROM form_versions v JOIN forms f ON f.id = v.form_id WHERE v.id = ?`, id), true)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, notFound("That form version")
+	}
+	return v, err
+}
+
+// PublishedVersion returns the published version of a form with the given version string, with its XML.
+func (s *Forms) PublishedVersion(ctx context.Context, formID int64, version string) (*haven.FormVersion, error) {
+	v, err := scanVersion(s.DB.read.QueryRowContext(ctx, `SELECT `+versionColumns+`, v.xml FROM form_versions v JOIN forms f ON f.id = v.form_id
+		WHERE v.form_id = ? AND v.version = ? AND v.published_at IS NOT NULL`, formID, version), true)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, notFound(fmt.Sprintf("Version %q of this form", version))
+	}
+	return v, err
+}
+
+// Versions lists a form's published versions, newest first.
+func (s *Forms) Versions(ctx context.Context, formID int64) ([]*haven.FormVersion, error) {
+	rows, err := s.DB.read.QueryContext(ctx, `SELECT `+versionColumns+` FROM form_versions v JOIN forms f ON f.id = v.form_id
+		WHERE v.form_id = ? AND v.published_at IS NOT NULL ORDER BY v.published_at DESC, v.id DESC`, formID)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := []*haven.FormVersion{}
+	for rows.Next() {
+		v, err := scanVersion(rows, false)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, v)
+	}
+	return out, rows.Err()
+}
+
+// CreateForm stores a new form with nv as its draft, and publishes it at once
+// when publish is true. A form with the same xmlFormId must not exist.
+func (s *Forms) CreateForm(ctx context.Context, projectID int64, nv NewFormVersion, publish bool) (*haven.Form, error) {
+	err := s.DB.Write(ctx, func(tx *Tx) error {
+		var n int
+		tx.QueryRow(`SELECT count(*) FROM forms WHERE project_id = ? AND xml_form_id = ?`, projectID, nv.XMLFormID).Scan(&n)
+		if n > 0 {
+			return haven.Errorf(haven.ECONFLICT, "A form with the id %q already exists in this project. To change it, create a draft (POST .../forms/%s/draft) and publish it with a new version.", nv.XMLFormID, nv.XMLFormID)
+		}
+		res, err := tx.Exec(`INSERT INTO forms (project_id, xml_form_id, created_at, updated_at) VALUES (?, ?, ?, ?)`,
+			projectID, nv.XMLFormID, ms(tx.Now()), ms(tx.Now()))
+		if err != nil {
+			return err
+		}
+		formID, _ := res.LastInsertId()
+		if err := tx.insertDraft(formID, 0, nv); err != nil {
+			return err
+		}
+		if publish {
+			return tx.publishDraft(formID, nv.Version, nv.XML, nv.MD5)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return s.Get(ctx, projectID, nv.XMLFormID)
+}
+
+// insertDraft stores nv as the form's draft, replacing any draft there was.
+// Media files of the same name carry over from the replaced draft, or else
+// from the published version.
+func (tx *Tx) insertDraft(formID, carryFrom int64, nv NewFormVersion) error {
+	res, err := tx.Exec(`INSERT INTO form_versions (form_id, version, name, xml, md5, created_at) VALUES (?, ?, ?, ?, ?, ?)`,
+		formID, nv.Version, nv.Name, nv.XML, nv.MD5, ms(tx.Now()))
+	if err != nil {
+		return err
+	}
+	vid, _ := res.LastInsertId()
+	for _, m := range nv.Media {
+		var blob sql.NullInt64
+		var updated sql.NullInt64
+		if carryFrom != 0 {
+			tx.QueryRow(`SELECT blob_id, updated_at FROM form_attachments WHERE form_version_id = ? AND name = ?`, carryFrom, m.Name).Scan(&blob, &updated)
+		}
+		if _, err := tx.Exec(`INSERT INTO form_attachments (form_version_id, name, type, blob_id, updated_at) VALUES (?, ?, ?, ?, ?)`,
+			vid, m.Name, m.Type, blob, updated); err != nil {
+			return err
+		}
+	}
+	_, err = tx.Exec(`UPDATE forms SET draft_version_id = ?, updated_at = ? WHERE id = ?`, vid, ms(tx.Now()), formID)
+	return err
+}
+
+// SetDraft replaces the draft of an existing form with nv (or, with nv nil, starts a
+// draft from the published version).
+func (s *Forms) SetDraft(ctx context.Context, form *haven.Form, nv *NewFormVersion) error {
+	return s.DB.Write(ctx, func(tx *Tx) error {
+		f, err := s.get(ctx, tx, form.ProjectID, form.XMLFormID)
+		if err != nil {
+			return err
+		}
+		carry := f.DraftVersionID
+		if carry == 0 {
+			carry = f.CurrentVersionID
+		}
+		if nv == nil {
+			if f.CurrentVersionID == 0 {
+				return haven.Errorf(haven.EINVALID, "Form %s has no published version to start a draft from: send the XForm as the request body.", f.XMLFormID)
+			}
+			cur, err := scanVersion(tx.QueryRow(`SELECT `+versionColumns+`, v.xml FROM form_versions v JOIN forms f ON f.id = v.form_id WHERE v.id = ?`, f.CurrentVersionID), true)
+			if err != nil {
+				return err
+			}
+			nv = &NewFormVersion{XMLFormID: f.XMLFormID, Name: cur.Name, Version: cur.Version, XML: cur.XML, MD5: cur.Hash}
+			rows, err := tx.Query(`SELECT name, type FROM form_attachments WHERE form_version_id = ?`, f.CurrentVersionID)
+			if err != nil {
+				return err
+			}
+			for rows.Next() {
+				var m haven.FormAttachment
+				rows.Scan(&m.Name, &m.Type)
+				nv.Media = append(nv.Media, m)
+			}
+			rows.Close()
+		}
+		if nv.XMLFormID != f.XMLFormID {
+			return haven.Errorf(haven.EINVALID, "The XForm's id is %q but this form is %q: a new version must keep the form id.", nv.XMLFormID, f.XMLFormID)
+		}
+		if f.DraftVersionID != 0 {
+			if err := tx.dropDraft(f.ID, f.DraftVersionID); err != nil {
+				return err
+			}
+		}
+		return tx.insertDraft(f.ID, carry, *nv)
+	})
+}
+
+func (tx *Tx) dropDraft(formID, draftID int64) error {
+	if _, err := tx.Exec(`UPDATE forms SET draft_version_id = NULL WHERE id = ?`, formID); err != nil {
+		return err
+	}
+	if _, err := tx.Exec(`DELETE FROM form_attachments WHERE form_version_id = ?`, draftID); err != nil {
+		return err
+	}
+	_, err := tx.Exec(`DELETE FROM form_versions WHERE id = ? AND published_at IS NULL`, draftID)
+	return err
+}
+
+// DeleteDraft abandons a form's draft.
+func (s *Forms) DeleteDraft(ctx context.Context, form *haven.Form) error {
+	if form.DraftVersionID == 0 {
+		return notFound(fmt.Sprintf("A draft of form %s", form.XMLFormID))
+	}
+	return s.DB.Write(ctx, func(tx *Tx) error { return tx.dropDraft(form.ID, form.DraftVersionID) })
+}
+
+// PublishDraft publishes the form's draft as version, with xml (the draft's
+// XML with that version written into it).
+func (s *Forms) PublishDraft(ctx context.Context, form *haven.Form, version string, xml []byte, md5 string) error {
+	return s.DB.Write(ctx, func(tx *Tx) error {
+		return tx.publishDraft(form.ID, version, xml, md5)
+	})
+}
+
+func (tx *Tx) publishDraft(formID int64, version string, xml []byte, md5 string) error {
+	var draft sql.NullInt64
+	tx.QueryRow(`SELECT draft_version_id FROM forms WHERE id = ?`, formID).Scan(&draft)
+	if !draft.Valid {
+		return haven.Errorf(haven.ENOTFOUND, "This form has no draft to publish: create one first.")
+	}
+	var n int
+	tx.QueryRow(`SELECT count(*) FROM form_versions WHERE form_id = ? AND version = ? AND published_at IS NOT NULL`, formID, version).Scan(&n)
+	if n > 0 {
+		return haven.Errorf(haven.ECONFLICT, "Version %q of this form was already published. Publish with a new version string (?version=...), so devices can tell the versions apart.", version)
+	}
+	if _, err := tx.Exec(`UPDATE form_versions SET version = ?, xml = ?, md5 = ?, published_at = ? WHERE id = ?`,
+		version, xml, md5, ms(tx.Now()), draft.Int64); err != nil {
+		return err
+	}
+	_, err := tx.Exec(`UPDATE forms SET current_version_id = draft_version_id, draft_version_id = NULL, updated_at = ? WHERE id = ?`, ms(tx.Now()), formID)
+	return err
+}
+
+// SetState opens, closes or sets a form closing.
+func (s *Forms) SetState(ctx context.Context, form *haven.Form, state string) error {
+	if state != haven.FormOpen && state != haven.FormClosing && state != haven.FormClosed {
+		return haven.Errorf(haven.EINVALID, "A form's state is %q, %q or %q, not %q.", haven.FormOpen, haven.FormClosing, haven.FormClosed, state)
+	}
+	return s.DB.Write(ctx, func(tx *Tx) error {
+		_, err := tx.Exec(`UPDATE forms SET state = ?, updated_at = ? WHERE id = ?`, state, ms(tx.Now()), form.ID)
+		return err
+	})
+}
+
+// Attachments lists the media files a form version expects.
+func (s *Forms) Attachments(ctx context.Context, versionID int64) ([]haven.FormAttachment, error) {
+	rows, err := s.DB.read.QueryContext(ctx, `SELECT a.name, a.type, coalesce(a.blob_id, 0), coalesce(b.md5, ''), coalesce(b.size, 0), a.updated_at
+		FROM form_attachments a LEFT JOIN blobs b ON b.id = a.blob_id WHERE a.form_version_id = ? ORDER BY a.name`, versionID)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := []haven.FormAttachment{}
+	for rows.Next() {
+		a := haven.FormAttachment{FormVersionID: versionID}
+		var updated sql.NullInt64
+		if err := rows.Scan(&a.Name, &a.Type, &a.BlobID, &a.Hash, &a.Size, &updated); err != nil {
+			return nil, err
+		}
+		a.Exists, a.UpdatedAt = a.BlobID != 0, fromNullMS(updated)
+		out = append(out, a)
+	}
+	return out, rows.Err()
+}
+
+// SetDraftAttachment records an uploaded media file for the form's draft.
+// The name must be one the draft expects.
+func (s *Forms) SetDraftAttachment(ctx context.Context, form *haven.Form, name string, blob *Blob) error {
+	return s.DB.Write(ctx, func(tx *Tx) error {
+		if err := tx.RecordBlob(blob); err != nil {
+			return err
+		}
+		res, err := tx.Exec(`UPDATE form_attachments SET blob_id = ?, updated_at = ? WHERE form_version_id = ? AND name = ?`,
+			blob.ID, ms(tx.Now()), form.DraftVersionID, name)
+		if err != nil {
+			return err
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return haven.Errorf(haven.ENOTFOUND, "The draft of form %s does not use a file named %q. Upload only the files the form refers to (GET .../draft/attachments lists them).", form.XMLFormID, name)
+		}
+		return nil
+	})
+}

@@ -1,0 +1,341 @@
+package storage
+
+import (
+	"bytes"
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+
+	"github.com/haven-org/haven"
+)
+
+// Submissions reads and writes submissions, their versions and attachments.
+type Submissions struct {
+	DB   *DB
+	Keys *Keyring
+}
+
+// Incoming is one submission POST after validation: the XML and the files
+// that came with it (already encrypted into the blob store, not yet recorded).
+type Incoming struct {
+	ProjectID     int64
+	FormID        int64
+	FormVersionID int64
+	InstanceID    string
+	DeprecatedID  string
+	InstanceName  string
+	XML           []byte
+	SubmitterID   int64
+	DeviceID      string
+	// Expected lists the files the XML names; Files holds those that came.
+	Expected []string
+	Files    map[string]*Blob
+}
+
+// IngestResult says what Ingest did.
+type IngestResult struct {
+	Created   bool     // a new submission or a new version (edit) was stored
+	Duplicate bool     // the same XML was already stored: a resend
+	Missing   []string // files the XML names that have still not arrived
+	// Unused are blobs of files that were already stored: the caller deletes them.
+	Unused []*Blob
+}
+
+func xmlAAD(formID int64, instanceID string) string {
+	return fmt.Sprintf("submission %d %s", formID, instanceID)
+}
+
+func nameAAD(formID int64, instanceID string) string {
+	return fmt.Sprintf("instance name %d %s", formID, instanceID)
+}
+
+// Ingest stores an incoming submission in one transaction: a new submission,
+// an edit of an existing one (DeprecatedID), or a resend of one already
+// stored, in which case only files still missing are recorded. A resend whose
+// XML differs from what is stored is refused with ECONFLICT.
+func (s *Submissions) Ingest(ctx context.Context, in *Incoming) (*IngestResult, error) {
+	pk, err := s.Keys.ProjectKey(ctx, in.ProjectID)
+	if err != nil {
+		return nil, err
+	}
+	mac := pk.MAC(in.XML)
+	sealedXML := pk.Seal(in.XML, xmlAAD(in.FormID, in.InstanceID))
+	var sealedName []byte
+	if in.InstanceName != "" {
+		sealedName = pk.Seal([]byte(in.InstanceName), nameAAD(in.FormID, in.InstanceID))
+	}
+	var res *IngestResult
+	err = s.DB.Write(ctx, func(tx *Tx) error {
+		res = &IngestResult{}
+		var versionID, submissionID int64
+		var storedMAC []byte
+		err := tx.QueryRow(`SELECT id, submission_id, xml_mac FROM submission_versions WHERE form_id = ? AND instance_id = ?`,
+			in.FormID, in.InstanceID).Scan(&versionID, &submissionID, &storedMAC)
+		switch {
+		case err == nil:
+			if !bytes.Equal(storedMAC, mac) {
+				return haven.Errorf(haven.ECONFLICT, "A different submission with the same instanceID (%s) was already received. It was not saved. If you edited a sent form, finalize it again so it gets a new instanceID.", in.InstanceID)
+			}
+			res.Duplicate = true
+		case !errors.Is(err, sql.ErrNoRows):
+			return err
+		case in.DeprecatedID != "":
+			var prevID int64
+			var current bool
+			err := tx.QueryRow(`SELECT id, submission_id, current FROM submission_versions WHERE form_id = ? AND instance_id = ?`,
+				in.FormID, in.DeprecatedID).Scan(&prevID, &submissionID, &current)
+			if errors.Is(err, sql.ErrNoRows) {
+				return haven.Errorf(haven.ENOTFOUND, "This is an edit of submission %s, which this server does not have. Send the original first.", in.DeprecatedID)
+			} else if err != nil {
+				return err
+			}
+			if !current {
+				return haven.Errorf(haven.ECONFLICT, "This is an edit of %s, but that version was already replaced by a later edit. Download the latest version and edit that.", in.DeprecatedID)
+			}
+			if _, err := tx.Exec(`UPDATE submission_versions SET current = 0 WHERE id = ?`, prevID); err != nil {
+				return err
+			}
+			if _, err := tx.Exec(`UPDATE submissions SET updated_at = ? WHERE id = ?`, ms(tx.Now()), submissionID); err != nil {
+				return err
+			}
+			if versionID, err = tx.insertVersion(in, submissionID, sealedXML, sealedName, mac); err != nil {
+				return err
+			}
+			// Files the edit does not resend carry over from the version it replaces, by name.
+			if _, err := tx.Exec(`UPDATE submission_attachments SET blob_id = (
+					SELECT p.blob_id FROM submission_attachments p WHERE p.version_id = ? AND p.name = submission_attachments.name)
+				WHERE version_id = ?`, prevID, versionID); err != nil {
+				return err
+			}
+			res.Created = true
+		default:
+			r, err := tx.Exec(`INSERT INTO submissions (form_id, instance_id, submitter_id, device_id, created_at) VALUES (?, ?, ?, ?, ?)`,
+				in.FormID, in.InstanceID, in.SubmitterID, in.DeviceID, ms(tx.Now()))
+			if err != nil {
+				return err
+			}
+			submissionID, _ = r.LastInsertId()
+			if versionID, err = tx.insertVersion(in, submissionID, sealedXML, sealedName, mac); err != nil {
+				return err
+			}
+			res.Created = true
+		}
+		// Record the files that came, where the version still lacks them.
+		for _, name := range in.Expected {
+			blob := in.Files[name]
+			if blob == nil {
+				continue
+			}
+			var have sql.NullInt64
+			if err := tx.QueryRow(`SELECT blob_id FROM submission_attachments WHERE version_id = ? AND name = ?`, versionID, name).Scan(&have); err != nil {
+				return err
+			}
+			if have.Valid {
+				res.Unused = append(res.Unused, blob)
+				continue
+			}
+			if err := tx.RecordBlob(blob); err != nil {
+				return err
+			}
+			if _, err := tx.Exec(`UPDATE submission_attachments SET blob_id = ? WHERE version_id = ? AND name = ?`, blob.ID, versionID, name); err != nil {
+				return err
+			}
+		}
+		rows, err := tx.Query(`SELECT name FROM submission_attachments WHERE version_id = ? AND blob_id IS NULL ORDER BY name`, versionID)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var n string
+			rows.Scan(&n)
+			res.Missing = append(res.Missing, n)
+		}
+		return rows.Err()
+	})
+	return res, err
+}
+
+func (tx *Tx) insertVersion(in *Incoming, submissionID int64, sealedXML, sealedName, mac []byte) (int64, error) {
+	r, err := tx.Exec(`INSERT INTO submission_versions (submission_id, form_id, form_version_id, instance_id, deprecated_id,
+		instance_name, xml, xml_mac, submitter_id, device_id, current, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?)`,
+		submissionID, in.FormID, in.FormVersionID, in.InstanceID, in.DeprecatedID, sealedName, sealedXML, mac,
+		in.SubmitterID, in.DeviceID, ms(tx.Now()))
+	if err != nil {
+		return 0, err
+	}
+	id, _ := r.LastInsertId()
+	for _, name := range in.Expected {
+		if _, err := tx.Exec(`INSERT INTO submission_attachments (version_id, name) VALUES (?, ?)`, id, name); err != nil {
+			return 0, err
+		}
+	}
+	return id, nil
+}
+
+// KnownFiles returns, for an instanceID already stored in a form, the names
+// of the files it already has; nil when the instance is unknown. Ingestion
+// uses it to skip storing files a resend carries again.
+func (s *Submissions) KnownFiles(ctx context.Context, formID int64, instanceID string) (map[string]bool, error) {
+	rows, err := s.DB.read.QueryContext(ctx, `SELECT a.name FROM submission_versions v JOIN submission_attachments a ON a.version_id = v.id
+		WHERE v.form_id = ? AND v.instance_id = ? AND a.blob_id IS NOT NULL`, formID, instanceID)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	known := map[string]bool{}
+	for rows.Next() {
+		var n string
+		rows.Scan(&n)
+		known[n] = true
+	}
+	return known, rows.Err()
+}
+
+const submissionColumns = `s.id, s.form_id, s.instance_id, s.submitter_id, s.device_id, s.review_state, s.created_at, s.updated_at,
+	v.id, v.form_version_id, v.instance_id, v.deprecated_id, v.instance_name, v.submitter_id, v.device_id, v.created_at, fv.version,
+	(SELECT count(*) FROM submission_attachments a WHERE a.version_id = v.id),
+	(SELECT count(*) FROM submission_attachments a WHERE a.version_id = v.id AND a.blob_id IS NOT NULL)`
+
+const submissionJoins = ` FROM submissions s JOIN submission_versions v ON v.submission_id = s.id AND v.current = 1
+	JOIN form_versions fv ON fv.id = v.form_version_id`
+
+func (s *Submissions) scan(row interface{ Scan(...any) error }, pk *ProjectKey) (*haven.Submission, error) {
+	var sub haven.Submission
+	var review sql.NullString
+	var created, vcreated int64
+	var updated sql.NullInt64
+	var sealedName []byte
+	v := &sub.Current
+	err := row.Scan(&sub.ID, &sub.FormID, &sub.InstanceID, &sub.SubmitterID, &sub.DeviceID, &review, &created, &updated,
+		&v.ID, &v.FormVersionID, &v.InstanceID, &v.DeprecatedID, &sealedName, &v.SubmitterID, &v.DeviceID, &vcreated, &v.FormVersion,
+		&v.AttachmentsExpected, &v.AttachmentsPresent)
+	if err != nil {
+		return nil, err
+	}
+	if review.Valid {
+		sub.ReviewState = &review.String
+	}
+	sub.CreatedAt, sub.UpdatedAt = fromMS(created), fromNullMS(updated)
+	v.SubmissionID, v.CreatedAt, v.Current = sub.ID, fromMS(vcreated), true
+	if sealedName != nil {
+		name, err := pk.Open(sealedName, nameAAD(sub.FormID, v.InstanceID))
+		if err != nil {
+			return nil, err
+		}
+		v.InstanceName = string(name)
+	}
+	return &sub, nil
+}
+
+// List returns a page of a form's submissions, oldest first, and how many there are.
+func (s *Submissions) List(ctx context.Context, projectID, formID int64, limit, offset int) ([]*haven.Submission, int, error) {
+	pk, err := s.Keys.ProjectKey(ctx, projectID)
+	if err != nil {
+		return nil, 0, err
+	}
+	var total int
+	if err := s.DB.read.QueryRowContext(ctx, `SELECT count(*) FROM submissions WHERE form_id = ?`, formID).Scan(&total); err != nil {
+		return nil, 0, err
+	}
+	rows, err := s.DB.read.QueryContext(ctx, `SELECT `+submissionColumns+submissionJoins+` WHERE s.form_id = ? ORDER BY s.created_at, s.id LIMIT ? OFFSET ?`,
+		formID, limit, offset)
+	if err != nil {
+		return nil, 0, err
+	}
+	defer rows.Close()
+	out := []*haven.Submission{}
+	for rows.Next() {
+		sub, err := s.scan(rows, pk)
+		if err != nil {
+			return nil, 0, err
+		}
+		out = append(out, sub)
+	}
+	return out, total, rows.Err()
+}
+
+// Get returns a submission by its instanceId (the instanceID of its first version).
+func (s *Submissions) Get(ctx context.Context, projectID, formID int64, instanceID string) (*haven.Submission, error) {
+	pk, err := s.Keys.ProjectKey(ctx, projectID)
+	if err != nil {
+		return nil, err
+	}
+	sub, err := s.scan(s.DB.read.QueryRowContext(ctx, `SELECT `+submissionColumns+submissionJoins+` WHERE s.form_id = ? AND s.instance_id = ?`, formID, instanceID), pk)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, notFound(fmt.Sprintf("Submission %s", instanceID))
+	}
+	return sub, err
+}
+
+// Versions lists every version of a submission, newest first.
+func (s *Submissions) Versions(ctx context.Context, projectID int64, sub *haven.Submission) ([]haven.SubmissionVersion, error) {
+	pk, err := s.Keys.ProjectKey(ctx, projectID)
+	if err != nil {
+		return nil, err
+	}
+	rows, err := s.DB.read.QueryContext(ctx, `SELECT v.id, v.form_version_id, v.instance_id, v.deprecated_id, v.instance_name, v.submitter_id,
+		v.device_id, v.current, v.created_at, fv.version,
+		(SELECT count(*) FROM submission_attachments a WHERE a.version_id = v.id),
+		(SELECT count(*) FROM submission_attachments a WHERE a.version_id = v.id AND a.blob_id IS NOT NULL)
+		FROM submission_versions v JOIN form_versions fv ON fv.id = v.form_version_id WHERE v.submission_id = ? ORDER BY v.id DESC`, sub.ID)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := []haven.SubmissionVersion{}
+	for rows.Next() {
+		v := haven.SubmissionVersion{SubmissionID: sub.ID}
+		var sealedName []byte
+		var created int64
+		if err := rows.Scan(&v.ID, &v.FormVersionID, &v.InstanceID, &v.DeprecatedID, &sealedName, &v.SubmitterID, &v.DeviceID,
+			&v.Current, &created, &v.FormVersion, &v.AttachmentsExpected, &v.AttachmentsPresent); err != nil {
+			return nil, err
+		}
+		v.CreatedAt = fromMS(created)
+		if sealedName != nil {
+			name, err := pk.Open(sealedName, nameAAD(sub.FormID, v.InstanceID))
+			if err != nil {
+				return nil, err
+			}
+			v.InstanceName = string(name)
+		}
+		out = append(out, v)
+	}
+	return out, rows.Err()
+}
+
+// XML returns the decrypted XML of a submission version.
+func (s *Submissions) XML(ctx context.Context, projectID int64, v *haven.SubmissionVersion) ([]byte, error) {
+	pk, err := s.Keys.ProjectKey(ctx, projectID)
+	if err != nil {
+		return nil, err
+	}
+	var formID int64
+	var sealed []byte
+	if err := s.DB.read.QueryRowContext(ctx, `SELECT form_id, xml FROM submission_versions WHERE id = ?`, v.ID).Scan(&formID, &sealed); err != nil {
+		return nil, err
+	}
+	return pk.Open(sealed, xmlAAD(formID, v.InstanceID))
+}
+
+// Attachments lists the files a submission version's XML names.
+func (s *Submissions) Attachments(ctx context.Context, versionID int64) ([]haven.Attachment, error) {
+	rows, err := s.DB.read.QueryContext(ctx, `SELECT a.name, coalesce(a.blob_id, 0), coalesce(b.size, 0)
+		FROM submission_attachments a LEFT JOIN blobs b ON b.id = a.blob_id WHERE a.version_id = ? ORDER BY a.name`, versionID)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := []haven.Attachment{}
+	for rows.Next() {
+		var a haven.Attachment
+		if err := rows.Scan(&a.Name, &a.BlobID, &a.Size); err != nil {
+			return nil, err
+		}
+		a.Exists = a.BlobID != 0
+		out = append(out, a)
+	}
+	return out, rows.Err()
+}

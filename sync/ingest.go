@@ -1,0 +1,271 @@
+package sync
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"mime/multipart"
+	"strings"
+
+	"github.com/haven-org/haven"
+	"github.com/haven-org/haven/formspec"
+	"github.com/haven-org/haven/storage"
+)
+
+// Receipt says what became of a submission request.
+type Receipt struct {
+	FormID     string
+	InstanceID string
+	Created    bool     // stored a new submission or edit
+	Duplicate  bool     // the same XML was already stored
+	Missing    []string // files the XML names that have not arrived yet
+	Incomplete bool     // the device said more requests follow (*isIncomplete*)
+}
+
+// SubmitRequest is one submission request as a device sent it.
+type SubmitRequest struct {
+	Principal *haven.Principal
+	ProjectID int64
+	DeviceID  string
+	Parts     *multipart.Reader
+}
+
+// Submit ingests one multipart submission request. Attachments stream
+// straight into the blob store, encrypted, in bounded memory; nothing becomes
+// visible until the database transaction that records the submission and
+// its files commits, and on any refusal the files written are removed.
+func (s *Service) Submit(ctx context.Context, req SubmitRequest) (*Receipt, error) {
+	if err := allowed(req.Principal, haven.ActionSubmit, req.ProjectID); err != nil {
+		return nil, err
+	}
+	in := &ingestion{s: s, req: req, files: map[string]*storage.Blob{}}
+	rec, err := in.run(ctx)
+	if err != nil {
+		s.Blobs.Discard(ctx, in.blobs()...)
+		return nil, err
+	}
+	return rec, nil
+}
+
+type ingestion struct {
+	s          *Service
+	req        SubmitRequest
+	xml        []byte
+	inst       *formspec.Instance
+	form       *haven.Form
+	version    *haven.FormVersion
+	val        formspec.Validation
+	expected   map[string]bool
+	known      map[string]bool // files already stored for this instance
+	files      map[string]*storage.Blob
+	seen       map[string]bool
+	incomplete bool
+}
+
+func (in *ingestion) blobs() []*storage.Blob {
+	out := make([]*storage.Blob, 0, len(in.files))
+	for _, b := range in.files {
+		out = append(out, b)
+	}
+	return out
+}
+
+func (in *ingestion) run(ctx context.Context) (*Receipt, error) {
+	in.seen = map[string]bool{}
+	for {
+		part, err := in.req.Parts.NextPart()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return nil, badMultipart(err)
+		}
+		err = in.part(ctx, part)
+		part.Close()
+		if err != nil {
+			return nil, err
+		}
+	}
+	if in.inst == nil {
+		return nil, haven.Errorf(haven.EINVALID, "The request has no xml_submission_file part, so there is no form data to save. Send the form again.")
+	}
+	// Files that came before the XML are checked now.
+	for name := range in.files {
+		if !in.expected[name] {
+			return nil, unreferenced(name)
+		}
+	}
+	expected := in.val.Files
+	res, err := in.s.Submissions.Ingest(ctx, &storage.Incoming{
+		ProjectID:     in.req.ProjectID,
+		FormID:        in.form.ID,
+		FormVersionID: in.version.ID,
+		InstanceID:    in.inst.InstanceID,
+		DeprecatedID:  in.inst.DeprecatedID,
+		InstanceName:  in.inst.InstanceName,
+		XML:           in.xml,
+		SubmitterID:   in.req.Principal.ActorID,
+		DeviceID:      in.req.DeviceID,
+		Expected:      expected,
+		Files:         in.files,
+	})
+	if err != nil {
+		return nil, err
+	}
+	in.s.Blobs.Discard(ctx, res.Unused...)
+	return &Receipt{
+		FormID: in.form.XMLFormID, InstanceID: in.inst.InstanceID,
+		Created: res.Created, Duplicate: res.Duplicate, Missing: res.Missing, Incomplete: in.incomplete,
+	}, nil
+}
+
+func badMultipart(err error) error {
+	var mbe interface{ Error() string }
+	if errors.As(err, &mbe) && strings.Contains(err.Error(), "request body too large") {
+		return tooLarge()
+	}
+	return &haven.Error{Code: haven.EINVALID, Message: "The upload could not be read as multipart/form-data; it may have been cut off. Send the form again.", Err: err}
+}
+
+func tooLarge() error {
+	return haven.Errorf(haven.ETOOLARGE, "The upload is larger than this server accepts in one request. Update ODK Collect so it splits large uploads, or ask your supervisor.")
+}
+
+func unreferenced(name string) error {
+	return haven.Errorf(haven.EINVALID, "The file %q came with the submission but no question of the form names it, so nothing was saved. Remove the file from the form's folder on the device, or ask your supervisor.", name)
+}
+
+func (in *ingestion) part(ctx context.Context, part *multipart.Part) error {
+	name := part.FormName()
+	switch {
+	case name == "xml_submission_file":
+		if in.inst != nil {
+			return haven.Errorf(haven.EINVALID, "The request has more than one xml_submission_file part. Send one form per request.")
+		}
+		return in.readXML(ctx, part)
+	case name == "*isIncomplete*" && part.FileName() == "":
+		v, err := io.ReadAll(io.LimitReader(part, 16))
+		if err != nil {
+			return badMultipart(err)
+		}
+		in.incomplete = strings.EqualFold(strings.TrimSpace(string(v)), "yes")
+		return nil
+	}
+	fileName := part.FileName()
+	if fileName == "" {
+		fileName = name
+	}
+	if err := formspec.SafeFileName(fileName); err != nil {
+		return err
+	}
+	if in.seen[fileName] {
+		return haven.Errorf(haven.EINVALID, "The file %q was sent twice in one request. Send the form again.", fileName)
+	}
+	in.seen[fileName] = true
+	if len(in.seen) > in.s.Limits.MaxAttachments {
+		return haven.Errorf(haven.ETOOLARGE, "The request carries more than %d files. Update ODK Collect, which splits uploads at %d files.", in.s.Limits.MaxAttachments, in.s.Limits.MaxAttachments)
+	}
+	if in.inst != nil {
+		if !in.expected[fileName] {
+			return unreferenced(fileName)
+		}
+		if in.known[fileName] {
+			// A resend of a file already stored: read past it.
+			_, err := io.Copy(io.Discard, part)
+			if err != nil {
+				return badMultipart(err)
+			}
+			return nil
+		}
+	}
+	blob, err := in.s.Blobs.Put(ctx, in.req.ProjectID, part, 0)
+	if err != nil {
+		var he *haven.Error
+		if errors.As(err, &he) {
+			return err
+		}
+		if strings.Contains(err.Error(), "request body too large") {
+			return tooLarge()
+		}
+		if ctx.Err() != nil || isReadError(err) {
+			return badMultipart(err)
+		}
+		return &haven.Error{Code: haven.EUNAVAILABLE, Message: "The server could not store the file " + fileName + " right now. Nothing was saved; send the form again later.", Err: err}
+	}
+	in.files[fileName] = blob
+	return nil
+}
+
+// isReadError tells a broken upload (the device's side) from a failing store (ours).
+func isReadError(err error) bool {
+	s := err.Error()
+	return errors.Is(err, io.ErrUnexpectedEOF) || strings.Contains(s, "multipart") || strings.Contains(s, "unexpected EOF") ||
+		strings.Contains(s, "connection reset") || strings.Contains(s, "i/o timeout")
+}
+
+func (in *ingestion) readXML(ctx context.Context, part *multipart.Part) error {
+	max := in.s.Limits.XML.MaxBytes
+	b, err := io.ReadAll(io.LimitReader(part, int64(max)+1))
+	if err != nil {
+		if strings.Contains(err.Error(), "request body too large") {
+			return tooLarge()
+		}
+		return badMultipart(err)
+	}
+	if len(b) > max {
+		return haven.Errorf(haven.ETOOLARGE, "The form data is larger than %d bytes, more than Haven accepts.", max)
+	}
+	inst, err := formspec.ParseInstance(b, in.s.Limits.XML)
+	if err != nil {
+		return err
+	}
+	if inst.Encrypted {
+		return haven.Errorf(haven.EINVALID, "This submission is encrypted on the device; Haven does not accept ODK-encrypted submissions. Ask your supervisor for the current form.")
+	}
+	form, err := in.s.Forms.Get(ctx, in.req.ProjectID, inst.FormID)
+	if err != nil && haven.ErrorCode(err) != haven.ENOTFOUND {
+		return err
+	}
+	if err != nil || form.CurrentVersionID == 0 {
+		return haven.Errorf(haven.ENOTFOUND, "The form %q is not on this server (or not in this project). Nothing was saved. Ask your supervisor which server to send it to.", inst.FormID)
+	}
+	if form.State == haven.FormClosed {
+		return haven.Errorf(haven.ECONFLICT, "The form %q is closed and no longer accepts submissions. Nothing was saved.", inst.FormID)
+	}
+	version, err := in.s.Forms.PublishedVersion(ctx, form.ID, inst.Version)
+	if err != nil {
+		return haven.Errorf(haven.ENOTFOUND, "Version %q of form %q is not on this server. Nothing was saved. Ask your supervisor; the form may have been replaced before it was published.", inst.Version, inst.FormID)
+	}
+	schema, err := in.s.schema(ctx, version.ID)
+	if err != nil {
+		return err
+	}
+	val := schema.Validate(inst)
+	if err := val.Error(inst.FormID); err != nil {
+		return err
+	}
+	in.xml, in.inst, in.form, in.version, in.val = b, inst, form, version, val
+	in.expected = map[string]bool{}
+	for _, f := range val.Files {
+		in.expected[f] = true
+	}
+	if in.known, err = in.s.Submissions.KnownFiles(ctx, form.ID, inst.InstanceID); err != nil {
+		return err
+	}
+	if len(in.files) > 0 {
+		// Files that arrived before the XML: drop those already stored.
+		for name, blob := range in.files {
+			if in.known[name] {
+				in.s.Blobs.Discard(ctx, blob)
+				delete(in.files, name)
+			}
+		}
+	}
+	return nil
+}
+
+// String describes a receipt for logs.
+func (r *Receipt) String() string {
+	return fmt.Sprintf("form=%s instance=%s created=%v duplicate=%v missing=%d", r.FormID, r.InstanceID, r.Created, r.Duplicate, len(r.Missing))
+}
