@@ -606,4 +606,3 @@ func (s *Server) unassign(c echo.Context) error {
 	}
 	return c.JSON(http.StatusOK, map[string]bool{"success": true})
 }
-

@@ -107,4 +107,3 @@ func writeOpenRosa(c echo.Context, httpStatus int, nature, message string) error
 	}
 	return c.Blob(httpStatus, "text/xml; charset=utf-8", append([]byte(xml.Header), b...))
 }
-
