@@ -78,7 +78,7 @@ func ParseInstance(data []byte, lim Limits) (*Instance, error) {
 	}
 	var stack []*Element
 	var root *Element
-	var text []strings.Builder
+	var text [][]byte
 	count := 0
 	for {
 		tok, err := dec.RawToken()
@@ -117,19 +117,19 @@ func ParseInstance(data []byte, lim Limits) (*Instance, error) {
 				root = e
 			}
 			stack = append(stack, e)
-			text = append(text, strings.Builder{})
+			text = append(text, nil)
 		case xml.EndElement:
 			if len(stack) == 0 {
 				return nil, invalid("The form data is not well-formed XML (unexpected end tag).")
 			}
 			e := stack[len(stack)-1]
-			e.Text = strings.TrimSpace(text[len(text)-1].String())
+			e.Text = string(bytes.TrimSpace(text[len(text)-1]))
 			stack, text = stack[:len(stack)-1], text[:len(text)-1]
 		case xml.CharData:
 			if len(stack) > 0 {
-				text[len(text)-1].Write(t)
+				text[len(text)-1] = append(text[len(text)-1], t...)
 			} else if len(bytes.TrimSpace(t)) > 0 {
-				return nil, invalid("The form data has text outside its root element.")
+				return nil, invalid("The form data is not XML: it has text outside a root element. The file on the device is damaged.")
 			}
 		case xml.Directive:
 			return nil, invalid("The form data has a DOCTYPE or ENTITY declaration. Haven does not accept them.")

@@ -90,15 +90,17 @@ func (s *Server) authenticate(next echo.HandlerFunc) echo.HandlerFunc {
 			err = haven.Errorf(haven.EUNAUTHORIZED, "Haven does not know the authorization scheme %q: use Bearer, Digest or Basic.", scheme)
 		}
 		if err != nil {
-			if haven.ErrorCode(err) == haven.EUNAUTHORIZED {
-				s.challenge(c, false)
-			}
-			return err
+			// Kept for requireAuth, which runs after the route's own middleware
+			// has said whether the answer is JSON or an OpenRosaResponse.
+			c.Set(keyAuthError, err)
+			return next(c)
 		}
 		c.Set(keyPrincipal, p)
 		return next(c)
 	}
 }
+
+const keyAuthError = "authError"
 
 func (s *Server) bearer(c echo.Context, token string) (*haven.Principal, error) {
 	claims, err := s.parseToken(token)
@@ -284,6 +286,12 @@ func (s *Server) keyAuth(next echo.HandlerFunc) echo.HandlerFunc {
 // requireAuth answers a request without credentials with 401 and a challenge.
 func (s *Server) requireAuth(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
+		if err, _ := c.Get(keyAuthError).(error); err != nil {
+			if haven.ErrorCode(err) == haven.EUNAUTHORIZED && c.Response().Header().Get("WWW-Authenticate") == "" {
+				s.challenge(c, false)
+			}
+			return err
+		}
 		if principal(c) == nil {
 			s.challenge(c, false)
 			return haven.Errorf(haven.EUNAUTHORIZED, "Log in first: send a Bearer token from POST /v1/sessions, or a username and password.")

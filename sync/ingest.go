@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"mime"
 	"mime/multipart"
 	"strings"
 
@@ -144,7 +145,7 @@ func (in *ingestion) part(ctx context.Context, part *multipart.Part) error {
 			return haven.Errorf(haven.EINVALID, "The request has more than one xml_submission_file part. Send one form per request.")
 		}
 		return in.readXML(ctx, part)
-	case name == "*isIncomplete*" && part.FileName() == "":
+	case name == "*isIncomplete*" && rawFileName(part) == "":
 		v, err := io.ReadAll(io.LimitReader(part, 16))
 		if err != nil {
 			return badMultipart(err)
@@ -152,7 +153,7 @@ func (in *ingestion) part(ctx context.Context, part *multipart.Part) error {
 		in.incomplete = strings.EqualFold(strings.TrimSpace(string(v)), "yes")
 		return nil
 	}
-	fileName := part.FileName()
+	fileName := rawFileName(part)
 	if fileName == "" {
 		fileName = name
 	}
@@ -202,6 +203,16 @@ func isReadError(err error) bool {
 	s := err.Error()
 	return errors.Is(err, io.ErrUnexpectedEOF) || strings.Contains(s, "multipart") || strings.Contains(s, "unexpected EOF") ||
 		strings.Contains(s, "connection reset") || strings.Contains(s, "i/o timeout")
+}
+
+// rawFileName is the part's file name exactly as sent. (Part.FileName
+// strips directories, which would let "../x.jpg" pass for "x.jpg".)
+func rawFileName(part *multipart.Part) string {
+	_, params, err := mime.ParseMediaType(part.Header.Get("Content-Disposition"))
+	if err != nil {
+		return ""
+	}
+	return params["filename"]
 }
 
 func (in *ingestion) readXML(ctx context.Context, part *multipart.Part) error {

@@ -1,0 +1,209 @@
+package server_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/haven-org/haven/clients/collect"
+	"github.com/haven-org/haven/server"
+	"github.com/haven-org/haven/storage"
+	"github.com/haven-org/haven/sync"
+)
+
+// env is a Haven server on a real SQLite file in a temporary data directory,
+// served over real HTTP on loopback.
+type env struct {
+	t     *testing.T
+	dir   string
+	st    *storage.Store
+	srv   *httptest.Server
+	token string // the administrator's bearer token
+}
+
+const adminEmail, adminPassword = "admin@example.org", "correct horse battery"
+
+func newEnv(t *testing.T, limits ...sync.Limits) *env {
+	t.Helper()
+	dir := t.TempDir()
+	st, err := storage.OpenDir(context.Background(), dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Users.Create(context.Background(), adminEmail, adminPassword, "", true); err != nil {
+		t.Fatal(err)
+	}
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	svc := &sync.Service{Projects: st.Projects, Forms: st.Forms, Submissions: st.Submissions, Blobs: st.Blobs, Limits: sync.DefaultLimits}
+	if len(limits) > 0 {
+		svc.Limits = limits[0]
+	}
+	h := server.New(server.Config{}, server.Deps{Users: st.Users, Projects: st.Projects, Submissions: st.Submissions,
+		Blobs: st.Blobs, Sync: svc, MasterKey: st.MasterKey, Log: log})
+	e := &env{t: t, dir: dir, st: st, srv: httptest.NewServer(h)}
+	t.Cleanup(func() { e.srv.Close(); st.Close() })
+	e.token = e.login(adminEmail, adminPassword)
+	return e
+}
+
+func (e *env) login(email, password string) string {
+	var out struct{ Token string }
+	if st := e.call("POST", "/v1/sessions", "", map[string]string{"email": email, "password": password}, &out); st != 200 {
+		e.t.Fatalf("login %s: %d", email, st)
+	}
+	return out.Token
+}
+
+// request sends a raw request; token "" sends no credentials.
+func (e *env) request(method, path, token, contentType string, body io.Reader) *http.Response {
+	e.t.Helper()
+	req, err := http.NewRequest(method, e.srv.URL+path, body)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	if contentType != "" {
+		req.Header.Set("Content-Type", contentType)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return resp
+}
+
+// call sends JSON (or raw bytes) and decodes a JSON answer into out; it returns the status.
+func (e *env) call(method, path, token string, body any, out any) int {
+	e.t.Helper()
+	var r io.Reader
+	ct := ""
+	switch b := body.(type) {
+	case nil:
+	case []byte:
+		r, ct = bytes.NewReader(b), "application/xml"
+	default:
+		js, _ := json.Marshal(b)
+		r, ct = bytes.NewReader(js), "application/json"
+	}
+	resp := e.request(method, path, token, ct, r)
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	if out != nil && resp.StatusCode < 300 {
+		if err := json.Unmarshal(raw, out); err != nil {
+			e.t.Fatalf("%s %s: decoding %s: %v", method, path, raw, err)
+		}
+	}
+	if out != nil && resp.StatusCode >= 300 {
+		json.Unmarshal(raw, out)
+	}
+	return resp.StatusCode
+}
+
+// admin is call with the administrator's token, failing the test on a non-200.
+func (e *env) admin(method, path string, body any, out any) {
+	e.t.Helper()
+	if st := e.call(method, path, e.token, body, out); st != 200 {
+		e.t.Fatalf("%s %s: status %d", method, path, st)
+	}
+}
+
+func householdXML(t testing.TB) []byte {
+	b, err := os.ReadFile("../formspec/testdata/household.xml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+var pricesCSV = []byte("district,price\nnorth,10\nsouth,12\n")
+var shelterPNG = []byte("\x89PNG\r\n\x1a\nnot really a picture")
+
+// project makes a project with the household form published (media
+// uploaded) and an app user; it returns the project id and a Collect client.
+func (e *env) project() (int64, *collect.Client) {
+	e.t.Helper()
+	var pr struct{ ID int64 }
+	e.admin("POST", "/v1/projects", map[string]string{"name": "Flood response"}, &pr)
+	base := fmt.Sprintf("/v1/projects/%d/forms", pr.ID)
+	e.admin("POST", base, householdXML(e.t), nil)
+	e.admin("POST", base+"/household/draft/attachments/prices.csv", pricesCSV, nil)
+	e.admin("POST", base+"/household/draft/attachments/shelter.png", shelterPNG, nil)
+	e.admin("POST", base+"/household/draft/publish", nil, nil)
+	var au struct{ ServerURL string }
+	e.admin("POST", fmt.Sprintf("/v1/projects/%d/app-users", pr.ID), map[string]string{"displayName": "Tablet 1"}, &au)
+	return pr.ID, collect.New(au.ServerURL)
+}
+
+// instance returns submission XML for the household form.
+func instance(id, head string, extra ...string) []byte {
+	photo := "<photo/>"
+	if len(extra) > 0 {
+		photo = "<photo>" + extra[0] + "</photo>"
+	}
+	return []byte(fmt.Sprintf(`<?xml version="1.0"?>
+<household xmlns:orx="http://openrosa.org/xforms" id="household" version="2026110101"><start>2026-11-20T09:15:00.000+03:00</start>
+<district>north</district><head_name>%s</head_name><members>3</members><visit_date>2026-11-20</visit_date>
+<location>2.04 45.34 12 5</location><needs>food</needs><shelter><roof>tarp</roof>%s</shelter>
+<member><age>34</age><sex>f</sex></member><price>10</price>
+<orx:meta><orx:instanceID>%s</orx:instanceID><orx:instanceName>HH %s</orx:instanceName></orx:meta></household>`, head, photo, id, head))
+}
+
+// submissionCount returns how many submissions the household form has.
+func (e *env) submissionCount(pid int64) int {
+	e.t.Helper()
+	var subs []json.RawMessage
+	e.admin("GET", fmt.Sprintf("/v1/projects/%d/forms/household/submissions", pid), nil, &subs)
+	return len(subs)
+}
+
+// blobFiles lists the object files in the blob store.
+func (e *env) blobFiles() []string {
+	var out []string
+	filepath.WalkDir(filepath.Join(e.dir, "blobs"), func(p string, d fs.DirEntry, err error) error {
+		if err == nil && !d.IsDir() {
+			out = append(out, p)
+		}
+		return nil
+	})
+	return out
+}
+
+// scanFor reports every file under the data directory that contains marker.
+func (e *env) scanFor(marker string) []string {
+	var hits []string
+	filepath.WalkDir(e.dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return nil
+		}
+		b, _ := os.ReadFile(p)
+		if bytes.Contains(b, []byte(marker)) {
+			hits = append(hits, strings.TrimPrefix(p, e.dir))
+		}
+		return nil
+	})
+	return hits
+}
+
+func testLimits() sync.Limits { return sync.DefaultLimits }
+
+func newBasicRequest(url, user, password string) (*http.Response, error) {
+	req, _ := http.NewRequest("GET", url, nil)
+	req.SetBasicAuth(user, password)
+	resp, err := http.DefaultClient.Do(req)
+	if err == nil {
+		resp.Body.Close()
+	}
+	return resp, err
+}
