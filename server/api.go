@@ -90,6 +90,21 @@ func (s *Server) listUsers(c echo.Context) error {
 	return c.JSON(http.StatusOK, users)
 }
 
+func (s *Server) getUser(c echo.Context) error {
+	id, err := pathInt(c, "id")
+	if err != nil {
+		return err
+	}
+	if p := principal(c); !p.Admin && p.ActorID != id {
+		return forbidden()
+	}
+	u, err := s.users.Get(c.Request().Context(), id)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, u)
+}
+
 func (s *Server) createUser(c echo.Context) error {
 	if !principal(c).Admin {
 		return forbidden()

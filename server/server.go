@@ -124,6 +124,7 @@ func (s *Server) routes() {
 	v1.GET("/users/current", s.currentUser, s.requireAuth)
 	v1.GET("/users", s.listUsers, s.requireAuth)
 	v1.POST("/users", s.createUser, s.requireAuth)
+	v1.GET("/users/:id", s.getUser, s.requireAuth)
 	v1.GET("/projects", s.listProjects, s.requireAuth)
 	v1.POST("/projects", s.createProject, s.requireAuth)
 

@@ -5,10 +5,14 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
+	"mime/multipart"
+	"net/http/httptest"
 	"strings"
 	"testing"
 
 	"github.com/haven-org/haven/clients/collect"
+	"github.com/haven-org/haven/server"
 )
 
 type subView struct {
@@ -230,8 +234,6 @@ func TestDigestAndBasic(t *testing.T) {
 		t.Fatalf("challenge: %d %q", resp.StatusCode, ch)
 	}
 	// Basic over plain http is refused, even with the right password.
-	req := e.request
-	_ = req
 	r2, _ := newBasicRequest(url+"/formList", "enum@example.org", "enumerator pass 1")
 	if r2.StatusCode != 401 {
 		t.Fatalf("Basic over http: %d", r2.StatusCode)
@@ -354,5 +356,64 @@ func TestEncryptedAtRest(t *testing.T) {
 	if hits := e.scanFor("uuid:secret"); len(hits) == 0 {
 		t.Fatal("the scan finds nothing at all: it cannot be trusted")
 	}
-	_ = json.Marshal
+}
+
+func TestBasicBehindTLS(t *testing.T) {
+	e := newEnv(t)
+	pid, _ := e.project()
+	var u struct{ ID int64 }
+	e.admin("POST", "/v1/users", map[string]string{"email": "k@example.org", "password": "kobo collect pass"}, &u)
+	e.admin("POST", fmt.Sprintf("/v1/projects/%d/assignments/formfill/%d", pid, u.ID), nil, nil)
+	// The same data directory served by a server told a TLS proxy sits in front.
+	tls := httptest.NewServer(server.FromStore(server.Config{BehindTLS: true}, e.st, slog.New(slog.NewTextHandler(io.Discard, nil))))
+	defer tls.Close()
+	url := fmt.Sprintf("/v1/projects/%d/formList", pid)
+	if r, _ := newBasicRequest(tls.URL+url, "k@example.org", "kobo collect pass"); r.StatusCode != 200 {
+		t.Fatalf("Basic behind TLS: %d", r.StatusCode)
+	}
+	if r, _ := newBasicRequest(tls.URL+url, "k@example.org", "wrong"); r.StatusCode != 401 {
+		t.Fatalf("Basic with a wrong password: %d", r.StatusCode)
+	}
+	if r, _ := newBasicRequest(e.srv.URL+url, "k@example.org", "kobo collect pass"); r.StatusCode != 401 {
+		t.Fatalf("Basic over plain http: %d", r.StatusCode)
+	}
+}
+
+func TestPagingAndLimits(t *testing.T) {
+	lim := testLimits()
+	lim.MaxAttachments = 1
+	e := newEnv(t, lim)
+	pid, dev := e.project()
+	for i := 0; i < 5; i++ {
+		if _, err := dev.Submit(ctx, instance(fmt.Sprintf("uuid:p-%d", i), "A"), nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	resp := e.request("GET", fmt.Sprintf("/v1/projects/%d/forms/household/submissions?limit=2&offset=3", pid), e.token, "", nil)
+	var page []struct{ InstanceID string }
+	json.NewDecoder(resp.Body).Decode(&page)
+	resp.Body.Close()
+	if resp.Header.Get("X-Total-Count") != "5" || len(page) != 2 || page[0].InstanceID != "uuid:p-3" || page[1].InstanceID != "uuid:p-4" {
+		t.Fatalf("page: %+v total %s", page, resp.Header.Get("X-Total-Count"))
+	}
+	if st := e.call("GET", fmt.Sprintf("/v1/projects/%d/forms/household/submissions?limit=x", pid), e.token, nil, nil); st != 400 {
+		t.Fatalf("bad limit: %d", st)
+	}
+	// More files in one request than the limit: refused whole.
+	var b bytes.Buffer
+	w := multipart.NewWriter(&b)
+	fw, _ := w.CreateFormFile("xml_submission_file", "s.xml")
+	fw.Write(instance("uuid:many", "A", "a.jpg"))
+	for _, n := range []string{"a.jpg", "b.jpg"} {
+		fw, _ := w.CreateFormFile(n, n)
+		fw.Write([]byte("x"))
+	}
+	w.Close()
+	st, msg, _ := post(t, dev.ServerURL, w.FormDataContentType(), &b)
+	if st != 413 || !strings.Contains(msg, "more than 1 files") {
+		t.Fatalf("too many files: %d %s", st, msg)
+	}
+	if _, code := e.submission(pid, "uuid:many"); code != 404 {
+		t.Fatalf("the refused submission is visible: %d", code)
+	}
 }

@@ -1,0 +1,83 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"strings"
+	"testing"
+
+	"github.com/haven-org/haven/storage"
+)
+
+func TestAdminCreate(t *testing.T) {
+	data := t.TempDir()
+	ctx := context.Background()
+	var out bytes.Buffer
+	if err := run(ctx, []string{"migrate", "--data", data}, nil, &out, io.Discard); err != nil || !strings.Contains(out.String(), "up to date") {
+		t.Fatalf("migrate: %v %q", err, out.String())
+	}
+	// A piped password is used as given and never printed.
+	out.Reset()
+	if err := run(ctx, []string{"admin", "create", "--email", "a@example.org", "--data", data}, strings.NewReader("piped password 1\n"), &out, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(out.String(), "piped password") {
+		t.Fatal("the piped password was printed")
+	}
+	// An empty stdin gets a generated password, shown once.
+	out.Reset()
+	if err := run(ctx, []string{"admin", "create", "--email", "b@example.org", "--data", data}, strings.NewReader(""), &out, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	generated := strings.Fields(strings.SplitN(out.String(), "password ", 2)[1])[0]
+	st, err := storage.OpenDir(ctx, data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	if u, err := st.Users.Authenticate(ctx, "a@example.org", "piped password 1"); err != nil || !u.Admin {
+		t.Fatalf("piped: %v", err)
+	}
+	if _, err := st.Users.Authenticate(ctx, "b@example.org", generated); err != nil {
+		t.Fatalf("generated %q: %v", generated, err)
+	}
+	// Refusals say what is wrong.
+	for _, c := range []struct {
+		args []string
+		in   string
+		says string
+	}{
+		{[]string{"admin", "create", "--email", "a@example.org", "--data", data}, "another password\n", "already exists"},
+		{[]string{"admin", "create", "--data", data}, "", "--email"},
+		{[]string{"admin", "create", "--email", "not an email", "--data", data}, "long enough password\n", "not an email"},
+		{[]string{"admin", "create", "--email", "c@example.org", "--data", data}, "short\n", "too short"},
+		{[]string{"frobnicate"}, "", "unknown command"},
+	} {
+		err := run(ctx, c.args, strings.NewReader(c.in), io.Discard, io.Discard)
+		if err == nil || !strings.Contains(err.Error(), c.says) {
+			t.Errorf("%v: %v, want %q", c.args, err, c.says)
+		}
+	}
+}
+
+func TestFirstAdminOnce(t *testing.T) {
+	st, err := storage.OpenDir(context.Background(), t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	var out bytes.Buffer
+	if err := firstAdmin(context.Background(), st, &out); err != nil {
+		t.Fatal(err)
+	}
+	password := strings.Fields(strings.SplitN(out.String(), "password ", 2)[1])[0]
+	if _, err := st.Users.Authenticate(context.Background(), "admin@haven.local", password); err != nil {
+		t.Fatalf("printed password does not log in: %v", err)
+	}
+	out.Reset()
+	firstAdmin(context.Background(), st, &out)
+	if out.Len() != 0 {
+		t.Fatal("a second start must not create another administrator")
+	}
+}
