@@ -1,0 +1,209 @@
+package storage_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"errors"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/haven-org/haven"
+	"github.com/haven-org/haven/storage"
+)
+
+var ctx = context.Background()
+
+func open(t *testing.T, dir string) *storage.Store {
+	t.Helper()
+	st, err := storage.OpenDir(ctx, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	return st
+}
+
+func TestMigrationsApplyOnce(t *testing.T) {
+	dir := t.TempDir()
+	st := open(t, dir)
+	st.Close()
+	st = open(t, dir) // a second start applies nothing again and keeps the data
+	if v, err := st.DB.IntegrityCheck(ctx); err != nil || v != "ok" {
+		t.Fatalf("integrity: %q %v", v, err)
+	}
+}
+
+func TestMasterKey(t *testing.T) {
+	dir := t.TempDir()
+	st := open(t, dir)
+	fi, err := os.Stat(filepath.Join(dir, "master.key"))
+	if err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("master.key: %v %v", fi, err)
+	}
+	pr, _ := st.Projects.Create(ctx, "P", "")
+	blob, err := st.Blobs.Put(ctx, pr.ID, strings.NewReader("secret"), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.DB.Write(ctx, func(tx *storage.Tx) error { return tx.RecordBlob(blob) })
+	st.Close()
+
+	// Another master key cannot unwrap the project key.
+	other := make([]byte, 32)
+	other[0] = 1
+	t.Setenv("HAVEN_MASTER_KEY", base64.StdEncoding.EncodeToString(other))
+	st2 := open(t, dir)
+	if _, _, err := st2.Blobs.Open(ctx, blob.ID); err == nil || !strings.Contains(err.Error(), "HAVEN_MASTER_KEY") {
+		t.Fatalf("opened with the wrong master key: %v", err)
+	}
+	t.Setenv("HAVEN_MASTER_KEY", "too short")
+	if _, err := storage.OpenDir(ctx, dir); err == nil || !strings.Contains(err.Error(), "32 bytes") {
+		t.Fatalf("bad HAVEN_MASTER_KEY: %v", err)
+	}
+}
+
+func TestSealBindsToPlace(t *testing.T) {
+	st := open(t, t.TempDir())
+	pr, _ := st.Projects.Create(ctx, "P", "")
+	pk, err := st.Keys.ProjectKey(ctx, pr.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sealed := pk.Seal([]byte("value"), "row 1")
+	if b, err := pk.Open(sealed, "row 1"); err != nil || string(b) != "value" {
+		t.Fatalf("open: %q %v", b, err)
+	}
+	if _, err := pk.Open(sealed, "row 2"); err == nil {
+		t.Fatal("a sealed value moved to another row must not open")
+	}
+	sealed[len(sealed)-1] ^= 1
+	if _, err := pk.Open(sealed, "row 1"); err == nil {
+		t.Fatal("a tampered value must not open")
+	}
+	if bytes.Equal(pk.MAC([]byte("a")), pk.MAC([]byte("b"))) || !bytes.Equal(pk.MAC([]byte("a")), pk.MAC([]byte("a"))) {
+		t.Fatal("MAC")
+	}
+}
+
+func TestBlobs(t *testing.T) {
+	dir := t.TempDir()
+	st := open(t, dir)
+	pr, _ := st.Projects.Create(ctx, "P", "")
+	content := bytes.Repeat([]byte("MARKER-"), 300_000) // 2 MB: many DARE packages
+	blob, err := st.Blobs.Put(ctx, pr.ID, bytes.NewReader(content), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.DB.Write(ctx, func(tx *storage.Tx) error { return tx.RecordBlob(blob) }); err != nil {
+		t.Fatal(err)
+	}
+	rc, _, err := st.Blobs.Open(ctx, blob.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := io.ReadAll(rc)
+	rc.Close()
+	if err != nil || !bytes.Equal(got, content) || blob.Size != int64(len(content)) {
+		t.Fatalf("round trip: %d bytes, %v", len(got), err)
+	}
+	// On disk: ciphertext under a name that says nothing.
+	path := filepath.Join(dir, "blobs", blob.Object[:2], blob.Object)
+	raw, err := os.ReadFile(path)
+	if err != nil || bytes.Contains(raw, []byte("MARKER")) {
+		t.Fatalf("object on disk holds plaintext (or is missing: %v)", err)
+	}
+	// One flipped bit is detected when read.
+	raw[len(raw)/2] ^= 1
+	os.WriteFile(path, raw, 0o600)
+	rc, _, _ = st.Blobs.Open(ctx, blob.ID)
+	if _, err := io.ReadAll(rc); err == nil {
+		t.Fatal("a tampered object was read without error")
+	}
+	rc.Close()
+
+	// Over the limit: refused, and nothing left behind.
+	before := countFiles(filepath.Join(dir, "blobs"))
+	if _, err := st.Blobs.Put(ctx, pr.ID, bytes.NewReader(content), 1000); !errors.Is(err, storage.ErrTooLarge) {
+		t.Fatalf("over the limit: %v", err)
+	}
+	if after := countFiles(filepath.Join(dir, "blobs")); after != before {
+		t.Fatalf("a refused put left %d files", after-before)
+	}
+	// A reader that fails mid-way leaves nothing either.
+	if _, err := st.Blobs.Put(ctx, pr.ID, io.MultiReader(bytes.NewReader(content[:5000]), failing{}), 0); err == nil {
+		t.Fatal("a failing reader was stored")
+	}
+	if after := countFiles(filepath.Join(dir, "blobs")); after != before {
+		t.Fatalf("a failed put left %d files", after-before)
+	}
+}
+
+type failing struct{}
+
+func (failing) Read([]byte) (int, error) { return 0, errors.New("connection reset") }
+
+func countFiles(dir string) int {
+	n := 0
+	filepath.Walk(dir, func(_ string, fi os.FileInfo, err error) error {
+		if err == nil && !fi.IsDir() {
+			n++
+		}
+		return nil
+	})
+	return n
+}
+
+func TestLocalStoreNames(t *testing.T) {
+	s, err := storage.NewLocalStore(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, bad := range []string{"../x", "ab/../../x", "a", ""} {
+		if _, err := s.Put(ctx, bad, strings.NewReader("x")); err == nil {
+			t.Errorf("name %q accepted", bad)
+		}
+	}
+}
+
+func TestPasswords(t *testing.T) {
+	h := storage.HashPassword("correct horse")
+	if !strings.HasPrefix(h, "$argon2id$") || !storage.CheckPassword(h, "correct horse") || storage.CheckPassword(h, "correct horsE") {
+		t.Fatalf("hash %s", h)
+	}
+	if storage.CheckPassword("garbage", "x") || storage.HashPassword("a") == storage.HashPassword("a") {
+		t.Fatal("hashes must be salted and garbage must not verify")
+	}
+	tok := storage.NewAppUserToken()
+	if len(tok) != 64 || strings.ContainsAny(tok, "/+") {
+		t.Fatalf("token %q", tok)
+	}
+}
+
+func TestUsersAndSessions(t *testing.T) {
+	st := open(t, t.TempDir())
+	u, err := st.Users.Create(ctx, "Ana@Example.org", "long enough pw", "", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Users.Create(ctx, "ana@example.org", "long enough pw", "", false); haven.ErrorCode(err) != haven.ECONFLICT {
+		t.Fatalf("duplicate email (other case): %v", err)
+	}
+	if _, err := st.Users.Authenticate(ctx, "ANA@example.org", "long enough pw"); err != nil {
+		t.Fatalf("email is case-insensitive: %v", err)
+	}
+	if _, err := st.Users.Authenticate(ctx, "ana@example.org", "wrong"); haven.ErrorCode(err) != haven.EUNAUTHORIZED {
+		t.Fatalf("wrong password: %v", err)
+	}
+	st.Users.CreateSession(ctx, "jti-1", u.ID, st.DB.Now().Add(1e9).UnixMilli())
+	if ok, _ := st.Users.SessionActive(ctx, "jti-1"); !ok {
+		t.Fatal("new session inactive")
+	}
+	st.Users.RevokeSession(ctx, "jti-1")
+	if ok, _ := st.Users.SessionActive(ctx, "jti-1"); ok {
+		t.Fatal("revoked session active")
+	}
+}
