@@ -130,7 +130,7 @@ func (db *DB) Write(ctx context.Context, fn func(tx *Tx) error) error {
 	if err != nil {
 		return fmt.Errorf("begin: %w", err)
 	}
-	tx := &Tx{Tx: sqlTx, db: db, now: db.Now().UTC()}
+	tx := &Tx{Tx: sqlTx, db: db, now: db.Now().UTC().Truncate(time.Millisecond)}
 	if err := fn(tx); err != nil {
 		sqlTx.Rollback()
 		return err
