@@ -36,4 +36,3 @@ func TestBatches(t *testing.T) {
 		t.Fatal("a submission without files is one request")
 	}
 }
-

@@ -67,7 +67,8 @@ type api struct {
 	token string
 }
 
-func (a *api) do(method, path string, body []byte, ct string, out any) {
+// send makes a request with the session token and returns the body and status.
+func (a *api) send(method, path string, body []byte, ct string) ([]byte, int) {
 	a.t.Helper()
 	req, _ := http.NewRequest(method, a.base+path, bytes.NewReader(body))
 	if ct != "" {
@@ -82,8 +83,15 @@ func (a *api) do(method, path string, body []byte, ct string, out any) {
 	}
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != 200 {
-		a.t.Fatalf("%s %s: %d %s", method, path, resp.StatusCode, b)
+	return b, resp.StatusCode
+}
+
+// do sends a request that must succeed and decodes its JSON answer into out.
+func (a *api) do(method, path string, body []byte, ct string, out any) {
+	a.t.Helper()
+	b, st := a.send(method, path, body, ct)
+	if st != 200 {
+		a.t.Fatalf("%s %s: %d %s", method, path, st, b)
 	}
 	if out != nil {
 		if err := json.Unmarshal(b, out); err != nil {
@@ -92,17 +100,7 @@ func (a *api) do(method, path string, body []byte, ct string, out any) {
 	}
 }
 
-func (a *api) get(path string) ([]byte, int) {
-	req, _ := http.NewRequest("GET", a.base+path, nil)
-	req.Header.Set("Authorization", "Bearer "+a.token)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		a.t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return b, resp.StatusCode
-}
+func (a *api) get(path string) ([]byte, int) { return a.send("GET", path, nil, "") }
 
 type sent struct {
 	xml, photo []byte
