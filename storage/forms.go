@@ -100,10 +100,11 @@ func (s *Forms) Version(ctx context.Context, id int64) (*haven.FormVersion, erro
 	return v, err
 }
 
-// PublishedVersion returns the published version of a form with the given version string, with its XML.
+// PublishedVersion returns the published version of a form with the given
+// version string, without its XML (the submission path needs only its id).
 func (s *Forms) PublishedVersion(ctx context.Context, formID int64, version string) (*haven.FormVersion, error) {
-	v, err := scanVersion(s.DB.read.QueryRowContext(ctx, `SELECT `+versionColumns+`, v.xml FROM form_versions v JOIN forms f ON f.id = v.form_id
-		WHERE v.form_id = ? AND v.version = ? AND v.published_at IS NOT NULL`, formID, version), true)
+	v, err := scanVersion(s.DB.read.QueryRowContext(ctx, `SELECT `+versionColumns+` FROM form_versions v JOIN forms f ON f.id = v.form_id
+		WHERE v.form_id = ? AND v.version = ? AND v.published_at IS NOT NULL`, formID, version), false)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, notFound(fmt.Sprintf("Version %q of this form", version))
 	}
