@@ -14,6 +14,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	gosync "sync"
 	"time"
 
 	"github.com/haven-org/haven"
@@ -28,6 +29,13 @@ type DB struct {
 	Path  string
 	write *sql.DB
 	read  *sql.DB
+
+	writes  chan writeReq
+	closed  chan struct{}
+	stopped chan struct{}
+
+	closeOnce gosync.Once
+	closeErr  error
 	// Now is the clock; tests replace it.
 	Now func() time.Time
 }
@@ -60,7 +68,9 @@ func Open(ctx context.Context, path string) (*DB, error) {
 		return nil, err
 	}
 	read.SetMaxOpenConns(8)
-	db := &DB{Path: path, write: write, read: read, Now: time.Now}
+	db := &DB{Path: path, write: write, read: read, Now: time.Now,
+		writes: make(chan writeReq), closed: make(chan struct{}), stopped: make(chan struct{})}
+	go db.committer()
 	if err := db.migrate(ctx); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("migrating %s: %w", path, err)
@@ -68,9 +78,15 @@ func Open(ctx context.Context, path string) (*DB, error) {
 	return db, nil
 }
 
-// Close closes both connection pools.
+// Close stops the committer after the batch in progress and closes both
+// connection pools. Closing twice is harmless.
 func (db *DB) Close() error {
-	return errors.Join(db.read.Close(), db.write.Close())
+	db.closeOnce.Do(func() {
+		close(db.closed)
+		<-db.stopped
+		db.closeErr = errors.Join(db.read.Close(), db.write.Close())
+	})
+	return db.closeErr
 }
 
 func (db *DB) migrate(ctx context.Context) error {
@@ -123,22 +139,113 @@ type Tx struct {
 // Now is the transaction's time: every row it writes carries the same instant.
 func (tx *Tx) Now() time.Time { return tx.now }
 
-// Write runs fn in a write transaction and commits it when fn returns nil.
-// The commit is durable (synchronous=FULL) before Write returns.
+// maxBatch bounds how many writes share one commit.
+const maxBatch = 256
+
+type writeReq struct {
+	ctx  context.Context
+	fn   func(tx *Tx) error
+	done chan error
+}
+
+// Write runs fn in a write transaction and returns once its changes are
+// durably committed (synchronous=FULL), or rolled back when fn fails.
+//
+// Writes share commits (group commit): one goroutine owns the write
+// connection; while it waits for a commit's fsync, further writes queue,
+// and the next transaction runs them all, each inside its own savepoint, so
+// a failing write rolls back alone. Nobody is answered before the commit
+// that holds their write is on disk, and one fsync serves many writers.
 func (db *DB) Write(ctx context.Context, fn func(tx *Tx) error) error {
+	req := writeReq{ctx: ctx, fn: fn, done: make(chan error, 1)}
+	select {
+	case db.writes <- req:
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-db.closed:
+		return errors.New("the database is closed")
+	}
+	return <-req.done
+}
+
+// committer runs batches of writes until the database closes.
+func (db *DB) committer() {
+	defer close(db.stopped)
+	batch := make([]writeReq, 0, maxBatch)
+	for {
+		select {
+		case req := <-db.writes:
+			batch = append(batch[:0], req)
+		case <-db.closed:
+			return
+		}
+	fill:
+		for len(batch) < maxBatch {
+			select {
+			case req := <-db.writes:
+				batch = append(batch, req)
+			default:
+				break fill
+			}
+		}
+		db.runBatch(batch)
+	}
+}
+
+func (db *DB) runBatch(batch []writeReq) {
+	ctx := context.Background()
 	sqlTx, err := db.write.BeginTx(ctx, nil)
 	if err != nil {
-		return fmt.Errorf("begin: %w", err)
+		for _, r := range batch {
+			r.done <- fmt.Errorf("begin: %w", err)
+		}
+		return
 	}
 	tx := &Tx{Tx: sqlTx, db: db, now: db.Now().UTC().Truncate(time.Millisecond)}
-	if err := fn(tx); err != nil {
+	results := make([]error, len(batch))
+	ran := 0
+	for i, r := range batch {
+		if err := r.ctx.Err(); err != nil {
+			results[i] = err
+			continue
+		}
+		if _, err := sqlTx.Exec(`SAVEPOINT w`); err != nil {
+			results[i] = err
+			continue
+		}
+		if err := runWrite(r.fn, tx); err != nil {
+			results[i] = err
+			if _, rerr := sqlTx.Exec(`ROLLBACK TO w`); rerr != nil {
+				results[i] = errors.Join(err, rerr)
+			}
+		} else {
+			ran++
+		}
+		sqlTx.Exec(`RELEASE w`)
+	}
+	if ran == 0 {
 		sqlTx.Rollback()
-		return err
+	} else if err := sqlTx.Commit(); err != nil {
+		err = fmt.Errorf("commit: %w", err)
+		for i := range results {
+			if results[i] == nil {
+				results[i] = err
+			}
+		}
 	}
-	if err := sqlTx.Commit(); err != nil {
-		return fmt.Errorf("commit: %w", err)
+	for i, r := range batch {
+		r.done <- results[i]
 	}
-	return nil
+}
+
+// runWrite runs one write, turning a panic into an error for its caller alone.
+func runWrite(fn func(tx *Tx) error, tx *Tx) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("panic in write: %v", r)
+		}
+	}()
+	return fn(tx)
 }
 
 // IntegrityCheck runs SQLite's integrity check and returns its verdict ("ok" when sound).

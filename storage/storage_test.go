@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/base64"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -205,5 +206,52 @@ func TestUsersAndSessions(t *testing.T) {
 	st.Users.RevokeSession(ctx, "jti-1")
 	if ok, _ := st.Users.SessionActive(ctx, "jti-1"); ok {
 		t.Fatal("revoked session active")
+	}
+}
+
+// TestGroupCommit runs many concurrent writes, some failing and one
+// panicking: each failure rolls back alone, every success is committed.
+func TestGroupCommit(t *testing.T) {
+	st := open(t, t.TempDir())
+	const n = 200
+	errs := make(chan error, n)
+	for i := 0; i < n; i++ {
+		go func(i int) {
+			errs <- st.DB.Write(ctx, func(tx *storage.Tx) error {
+				if _, err := tx.Exec(`INSERT INTO projects (name, created_at, updated_at) VALUES (?, 0, 0)`, fmt.Sprint("p", i)); err != nil {
+					return err
+				}
+				switch {
+				case i == 7:
+					panic("boom")
+				case i%3 == 0:
+					return errors.New("refused")
+				}
+				return nil
+			})
+		}(i)
+	}
+	ok := 0
+	for i := 0; i < n; i++ {
+		if err := <-errs; err == nil {
+			ok++
+		}
+	}
+	var rows int
+	st.DB.Write(ctx, func(tx *storage.Tx) error { return tx.QueryRow(`SELECT count(*) FROM projects`).Scan(&rows) })
+	want := 0
+	for i := 0; i < n; i++ {
+		if i != 7 && i%3 != 0 {
+			want++
+		}
+	}
+	if ok != want || rows != want {
+		t.Fatalf("%d writes succeeded and %d rows exist, want %d", ok, rows, want)
+	}
+	// A cancelled caller's write is not run.
+	cctx, cancel := context.WithCancel(ctx)
+	cancel()
+	if err := st.DB.Write(cctx, func(tx *storage.Tx) error { t.Error("ran"); return nil }); err == nil {
+		t.Fatal("a cancelled write returned no error")
 	}
 }
