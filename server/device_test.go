@@ -221,8 +221,8 @@ func TestSubmissionRefusals(t *testing.T) {
 	if n := e.submissionCount(pid); n != 0 {
 		t.Fatalf("%d submissions stored after refusals", n)
 	}
-	if files := e.blobFiles(); len(files) != 2 { // the form's two media files
-		t.Fatalf("blob store holds %d files after refusals: %v", len(files), files)
+	if rows, files := e.blobRows(), e.blobFiles(); rows != 2 || len(files) != 0 { // the form's two (small) media files
+		t.Fatalf("after refusals: %d stored objects, files %v", rows, files)
 	}
 
 	// A closed form refuses with 409; a closing one still takes submissions.
@@ -303,7 +303,7 @@ func TestTooLarge(t *testing.T) {
 	if collect.StatusOf(err) != 413 || !strings.Contains(res.Message, "larger") {
 		t.Fatalf("%v %+v", err, res)
 	}
-	if n := e.submissionCount(pid); n != 0 || len(e.blobFiles()) != 2 {
-		t.Fatalf("after 413: %d submissions, %d blob files", n, len(e.blobFiles()))
+	if n := e.submissionCount(pid); n != 0 || e.blobRows() != 2 || len(e.blobFiles()) != 0 {
+		t.Fatalf("after 413: %d submissions, %d objects, files %v", n, e.blobRows(), e.blobFiles())
 	}
 }

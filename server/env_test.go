@@ -168,6 +168,17 @@ func (e *env) submissionCount(pid int64) int {
 	return len(subs)
 }
 
+// blobRows counts the encrypted objects the database records (small ones
+// are kept in it, larger ones in the blob store).
+func (e *env) blobRows() int {
+	e.t.Helper()
+	var n int
+	if err := e.st.DB.QueryRow(context.Background(), `SELECT count(*) FROM blobs`).Scan(&n); err != nil {
+		e.t.Fatal(err)
+	}
+	return n
+}
+
 // blobFiles lists the object files in the blob store.
 func (e *env) blobFiles() []string {
 	var out []string

@@ -104,9 +104,10 @@ func TestSplitUpload(t *testing.T) {
 	if n := e.submissionCount(pid); n != 1 {
 		t.Fatalf("%d submissions", n)
 	}
-	// The resent a.jpg was not stored twice: 2 form media + 3 photos.
-	if n := len(e.blobFiles()); n != 5 {
-		t.Fatalf("%d blob files, want 5", n)
+	// The resent a.jpg was not stored twice: 2 small form media kept in the
+	// database, 3 photos of 200 KB in the blob store.
+	if rows, files := e.blobRows(), len(e.blobFiles()); rows != 5 || files != 3 {
+		t.Fatalf("%d objects, %d files; want 5 and 3", rows, files)
 	}
 }
 
@@ -127,8 +128,8 @@ func TestResend(t *testing.T) {
 	if n := e.submissionCount(pid); n != 1 {
 		t.Fatalf("%d submissions after identical resends", n)
 	}
-	if n := len(e.blobFiles()); n != 3 {
-		t.Fatalf("%d blob files, want 3 (2 media + 1 photo)", n)
+	if n := e.blobRows(); n != 3 {
+		t.Fatalf("%d stored objects, want 3 (2 media + 1 photo)", n)
 	}
 	// Same instanceID, different content: a conflict, nothing changes.
 	res, err := dev.Submit(ctx, instance("uuid:dup", "Someone else", "p.jpg"), []collect.File{photo})

@@ -92,6 +92,10 @@ func ValidatePassword(password string) error {
 type Users struct {
 	DB   *DB
 	Keys *Keyring
+
+	// Device tokens checked recently, so the HEAD and POST of every
+	// submission do not each query the database. Revoking clears it.
+	tokens ttlCache[string, *haven.Principal]
 }
 
 // Create adds a user. The password is kept only as an argon2id hash, plus the
@@ -368,6 +372,17 @@ func (u *Users) CreateAppUser(ctx context.Context, projectID int64, displayName 
 
 // AppUserPrincipal returns the principal of a live device token.
 func (u *Users) AppUserPrincipal(ctx context.Context, token string) (*haven.Principal, error) {
+	if p, ok := u.tokens.get(token); ok {
+		return p, nil
+	}
+	p, err := u.appUserPrincipal(ctx, token)
+	if err == nil {
+		u.tokens.put(token, p)
+	}
+	return p, err
+}
+
+func (u *Users) appUserPrincipal(ctx context.Context, token string) (*haven.Principal, error) {
 	var id, pid int64
 	var name string
 	err := u.DB.read.QueryRowContext(ctx, `SELECT a.id, a.display_name, f.project_id FROM field_keys f JOIN actors a ON a.id = f.actor_id
@@ -404,6 +419,7 @@ func (u *Users) AppUsers(ctx context.Context, projectID int64) ([]*haven.AppUser
 
 // RevokeAppUser revokes a device token at once: its next request is refused.
 func (u *Users) RevokeAppUser(ctx context.Context, projectID, actorID int64) error {
+	defer u.tokens.clear()
 	return u.DB.Write(ctx, func(tx *Tx) error {
 		res, err := tx.Exec(`UPDATE field_keys SET revoked_at = ? WHERE actor_id = ? AND project_id = ? AND revoked_at IS NULL`,
 			ms(tx.Now()), actorID, projectID)

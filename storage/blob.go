@@ -1,6 +1,7 @@
 package storage
 
 import (
+	"bytes"
 	"context"
 	"crypto/md5"
 	"crypto/rand"
@@ -119,6 +120,9 @@ type Blob struct {
 	WrappedKey []byte
 	Size       int64
 	MD5        string
+	// Data holds the ciphertext of a small object kept in the database
+	// rather than the store; nil for objects in the store.
+	Data []byte
 }
 
 // Blobs puts and gets encrypted objects: each object has its own random key,
@@ -129,7 +133,15 @@ type Blobs struct {
 	Store BlobStore
 	Keys  *Keyring
 	DB    *DB
+	// Inline is the size up to which objects are kept in the database
+	// (encrypted the same way) instead of the store; 0 keeps all in the store.
+	Inline int64
 }
+
+// DefaultInline keeps objects up to 128 KiB in the database: a photo Collect
+// scaled down, a signature, an audit log. At most this much per upload in
+// progress is held in memory.
+const DefaultInline = 128 << 10
 
 // ErrTooLarge is returned (wrapped) by Put when the content passes the limit.
 var ErrTooLarge = errors.New("content too large")
@@ -147,9 +159,29 @@ func (b *Blobs) Put(ctx context.Context, projectID int64, r io.Reader, limit int
 	key := make([]byte, KeySize)
 	rand.Read(key)
 
+	cfg := sio.Config{Key: key, MinVersion: sio.Version20}
+	if b.Inline > 0 {
+		head, err := io.ReadAll(io.LimitReader(r, b.Inline+1))
+		if err != nil {
+			return nil, err
+		}
+		if limit > 0 && int64(len(head)) > limit {
+			return nil, ErrTooLarge
+		}
+		if int64(len(head)) <= b.Inline {
+			var ct bytes.Buffer
+			if _, err := sio.Encrypt(&ct, bytes.NewReader(head), cfg); err != nil {
+				return nil, err
+			}
+			sum := md5.Sum(head)
+			return &Blob{ProjectID: projectID, Object: object, WrappedKey: pk.Seal(key, "blob "+object),
+				Size: int64(len(head)), MD5: hex.EncodeToString(sum[:]), Data: ct.Bytes()}, nil
+		}
+		r = io.MultiReader(bytes.NewReader(head), r)
+	}
 	h := md5.New()
 	counted := &countingReader{r: io.TeeReader(r, h), limit: limit}
-	enc, err := sio.EncryptReader(counted, sio.Config{Key: key, MinVersion: sio.Version20})
+	enc, err := sio.EncryptReader(counted, cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -189,7 +221,7 @@ func (c *countingReader) Read(p []byte) (int, error) {
 // Discard deletes objects that were put but will not be recorded.
 func (b *Blobs) Discard(ctx context.Context, blobs ...*Blob) {
 	for _, bl := range blobs {
-		if bl != nil {
+		if bl != nil && bl.Data == nil {
 			b.Store.Delete(context.WithoutCancel(ctx), bl.Object)
 		}
 	}
@@ -197,8 +229,8 @@ func (b *Blobs) Discard(ctx context.Context, blobs ...*Blob) {
 
 // RecordBlob records a put object in the database within tx and sets its ID.
 func (tx *Tx) RecordBlob(b *Blob) error {
-	res, err := tx.Exec(`INSERT INTO blobs (project_id, object, wrapped_key, size, md5, created_at) VALUES (?, ?, ?, ?, ?, ?)`,
-		b.ProjectID, b.Object, b.WrappedKey, b.Size, b.MD5, ms(tx.Now()))
+	res, err := tx.Exec(`INSERT INTO blobs (project_id, object, wrapped_key, size, md5, data, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)`,
+		b.ProjectID, b.Object, b.WrappedKey, b.Size, b.MD5, b.Data, ms(tx.Now()))
 	if err != nil {
 		return err
 	}
@@ -209,8 +241,8 @@ func (tx *Tx) RecordBlob(b *Blob) error {
 // Open returns the decrypted content of a recorded blob.
 func (b *Blobs) Open(ctx context.Context, blobID int64) (io.ReadCloser, *Blob, error) {
 	bl := &Blob{ID: blobID}
-	err := b.DB.read.QueryRowContext(ctx, `SELECT project_id, object, wrapped_key, size, md5 FROM blobs WHERE id = ?`, blobID).
-		Scan(&bl.ProjectID, &bl.Object, &bl.WrappedKey, &bl.Size, &bl.MD5)
+	err := b.DB.read.QueryRowContext(ctx, `SELECT project_id, object, wrapped_key, size, md5, data FROM blobs WHERE id = ?`, blobID).
+		Scan(&bl.ProjectID, &bl.Object, &bl.WrappedKey, &bl.Size, &bl.MD5, &bl.Data)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, nil, notFound("The file")
 	} else if err != nil {
@@ -224,11 +256,19 @@ func (b *Blobs) Open(ctx context.Context, blobID int64) (io.ReadCloser, *Blob, e
 	if err != nil {
 		return nil, nil, err
 	}
+	cfg := sio.Config{Key: key, MinVersion: sio.Version20}
+	if bl.Data != nil {
+		dec, err := sio.DecryptReader(bytes.NewReader(bl.Data), cfg)
+		if err != nil {
+			return nil, nil, err
+		}
+		return io.NopCloser(dec), bl, nil
+	}
 	f, err := b.Store.Open(ctx, bl.Object)
 	if err != nil {
 		return nil, nil, haven.Errorf(haven.EINTERNAL, "stored file %d is missing: %v", blobID, err)
 	}
-	dec, err := sio.DecryptReader(f, sio.Config{Key: key, MinVersion: sio.Version20})
+	dec, err := sio.DecryptReader(f, cfg)
 	if err != nil {
 		f.Close()
 		return nil, nil, err

@@ -28,7 +28,14 @@ import (
 type DB struct {
 	Path  string
 	write *sql.DB
-	read  *sql.DB
+	read  *reader
+
+	// Prepared statements of the write connection, by query. A query first
+	// seen inside a batch runs unprepared and is prepared after the batch,
+	// when the connection is free.
+	wstmts   gosync.Map
+	wmu      gosync.Mutex
+	wpending map[string]bool
 
 	writes  chan writeReq
 	closed  chan struct{}
@@ -62,13 +69,14 @@ func Open(ctx context.Context, path string) (*DB, error) {
 	}
 	write.SetMaxOpenConns(1)
 	write.SetConnMaxIdleTime(0)
-	read, err := sql.Open("sqlite", dsn+"&mode=ro")
+	readPool, err := sql.Open("sqlite", dsn+"&mode=ro")
 	if err != nil {
 		write.Close()
 		return nil, err
 	}
-	read.SetMaxOpenConns(8)
-	db := &DB{Path: path, write: write, read: read, Now: time.Now,
+	readPool.SetMaxOpenConns(8)
+	readPool.SetMaxIdleConns(8)
+	db := &DB{Path: path, write: write, read: &reader{db: readPool}, Now: time.Now, wpending: map[string]bool{},
 		writes: make(chan writeReq), closed: make(chan struct{}), stopped: make(chan struct{})}
 	go db.committer()
 	if err := db.migrate(ctx); err != nil {
@@ -84,6 +92,7 @@ func (db *DB) Close() error {
 	db.closeOnce.Do(func() {
 		close(db.closed)
 		<-db.stopped
+		db.wstmts.Range(func(_, st any) bool { st.(*sql.Stmt).Close(); return true })
 		db.closeErr = errors.Join(db.read.Close(), db.write.Close())
 	})
 	return db.closeErr
@@ -189,8 +198,108 @@ func (db *DB) committer() {
 			}
 		}
 		db.runBatch(batch)
+		db.preparePending()
 	}
 }
+
+// preparePending prepares the queries batches ran unprepared, now that the
+// write connection is free.
+func (db *DB) preparePending() {
+	db.wmu.Lock()
+	pending := db.wpending
+	if len(pending) > 0 {
+		db.wpending = map[string]bool{}
+	}
+	db.wmu.Unlock()
+	for q := range pending {
+		if st, err := db.write.Prepare(q); err == nil {
+			db.wstmts.Store(q, st)
+		}
+	}
+}
+
+func (tx *Tx) stmt(q string) *sql.Stmt {
+	if st, ok := tx.db.wstmts.Load(q); ok {
+		return tx.Tx.Stmt(st.(*sql.Stmt))
+	}
+	tx.db.wmu.Lock()
+	tx.db.wpending[q] = true
+	tx.db.wmu.Unlock()
+	return nil
+}
+
+// Exec runs a statement in the transaction, prepared once per query.
+func (tx *Tx) Exec(q string, args ...any) (sql.Result, error) {
+	if st := tx.stmt(q); st != nil {
+		return st.Exec(args...)
+	}
+	return tx.Tx.Exec(q, args...)
+}
+
+// Query runs a query in the transaction, prepared once per query.
+func (tx *Tx) Query(q string, args ...any) (*sql.Rows, error) {
+	if st := tx.stmt(q); st != nil {
+		return st.Query(args...)
+	}
+	return tx.Tx.Query(q, args...)
+}
+
+// QueryRow runs a one-row query in the transaction, prepared once per query.
+func (tx *Tx) QueryRow(q string, args ...any) *sql.Row {
+	if st := tx.stmt(q); st != nil {
+		return st.QueryRow(args...)
+	}
+	return tx.Tx.QueryRow(q, args...)
+}
+
+// QueryContext and QueryRowContext let a Tx serve where reads are written
+// against the queryer interface.
+func (tx *Tx) QueryContext(ctx context.Context, q string, args ...any) (*sql.Rows, error) {
+	return tx.Query(q, args...)
+}
+
+func (tx *Tx) QueryRowContext(ctx context.Context, q string, args ...any) *sql.Row {
+	return tx.QueryRow(q, args...)
+}
+
+// reader is the read pool, with statements prepared once per query.
+type reader struct {
+	db    *sql.DB
+	stmts gosync.Map
+}
+
+func (r *reader) stmt(ctx context.Context, q string) (*sql.Stmt, error) {
+	if st, ok := r.stmts.Load(q); ok {
+		return st.(*sql.Stmt), nil
+	}
+	st, err := r.db.PrepareContext(ctx, q)
+	if err != nil {
+		return nil, err
+	}
+	if prev, loaded := r.stmts.LoadOrStore(q, st); loaded {
+		st.Close()
+		return prev.(*sql.Stmt), nil
+	}
+	return st, nil
+}
+
+func (r *reader) QueryContext(ctx context.Context, q string, args ...any) (*sql.Rows, error) {
+	st, err := r.stmt(ctx, q)
+	if err != nil {
+		return nil, err
+	}
+	return st.QueryContext(ctx, args...)
+}
+
+func (r *reader) QueryRowContext(ctx context.Context, q string, args ...any) *sql.Row {
+	st, err := r.stmt(ctx, q)
+	if err != nil {
+		return r.db.QueryRowContext(ctx, q, args...) // carries the error to Scan
+	}
+	return st.QueryRowContext(ctx, args...)
+}
+
+func (r *reader) Close() error { return r.db.Close() }
 
 func (db *DB) runBatch(batch []writeReq) {
 	ctx := context.Background()
@@ -209,19 +318,19 @@ func (db *DB) runBatch(batch []writeReq) {
 			results[i] = err
 			continue
 		}
-		if _, err := sqlTx.Exec(`SAVEPOINT w`); err != nil {
+		if _, err := tx.Exec(`SAVEPOINT w`); err != nil {
 			results[i] = err
 			continue
 		}
 		if err := runWrite(r.fn, tx); err != nil {
 			results[i] = err
-			if _, rerr := sqlTx.Exec(`ROLLBACK TO w`); rerr != nil {
+			if _, rerr := tx.Exec(`ROLLBACK TO w`); rerr != nil {
 				results[i] = errors.Join(err, rerr)
 			}
 		} else {
 			ran++
 		}
-		sqlTx.Exec(`RELEASE w`)
+		tx.Exec(`RELEASE w`)
 	}
 	if ran == 0 {
 		sqlTx.Rollback()
@@ -246,6 +355,12 @@ func runWrite(fn func(tx *Tx) error, tx *Tx) (err error) {
 		}
 	}()
 	return fn(tx)
+}
+
+// QueryRow runs a read-only query: for administration commands and tests
+// that inspect the database.
+func (db *DB) QueryRow(ctx context.Context, q string, args ...any) *sql.Row {
+	return db.read.QueryRowContext(ctx, q, args...)
 }
 
 // IntegrityCheck runs SQLite's integrity check and returns its verdict ("ok" when sound).

@@ -12,6 +12,26 @@ import (
 // Forms reads and writes forms, their versions and their media.
 type Forms struct {
 	DB *DB
+
+	// Lookups on the submission path, cleared by every write of a form.
+	forms    ttlCache[formKey, haven.Form]
+	versions ttlCache[versionKey, haven.FormVersion]
+}
+
+type formKey struct {
+	project int64
+	id      string
+}
+
+type versionKey struct {
+	form    int64
+	version string
+}
+
+// changed forgets cached lookups after a write.
+func (s *Forms) changed() {
+	s.forms.clear()
+	s.versions.clear()
 }
 
 // NewFormVersion is a parsed XForm ready to be stored as a draft.
@@ -45,7 +65,15 @@ func scanForm(row interface{ Scan(...any) error }) (*haven.Form, error) {
 
 // Get returns a project's form by xmlFormId.
 func (s *Forms) Get(ctx context.Context, projectID int64, xmlFormID string) (*haven.Form, error) {
-	return s.get(ctx, s.DB.read, projectID, xmlFormID)
+	k := formKey{projectID, xmlFormID}
+	if f, ok := s.forms.get(k); ok {
+		return &f, nil
+	}
+	f, err := s.get(ctx, s.DB.read, projectID, xmlFormID)
+	if err == nil {
+		s.forms.put(k, *f)
+	}
+	return f, err
 }
 
 func (s *Forms) get(ctx context.Context, q queryer, projectID int64, xmlFormID string) (*haven.Form, error) {
@@ -103,10 +131,17 @@ func (s *Forms) Version(ctx context.Context, id int64) (*haven.FormVersion, erro
 // PublishedVersion returns the published version of a form with the given
 // version string, without its XML (the submission path needs only its id).
 func (s *Forms) PublishedVersion(ctx context.Context, formID int64, version string) (*haven.FormVersion, error) {
+	k := versionKey{formID, version}
+	if v, ok := s.versions.get(k); ok {
+		return &v, nil
+	}
 	v, err := scanVersion(s.DB.read.QueryRowContext(ctx, `SELECT `+versionColumns+` FROM form_versions v JOIN forms f ON f.id = v.form_id
 		WHERE v.form_id = ? AND v.version = ? AND v.published_at IS NOT NULL`, formID, version), false)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, notFound(fmt.Sprintf("Version %q of this form", version))
+	}
+	if err == nil {
+		s.versions.put(k, *v)
 	}
 	return v, err
 }
@@ -133,6 +168,7 @@ func (s *Forms) Versions(ctx context.Context, formID int64) ([]*haven.FormVersio
 // CreateForm stores a new form with nv as its draft, and publishes it at once
 // when publish is true. A form with the same xmlFormId must not exist.
 func (s *Forms) CreateForm(ctx context.Context, projectID int64, nv NewFormVersion, publish bool) (*haven.Form, error) {
+	defer s.changed()
 	err := s.DB.Write(ctx, func(tx *Tx) error {
 		var n int
 		tx.QueryRow(`SELECT count(*) FROM forms WHERE project_id = ? AND xml_form_id = ?`, projectID, nv.XMLFormID).Scan(&n)
@@ -187,6 +223,7 @@ func (tx *Tx) insertDraft(formID, carryFrom int64, nv NewFormVersion) error {
 // SetDraft replaces the draft of an existing form with nv (or, with nv nil, starts a
 // draft from the published version).
 func (s *Forms) SetDraft(ctx context.Context, form *haven.Form, nv *NewFormVersion) error {
+	defer s.changed()
 	return s.DB.Write(ctx, func(tx *Tx) error {
 		f, err := s.get(ctx, tx, form.ProjectID, form.XMLFormID)
 		if err != nil {
@@ -241,6 +278,7 @@ func (tx *Tx) dropDraft(formID, draftID int64) error {
 
 // DeleteDraft abandons a form's draft.
 func (s *Forms) DeleteDraft(ctx context.Context, form *haven.Form) error {
+	defer s.changed()
 	if form.DraftVersionID == 0 {
 		return notFound(fmt.Sprintf("A draft of form %s", form.XMLFormID))
 	}
@@ -250,6 +288,7 @@ func (s *Forms) DeleteDraft(ctx context.Context, form *haven.Form) error {
 // PublishDraft publishes the form's draft as version, with xml (the draft's
 // XML with that version written into it).
 func (s *Forms) PublishDraft(ctx context.Context, form *haven.Form, version string, xml []byte, md5 string) error {
+	defer s.changed()
 	return s.DB.Write(ctx, func(tx *Tx) error {
 		return tx.publishDraft(form.ID, version, xml, md5)
 	})
@@ -276,6 +315,7 @@ func (tx *Tx) publishDraft(formID int64, version string, xml []byte, md5 string)
 
 // SetState opens, closes or sets a form closing.
 func (s *Forms) SetState(ctx context.Context, form *haven.Form, state string) error {
+	defer s.changed()
 	if state != haven.FormOpen && state != haven.FormClosing && state != haven.FormClosed {
 		return haven.Errorf(haven.EINVALID, "A form's state is %q, %q or %q, not %q.", haven.FormOpen, haven.FormClosing, haven.FormClosed, state)
 	}
@@ -309,6 +349,7 @@ func (s *Forms) Attachments(ctx context.Context, versionID int64) ([]haven.FormA
 // SetDraftAttachment records an uploaded media file for the form's draft.
 // The name must be one the draft expects.
 func (s *Forms) SetDraftAttachment(ctx context.Context, form *haven.Form, name string, blob *Blob) error {
+	defer s.changed()
 	return s.DB.Write(ctx, func(tx *Tx) error {
 		if err := tx.RecordBlob(blob); err != nil {
 			return err

@@ -47,7 +47,7 @@ func OpenDir(ctx context.Context, dir string) (*Store, error) {
 	}
 	return &Store{
 		Dir: dir, DB: db, Keys: keys, MasterKey: master,
-		Blobs:       &Blobs{Store: local, Keys: keys, DB: db},
+		Blobs:       &Blobs{Store: local, Keys: keys, DB: db, Inline: DefaultInline},
 		Users:       &Users{DB: db, Keys: keys},
 		Projects:    &Projects{DB: db, Keys: keys},
 		Forms:       &Forms{DB: db},

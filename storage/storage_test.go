@@ -255,3 +255,35 @@ func TestGroupCommit(t *testing.T) {
 		t.Fatal("a cancelled write returned no error")
 	}
 }
+
+func TestInlineBlobs(t *testing.T) {
+	dir := t.TempDir()
+	st := open(t, dir)
+	pr, _ := st.Projects.Create(ctx, "P", "")
+	small := bytes.Repeat([]byte("INLINEMARK "), 5000) // 55 KB: kept in the database
+	blob, err := st.Blobs.Put(ctx, pr.ID, bytes.NewReader(small), 0)
+	if err != nil || blob.Data == nil {
+		t.Fatalf("small object not inline: %v", err)
+	}
+	if err := st.DB.Write(ctx, func(tx *storage.Tx) error { return tx.RecordBlob(blob) }); err != nil {
+		t.Fatal(err)
+	}
+	rc, _, err := st.Blobs.Open(ctx, blob.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ := io.ReadAll(rc)
+	if !bytes.Equal(got, small) || countFiles(filepath.Join(dir, "blobs")) != 0 {
+		t.Fatal("inline round trip")
+	}
+	if _, err := st.Blobs.Put(ctx, pr.ID, bytes.NewReader(small), 1000); !errors.Is(err, storage.ErrTooLarge) {
+		t.Fatalf("inline over the limit: %v", err)
+	}
+	st.Close()
+	for _, name := range []string{"haven.db", "haven.db-wal"} {
+		b, _ := os.ReadFile(filepath.Join(dir, name))
+		if bytes.Contains(b, []byte("INLINEMARK")) {
+			t.Fatalf("%s holds the plaintext of an inline object", name)
+		}
+	}
+}

@@ -171,6 +171,9 @@ func (in *ingestion) part(ctx context.Context, part *multipart.Part) error {
 		if !in.expected[fileName] {
 			return unreferenced(fileName)
 		}
+		if err := in.loadKnown(ctx); err != nil {
+			return err
+		}
 		if in.known[fileName] {
 			// A resend of a file already stored: read past it.
 			_, err := io.Copy(io.Discard, part)
@@ -203,6 +206,17 @@ func isReadError(err error) bool {
 	s := err.Error()
 	return errors.Is(err, io.ErrUnexpectedEOF) || strings.Contains(s, "multipart") || strings.Contains(s, "unexpected EOF") ||
 		strings.Contains(s, "connection reset") || strings.Contains(s, "i/o timeout")
+}
+
+// loadKnown learns which files of this instance are already stored, once,
+// and only for requests that carry files.
+func (in *ingestion) loadKnown(ctx context.Context) error {
+	if in.known != nil {
+		return nil
+	}
+	var err error
+	in.known, err = in.s.Submissions.KnownFiles(ctx, in.form.ID, in.inst.InstanceID)
+	return err
 }
 
 // rawFileName is the part's file name exactly as sent. (Part.FileName
@@ -261,11 +275,11 @@ func (in *ingestion) readXML(ctx context.Context, part *multipart.Part) error {
 	for _, f := range val.Files {
 		in.expected[f] = true
 	}
-	if in.known, err = in.s.Submissions.KnownFiles(ctx, form.ID, inst.InstanceID); err != nil {
-		return err
-	}
 	if len(in.files) > 0 {
 		// Files that arrived before the XML: drop those already stored.
+		if err := in.loadKnown(ctx); err != nil {
+			return err
+		}
 		for name, blob := range in.files {
 			if in.known[name] {
 				in.s.Blobs.Discard(ctx, blob)

@@ -14,9 +14,22 @@ import (
 	"github.com/haven-org/haven/sync"
 )
 
+// objects counts what is stored of encrypted objects: rows in the database
+// (small objects live there) plus files in the blob store.
+type objects struct {
+	st  *storage.Store
+	dir string
+}
+
+func (o objects) count() int {
+	var n int
+	o.st.DB.QueryRow(context.Background(), `SELECT count(*) FROM blobs`).Scan(&n)
+	return n + countFiles(o.dir)
+}
+
 // setup opens a data directory with the household form published and returns
 // the service, the project id and a principal allowed to submit.
-func setup(t testing.TB) (*sync.Service, int64, *haven.Principal, string) {
+func setup(t testing.TB) (*sync.Service, int64, *haven.Principal, objects) {
 	t.Helper()
 	dir := t.TempDir()
 	ctx := context.Background()
@@ -46,7 +59,7 @@ func setup(t testing.TB) (*sync.Service, int64, *haven.Principal, string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return svc, pr.ID, p, filepath.Join(dir, "blobs")
+	return svc, pr.ID, p, objects{st, filepath.Join(dir, "blobs")}
 }
 
 func countFiles(dir string) int {
@@ -82,21 +95,21 @@ func FuzzSubmit(f *testing.F) {
 	f.Add(body([3]string{"xml_submission_file", "submission.xml", seedXML}, [3]string{"../p.jpg", "../p.jpg", "x"}))
 	f.Add([]byte("--BOUNDARY\r\nContent-Disposition: form-data; name=\"xml_submission_file\"\r\n\r\n<x"))
 	svc, pid, p, blobs := setup(f)
-	base := countFiles(blobs)
+	base := blobs.count()
 	f.Fuzz(func(t *testing.T, b []byte) {
-		before := countFiles(blobs)
+		before := blobs.count()
 		mr := multipart.NewReader(bytes.NewReader(b), "BOUNDARY")
 		rec, err := svc.Submit(context.Background(), sync.SubmitRequest{Principal: p, ProjectID: pid, Parts: mr})
 		if err != nil {
 			if haven.ErrorCode(err) == haven.EINTERNAL {
 				t.Fatalf("internal error on bad input: %v", err)
 			}
-			if after := countFiles(blobs); after != before {
+			if after := blobs.count(); after != before {
 				t.Fatalf("refused request left %d files behind", after-before)
 			}
 			return
 		}
-		if rec.InstanceID == "" || countFiles(blobs) < base {
+		if rec.InstanceID == "" || blobs.count() < base {
 			t.Fatalf("receipt %+v", rec)
 		}
 	})
@@ -108,18 +121,18 @@ func TestSubmitFileBeforeXML(t *testing.T) {
 	// Files may come before the XML; an unreferenced one is still refused and removed.
 	bad := body([3]string{"q.jpg", "q.jpg", "x"}, [3]string{"xml_submission_file", "s.xml", seedXML})
 	_, err := svc.Submit(ctx, sync.SubmitRequest{Principal: p, ProjectID: pid, Parts: multipart.NewReader(bytes.NewReader(bad), "BOUNDARY")})
-	if haven.ErrorCode(err) != haven.EINVALID || countFiles(blobs) != 0 {
-		t.Fatalf("unreferenced file before XML: %v, %d files", err, countFiles(blobs))
+	if haven.ErrorCode(err) != haven.EINVALID || blobs.count() != 0 {
+		t.Fatalf("unreferenced file before XML: %v, %d files", err, blobs.count())
 	}
 	good := body([3]string{"p.jpg", "p.jpg", "jpeg"}, [3]string{"xml_submission_file", "s.xml", seedXML})
 	rec, err := svc.Submit(ctx, sync.SubmitRequest{Principal: p, ProjectID: pid, Parts: multipart.NewReader(bytes.NewReader(good), "BOUNDARY")})
-	if err != nil || !rec.Created || len(rec.Missing) != 0 || countFiles(blobs) != 1 {
-		t.Fatalf("file before XML: %+v %v, %d files", rec, err, countFiles(blobs))
+	if err != nil || !rec.Created || len(rec.Missing) != 0 || blobs.count() != 1 {
+		t.Fatalf("file before XML: %+v %v, %d files", rec, err, blobs.count())
 	}
 	// The same again: a duplicate, and the file is not stored twice.
 	rec, err = svc.Submit(ctx, sync.SubmitRequest{Principal: p, ProjectID: pid, Parts: multipart.NewReader(bytes.NewReader(good), "BOUNDARY")})
-	if err != nil || !rec.Duplicate || countFiles(blobs) != 1 {
-		t.Fatalf("resend with file before XML: %+v %v, %d files", rec, err, countFiles(blobs))
+	if err != nil || !rec.Duplicate || blobs.count() != 1 {
+		t.Fatalf("resend with file before XML: %+v %v, %d files", rec, err, blobs.count())
 	}
 }
 

@@ -6,6 +6,7 @@
 package collect
 
 import (
+	"bytes"
 	"context"
 	"crypto/md5"
 	"crypto/rand"
@@ -373,14 +374,35 @@ func (c *Client) Submit(ctx context.Context, xmlData []byte, files []File) (*Res
 	return res, nil
 }
 
-// post streams one multipart request (chunked, never held whole in memory).
-// A Digest retry re-streams the body from the start.
+// smallBody is the size under which a request body is built in memory.
+const smallBody = 1 << 20
+
+// post sends one multipart request: bodies under 1 MiB from memory with a
+// Content-Length, larger ones streamed with chunked encoding (never whole in
+// memory). A Digest retry sends the body again from the start.
 func (c *Client) post(ctx context.Context, xmlData []byte, files []File, incomplete bool) (int, string, error) {
 	var b [16]byte
 	rand.Read(b[:])
 	boundary := "haven-collect-" + hex.EncodeToString(b[:])
 	var pipes []*io.PipeReader
+	var size int64 = int64(len(xmlData))
+	for _, f := range files {
+		size += f.Size
+	}
 	body := func() (io.Reader, int64) {
+		if size < smallBody {
+			// Small: built in memory and sent with a Content-Length, as OkHttp does.
+			var buf bytes.Buffer
+			mw := multipart.NewWriter(&buf)
+			mw.SetBoundary(boundary)
+			if err := writeParts(mw, xmlData, files, incomplete); err != nil {
+				pr, pw := io.Pipe()
+				pw.CloseWithError(err)
+				return pr, -1
+			}
+			return bytes.NewReader(buf.Bytes()), int64(buf.Len())
+		}
+		// Large: streamed, chunked, never whole in memory.
 		pr, pw := io.Pipe()
 		mw := multipart.NewWriter(pw)
 		mw.SetBoundary(boundary)

@@ -3,6 +3,7 @@
 //	haven serve            run the server
 //	haven migrate          apply database migrations and exit
 //	haven admin create     add an administrator
+//	haven loadgen          simulate many devices syncing at once
 //
 // Every command finds its data directory with --data or HAVEN_DATA
 // (default ./haven-data).
@@ -20,6 +21,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"strings"
 	"syscall"
 	"time"
@@ -35,6 +37,7 @@ Usage:
   haven serve [--listen 127.0.0.1:8080] [--data DIR] [--public-url URL] [--behind-tls]
   haven migrate [--data DIR]
   haven admin create --email EMAIL [--data DIR]   (password from stdin when piped, else generated)
+  haven loadgen --spawn|--server URL|--url URL [--devices N --duration D --photo BYTES --flaky F --mode submit|formlist --json]
 
 The data directory defaults to ./haven-data, or HAVEN_DATA when set.
 `
@@ -74,6 +77,8 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 			return haven.Errorf(haven.EINVALID, "usage: haven admin create --email EMAIL [--data DIR]")
 		}
 		return adminCreate(ctx, args[2:], stdin, stdout, stderr)
+	case "loadgen":
+		return loadgenCmd(ctx, args[1:], stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil
@@ -101,6 +106,15 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	log := slog.New(slog.NewTextHandler(stderr, nil))
+	if path := os.Getenv("HAVEN_CPUPROFILE"); path != "" {
+		// For benchmarking: a CPU profile of the whole run, written at shutdown.
+		f, err := os.Create(path)
+		if err != nil {
+			return err
+		}
+		pprof.StartCPUProfile(f)
+		defer func() { pprof.StopCPUProfile(); f.Close() }()
+	}
 	st, err := storage.OpenDir(ctx, *dataDir)
 	if err != nil {
 		return err
