@@ -45,6 +45,7 @@ func OpenDir(ctx context.Context, dir string) (*Store, error) {
 		db.Close()
 		return nil, err
 	}
+	db.BeforeCommit = local.Sync
 	return &Store{
 		Dir: dir, DB: db, Keys: keys, MasterKey: master,
 		Blobs:       &Blobs{Store: local, Keys: keys, DB: db, Inline: DefaultInline},

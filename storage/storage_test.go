@@ -46,7 +46,7 @@ func TestMasterKey(t *testing.T) {
 		t.Fatalf("master.key: %v %v", fi, err)
 	}
 	pr, _ := st.Projects.Create(ctx, "P", "")
-	blob, err := st.Blobs.Put(ctx, pr.ID, strings.NewReader("secret"), 0)
+	blob, err := st.Blobs.Put(ctx, pr.ID, strings.NewReader("secret"), storage.PutOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -95,7 +95,7 @@ func TestBlobs(t *testing.T) {
 	st := open(t, dir)
 	pr, _ := st.Projects.Create(ctx, "P", "")
 	content := bytes.Repeat([]byte("MARKER-"), 300_000) // 2 MB: many DARE packages
-	blob, err := st.Blobs.Put(ctx, pr.ID, bytes.NewReader(content), 0)
+	blob, err := st.Blobs.Put(ctx, pr.ID, bytes.NewReader(content), storage.PutOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -128,14 +128,14 @@ func TestBlobs(t *testing.T) {
 
 	// Over the limit: refused, and nothing left behind.
 	before := countFiles(filepath.Join(dir, "blobs"))
-	if _, err := st.Blobs.Put(ctx, pr.ID, bytes.NewReader(content), 1000); !errors.Is(err, storage.ErrTooLarge) {
+	if _, err := st.Blobs.Put(ctx, pr.ID, bytes.NewReader(content), storage.PutOptions{Limit: 1000}); !errors.Is(err, storage.ErrTooLarge) {
 		t.Fatalf("over the limit: %v", err)
 	}
 	if after := countFiles(filepath.Join(dir, "blobs")); after != before {
 		t.Fatalf("a refused put left %d files", after-before)
 	}
 	// A reader that fails mid-way leaves nothing either.
-	if _, err := st.Blobs.Put(ctx, pr.ID, io.MultiReader(bytes.NewReader(content[:5000]), failing{}), 0); err == nil {
+	if _, err := st.Blobs.Put(ctx, pr.ID, io.MultiReader(bytes.NewReader(content[:5000]), failing{}), storage.PutOptions{}); err == nil {
 		t.Fatal("a failing reader was stored")
 	}
 	if after := countFiles(filepath.Join(dir, "blobs")); after != before {
@@ -260,8 +260,8 @@ func TestInlineBlobs(t *testing.T) {
 	dir := t.TempDir()
 	st := open(t, dir)
 	pr, _ := st.Projects.Create(ctx, "P", "")
-	small := bytes.Repeat([]byte("INLINEMARK "), 5000) // 55 KB: kept in the database
-	blob, err := st.Blobs.Put(ctx, pr.ID, bytes.NewReader(small), 0)
+	small := bytes.Repeat([]byte("INLINEMARK "), 2000) // 22 KB: kept in the database
+	blob, err := st.Blobs.Put(ctx, pr.ID, bytes.NewReader(small), storage.PutOptions{})
 	if err != nil || blob.Data == nil {
 		t.Fatalf("small object not inline: %v", err)
 	}
@@ -276,7 +276,7 @@ func TestInlineBlobs(t *testing.T) {
 	if !bytes.Equal(got, small) || countFiles(filepath.Join(dir, "blobs")) != 0 {
 		t.Fatal("inline round trip")
 	}
-	if _, err := st.Blobs.Put(ctx, pr.ID, bytes.NewReader(small), 1000); !errors.Is(err, storage.ErrTooLarge) {
+	if _, err := st.Blobs.Put(ctx, pr.ID, bytes.NewReader(small), storage.PutOptions{Limit: 1000}); !errors.Is(err, storage.ErrTooLarge) {
 		t.Fatalf("inline over the limit: %v", err)
 	}
 	st.Close()

@@ -122,7 +122,7 @@ func (s *Service) UploadDraftMedia(ctx context.Context, p *haven.Principal, proj
 	if err := formspec.SafeFileName(name); err != nil {
 		return err
 	}
-	blob, err := s.Blobs.Put(ctx, projectID, r, s.Limits.MaxMedia)
+	blob, err := s.Blobs.Put(ctx, projectID, r, storage.PutOptions{Limit: s.Limits.MaxMedia, MD5: true})
 	if err == storage.ErrTooLarge {
 		return haven.Errorf(haven.ETOOLARGE, "The file %s is larger than %d bytes, the most Haven accepts for form media.", name, s.Limits.MaxMedia)
 	} else if err != nil {

@@ -183,7 +183,7 @@ func (in *ingestion) part(ctx context.Context, part *multipart.Part) error {
 			return nil
 		}
 	}
-	blob, err := in.s.Blobs.Put(ctx, in.req.ProjectID, part, 0)
+	blob, err := in.s.Blobs.Put(ctx, in.req.ProjectID, part, storage.PutOptions{})
 	if err != nil {
 		var he *haven.Error
 		if errors.As(err, &he) {
