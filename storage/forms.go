@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/haven-org/haven"
 )
@@ -16,6 +17,8 @@ type Forms struct {
 	// Lookups on the submission path, cleared by every write of a form.
 	forms    ttlCache[formKey, haven.Form]
 	versions ttlCache[versionKey, haven.FormVersion]
+	lists    ttlCache[int64, []haven.Form]           // by project
+	media    ttlCache[int64, []haven.FormAttachment] // by form version
 }
 
 type formKey struct {
@@ -32,6 +35,8 @@ type versionKey struct {
 func (s *Forms) changed() {
 	s.forms.clear()
 	s.versions.clear()
+	s.lists.clear()
+	s.media.clear()
 }
 
 // NewFormVersion is a parsed XForm ready to be stored as a draft.
@@ -86,6 +91,26 @@ func (s *Forms) get(ctx context.Context, q queryer, projectID int64, xmlFormID s
 
 // List returns a project's forms, by name.
 func (s *Forms) List(ctx context.Context, projectID int64) ([]*haven.Form, error) {
+	if l, ok := s.lists.get(projectID); ok {
+		out := make([]*haven.Form, len(l))
+		for i := range l {
+			f := l[i]
+			out[i] = &f
+		}
+		return out, nil
+	}
+	out, err := s.list(ctx, projectID)
+	if err == nil {
+		l := make([]haven.Form, len(out))
+		for i, f := range out {
+			l[i] = *f
+		}
+		s.lists.put(projectID, l)
+	}
+	return out, err
+}
+
+func (s *Forms) list(ctx context.Context, projectID int64) ([]*haven.Form, error) {
 	rows, err := s.DB.read.QueryContext(ctx, `SELECT `+formColumns+formJoins+` WHERE f.project_id = ? ORDER BY 9, f.xml_form_id`, projectID)
 	if err != nil {
 		return nil, err
@@ -327,6 +352,17 @@ func (s *Forms) SetState(ctx context.Context, form *haven.Form, state string) er
 
 // Attachments lists the media files a form version expects.
 func (s *Forms) Attachments(ctx context.Context, versionID int64) ([]haven.FormAttachment, error) {
+	if m, ok := s.media.get(versionID); ok {
+		return slices.Clone(m), nil
+	}
+	out, err := s.attachments(ctx, versionID)
+	if err == nil {
+		s.media.put(versionID, slices.Clone(out))
+	}
+	return out, err
+}
+
+func (s *Forms) attachments(ctx context.Context, versionID int64) ([]haven.FormAttachment, error) {
 	rows, err := s.DB.read.QueryContext(ctx, `SELECT a.name, a.type, coalesce(a.blob_id, 0), coalesce(b.md5, ''), coalesce(b.size, 0), a.updated_at
 		FROM form_attachments a LEFT JOIN blobs b ON b.id = a.blob_id WHERE a.form_version_id = ? ORDER BY a.name`, versionID)
 	if err != nil {

@@ -149,7 +149,7 @@ func value(n *formspec.Node, r *mrand.Rand) string {
 		}
 		return cs[r.IntN(len(cs))]
 	case "string", "barcode":
-		k := 2 + r.IntN(4)
+		k := 6 + r.IntN(7)
 		parts := make([]string, k)
 		for i := range parts {
 			parts[i] = words[r.IntN(len(words))]

@@ -39,7 +39,7 @@ type Config struct {
 	Devices   int
 	Duration  time.Duration
 	Count     int           // stop after this many operations in all; 0: run for Duration
-	Think     time.Duration // pause between a device's operations
+	Think     time.Duration // mean pause between a device's operations (uniform, 0.5 to 1.5 times)
 	Photo     int           // bytes of the photo sent with each submission; 0: none
 	Flaky     float64       // fraction of submissions whose first attempt is cut mid-upload
 	Timeout   time.Duration // per request
@@ -195,29 +195,38 @@ func newDevice(ctx context.Context, cfg Config, transport http.RoundTripper, see
 	return d, nil
 }
 
+// jitter returns a pause of d on average, uniform between 0.5 d and 1.5 d:
+// real devices are not synchronised, and a load whose devices all wait the
+// same time arrives in bursts that only the load generator makes.
+func (d *device) jitter(think time.Duration) time.Duration {
+	return think/2 + time.Duration(d.rand.Int64N(int64(think)+1))
+}
+
 func (d *device) loop(ctx context.Context, cfg Config, budget *atomic.Int64) {
+	if cfg.Think > 0 {
+		// Stagger the start over one think time.
+		select {
+		case <-time.After(time.Duration(d.rand.Int64N(int64(cfg.Think) + 1))):
+		case <-ctx.Done():
+			return
+		}
+	}
 	for ctx.Err() == nil {
 		if cfg.Count > 0 && budget.Add(-1) < 0 {
 			return
 		}
-		var err error
-		start := time.Now()
 		if cfg.Mode == ModeFormList {
-			err = d.formList(ctx)
+			// Each request is an operation: the form list, then the manifest.
+			d.measure(ctx, func(*time.Time) error { _, err := d.client.FormList(ctx); return err })
+			if d.manifest != "" {
+				d.measure(ctx, func(*time.Time) error { _, err := d.client.Manifest(ctx, d.manifest); return err })
+			}
 		} else {
-			err = d.submit(ctx, cfg, &start)
-		}
-		if ctx.Err() != nil && err != nil {
-			return // the run ended mid-request: not the server's fault
-		}
-		if err != nil {
-			d.errors[errorKind(err)]++
-		} else {
-			d.latencies = append(d.latencies, time.Since(start))
+			d.measure(ctx, func(start *time.Time) error { return d.submit(ctx, cfg, start) })
 		}
 		if cfg.Think > 0 {
 			select {
-			case <-time.After(cfg.Think):
+			case <-time.After(d.jitter(cfg.Think)):
 			case <-ctx.Done():
 				return
 			}
@@ -225,15 +234,19 @@ func (d *device) loop(ctx context.Context, cfg Config, budget *atomic.Int64) {
 	}
 }
 
-func (d *device) formList(ctx context.Context) error {
-	if _, err := d.client.FormList(ctx); err != nil {
-		return err
+// measure runs one operation and records its latency or its error. A
+// submission whose first attempt was cut restarts the clock for its retry.
+func (d *device) measure(ctx context.Context, op func(start *time.Time) error) {
+	start := time.Now()
+	err := op(&start)
+	if ctx.Err() != nil && err != nil {
+		return // the run ended mid-request: not the server's fault
 	}
-	if d.manifest != "" {
-		_, err := d.client.Manifest(ctx, d.manifest)
-		return err
+	if err != nil {
+		d.errors[errorKind(err)]++
+		return
 	}
-	return nil
+	d.latencies = append(d.latencies, time.Since(start))
 }
 
 func (d *device) submit(ctx context.Context, cfg Config, start *time.Time) error {
