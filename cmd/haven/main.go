@@ -21,6 +21,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"runtime/pprof"
 	"strings"
 	"syscall"
@@ -106,6 +107,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	log := slog.New(slog.NewTextHandler(stderr, nil))
+	tuneGC()
 	if path := os.Getenv("HAVEN_CPUPROFILE"); path != "" {
 		// For benchmarking: a CPU profile of the whole run, written at shutdown.
 		f, err := os.Create(path)
@@ -146,6 +148,20 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	return nil
+}
+
+// tuneGC sets the server's garbage collector, unless GOGC or GOMEMLIMIT say
+// otherwise: collect rarely (GOGC 400: the live heap is small, ~20 MB) but
+// more often as the process nears 128 MiB (a soft limit). Measured with haven
+// loadgen: about 12% more submissions per second than Go's default, with
+// peak RSS under 120 MB.
+func tuneGC() {
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(400)
+	}
+	if os.Getenv("GOMEMLIMIT") == "" {
+		debug.SetMemoryLimit(128 << 20)
+	}
 }
 
 func envOr(name, def string) string {
