@@ -7,6 +7,7 @@ package server
 import (
 	"context"
 	"errors"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -27,6 +28,13 @@ type Config struct {
 	PublicURL string
 	// BehindTLS says a proxy in front terminates TLS, so Basic authentication is safe.
 	BehindTLS bool
+	// ReadHeaderTimeout bounds how long a request's headers may take to
+	// arrive (default 10 s: slow-loris).
+	ReadHeaderTimeout time.Duration
+	// BodyIdleTimeout bounds how long a request body may go without a byte
+	// (default 60 s, as ODK Collect's own read and write timeouts). A slow
+	// upload that keeps moving is never cut.
+	BodyIdleTimeout time.Duration
 }
 
 // Server is Haven's HTTP server.
@@ -71,10 +79,16 @@ func New(cfg Config, d Deps) *Server {
 	if s.log == nil {
 		s.log = slog.Default()
 	}
+	if s.cfg.ReadHeaderTimeout == 0 {
+		s.cfg.ReadHeaderTimeout = 10 * time.Second
+	}
+	if s.cfg.BodyIdleTimeout == 0 {
+		s.cfg.BodyIdleTimeout = 60 * time.Second
+	}
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
 	e.HTTPErrorHandler = s.handleError
-	e.Use(s.recoverPanics)
+	e.Use(s.recoverPanics, s.bodyIdleTimeout)
 	s.echo = e
 	s.routes()
 	return s
@@ -84,14 +98,15 @@ func New(cfg Config, d Deps) *Server {
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.echo.ServeHTTP(w, r) }
 
 // HTTPServer returns an http.Server for addr with deliberate timeouts: headers
-// must arrive within 10 s (slow-loris), idle keep-alive connections close after
-// 2 minutes. Bodies have no overall deadline, because a 100 MB upload over a
+// must arrive within ReadHeaderTimeout (slow-loris), a body may not stall for
+// longer than BodyIdleTimeout, idle keep-alive connections close after 2
+// minutes. Bodies have no overall deadline, because a 100 MB upload over a
 // slow 3G link legitimately takes many minutes.
 func (s *Server) HTTPServer(addr string) *http.Server {
 	return &http.Server{
 		Addr:              addr,
 		Handler:           s,
-		ReadHeaderTimeout: 10 * time.Second,
+		ReadHeaderTimeout: s.cfg.ReadHeaderTimeout,
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
@@ -112,6 +127,30 @@ func (s *Server) recoverPanics(next echo.HandlerFunc) echo.HandlerFunc {
 		}()
 		return next(c)
 	}
+}
+
+// bodyIdleTimeout cuts a request whose body stops arriving: every read of
+// the body pushes the connection's read deadline BodyIdleTimeout ahead.
+func (s *Server) bodyIdleTimeout(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		r := c.Request()
+		if r.Body != nil && r.Body != http.NoBody {
+			rc := http.NewResponseController(c.Response().Writer)
+			r.Body = &idleBody{ReadCloser: r.Body, rc: rc, idle: s.cfg.BodyIdleTimeout}
+		}
+		return next(c)
+	}
+}
+
+type idleBody struct {
+	io.ReadCloser
+	rc   *http.ResponseController
+	idle time.Duration
+}
+
+func (b *idleBody) Read(p []byte) (int, error) {
+	b.rc.SetReadDeadline(time.Now().Add(b.idle)) // unsupported writers (tests' recorders) just keep no deadline
+	return b.ReadCloser.Read(p)
 }
 
 func (s *Server) routes() {
