@@ -191,7 +191,8 @@ func newDevice(ctx context.Context, cfg Config, transport http.RoundTripper, see
 	}
 	d.flaky = collect.New(cfg.ServerURL)
 	d.flaky.DeviceID = c.DeviceID
-	d.flaky.HTTP = &http.Client{Transport: cutTransport{base: transport}, Timeout: cfg.Timeout}
+	// Its own connections: a cut one must never be reused by the retry.
+	d.flaky.HTTP = &http.Client{Transport: cutTransport{base: &http.Transport{}}, Timeout: cfg.Timeout}
 	return d, nil
 }
 
