@@ -9,7 +9,7 @@ import (
 
 // Store is everything Haven keeps in a data directory: the database
 // (haven.db), the master key (master.key, unless HAVEN_MASTER_KEY is set) and
-// the encrypted blobs (blobs/).
+// the encrypted blobs (blobs/, or an object store).
 type Store struct {
 	Dir         string
 	DB          *DB
@@ -22,14 +22,38 @@ type Store struct {
 	MasterKey   []byte
 }
 
+// Options are how a data directory is opened.
+type Options struct {
+	// S3, when set, keeps new objects in an S3-compatible object store; the
+	// local directory stays readable for objects already there.
+	S3 *S3Config
+}
+
 // OpenDir opens (creating it on first use) the data directory dir.
-func OpenDir(ctx context.Context, dir string) (*Store, error) {
+func OpenDir(ctx context.Context, dir string, opts ...Options) (*Store, error) {
+	var opt Options
+	if len(opts) > 0 {
+		opt = opts[0]
+	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("creating data directory: %w", err)
 	}
 	master, err := LoadMasterKey(dir)
 	if err != nil {
 		return nil, err
+	}
+	local, err := NewLocalStore(filepath.Join(dir, "blobs"))
+	if err != nil {
+		return nil, err
+	}
+	blobs := &Blobs{Stores: map[string]BlobStore{StoreLocal: local}, Current: StoreLocal, Inline: DefaultInline}
+	if opt.S3 != nil {
+		s3, err := NewS3Store(ctx, *opt.S3)
+		if err != nil {
+			return nil, err
+		}
+		// Everything goes to the object store, small files too.
+		blobs.Stores[StoreS3], blobs.Current, blobs.Inline = s3, StoreS3, 0
 	}
 	db, err := Open(ctx, filepath.Join(dir, "haven.db"))
 	if err != nil {
@@ -40,15 +64,10 @@ func OpenDir(ctx context.Context, dir string) (*Store, error) {
 		db.Close()
 		return nil, err
 	}
-	local, err := NewLocalStore(filepath.Join(dir, "blobs"))
-	if err != nil {
-		db.Close()
-		return nil, err
-	}
-	db.BeforeCommit = local.Sync
+	blobs.Keys, blobs.DB = keys, db
+	db.BeforeCommit = blobs.SyncAll
 	return &Store{
-		Dir: dir, DB: db, Keys: keys, MasterKey: master,
-		Blobs:       &Blobs{Store: local, Keys: keys, DB: db, Inline: DefaultInline},
+		Dir: dir, DB: db, Keys: keys, MasterKey: master, Blobs: blobs,
 		Users:       &Users{DB: db, Keys: keys},
 		Projects:    &Projects{DB: db, Keys: keys},
 		Forms:       &Forms{DB: db},

@@ -186,26 +186,16 @@ func (in *ingestion) part(ctx context.Context, part *multipart.Part) error {
 	blob, err := in.s.Blobs.Put(ctx, in.req.ProjectID, part, storage.PutOptions{})
 	if err != nil {
 		var he *haven.Error
-		if errors.As(err, &he) {
-			return err
-		}
-		if strings.Contains(err.Error(), "request body too large") {
+		switch {
+		case errors.As(err, &he):
+			return err // the store failed (503: try again later), or the project has no key
+		case strings.Contains(err.Error(), "request body too large"):
 			return tooLarge()
 		}
-		if ctx.Err() != nil || isReadError(err) {
-			return badMultipart(err)
-		}
-		return &haven.Error{Code: haven.EUNAVAILABLE, Message: "The server could not store the file " + fileName + " right now. Nothing was saved; send the form again later.", Err: err}
+		return badMultipart(err) // reading the upload failed: the device's connection
 	}
 	in.files[fileName] = blob
 	return nil
-}
-
-// isReadError tells a broken upload (the device's side) from a failing store (ours).
-func isReadError(err error) bool {
-	s := err.Error()
-	return errors.Is(err, io.ErrUnexpectedEOF) || strings.Contains(s, "multipart") || strings.Contains(s, "unexpected EOF") ||
-		strings.Contains(s, "connection reset") || strings.Contains(s, "i/o timeout")
 }
 
 // loadKnown learns which files of this instance are already stored, once,
