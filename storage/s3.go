@@ -45,17 +45,28 @@ func NewS3Store(ctx context.Context, cfg S3Config) (*S3Store, error) {
 	if cfg.Endpoint == "" || cfg.Bucket == "" {
 		return nil, haven.Errorf(haven.EINVALID, "object storage needs an endpoint (--s3-endpoint host:port) and a bucket (--s3-bucket).")
 	}
+	if strings.Contains(cfg.Endpoint, "://") {
+		return nil, haven.Errorf(haven.EINVALID, "the object storage endpoint %q is not host:port: give it without http:// or https:// (--s3-tls says whether to use TLS).", cfg.Endpoint)
+	}
 	client, err := minio.New(cfg.Endpoint, &minio.Options{
 		Creds:  credentials.NewStaticV4(cfg.AccessKey, cfg.SecretKey, ""),
 		Secure: cfg.TLS,
 		Region: cfg.Region,
+		// A device waits for the answer: after two quick retries, say 503
+		// and let it send again later, rather than hold it for many seconds.
+		MaxRetries: 2,
 	})
 	if err != nil {
 		return nil, haven.Errorf(haven.EINVALID, "the object storage endpoint %q is not usable: %v. Give host:port, without http://.", cfg.Endpoint, err)
 	}
-	cctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	exists, err := client.BucketExists(cctx, cfg.Bucket)
+	for err != nil && starting(err) && cctx.Err() == nil {
+		// The object store is still starting (started together with Haven).
+		time.Sleep(250 * time.Millisecond)
+		exists, err = client.BucketExists(cctx, cfg.Bucket)
+	}
 	if err != nil {
 		return nil, haven.Errorf(haven.EUNAVAILABLE, "Haven cannot use the object storage at %s (bucket %q): %s", cfg.Endpoint, cfg.Bucket, explainS3(err, cfg))
 	}
@@ -65,6 +76,12 @@ func NewS3Store(ctx context.Context, cfg S3Config) (*S3Store, error) {
 		}
 	}
 	return &S3Store{client: client, bucket: cfg.Bucket}, nil
+}
+
+// starting reports whether the object store answered that it is still starting up.
+func starting(err error) bool {
+	resp := minio.ToErrorResponse(err)
+	return resp.Code == "XMinioServerNotInitialized" || resp.StatusCode == 503 || strings.Contains(err.Error(), "not initialized")
 }
 
 func explainS3(err error, cfg S3Config) string {
