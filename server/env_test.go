@@ -12,7 +12,6 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 
 	"github.com/haven-org/haven/clients/collect"
@@ -35,8 +34,14 @@ const adminEmail, adminPassword = "admin@example.org", "correct horse battery"
 
 func newEnv(t *testing.T, limits ...sync.Limits) *env {
 	t.Helper()
+	return newEnvWith(t, storage.Options{}, limits...)
+}
+
+// newEnvWith is newEnv with storage options (an object store).
+func newEnvWith(t *testing.T, opts storage.Options, limits ...sync.Limits) *env {
+	t.Helper()
 	dir := t.TempDir()
-	st, err := storage.OpenDir(context.Background(), dir)
+	st, err := storage.OpenDir(context.Background(), dir, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -192,20 +197,7 @@ func (e *env) blobFiles() []string {
 }
 
 // scanFor reports every file under the data directory that contains marker.
-func (e *env) scanFor(marker string) []string {
-	var hits []string
-	filepath.WalkDir(e.dir, func(p string, d fs.DirEntry, err error) error {
-		if err != nil || d.IsDir() {
-			return nil
-		}
-		b, _ := os.ReadFile(p)
-		if bytes.Contains(b, []byte(marker)) {
-			hits = append(hits, strings.TrimPrefix(p, e.dir))
-		}
-		return nil
-	})
-	return hits
-}
+func (e *env) scanFor(marker string) []string { return scanDirFor(e.dir, marker) }
 
 func testLimits() sync.Limits { return sync.DefaultLimits }
 
@@ -217,4 +209,18 @@ func newBasicRequest(url, user, password string) (*http.Response, error) {
 		resp.Body.Close()
 	}
 	return resp, err
+}
+
+// scanDirFor reports the files under dir that contain marker.
+func scanDirFor(dir, marker string) []string {
+	var hits []string
+	filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err == nil && !d.IsDir() {
+			if b, _ := os.ReadFile(p); bytes.Contains(b, []byte(marker)) {
+				hits = append(hits, p)
+			}
+		}
+		return nil
+	})
+	return hits
 }

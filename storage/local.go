@@ -9,9 +9,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"time"
 	gosync "sync"
-
+	"time"
 )
 
 // BlobStore keeps opaque objects by name. The objects it is given are already
@@ -207,4 +206,3 @@ func (s *LocalStore) Delete(ctx context.Context, name string) error {
 	}
 	return nil
 }
-

@@ -3,6 +3,7 @@
 //	haven serve            run the server
 //	haven migrate          apply database migrations and exit
 //	haven admin create     add an administrator
+//	haven storage          move stored files between stores, collect garbage
 //	haven loadgen          simulate many devices syncing at once
 //
 // Every command finds its data directory with --data or HAVEN_DATA
@@ -36,8 +37,10 @@ const usage = `Haven: an OpenRosa server for ODK Collect and KoboCollect, built 
 
 Usage:
   haven serve [--listen 127.0.0.1:8080] [--data DIR] [--public-url URL] [--behind-tls]
+              [--s3-endpoint HOST:PORT --s3-bucket B --s3-access-key K --s3-secret-key S [--s3-tls]]
   haven migrate [--data DIR]
   haven admin create --email EMAIL [--data DIR]   (password from stdin when piped, else generated)
+  haven storage migrate --to s3|local | haven storage gc   (see haven storage)
   haven loadgen --spawn|--server URL|--url URL [--devices N --duration D --photo BYTES --flaky F --mode submit|formlist --json]
 
 The data directory defaults to ./haven-data, or HAVEN_DATA when set.
@@ -78,6 +81,8 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 			return haven.Errorf(haven.EINVALID, "usage: haven admin create --email EMAIL [--data DIR]")
 		}
 		return adminCreate(ctx, args[2:], stdin, stdout, stderr)
+	case "storage":
+		return storageCmd(ctx, args[1:], stdout, stderr)
 	case "loadgen":
 		return loadgenCmd(ctx, args[1:], stdout, stderr)
 	case "help", "-h", "--help":
@@ -103,6 +108,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	listen := fs.String("listen", envOr("HAVEN_LISTEN", "127.0.0.1:8080"), "address to listen on; HAVEN_LISTEN")
 	publicURL := fs.String("public-url", os.Getenv("HAVEN_PUBLIC_URL"), "URL devices reach Haven at, e.g. https://haven.example.org; HAVEN_PUBLIC_URL")
 	behindTLS := fs.Bool("behind-tls", os.Getenv("HAVEN_BEHIND_TLS") == "true", "a proxy in front terminates TLS (allows Basic auth); HAVEN_BEHIND_TLS")
+	s3 := s3Flags(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -117,7 +123,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		pprof.StartCPUProfile(f)
 		defer func() { pprof.StopCPUProfile(); f.Close() }()
 	}
-	st, err := storage.OpenDir(ctx, *dataDir)
+	st, err := storage.OpenDir(ctx, *dataDir, storage.Options{S3: s3()})
 	if err != nil {
 		return err
 	}
@@ -135,6 +141,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	defer stop()
 	errc := make(chan error, 1)
 	go func() { errc <- hs.Serve(ln) }()
+	go collectGarbage(ctx, st, log)
 	fmt.Fprintf(stdout, "Haven is listening on http://%s (data in %s)\n", ln.Addr(), *dataDir)
 	select {
 	case err := <-errc:

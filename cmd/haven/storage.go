@@ -1,0 +1,102 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"time"
+
+	"github.com/haven-org/haven"
+	"github.com/haven-org/haven/storage"
+)
+
+// s3Flags adds the object storage flags to fs; the returned function gives
+// the configuration, or nil when no endpoint is set.
+func s3Flags(fs *flag.FlagSet) func() *storage.S3Config {
+	var c storage.S3Config
+	fs.StringVar(&c.Endpoint, "s3-endpoint", os.Getenv("HAVEN_S3_ENDPOINT"), "object storage (MinIO, S3) host:port; HAVEN_S3_ENDPOINT")
+	fs.StringVar(&c.Bucket, "s3-bucket", envOr("HAVEN_S3_BUCKET", "haven"), "bucket, created if missing; HAVEN_S3_BUCKET")
+	fs.StringVar(&c.AccessKey, "s3-access-key", os.Getenv("HAVEN_S3_ACCESS_KEY"), "access key; HAVEN_S3_ACCESS_KEY")
+	fs.StringVar(&c.SecretKey, "s3-secret-key", os.Getenv("HAVEN_S3_SECRET_KEY"), "secret key; HAVEN_S3_SECRET_KEY")
+	fs.BoolVar(&c.TLS, "s3-tls", os.Getenv("HAVEN_S3_TLS") == "true", "use TLS to reach the object storage; HAVEN_S3_TLS=true")
+	fs.StringVar(&c.Region, "s3-region", os.Getenv("HAVEN_S3_REGION"), "region, if the object storage needs one; HAVEN_S3_REGION")
+	return func() *storage.S3Config {
+		if c.Endpoint == "" {
+			return nil
+		}
+		return &c
+	}
+}
+
+// gcGrace is how old an unrecorded object must be before the garbage
+// collector removes it: longer than any upload can take.
+const gcGrace = 24 * time.Hour
+
+// collectGarbage runs the blob garbage collector every hour until ctx ends.
+func collectGarbage(ctx context.Context, st *storage.Store, log *slog.Logger) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(time.Hour):
+		}
+		n, err := st.Blobs.CollectGarbage(ctx, gcGrace)
+		if err != nil {
+			log.Warn("garbage collection of stored files", "err", err)
+		} else if n > 0 {
+			log.Info("garbage collection removed files no record refers to", "removed", n)
+		}
+	}
+}
+
+const storageUsage = `haven storage: the blob store (attachments and form media).
+
+  haven storage migrate --to s3|local [--s3-endpoint ... flags] [--data DIR]
+      move every stored file to the object store, or back to the data directory;
+      safe to stop and run again
+  haven storage gc [--grace 24h] [--s3-endpoint ... flags] [--data DIR]
+      remove stored files that no record refers to (left by crashes), older than --grace
+`
+
+func storageCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 || (args[0] != "migrate" && args[0] != "gc") {
+		fmt.Fprint(stderr, storageUsage)
+		return haven.Errorf(haven.EINVALID, "name a storage command: migrate or gc.")
+	}
+	fs, dataDir := flags("storage "+args[0], stderr)
+	s3 := s3Flags(fs)
+	to := fs.String("to", "", "where to move the files: s3 or local")
+	grace := fs.Duration("grace", gcGrace, "how old an unrecorded file must be to be removed")
+	if err := fs.Parse(args[1:]); err != nil {
+		return err
+	}
+	st, err := storage.OpenDir(ctx, *dataDir, storage.Options{S3: s3()})
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	if args[0] == "gc" {
+		n, err := st.Blobs.CollectGarbage(ctx, *grace)
+		fmt.Fprintf(stdout, "Removed %d stored files no record refers to.\n", n)
+		return err
+	}
+	if *to != storage.StoreS3 && *to != storage.StoreLocal {
+		return haven.Errorf(haven.EINVALID, "say where to move the files: --to s3 or --to local.")
+	}
+	if *to == storage.StoreS3 && s3() == nil {
+		return haven.Errorf(haven.EINVALID, "moving files to object storage needs its settings: --s3-endpoint, --s3-bucket, --s3-access-key, --s3-secret-key.")
+	}
+	moved, err := st.Blobs.Migrate(ctx, *to, func(n, total int) {
+		if n%100 == 0 || n == total {
+			fmt.Fprintf(stdout, "moved %d of %d\n", n, total)
+		}
+	})
+	if err != nil {
+		return fmt.Errorf("after moving %d files (run the command again to go on): %w", moved, err)
+	}
+	fmt.Fprintf(stdout, "Done: %d files moved to %s.\n", moved, *to)
+	return nil
+}
