@@ -18,6 +18,7 @@ const (
 	ActionDeviceForms      Action = "device.forms" // formList, form download, manifest, media
 	ActionSubmit           Action = "submission.create"
 	ActionSubmissionRead   Action = "submission.read"
+	ActionSubmissionDelete Action = "submission.delete" // erasure: administrators only for now
 	ActionAppUserManage    Action = "appuser.manage"
 	ActionAssignmentManage Action = "assignment.manage"
 )

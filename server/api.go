@@ -449,6 +449,25 @@ func (s *Server) getSubmission(c echo.Context) error {
 	return c.Blob(http.StatusOK, "text/xml; charset=utf-8", b)
 }
 
+// deleteSubmission erases a submission, its versions and its files.
+func (s *Server) deleteSubmission(c echo.Context) error {
+	pid, err := projectID(c)
+	if err != nil {
+		return err
+	}
+	if !principal(c).Can(haven.ActionSubmissionDelete, pid) {
+		return forbidden()
+	}
+	f, err := s.sync.Forms.Get(c.Request().Context(), pid, c.Param("formId"))
+	if err != nil {
+		return err
+	}
+	if err := s.subs.Delete(c.Request().Context(), s.blobs, f.ID, c.Param("instanceId")); err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, map[string]bool{"success": true})
+}
+
 func (s *Server) submissionVersions(c echo.Context) error {
 	f, sub, _, err := s.submission(c)
 	if err != nil {

@@ -2,6 +2,7 @@ package server_test
 
 import (
 	"bytes"
+	"fmt"
 	"io"
 	"mime/multipart"
 	"net/http"
@@ -83,6 +84,16 @@ func TestObjectStorage(t *testing.T) {
 	if got := e.attachment(pid, "uuid:s3-2", "video.mp4"); !bytes.Equal(got, big) {
 		t.Fatalf("video read back: %d bytes", len(got))
 	}
+	// Erasure deletes the objects from MinIO.
+	before := 0
+	e.st.Blobs.Stores[storage.StoreS3].List(ctx, func(string, time.Time) error { before++; return nil })
+	e.admin("DELETE", fmt.Sprintf("/v1/projects/%d/forms/household/submissions/uuid:s3-2", pid), nil, nil)
+	after := 0
+	e.st.Blobs.Stores[storage.StoreS3].List(ctx, func(string, time.Time) error { after++; return nil })
+	if after != before-1 {
+		t.Fatalf("objects in MinIO: %d before erasure, %d after", before, after)
+	}
+
 	// Nothing orphaned survives garbage collection past its grace period.
 	e.st.DB.Now = func() time.Time { return time.Now().Add(48 * time.Hour) }
 	if _, err := e.st.Blobs.CollectGarbage(ctx, 24*time.Hour); err != nil {

@@ -189,6 +189,7 @@ func (s *Server) routes() {
 	p.POST("/forms/:formId/draft/attachments/:name", s.uploadDraftAttachment)
 	p.GET("/forms/:formId/submissions", s.listSubmissions)
 	p.GET("/forms/:formId/submissions/:instanceId", s.getSubmission)
+	p.DELETE("/forms/:formId/submissions/:instanceId", s.deleteSubmission)
 	p.GET("/forms/:formId/submissions/:instanceId/versions", s.submissionVersions)
 	p.GET("/forms/:formId/submissions/:instanceId/attachments", s.submissionAttachments)
 	p.GET("/forms/:formId/submissions/:instanceId/attachments/:name", s.submissionAttachment)

@@ -418,3 +418,48 @@ func TestPagingAndLimits(t *testing.T) {
 		t.Fatalf("the refused submission is visible: %d", code)
 	}
 }
+
+func TestDeleteSubmission(t *testing.T) {
+	e := newEnv(t)
+	pid, dev := e.project()
+	photo := bytes.Repeat([]byte("p"), 100_000) // a file of its own in the blob store
+	if _, err := dev.Submit(ctx, instance("uuid:del-1", "A", "p.jpg"), []collect.File{collect.BytesFile("p.jpg", photo)}); err != nil {
+		t.Fatal(err)
+	}
+	edit := bytes.Replace(instance("uuid:del-2", "A2", "p.jpg"), []byte("<orx:instanceName>"), []byte("<orx:deprecatedID>uuid:del-1</orx:deprecatedID><orx:instanceName>"), 1)
+	if _, err := dev.Submit(ctx, edit, nil); err != nil { // the photo carries over: one object, two versions
+		t.Fatal(err)
+	}
+	if _, err := dev.Submit(ctx, instance("uuid:keep", "B", "q.jpg"), []collect.File{collect.BytesFile("q.jpg", photo)}); err != nil {
+		t.Fatal(err)
+	}
+	rows, files := e.blobRows(), len(e.blobFiles())
+	path := fmt.Sprintf("/v1/projects/%d/forms/household/submissions/uuid:del-1", pid)
+
+	var u struct{ ID int64 }
+	e.admin("POST", "/v1/users", map[string]string{"email": "c2@example.org", "password": "collector pass"}, &u)
+	e.admin("POST", fmt.Sprintf("/v1/projects/%d/assignments/formfill/%d", pid, u.ID), nil, nil)
+	if st := e.call("DELETE", path, e.login("c2@example.org", "collector pass"), nil, nil); st != 403 {
+		t.Fatalf("a data collector deleting: %d", st)
+	}
+	if st := e.call("DELETE", path, "", nil, nil); st != 401 {
+		t.Fatalf("deleting without credentials: %d", st)
+	}
+	e.admin("DELETE", path, nil, nil)
+	if _, st := e.submission(pid, "uuid:del-1"); st != 404 {
+		t.Fatalf("after deletion: %d", st)
+	}
+	if st := e.call("DELETE", path, e.token, nil, nil); st != 404 {
+		t.Fatalf("deleting again: %d", st)
+	}
+	if r, f := e.blobRows(), len(e.blobFiles()); r != rows-1 || f != files-1 {
+		t.Fatalf("objects %d -> %d, files %d -> %d: the photo should be gone", rows, r, files, f)
+	}
+	if !bytes.Equal(e.attachment(pid, "uuid:keep", "q.jpg"), photo) {
+		t.Fatal("another submission's photo was touched")
+	}
+	// The instanceIDs of the erased versions are free again: the device may resend.
+	if res, err := dev.Submit(ctx, instance("uuid:del-1", "A", "p.jpg"), []collect.File{collect.BytesFile("p.jpg", photo)}); err != nil || res.Status != 201 {
+		t.Fatalf("resend after deletion: %+v %v", res, err)
+	}
+}

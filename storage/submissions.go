@@ -177,6 +177,65 @@ func (tx *Tx) insertVersion(in *Incoming, submissionID int64, sealedXML, sealedN
 	return id, nil
 }
 
+// Delete erases a submission: every version, every attachment record and
+// the encrypted objects they alone use. The rows go in one transaction
+// (overwritten on disk: secure_delete); the objects are deleted from their
+// stores after it commits, and any a store fails to delete are left to the
+// garbage collector, since nothing records them any more.
+func (s *Submissions) Delete(ctx context.Context, blobs *Blobs, formID int64, instanceID string) error {
+	var objects []*Blob
+	err := s.DB.Write(ctx, func(tx *Tx) error {
+		objects = nil
+		var id int64
+		err := tx.QueryRow(`SELECT id FROM submissions WHERE form_id = ? AND instance_id = ?`, formID, instanceID).Scan(&id)
+		if errors.Is(err, sql.ErrNoRows) {
+			return notFound(fmt.Sprintf("Submission %s", instanceID))
+		} else if err != nil {
+			return err
+		}
+		rows, err := tx.Query(`SELECT DISTINCT b.id, b.store, b.object, b.data IS NOT NULL FROM blobs b
+			JOIN submission_attachments a ON a.blob_id = b.id JOIN submission_versions v ON v.id = a.version_id
+			WHERE v.submission_id = ?`, id)
+		if err != nil {
+			return err
+		}
+		var ids []int64
+		for rows.Next() {
+			b := &Blob{}
+			var inline bool
+			if err := rows.Scan(&b.ID, &b.Store, &b.Object, &inline); err != nil {
+				rows.Close()
+				return err
+			}
+			ids = append(ids, b.ID)
+			if !inline {
+				objects = append(objects, b)
+			}
+		}
+		rows.Close()
+		for _, q := range []string{
+			`DELETE FROM submission_attachments WHERE version_id IN (SELECT id FROM submission_versions WHERE submission_id = ?)`,
+			`DELETE FROM submission_versions WHERE submission_id = ?`,
+			`DELETE FROM submissions WHERE id = ?`,
+		} {
+			if _, err := tx.Exec(q, id); err != nil {
+				return err
+			}
+		}
+		for _, bid := range ids {
+			if _, err := tx.Exec(`DELETE FROM blobs WHERE id = ?`, bid); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	blobs.Discard(ctx, objects...)
+	return nil
+}
+
 // KnownFiles returns, for an instanceID already stored in a form, the names
 // of the files it already has; nil when the instance is unknown. Ingestion
 // uses it to skip storing files a resend carries again.

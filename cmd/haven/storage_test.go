@@ -1,0 +1,78 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"strings"
+	"testing"
+
+	"github.com/haven-org/haven/storage"
+	"github.com/haven-org/haven/storage/miniotest"
+)
+
+func TestStorageCommands(t *testing.T) {
+	m := miniotest.Start(t)
+	ctx := context.Background()
+	data := t.TempDir()
+	st, err := storage.OpenDir(ctx, data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pr, _ := st.Projects.Create(ctx, "P", "")
+	var ids []int64
+	for i := 0; i < 3; i++ {
+		b, err := st.Blobs.Put(ctx, pr.ID, bytes.NewReader(bytes.Repeat([]byte{byte(i)}, 50_000)), storage.PutOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		st.DB.Write(ctx, func(tx *storage.Tx) error { return tx.RecordBlob(b) })
+		ids = append(ids, b.ID)
+	}
+	st.Close()
+
+	s3 := []string{"--s3-endpoint", m.Addr, "--s3-bucket", "haven-cli", "--s3-access-key", miniotest.AccessKey, "--s3-secret-key", miniotest.SecretKey}
+	var out bytes.Buffer
+	if err := run(ctx, append([]string{"storage", "migrate", "--to", "s3", "--data", data}, s3...), nil, &out, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out.String(), "Done: 3 files moved to s3") {
+		t.Fatalf("migrate: %q", out.String())
+	}
+	out.Reset()
+	if err := run(ctx, append([]string{"storage", "migrate", "--to", "s3", "--data", data}, s3...), nil, &out, io.Discard); err != nil || !strings.Contains(out.String(), "Done: 0 files") {
+		t.Fatalf("migrating again moves nothing: %q %v", out.String(), err)
+	}
+	st, err = storage.OpenDir(ctx, data, storage.Options{S3: &storage.S3Config{Endpoint: m.Addr, Bucket: "haven-cli", AccessKey: miniotest.AccessKey, SecretKey: miniotest.SecretKey}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, id := range ids {
+		rc, b, err := st.Blobs.Open(ctx, id)
+		if err != nil || b.Store != storage.StoreS3 {
+			t.Fatalf("object %d: %v", i, err)
+		}
+		got, _ := io.ReadAll(rc)
+		rc.Close()
+		if !bytes.Equal(got, bytes.Repeat([]byte{byte(i)}, 50_000)) {
+			t.Fatalf("object %d differs after migration", i)
+		}
+	}
+	st.Close()
+	for _, c := range []struct {
+		args []string
+		says string
+	}{
+		{[]string{"storage", "migrate", "--to", "s3", "--data", data}, "--s3-endpoint"},
+		{[]string{"storage", "migrate", "--to", "ftp", "--data", data}, "--to s3 or --to local"},
+		{[]string{"storage", "vacuum"}, "migrate or gc"},
+	} {
+		if err := run(ctx, c.args, nil, io.Discard, io.Discard); err == nil || !strings.Contains(err.Error(), c.says) {
+			t.Errorf("%v: %v", c.args, err)
+		}
+	}
+	out.Reset()
+	if err := run(ctx, append([]string{"storage", "gc", "--data", data}, s3...), nil, &out, io.Discard); err != nil || !strings.Contains(out.String(), "Removed 0") {
+		t.Fatalf("gc: %q %v", out.String(), err)
+	}
+}
