@@ -142,11 +142,11 @@ func (s *Server) basic(c echo.Context, rest string) (*haven.Principal, error) {
 	if !ok {
 		return nil, haven.Errorf(haven.EUNAUTHORIZED, "The Basic credentials must be email:password.")
 	}
-	user, err := s.users.Authenticate(c.Request().Context(), email, password)
+	id, err := s.users.AuthenticateBasic(c.Request().Context(), email, password)
 	if err != nil {
 		return nil, err
 	}
-	return s.users.Principal(c.Request().Context(), user.ID)
+	return s.users.Principal(c.Request().Context(), id)
 }
 
 // Digest nonces are stateless: a timestamp and an HMAC of it under a server secret.

@@ -2,6 +2,7 @@ package storage
 
 import (
 	"context"
+	"crypto/hmac"
 	"crypto/md5"
 	"crypto/rand"
 	"crypto/sha256"
@@ -12,6 +13,7 @@ import (
 	"fmt"
 	"net/mail"
 	"strings"
+	gosync "sync"
 
 	"github.com/haven-org/haven"
 	"golang.org/x/crypto/argon2"
@@ -32,11 +34,21 @@ const (
 // MinPasswordLength is the shortest password Haven accepts.
 const MinPasswordLength = 10
 
+// argonSlots bounds how many password hashes run at once: each takes 19 MiB,
+// and a crowd of logins (or a flood of wrong ones) must not take the memory.
+var argonSlots = make(chan struct{}, 4)
+
+func argonKey(password string, salt []byte, t, m uint32, p uint8, n uint32) []byte {
+	argonSlots <- struct{}{}
+	defer func() { <-argonSlots }()
+	return argon2.IDKey([]byte(password), salt, t, m, p, n)
+}
+
 // HashPassword returns an argon2id hash of password in the PHC string format.
 func HashPassword(password string) string {
 	salt := make([]byte, 16)
 	rand.Read(salt)
-	sum := argon2.IDKey([]byte(password), salt, argonTime, argonMemory, argonThreads, argonKeyLen)
+	sum := argonKey(password, salt, argonTime, argonMemory, argonThreads, argonKeyLen)
 	b64 := base64.RawStdEncoding
 	return fmt.Sprintf("$argon2id$v=%d$m=%d,t=%d,p=%d$%s$%s", argon2.Version, argonMemory, argonTime, argonThreads, b64.EncodeToString(salt), b64.EncodeToString(sum))
 }
@@ -60,7 +72,10 @@ func CheckPassword(hash, password string) bool {
 	if err1 != nil || err2 != nil || len(sum) == 0 {
 		return false
 	}
-	got := argon2.IDKey([]byte(password), salt, uint32(t), uint32(m), p, uint32(len(sum)))
+	if m > 64*1024 || t > 10 {
+		return false // not a hash Haven made: refuse rather than spend unbounded memory
+	}
+	got := argonKey(password, salt, uint32(t), uint32(m), p, uint32(len(sum)))
 	return subtle.ConstantTimeCompare(got, sum) == 1
 }
 
@@ -96,6 +111,10 @@ type Users struct {
 	// Device tokens checked recently, so the HEAD and POST of every
 	// submission do not each query the database. Revoking clears it.
 	tokens ttlCache[string, *haven.Principal]
+	// Basic credentials verified recently, by a keyed hash.
+	basic       ttlCache[string, int64]
+	basicOnce   gosync.Once
+	basicSecret []byte
 }
 
 // Create adds a user. The password is kept only as an argon2id hash, plus the
@@ -177,6 +196,34 @@ func (u *Users) Authenticate(ctx context.Context, email, password string) (*have
 	user.Type = haven.ActorUser
 	user.CreatedAt, user.UpdatedAt = fromMS(created), fromMS(updated)
 	return &user, nil
+}
+
+// AuthenticateBasic is Authenticate for HTTP Basic, which devices send with
+// every request: a credential verified in the last few minutes is accepted
+// without hashing the password again (argon2id costs 19 MiB and tens of
+// milliseconds). Only a keyed hash of the credential is remembered.
+func (u *Users) AuthenticateBasic(ctx context.Context, email, password string) (int64, error) {
+	m := hmac.New(sha256.New, u.basicKey())
+	m.Write([]byte(strings.ToLower(email) + "\x00" + password))
+	k := string(m.Sum(nil))
+	if id, ok := u.basic.get(k); ok {
+		return id, nil
+	}
+	gen := u.basic.generation()
+	user, err := u.Authenticate(ctx, email, password)
+	if err != nil {
+		return 0, err
+	}
+	u.basic.put(k, user.ID, gen)
+	return user.ID, nil
+}
+
+func (u *Users) basicKey() []byte {
+	u.basicOnce.Do(func() {
+		u.basicSecret = make([]byte, 32)
+		rand.Read(u.basicSecret)
+	})
+	return u.basicSecret
 }
 
 // DigestHA1 returns a live user's id and Digest HA1, by email.
@@ -375,9 +422,10 @@ func (u *Users) AppUserPrincipal(ctx context.Context, token string) (*haven.Prin
 	if p, ok := u.tokens.get(token); ok {
 		return p, nil
 	}
+	gen := u.tokens.generation()
 	p, err := u.appUserPrincipal(ctx, token)
 	if err == nil {
-		u.tokens.put(token, p)
+		u.tokens.put(token, p, gen)
 	}
 	return p, err
 }

@@ -74,9 +74,10 @@ func (s *Forms) Get(ctx context.Context, projectID int64, xmlFormID string) (*ha
 	if f, ok := s.forms.get(k); ok {
 		return &f, nil
 	}
+	gen := s.forms.generation()
 	f, err := s.get(ctx, s.DB.read, projectID, xmlFormID)
 	if err == nil {
-		s.forms.put(k, *f)
+		s.forms.put(k, *f, gen)
 	}
 	return f, err
 }
@@ -99,13 +100,14 @@ func (s *Forms) List(ctx context.Context, projectID int64) ([]*haven.Form, error
 		}
 		return out, nil
 	}
+	gen := s.lists.generation()
 	out, err := s.list(ctx, projectID)
 	if err == nil {
 		l := make([]haven.Form, len(out))
 		for i, f := range out {
 			l[i] = *f
 		}
-		s.lists.put(projectID, l)
+		s.lists.put(projectID, l, gen)
 	}
 	return out, err
 }
@@ -160,13 +162,14 @@ func (s *Forms) PublishedVersion(ctx context.Context, formID int64, version stri
 	if v, ok := s.versions.get(k); ok {
 		return &v, nil
 	}
+	gen := s.versions.generation()
 	v, err := scanVersion(s.DB.read.QueryRowContext(ctx, `SELECT `+versionColumns+` FROM form_versions v JOIN forms f ON f.id = v.form_id
 		WHERE v.form_id = ? AND v.version = ? AND v.published_at IS NOT NULL`, formID, version), false)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, notFound(fmt.Sprintf("Version %q of this form", version))
 	}
 	if err == nil {
-		s.versions.put(k, *v)
+		s.versions.put(k, *v, gen)
 	}
 	return v, err
 }
@@ -355,9 +358,10 @@ func (s *Forms) Attachments(ctx context.Context, versionID int64) ([]haven.FormA
 	if m, ok := s.media.get(versionID); ok {
 		return slices.Clone(m), nil
 	}
+	gen := s.media.generation()
 	out, err := s.attachments(ctx, versionID)
 	if err == nil {
-		s.media.put(versionID, slices.Clone(out))
+		s.media.put(versionID, slices.Clone(out), gen)
 	}
 	return out, err
 }
