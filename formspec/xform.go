@@ -140,8 +140,8 @@ func Parse(xml []byte) (*Form, error) {
 	if f.ID == "" {
 		return nil, invalid("The form has no id: add an id attribute to the root element of its primary instance (<%s id=\"my_form\">), or set form_id in the XLSForm settings.", rootEl.Tag)
 	}
-	if !validFormID.MatchString(f.ID) {
-		return nil, invalid("The form id %q cannot be used: use letters, digits, '_', '-' and '.', starting with a letter or digit.", f.ID)
+	if err := CheckFormID(f.ID); err != nil {
+		return nil, err
 	}
 	if t := child(head, "title"); t != nil {
 		f.Title = strings.TrimSpace(t.Text())
@@ -177,6 +177,14 @@ func Parse(xml []byte) (*Form, error) {
 }
 
 var validFormID = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.\-]*$`)
+
+// CheckFormID says what is wrong with a form id Haven cannot serve, if anything.
+func CheckFormID(id string) error {
+	if !validFormID.MatchString(id) {
+		return invalid("The form id %q cannot be used: use letters, digits, '_', '-' and '.', starting with a letter or digit.", id)
+	}
+	return nil
+}
 
 // checkNoDoctype refuses DOCTYPE and ENTITY declarations anywhere before the
 // root: Haven never expands entities (no XML bombs, no external entities).

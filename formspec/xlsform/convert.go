@@ -1,0 +1,354 @@
+package xlsform
+
+import (
+	"fmt"
+
+	"github.com/haven-org/haven"
+	"github.com/haven-org/haven/formspec"
+
+	"regexp"
+	"sort"
+	"strings"
+)
+
+// Options override what the workbook says (or does not say).
+type Options struct {
+	FormID   string // used when the settings sheet names no form_id (default "data")
+	RootName string // the primary instance's root element (default "data")
+}
+
+// Diagnostic is an error or a warning, placed in the workbook.
+type Diagnostic struct {
+	Sheet   string `json:"sheet,omitempty"`
+	Row     int    `json:"row,omitempty"`
+	Column  string `json:"column,omitempty"`
+	Message string `json:"message"`
+}
+
+func (d Diagnostic) String() string {
+	var where []string
+	if d.Sheet != "" {
+		where = append(where, "sheet "+d.Sheet)
+	}
+	if d.Row > 0 {
+		where = append(where, fmt.Sprintf("row %d", d.Row))
+	}
+	if d.Column != "" {
+		where = append(where, "column "+d.Column)
+	}
+	if len(where) == 0 {
+		return d.Message
+	}
+	return "[" + strings.Join(where, ", ") + "] " + d.Message
+}
+
+// Result is what a conversion produced. XForm is nil when Errors is not empty.
+type Result struct {
+	XForm    []byte       `json:"xform,omitempty"`
+	Warnings []Diagnostic `json:"warnings"`
+	Errors   []Diagnostic `json:"errors"`
+}
+
+// ConvertXLSX converts an .xlsx workbook.
+func ConvertXLSX(b []byte, opt Options) *Result {
+	wb, err := ReadXLSX(b)
+	if err != nil {
+		return &Result{Errors: []Diagnostic{{Message: err.Error()}}}
+	}
+	return Convert(wb, opt)
+}
+
+// ConvertMarkdown converts a workbook written in pyxform's markdown notation.
+func ConvertMarkdown(s string, opt Options) *Result {
+	wb, err := ReadMarkdown(s)
+	if err != nil {
+		return &Result{Errors: []Diagnostic{{Message: err.Error()}}}
+	}
+	return Convert(wb, opt)
+}
+
+type node struct {
+	kind     string // "question", "group", "repeat", "root"
+	typ      string // the XLSForm type's first word (select_one for "select_one list")
+	list     string // the choice list of a select
+	name     string
+	row      Row
+	path     string
+	parent   *node
+	children []*node
+}
+
+type converter struct {
+	wb        *Workbook
+	opt       Options
+	res       *Result
+	root      *node
+	byName    map[string]*node
+	langs     []string // languages of translated columns, in order of appearance
+	itext     bool
+	choices   map[string][]Row
+	listOrder []string
+	settings  map[string]string
+}
+
+func (c *converter) errorf(sheet string, row int, col, format string, args ...any) {
+	c.res.Errors = append(c.res.Errors, Diagnostic{Sheet: sheet, Row: row, Column: col, Message: fmt.Sprintf(format, args...)})
+}
+
+func (c *converter) warnf(sheet string, row int, col, format string, args ...any) {
+	c.res.Warnings = append(c.res.Warnings, Diagnostic{Sheet: sheet, Row: row, Column: col, Message: fmt.Sprintf(format, args...)})
+}
+
+// Convert converts a workbook into an XForm, or explains why it cannot.
+func Convert(wb *Workbook, opt Options) *Result {
+	c := &converter{wb: wb, opt: opt, res: &Result{Warnings: []Diagnostic{}, Errors: []Diagnostic{}}, byName: map[string]*node{}, choices: map[string][]Row{}, settings: map[string]string{}}
+	if opt.RootName == "" {
+		c.opt.RootName = "data"
+	}
+	survey := wb.sheet("survey")
+	if survey == nil {
+		c.errorf("", 0, "", "The workbook has no sheet named survey. Every XLSForm needs one: add it, with at least the columns type, name and label.")
+		return c.res
+	}
+	c.readSettings()
+	if id := c.settings["form_id"]; id != "" {
+		if err := formspec.CheckFormID(id); err != nil {
+			c.errorf("settings", 2, "form_id", "%s", haven.ErrorMessage(err))
+		}
+	}
+	c.readChoices()
+	c.readSurvey(survey)
+	if len(c.res.Errors) > 0 {
+		return c.res
+	}
+	x := c.emit()
+	if len(c.res.Errors) == 0 { // writing resolves references, which can fail too
+		c.res.XForm = x
+	}
+	return c.res
+}
+
+func (c *converter) readSettings() {
+	sh := c.wb.sheet("settings")
+	if sh == nil || len(sh.Rows) == 0 {
+		return
+	}
+	for k, v := range sh.Rows[0].Cells {
+		c.settings[k] = strings.TrimSpace(v)
+	}
+}
+
+func (c *converter) readChoices() {
+	sh := c.wb.sheet("choices")
+	if sh == nil {
+		return
+	}
+	dupOK := yes(c.settings["allow_choice_duplicates"])
+	seen := map[string]map[string]bool{}
+	for _, r := range sh.Rows {
+		list := r.Get("list_name")
+		if list == "" {
+			continue
+		}
+		name := r.Get("name")
+		if name == "" {
+			c.errorf("choices", r.Num, "name", "Choice list %q has a choice without a name. Give every choice a name (the value stored).", list)
+			continue
+		}
+		if _, ok := c.choices[list]; !ok {
+			c.listOrder = append(c.listOrder, list)
+			seen[list] = map[string]bool{}
+		}
+		if seen[list][name] && !dupOK {
+			c.errorf("choices", r.Num, "name", "Choice list %q has the name %q twice. Give each choice of a list its own name, or set allow_choice_duplicates to yes in the settings sheet.", list, name)
+			continue
+		}
+		seen[list][name] = true
+		c.choices[list] = append(c.choices[list], r)
+		c.noteLanguages(sh.Headers)
+	}
+}
+
+func yes(s string) bool {
+	switch strings.ToLower(strings.TrimSpace(s)) {
+	case "yes", "true", "1", "true()":
+		return true
+	}
+	return false
+}
+
+// translated columns: label, hint and media, with ::Language.
+var translatable = []string{"label", "hint", "guidance_hint", "media::image", "media::audio", "media::video", "media::big-image", "constraint_message", "required_message"}
+
+func (c *converter) noteLanguages(headers []string) {
+	for _, h := range headers {
+		for _, t := range translatable {
+			if lang, ok := strings.CutPrefix(h, t+"::"); ok && !strings.Contains(lang, "::") {
+				c.addLang(lang)
+			}
+			if strings.HasPrefix(t, "media::") && h == t {
+				c.itext = true
+			}
+		}
+	}
+}
+
+func (c *converter) addLang(l string) {
+	c.itext = true
+	for _, x := range c.langs {
+		if x == l {
+			return
+		}
+	}
+	c.langs = append(c.langs, l)
+}
+
+var xmlName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_.\-]*$`)
+
+func (c *converter) readSurvey(sh *Sheet) {
+	c.noteLanguages(sh.Headers)
+	c.root = &node{kind: "root", name: c.opt.RootName, path: "/" + c.opt.RootName}
+	stack := []*node{c.root}
+	for _, r := range sh.Rows {
+		typ := strings.Join(strings.Fields(r.Get("type")), " ")
+		if typ == "" {
+			if r.Get("name") != "" || r.Get("label") != "" {
+				c.errorf("survey", r.Num, "type", "This row has no type. Give it a question type (text, integer, select_one LIST, ...), or delete the row.")
+			}
+			continue
+		}
+		low := strings.ToLower(typ)
+		parent := stack[len(stack)-1]
+		switch low {
+		case "end group", "end_group", "end repeat", "end_repeat":
+			kind := "group"
+			if strings.Contains(low, "repeat") {
+				kind = "repeat"
+			}
+			if parent.kind != kind {
+				c.errorf("survey", r.Num, "type", "Unmatched %q: there is no open %s to end here. Check that every begin %s has its end %s, in the right order.", typ, kind, kind, kind)
+				return
+			}
+			stack = stack[:len(stack)-1]
+			continue
+		}
+		name := r.Get("name")
+		var n *node
+		switch {
+		case low == "begin group" || low == "begin_group":
+			n = &node{kind: "group", typ: "group"}
+		case low == "begin repeat" || low == "begin_repeat":
+			n = &node{kind: "repeat", typ: "repeat"}
+		default:
+			base, list, _ := strings.Cut(typ, " ")
+			base = strings.ToLower(base)
+			if alias, ok := typeAliases[base]; ok {
+				base = alias
+			}
+			if _, ok := questionTypes[base]; !ok {
+				c.errorf("survey", r.Num, "type", "Unknown question type %q. Use one of the XLSForm types (text, integer, decimal, date, select_one LIST, select_multiple LIST, geopoint, image, note, calculate, ...).", typ)
+				continue
+			}
+			n = &node{kind: "question", typ: base}
+			if isSelect(base) {
+				list = strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(list), "or_other"))
+				if list == "" {
+					c.errorf("survey", r.Num, "type", "%s needs the name of a choice list: write %s LISTNAME.", base, base)
+					continue
+				}
+				if strings.HasSuffix(list, ".csv") || strings.HasSuffix(list, ".xml") || strings.HasSuffix(list, ".geojson") {
+					n.list = list
+				} else if _, ok := c.choices[list]; !ok {
+					c.errorf("survey", r.Num, "type", "The choice list %q is not on the choices sheet. Add its choices there (list_name %s), or fix the name.", list, list)
+					continue
+				}
+				n.list = list
+			}
+		}
+		if name == "" {
+			c.errorf("survey", r.Num, "name", "This %s has no name. Give it a name: letters, digits and _, starting with a letter.", typ)
+			continue
+		}
+		if !xmlName.MatchString(name) {
+			c.errorf("survey", r.Num, "name", "The name %q cannot be used: names start with a letter or _ and hold only letters, digits, _, - and '.'.", name)
+			continue
+		}
+		for _, sib := range parent.children {
+			if strings.EqualFold(sib.name, name) {
+				c.errorf("survey", r.Num, "name", "There is already a question or group named %q here (row %d). Names must differ within a group (case does not count).", name, sib.row.Num)
+			}
+		}
+		n.name, n.row, n.parent = name, r, parent
+		n.path = parent.path + "/" + name
+		parent.children = append(parent.children, n)
+		if _, dup := c.byName[name]; !dup {
+			c.byName[name] = n
+		}
+		if n.kind != "question" {
+			stack = append(stack, n)
+		}
+	}
+	if len(stack) > 1 {
+		open := stack[len(stack)-1]
+		c.errorf("survey", open.row.Num, "type", "The %s %q is never ended: add an end %s row after its last question.", open.kind, open.name, open.kind)
+	}
+}
+
+func isSelect(t string) bool { return t == "select_one" || t == "select_multiple" || t == "rank" }
+
+var typeAliases = map[string]string{
+	"string": "text", "int": "integer", "select1": "select_one", "select_one_from_file": "select_one", "select_multiple_from_file": "select_multiple",
+	"add select one prompt using": "select_one", "photo": "image", "datetime": "dateTime", "geo-point": "geopoint", "location": "geopoint",
+	"trigger": "acknowledge", "q_note": "note", "imei": "deviceid",
+}
+
+// questionTypes: bind type, body control, and extra bind/control attributes.
+type qtype struct {
+	bind, control, mediatype, preload, preloadParams string
+}
+
+var questionTypes = map[string]qtype{
+	"text": {bind: "string", control: "input"}, "integer": {bind: "int", control: "input"}, "decimal": {bind: "decimal", control: "input"},
+	"date": {bind: "date", control: "input"}, "time": {bind: "time", control: "input"}, "dateTime": {bind: "dateTime", control: "input"},
+	"geopoint": {bind: "geopoint", control: "input"}, "geotrace": {bind: "geotrace", control: "input"}, "geoshape": {bind: "geoshape", control: "input"},
+	"note": {bind: "string", control: "input"}, "barcode": {bind: "barcode", control: "input"}, "acknowledge": {bind: "string", control: "trigger"},
+	"calculate": {bind: "string"}, "hidden": {bind: "string"},
+	"image": {bind: "binary", control: "upload", mediatype: "image/*"}, "audio": {bind: "binary", control: "upload", mediatype: "audio/*"},
+	"video": {bind: "binary", control: "upload", mediatype: "video/*"}, "file": {bind: "binary", control: "upload", mediatype: "application/*"},
+	"range":      {bind: "int", control: "range"},
+	"select_one": {bind: "string", control: "select1"}, "select_multiple": {bind: "string", control: "select"}, "rank": {bind: "odk:rank", control: "odk:rank"},
+	"start":        {bind: "dateTime", preload: "timestamp", preloadParams: "start"},
+	"end":          {bind: "dateTime", preload: "timestamp", preloadParams: "end"},
+	"today":        {bind: "date", preload: "date", preloadParams: "today"},
+	"deviceid":     {bind: "string", preload: "property", preloadParams: "deviceid"},
+	"username":     {bind: "string", preload: "property", preloadParams: "username"},
+	"phonenumber":  {bind: "string", preload: "property", preloadParams: "phonenumber"},
+	"simserial":    {bind: "string", preload: "property", preloadParams: "simserial"},
+	"subscriberid": {bind: "string", preload: "property", preloadParams: "subscriberid"},
+	"email":        {bind: "string", preload: "property", preloadParams: "email"},
+}
+
+var refPattern = regexp.MustCompile(`\$\{([^}]*)\}`)
+
+// expr turns ${name} references into absolute paths, as pyxform writes them.
+func (c *converter) expr(s string, at *node, col string) string {
+	return refPattern.ReplaceAllStringFunc(s, func(m string) string {
+		name := strings.TrimSpace(m[2 : len(m)-1])
+		target := c.byName[name]
+		if target == nil {
+			c.errorf("survey", at.row.Num, col, "There is no question named %q for ${%s} to refer to. Fix the name, or add the question.", name, name)
+			return m
+		}
+		return " " + target.path + " "
+	})
+}
+
+// sortedKeys returns a map's keys in order, for deterministic output.
+func sortedKeys(m map[string]string) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}

@@ -1,0 +1,445 @@
+package xlsform
+
+import (
+	"bytes"
+	"encoding/xml"
+	"fmt"
+	"strings"
+	"unicode/utf8"
+)
+
+// el is an element of the XForm being written.
+type el struct {
+	name     string
+	attrs    [][2]string
+	text     string // escaped when written
+	raw      string // pre-escaped mixed content (text with <output/>), written inline
+	children []*el
+}
+
+func elem(name string, attrs ...string) *el {
+	e := &el{name: name}
+	for i := 0; i+1 < len(attrs); i += 2 {
+		e.attrs = append(e.attrs, [2]string{attrs[i], attrs[i+1]})
+	}
+	return e
+}
+
+func (e *el) add(children ...*el) *el {
+	for _, c := range children {
+		if c != nil {
+			e.children = append(e.children, c)
+		}
+	}
+	return e
+}
+
+func (e *el) attr(k, v string) *el {
+	e.attrs = append(e.attrs, [2]string{k, v})
+	return e
+}
+
+// xmlChars replaces what XML 1.0 cannot hold (control characters, invalid
+// UTF-8, U+FFFE and U+FFFF) with U+FFFD, so the output is always well-formed.
+func xmlChars(s string) string {
+	return strings.Map(func(r rune) rune {
+		switch {
+		case r == '\t' || r == '\n' || r == '\r':
+			return r
+		case r < 0x20, r == 0xFFFE, r == 0xFFFF, r == utf8.RuneError:
+			return '\uFFFD'
+		}
+		return r
+	}, strings.ToValidUTF8(s, "\uFFFD"))
+}
+
+func escText(s string) string {
+	var b strings.Builder
+	xml.EscapeText(&b, []byte(xmlChars(s)))
+	return strings.ReplaceAll(b.String(), "&#xA;", "\n")
+}
+
+func escAttr(s string) string {
+	r := strings.NewReplacer("&", "&amp;", "<", "&lt;", ">", "&gt;", `"`, "&quot;", "\n", "&#10;", "\t", "&#9;", "\r", "&#13;")
+	return r.Replace(xmlChars(s))
+}
+
+// write prints e as pyxform does: two spaces per level, text inline.
+func (e *el) write(b *bytes.Buffer, depth int) {
+	pad := strings.Repeat("  ", depth)
+	b.WriteString(pad + "<" + xmlChars(e.name))
+	for _, a := range e.attrs {
+		fmt.Fprintf(b, ` %s="%s"`, a[0], escAttr(a[1]))
+	}
+	switch {
+	case e.raw != "":
+		b.WriteString(">" + e.raw + "</" + e.name + ">\n")
+	case len(e.children) == 0 && e.text == "":
+		b.WriteString("/>\n")
+	case len(e.children) == 0:
+		b.WriteString(">" + escText(e.text) + "</" + e.name + ">\n")
+	default:
+		b.WriteString(">\n")
+		for _, c := range e.children {
+			c.write(b, depth+1)
+		}
+		b.WriteString(pad + "</" + e.name + ">\n")
+	}
+}
+
+// withOutputs renders label text, turning ${name} into <output value=" /path "/>.
+func (c *converter) withOutputs(s string, at *node, col string) (text string, raw string) {
+	if !refPattern.MatchString(s) {
+		return s, ""
+	}
+	var b strings.Builder
+	last := 0
+	for _, m := range refPattern.FindAllStringSubmatchIndex(s, -1) {
+		b.WriteString(escText(s[last:m[0]]))
+		ref := c.expr(s[m[0]:m[1]], at, col)
+		fmt.Fprintf(&b, `<output value="%s"/>`, escAttr(ref))
+		last = m[1]
+	}
+	b.WriteString(escText(s[last:]))
+	return "", b.String()
+}
+
+// translations of one column of a row: language -> text. An untranslated
+// column counts as the language "default".
+func (c *converter) translations(r Row, col string) map[string]string {
+	out := map[string]string{}
+	if v := r.Get(col); v != "" {
+		out["default"] = v
+	}
+	for _, l := range c.langs {
+		if v := r.Get(col + "::" + l); v != "" {
+			out[l] = v
+		}
+	}
+	return out
+}
+
+type itextEntry struct {
+	id    string
+	forms map[string]map[string]string // language -> form ("" for text, image, audio...) -> value
+	at    *node
+}
+
+func (c *converter) languages() []string {
+	var langs []string
+	if d := c.settings["default_language"]; d != "" {
+		langs = append(langs, d)
+	}
+	hasDefault := false
+	for _, sh := range []string{"survey", "choices"} {
+		if s := c.wb.sheet(sh); s != nil {
+			for _, h := range s.Headers {
+				if h == "label" || h == "hint" {
+					hasDefault = true
+				}
+			}
+		}
+	}
+	if hasDefault && len(langs) == 0 {
+		langs = append(langs, "default")
+	}
+	for _, l := range c.langs {
+		if len(langs) == 0 || l != langs[0] {
+			langs = append(langs, l)
+		}
+	}
+	return langs
+}
+
+// textEntry collects the translations and media of one label or hint.
+func (c *converter) textEntry(id string, r Row, col string, at *node) *itextEntry {
+	e := &itextEntry{id: id, forms: map[string]map[string]string{}, at: at}
+	put := func(lang, form, v string) {
+		if v == "" {
+			return
+		}
+		if lang == "default" && c.settings["default_language"] != "" {
+			lang = c.settings["default_language"]
+		}
+		if e.forms[lang] == nil {
+			e.forms[lang] = map[string]string{}
+		}
+		e.forms[lang][form] = v
+	}
+	for lang, v := range c.translations(r, col) {
+		put(lang, "", v)
+	}
+	if col == "label" {
+		for _, m := range []string{"image", "audio", "video", "big-image"} {
+			for lang, v := range c.translations(r, "media::"+m) {
+				prefix := map[string]string{"image": "jr://images/", "big-image": "jr://images/", "audio": "jr://audio/", "video": "jr://video/"}[m]
+				put(lang, m, prefix+v)
+			}
+		}
+	}
+	if len(e.forms) == 0 {
+		return nil
+	}
+	return e
+}
+
+func (c *converter) emit() []byte {
+	formID := c.settings["form_id"]
+	if formID == "" {
+		formID = c.opt.FormID
+	}
+	if formID == "" {
+		formID = "data"
+	}
+	title := c.settings["form_title"]
+	if title == "" {
+		title = formID
+	}
+	var texts []*itextEntry
+	used := map[string]bool{}
+	var usedOrder []string
+	var walk func(n *node)
+	walk = func(n *node) {
+		for _, ch := range n.children {
+			if ch.list != "" && c.choices[ch.list] != nil && !used[ch.list] {
+				used[ch.list] = true
+				usedOrder = append(usedOrder, ch.list)
+			}
+			walk(ch)
+		}
+	}
+	walk(c.root)
+	langs := c.languages()
+	if c.itext {
+		for _, list := range usedOrder {
+			for i, r := range c.choices[list] {
+				if t := c.textEntry(fmt.Sprintf("%s-%d", list, i), r, "label", c.root); t != nil {
+					texts = append(texts, t)
+				}
+			}
+		}
+	}
+
+	model := elem("model", "odk:xforms-version", "1.0.0")
+	rootEl := elem(c.opt.RootName, "id", formID)
+	if v := c.settings["version"]; v != "" {
+		rootEl.attr("version", v)
+	}
+	var binds []*el
+	body := elem("h:body")
+	c.build(c.root, rootEl, body, &binds, &texts)
+	meta := elem("meta").add(elem("instanceID"))
+	binds = append(binds, elem("bind", "nodeset", c.root.path+"/meta/instanceID", "type", "string", "readonly", "true()", "jr:preload", "uid"))
+	if in := c.settings["instance_name"]; in != "" {
+		meta.add(elem("instanceName"))
+		binds = append(binds, elem("bind", "nodeset", c.root.path+"/meta/instanceName", "type", "string", "calculate", c.expr(in, c.root, "instance_name")))
+	}
+	rootEl.add(meta)
+
+	if len(texts) > 0 {
+		itext := elem("itext")
+		for _, lang := range langs {
+			tr := elem("translation", "lang", lang)
+			if lang == c.settings["default_language"] {
+				tr.attr("default", "true()")
+			}
+			for _, t := range texts {
+				te := elem("text", "id", t.id)
+				forms := t.forms[lang]
+				if forms == nil {
+					forms = map[string]string{"": "-"}
+				}
+				for _, f := range sortedKeys(forms) {
+					v := elem("value")
+					if f != "" {
+						v.attr("form", f)
+					}
+					v.text, v.raw = c.withOutputs(forms[f], t.at, "label")
+					te.add(v)
+				}
+				tr.add(te)
+			}
+			itext.add(tr)
+		}
+		model.add(itext)
+	}
+	model.add(elem("instance").add(rootEl))
+	for _, list := range usedOrder {
+		rt := elem("root")
+		for i, r := range c.choices[list] {
+			item := elem("item")
+			if c.itext {
+				item.add(&el{name: "itextId", text: fmt.Sprintf("%s-%d", list, i)})
+			}
+			item.add(&el{name: "name", text: r.Get("name")})
+			if !c.itext {
+				item.add(&el{name: "label", text: r.Get("label")})
+			}
+			rt.add(item)
+		}
+		model.add(elem("instance", "id", list).add(rt))
+	}
+	model.add(binds...)
+
+	head := elem("h:head").add(&el{name: "h:title", text: title}, model)
+	html := elem("h:html", "xmlns", "http://www.w3.org/2002/xforms", "xmlns:h", "http://www.w3.org/1999/xhtml",
+		"xmlns:ev", "http://www.w3.org/2001/xml-events", "xmlns:xsd", "http://www.w3.org/2001/XMLSchema",
+		"xmlns:jr", "http://openrosa.org/javarosa", "xmlns:orx", "http://openrosa.org/xforms",
+		"xmlns:odk", "http://www.opendatakit.org/xforms").add(head, body)
+	var b bytes.Buffer
+	b.WriteString("<?xml version=\"1.0\"?>\n")
+	html.write(&b, 0)
+	return b.Bytes()
+}
+
+// build adds n's children to the instance element inst, the body element
+// container, and the binds and texts.
+func (c *converter) build(n *node, inst, container *el, binds *[]*el, texts *[]*itextEntry) {
+	for _, ch := range n.children {
+		r := ch.row
+		switch ch.kind {
+		case "group", "repeat":
+			var ctl *el
+			if container != nil {
+				ctl = elem("group", "ref", ch.path)
+				c.labels(ch, ctl, texts)
+				if a := r.Get("appearance"); a != "" {
+					ctl.attr("appearance", a)
+				}
+			}
+			inner := ctl
+			if ch.kind == "repeat" && ctl != nil {
+				inner = elem("repeat", "nodeset", ch.path)
+				if rc := r.Get("repeat_count"); rc != "" {
+					inner.attr("jr:count", c.expr(rc, ch, "repeat_count"))
+				}
+				ctl.add(inner)
+			}
+			fresh := elem(ch.name)
+			c.build(ch, fresh, inner, binds, texts)
+			if ch.kind == "repeat" {
+				tmpl := elem(ch.name, "jr:template", "")
+				tmpl.children = fresh.children
+				inst.add(tmpl)
+			}
+			inst.add(fresh)
+			if binds != nil {
+				if b := c.bind(ch, "", r); b != nil {
+					*binds = append(*binds, b)
+				}
+			}
+			if container != nil {
+				container.add(ctl)
+			}
+		default:
+			qt := questionTypes[ch.typ]
+			ie := elem(ch.name)
+			if d := r.Get("default"); d != "" && !strings.Contains(d, "(") && !refPattern.MatchString(d) {
+				ie.text = d
+			}
+			inst.add(ie)
+			if binds == nil {
+				continue
+			}
+			*binds = append(*binds, c.bind(ch, qt.bind, r))
+			if qt.control == "" || container == nil {
+				continue
+			}
+			ctl := elem(qt.control, "ref", ch.path)
+			if qt.mediatype != "" {
+				ctl.attr("mediatype", qt.mediatype)
+			}
+			if a := r.Get("appearance"); a != "" {
+				ctl.attr("appearance", a)
+			}
+			if ch.typ == "range" {
+				c.rangeParams(ch, ctl)
+			}
+			c.labels(ch, ctl, texts)
+			if isSelect(ch.typ) {
+				nodeset := fmt.Sprintf("instance('%s')/root/item", ch.list)
+				if f := r.Get("choice_filter"); f != "" {
+					nodeset += "[" + c.expr(f, ch, "choice_filter") + "]"
+				}
+				is := elem("itemset", "nodeset", nodeset).add(elem("value", "ref", "name"))
+				if c.itext {
+					is.add(elem("label", "ref", "jr:itext(itextId)"))
+				} else {
+					is.add(elem("label", "ref", "label"))
+				}
+				ctl.add(is)
+			}
+			container.add(ctl)
+		}
+	}
+}
+
+// bind makes the bind of a node (nil for a group with nothing to bind).
+func (c *converter) bind(n *node, typ string, r Row) *el {
+	b := elem("bind", "nodeset", n.path)
+	if typ != "" {
+		b.attr("type", typ)
+	}
+	qt := questionTypes[n.typ]
+	if n.typ == "note" || yes(r.Get("readonly")) {
+		b.attr("readonly", "true()")
+	}
+	if yes(r.Get("required")) {
+		b.attr("required", "true()")
+	}
+	for _, kv := range [][2]string{{"relevant", "relevant"}, {"constraint", "constraint"}, {"calculation", "calculate"}} {
+		if v := r.Get(kv[0]); v != "" {
+			b.attr(kv[1], c.expr(v, n, kv[0]))
+		}
+	}
+	if v := r.Get("constraint_message"); v != "" && !c.itext {
+		b.attr("jr:constraintMsg", v)
+	}
+	if v := r.Get("required_message"); v != "" && !c.itext {
+		b.attr("jr:requiredMsg", v)
+	}
+	if qt.preload != "" {
+		b.attr("jr:preload", qt.preload)
+		b.attr("jr:preloadParams", qt.preloadParams)
+	}
+	for _, h := range sortedKeys(r.Cells) {
+		if k, ok := strings.CutPrefix(h, "bind::"); ok && r.Get(h) != "" {
+			b.attr(k, r.Get(h))
+		}
+	}
+	if typ == "" && len(b.attrs) == 1 {
+		return nil
+	}
+	return b
+}
+
+// labels adds a control's label and hint, inline or through itext.
+func (c *converter) labels(n *node, ctl *el, texts *[]*itextEntry) {
+	for _, col := range []string{"label", "hint"} {
+		if c.itext {
+			if t := c.textEntry(n.path+":"+col, n.row, col, n); t != nil {
+				*texts = append(*texts, t)
+				ctl.add(elem(col, "ref", "jr:itext('"+t.id+"')"))
+			}
+			continue
+		}
+		if v := n.row.Get(col); v != "" {
+			e := &el{name: col}
+			e.text, e.raw = c.withOutputs(v, n, col)
+			ctl.add(e)
+		}
+	}
+}
+
+// rangeParams reads start, end and step from the parameters column.
+func (c *converter) rangeParams(n *node, ctl *el) {
+	params := map[string]string{"start": "1", "end": "10", "step": "1"}
+	for _, p := range strings.Fields(strings.ReplaceAll(n.row.Get("parameters"), ";", " ")) {
+		if k, v, ok := strings.Cut(p, "="); ok {
+			params[strings.TrimSpace(k)] = strings.TrimSpace(v)
+		}
+	}
+	for _, k := range []string{"start", "end", "step"} {
+		ctl.attr(k, params[k])
+	}
+}

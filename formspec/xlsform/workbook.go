@@ -1,0 +1,214 @@
+// Package xlsform converts XLSForms into XForms the way pyxform 4.5 does, so
+// that ODK Collect runs Haven's output exactly as it runs pyxform's. Convert
+// is a pure function: workbook in, XForm bytes and diagnostics out.
+package xlsform
+
+import (
+	"bytes"
+	"fmt"
+	"strings"
+
+	"github.com/xuri/excelize/v2"
+)
+
+// Limits on what a workbook may cost to read.
+const (
+	MaxWorkbookBytes = 20 << 20  // the .xlsx file
+	MaxUnzipped      = 100 << 20 // everything inside it (zip bombs)
+	MaxRows          = 50_000    // per sheet
+	MaxColumns       = 500
+)
+
+// Workbook is the sheets of an XLSForm, each a header row and data rows.
+type Workbook struct {
+	Sheets map[string]*Sheet
+}
+
+// Sheet is one sheet: Headers in order, Rows as header -> cell text.
+type Sheet struct {
+	Name    string
+	Headers []string
+	Rows    []Row
+}
+
+// Row is a data row; Num is its row number in the sheet (the header is row 1).
+type Row struct {
+	Num   int
+	Cells map[string]string
+}
+
+// Get returns a cell's trimmed text.
+func (r Row) Get(col string) string { return strings.TrimSpace(r.Cells[col]) }
+
+func (w *Workbook) sheet(name string) *Sheet {
+	if w == nil {
+		return nil
+	}
+	return w.Sheets[name]
+}
+
+// ReadXLSX reads an .xlsx workbook within limits.
+func ReadXLSX(b []byte) (*Workbook, error) {
+	if len(b) > MaxWorkbookBytes {
+		return nil, fmt.Errorf("the workbook is %d bytes; Haven reads workbooks up to %d bytes", len(b), MaxWorkbookBytes)
+	}
+	f, err := excelize.OpenReader(bytes.NewReader(b), excelize.Options{UnzipSizeLimit: MaxUnzipped, UnzipXMLSizeLimit: MaxUnzipped / 2})
+	if err != nil {
+		return nil, fmt.Errorf("the file is not a readable .xlsx workbook (%v); save it again as Excel Workbook (.xlsx)", err)
+	}
+	defer f.Close()
+	wb := &Workbook{Sheets: map[string]*Sheet{}}
+	for _, name := range f.GetSheetList() {
+		rows, err := f.Rows(name)
+		if err != nil {
+			return nil, fmt.Errorf("sheet %s: %v", name, err)
+		}
+		var grid [][]string
+		for rows.Next() {
+			if len(grid) > MaxRows {
+				rows.Close()
+				return nil, fmt.Errorf("sheet %s has more than %d rows", name, MaxRows)
+			}
+			cols, err := rows.Columns()
+			if err != nil {
+				rows.Close()
+				return nil, fmt.Errorf("sheet %s: %v", name, err)
+			}
+			if len(cols) > MaxColumns {
+				cols = cols[:MaxColumns]
+			}
+			grid = append(grid, cols)
+		}
+		rows.Close()
+		wb.add(name, grid)
+	}
+	return wb, nil
+}
+
+// ReadMarkdown reads pyxform's markdown notation: a line whose first column
+// names a sheet starts it, the next line holds its headers, and lines with an
+// empty first column are its rows; '#' starts a comment.
+func ReadMarkdown(s string) (*Workbook, error) {
+	wb := &Workbook{Sheets: map[string]*Sheet{}}
+	var name string
+	var grid [][]string
+	flush := func() {
+		if name != "" {
+			wb.add(name, grid)
+		}
+	}
+	for _, line := range strings.Split(s, "\n") {
+		line = strings.TrimSpace(line)
+		if !strings.HasPrefix(line, "|") {
+			continue
+		}
+		cells := strings.Split(strings.Trim(line, "|"), "|")
+		for i := range cells {
+			cells[i] = strings.TrimSpace(cells[i])
+		}
+		if strings.HasPrefix(cells[0], "#") {
+			continue
+		}
+		if cells[0] != "" {
+			flush()
+			name, grid = cells[0], nil
+			continue
+		}
+		grid = append(grid, cells[1:])
+	}
+	flush()
+	if len(wb.Sheets) == 0 {
+		return nil, fmt.Errorf("no sheet found in the markdown")
+	}
+	return wb, nil
+}
+
+// add makes a sheet of a grid whose first non-empty row is the header.
+func (wb *Workbook) add(name string, grid [][]string) {
+	sh := &Sheet{Name: strings.TrimSpace(name)}
+	start := 0
+	for start < len(grid) && allEmpty(grid[start]) {
+		start++
+	}
+	if start < len(grid) {
+		for _, h := range grid[start] {
+			sh.Headers = append(sh.Headers, normalizeHeader(h))
+		}
+		for i, r := range grid[start+1:] {
+			if allEmpty(r) {
+				continue
+			}
+			row := Row{Num: start + i + 2, Cells: map[string]string{}}
+			for j, c := range r {
+				if j < len(sh.Headers) && sh.Headers[j] != "" {
+					row.Cells[sh.Headers[j]] = c
+				}
+			}
+			sh.Rows = append(sh.Rows, row)
+		}
+	}
+	wb.Sheets[strings.ToLower(sh.Name)] = sh
+}
+
+func allEmpty(r []string) bool {
+	for _, c := range r {
+		if strings.TrimSpace(c) != "" {
+			return false
+		}
+	}
+	return true
+}
+
+// headerAliases are the other spellings pyxform accepts for columns.
+var headerAliases = map[string]string{
+	"list name":          "list_name",
+	"caption":            "label",
+	"id_string":          "form_id",
+	"required message":   "required_message",
+	"constraint message": "constraint_message",
+	"jr:constraintmsg":   "constraint_message",
+	"jr:requiredmsg":     "required_message",
+	"calculate":          "calculation",
+	"read_only":          "readonly",
+	"choice filter":      "choice_filter",
+	"repeat count":       "repeat_count",
+	"jr:count":           "repeat_count",
+	"image":              "media::image",
+	"audio":              "media::audio",
+	"video":              "media::video",
+	"big-image":          "media::big-image",
+	"value":              "name",
+	"public key":         "public_key",
+	"submission url":     "submission_url",
+	"form title":         "form_title",
+	"form id":            "form_id",
+	"instance name":      "instance_name",
+	"default language":   "default_language",
+	"guidance hint":      "guidance_hint",
+}
+
+func normalizeHeader(h string) string {
+	h = strings.TrimSpace(h)
+	base, lang, hasLang := strings.Cut(h, "::")
+	lb := strings.ToLower(strings.TrimSpace(base))
+	if a, ok := headerAliases[lb]; ok {
+		lb = a
+	}
+	switch lb {
+	case "label", "hint", "guidance_hint", "constraint_message", "required_message", "media::image", "media::audio", "media::video", "media::big-image",
+		"type", "name", "list_name", "required", "relevant", "constraint", "calculation", "default", "readonly", "appearance", "choice_filter",
+		"repeat_count", "parameters", "trigger", "form_title", "form_id", "version", "instance_name", "default_language", "style",
+		"public_key", "submission_url", "namespaces", "allow_choice_duplicates", "clean_text_values", "omit_instanceID":
+		base = lb
+	}
+	if hasLang {
+		if strings.HasPrefix(base, "media::") {
+			return base + "::" + strings.TrimSpace(lang)
+		}
+		return base + "::" + strings.TrimSpace(lang)
+	}
+	if lb == "image" || lb == "audio" || lb == "video" {
+		return "media::" + lb
+	}
+	return base
+}

@@ -1,0 +1,110 @@
+package xlsform
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/haven-org/haven/formspec"
+)
+
+const household = `
+| survey   |                 |          |                     |                      |
+|          | type            | name     | label::English (en) | label::Français (fr) |
+|          | select_one area | district | District            | District             |
+|          | integer         | members  | Members of ${district} | Membres           |
+|          | begin repeat    | member   | Member              | Membre               |
+|          | text            | name     | Name                | Nom                  |
+|          | end repeat      |          |                     |                      |
+| choices  |                 |          |                     |                      |
+|          | list_name       | name     | label::English (en) | label::Français (fr) |
+|          | area            | north    | North               | Nord                 |
+|          | area            | south    | South               | Sud                  |
+| settings |                 |          |                     |                      |
+|          | form_id         | version  |                     |                      |
+|          | household       | 2026     |                     |                      |
+`
+
+// The output is an XForm Haven's own form model accepts, and the same input
+// gives the same bytes every time.
+func TestConvertIsDeterministicAndParses(t *testing.T) {
+	first := ConvertMarkdown(household, Options{})
+	if len(first.Errors) > 0 {
+		t.Fatal(first.Errors)
+	}
+	for i := 0; i < 20; i++ {
+		if again := ConvertMarkdown(household, Options{}); !bytes.Equal(again.XForm, first.XForm) {
+			t.Fatal("two conversions of the same workbook differ")
+		}
+	}
+	f, err := formspec.Parse(first.XForm)
+	if err != nil {
+		t.Fatalf("Haven cannot parse the output: %v\n%s", err, first.XForm)
+	}
+	if f.ID != "household" || f.Version != "2026" || !f.Node("/data/member").Repeat || f.Node("/data/members").Type != "int" {
+		t.Fatalf("form: %+v", f)
+	}
+	if c := f.Node("/data/district").Choices; !c["north"] || !c["south"] {
+		t.Fatalf("choices: %v", c)
+	}
+	if !bytes.Contains(first.XForm, []byte(`lang="Français (fr)"`)) || !bytes.Contains(first.XForm, []byte(`<output value=" /data/district "/>`)) {
+		t.Fatalf("translations or references missing:\n%s", first.XForm)
+	}
+}
+
+func TestConvertRefusals(t *testing.T) {
+	cases := []struct{ md, says string }{
+		{"| survey | | | |\n| | type | name | label |\n| | frobnicate | q | Q |", "Unknown question type"},
+		{"| survey | | | |\n| | type | name | label |\n| | text | | Q |", "no name"},
+		{"| survey | | | |\n| | type | name | label |\n| | text | 1q | Q |", "cannot be used"},
+		{"| survey | | | |\n| | type | name | label |\n| | text | q | Q |\n| | text | Q | Q2 |", "already"},
+		{"| survey | | | |\n| | type | name | label |\n| | end group | | |", "Unmatched"},
+		{"| survey | | | |\n| | type | name | label |\n| | begin group | g | G |", "never ended"},
+		{"| survey | | | |\n| | type | name | label |\n| | select_one nope | q | Q |", "not on the choices sheet"},
+		{"| survey | | | |\n| | type | name | label |\n| | text | q | ${nothere} |", "no question named"},
+		{"| settings | |\n| | form_title |\n| | x |", "no sheet named survey"},
+	}
+	for _, c := range cases {
+		res := ConvertMarkdown(c.md, Options{})
+		if len(res.Errors) == 0 || !strings.Contains(res.Errors[0].Message, c.says) || res.XForm != nil {
+			t.Errorf("%q: %+v, want an error saying %q", c.md, res.Errors, c.says)
+		}
+		if len(res.Errors) > 0 && res.Errors[0].Sheet != "" && res.Errors[0].Row == 0 {
+			t.Errorf("%q: the error does not say which row: %+v", c.md, res.Errors[0])
+		}
+	}
+}
+
+func TestReadXLSXRefusesGarbage(t *testing.T) {
+	for _, b := range [][]byte{nil, []byte("not a zip"), append([]byte("PK\x03\x04"), make([]byte, 100)...)} {
+		if res := ConvertXLSX(b, Options{}); len(res.Errors) == 0 || !strings.Contains(res.Errors[0].Message, ".xlsx") {
+			t.Errorf("%q: %+v", b, res.Errors)
+		}
+	}
+}
+
+// FuzzConvertMarkdown: no input may panic, and any output is an XForm
+// Haven's own parser reads.
+func FuzzConvertMarkdown(f *testing.F) {
+	f.Add(household)
+	if dirs, err := os.ReadDir(corpus); err == nil {
+		for i, d := range dirs {
+			if i%25 == 0 {
+				if b, err := os.ReadFile(filepath.Join(corpus, d.Name(), "form.md")); err == nil {
+					f.Add(string(b))
+				}
+			}
+		}
+	}
+	f.Fuzz(func(t *testing.T, md string) {
+		res := ConvertMarkdown(md, Options{})
+		if len(res.Errors) > 0 {
+			return
+		}
+		if _, err := formspec.Parse(res.XForm); err != nil {
+			t.Fatalf("output Haven cannot parse: %v\n%s", err, res.XForm)
+		}
+	})
+}
