@@ -15,6 +15,7 @@ import (
 
 	"github.com/haven-org/haven"
 	"github.com/haven-org/haven/formspec"
+	"github.com/haven-org/haven/formspec/xlsform"
 	"github.com/haven-org/haven/storage"
 	"github.com/labstack/echo/v4"
 )
@@ -210,20 +211,44 @@ func (s *Server) listForms(c echo.Context) error {
 	return c.JSON(http.StatusOK, forms)
 }
 
-// readForm reads an uploaded XForm body. XLSForms are not converted yet.
-func readForm(c echo.Context) ([]byte, error) {
+// readForm reads an uploaded form: an XForm, or an XLSForm (.xlsx) that it
+// converts; conversion errors come back whole (and nothing is stored), and
+// warnings are returned for the answer.
+func readForm(c echo.Context) ([]byte, []xlsform.Diagnostic, error) {
 	ct, _, _ := mime.ParseMediaType(c.Request().Header.Get("Content-Type"))
-	if strings.Contains(ct, "spreadsheetml") || strings.Contains(ct, "ms-excel") {
-		return nil, haven.Errorf(haven.EINVALID, "This server does not convert XLSForms yet: convert the spreadsheet to an XForm (XML) and upload that.")
+	limit := int64(formspec.MaxFormSize)
+	isXLSX := strings.Contains(ct, "spreadsheetml") || strings.Contains(ct, "ms-excel")
+	if isXLSX {
+		limit = xlsform.MaxWorkbookBytes
 	}
-	b, err := io.ReadAll(io.LimitReader(c.Request().Body, formspec.MaxFormSize+1))
+	b, err := io.ReadAll(io.LimitReader(c.Request().Body, limit+1))
 	if err != nil {
-		return nil, haven.Errorf(haven.EINVALID, "The upload could not be read: %v.", err)
+		return nil, nil, haven.Errorf(haven.EINVALID, "The upload could not be read: %v.", err)
 	}
-	if len(b) > formspec.MaxFormSize {
-		return nil, haven.Errorf(haven.ETOOLARGE, "The form is larger than %d bytes, the most Haven accepts.", formspec.MaxFormSize)
+	if int64(len(b)) > limit {
+		return nil, nil, haven.Errorf(haven.ETOOLARGE, "The form is larger than %d bytes, the most Haven accepts.", limit)
 	}
-	return b, nil
+	if !isXLSX {
+		return b, nil, nil
+	}
+	res := xlsform.ConvertXLSX(b, xlsform.Options{FormID: c.Request().Header.Get("X-XlsForm-FormId-Fallback")})
+	if len(res.Errors) > 0 {
+		msgs := make([]string, len(res.Errors))
+		for i, e := range res.Errors {
+			msgs[i] = e.String()
+		}
+		return nil, nil, &haven.Error{Code: haven.EINVALID,
+			Message: "The XLSForm could not be converted, so nothing was stored: " + strings.Join(msgs, " "),
+			Details: map[string]any{"errors": res.Errors, "warnings": res.Warnings}}
+	}
+	return res.XForm, res.Warnings, nil
+}
+
+// formAnswer is a form as the API shows it after an upload, with the
+// conversion's warnings when it was an XLSForm.
+type formAnswer struct {
+	*haven.Form
+	Warnings []xlsform.Diagnostic `json:"warnings,omitempty"`
 }
 
 func (s *Server) createForm(c echo.Context) error {
@@ -231,7 +256,7 @@ func (s *Server) createForm(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	b, err := readForm(c)
+	b, warnings, err := readForm(c)
 	if err != nil {
 		return err
 	}
@@ -239,7 +264,7 @@ func (s *Server) createForm(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	return c.JSON(http.StatusOK, f)
+	return c.JSON(http.StatusOK, formAnswer{f, warnings})
 }
 
 func (s *Server) setFormState(c echo.Context) error {
@@ -298,14 +323,14 @@ func (s *Server) newDraft(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	b, err := readForm(c)
+	b, warnings, err := readForm(c)
 	if err != nil {
 		return err
 	}
 	if _, err := s.sync.NewDraft(c.Request().Context(), principal(c), pid, c.Param("formId"), b); err != nil {
 		return err
 	}
-	return c.JSON(http.StatusOK, map[string]bool{"success": true})
+	return c.JSON(http.StatusOK, map[string]any{"success": true, "warnings": warnings})
 }
 
 func (s *Server) getDraft(c echo.Context) error {

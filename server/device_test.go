@@ -13,6 +13,7 @@ import (
 	"testing"
 
 	"github.com/haven-org/haven/clients/collect"
+	"github.com/haven-org/haven/formspec/xlsform"
 )
 
 var ctx = context.Background()
@@ -305,5 +306,64 @@ func TestTooLarge(t *testing.T) {
 	}
 	if n := e.submissionCount(pid); n != 0 || e.blobRows() != 2 || len(e.blobFiles()) != 0 {
 		t.Fatalf("after 413: %d submissions, %d objects, files %v", n, e.blobRows(), e.blobFiles())
+	}
+}
+
+// TestXLSFormUpload: an XLSForm uploaded to the API is converted, stored as
+// its XForm and served to devices; a broken one is refused whole.
+func TestXLSFormUpload(t *testing.T) {
+	e := newEnv(t)
+	var pr struct{ ID int64 }
+	e.admin("POST", "/v1/projects", map[string]string{"name": "P"}, &pr)
+	good, _ := xlsform.MarkdownToXLSX(`
+| survey   |             |         |          |
+|          | type        | name    | label    |
+|          | integer     | members | Members  |
+|          | select_one yn | ok    | All well? |
+| choices  |             |         |          |
+|          | list_name   | name    | label    |
+|          | yn          | yes     | Yes      |
+|          | yn          | no      | No       |
+| settings |             |         |          |
+|          | form_id     | version |          |
+|          | visit       | 3       |          |
+`)
+	const xlsxType = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+	base := fmt.Sprintf("/v1/projects/%d/forms", pr.ID)
+	resp := e.request("POST", base+"?publish=true", e.token, xlsxType, bytes.NewReader(good))
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("upload: %d", resp.StatusCode)
+	}
+	var au struct{ ServerURL string }
+	e.admin("POST", fmt.Sprintf("/v1/projects/%d/app-users", pr.ID), map[string]string{"displayName": "T"}, &au)
+	dev := collect.New(au.ServerURL)
+	forms, err := dev.FormList(ctx)
+	if err != nil || len(forms) != 1 || forms[0].FormID != "visit" || forms[0].Version != "3" {
+		t.Fatalf("form list: %+v %v", forms, err)
+	}
+	doc := []byte(`<data id="visit" version="3"><members>4</members><ok>maybe</ok><meta><instanceID>uuid:x1</instanceID></meta></data>`)
+	if _, err := dev.Submit(ctx, doc, nil); collect.StatusOf(err) != 400 {
+		t.Fatalf("a value outside the converted form's choices: %v", err)
+	}
+
+	bad, _ := xlsform.MarkdownToXLSX("| survey | | | |\n| | type | name | label |\n| | begin group | g | G |\n| | text | q | Q |")
+	var body struct {
+		Message string
+		Details struct{ Errors []struct{ Row int } }
+	}
+	if st := e.call("POST", base, e.token, nil, nil); st != 400 {
+		t.Fatalf("empty upload: %d", st)
+	}
+	r2 := e.request("POST", base, e.token, xlsxType, bytes.NewReader(bad))
+	json.NewDecoder(r2.Body).Decode(&body)
+	r2.Body.Close()
+	if r2.StatusCode != 400 || !strings.Contains(body.Message, "never ended") || len(body.Details.Errors) != 1 || body.Details.Errors[0].Row != 2 {
+		t.Fatalf("broken XLSForm: %d %+v", r2.StatusCode, body)
+	}
+	var list []struct{ XMLFormID string }
+	e.admin("GET", base, nil, &list)
+	if len(list) != 1 {
+		t.Fatalf("a refused XLSForm left a form behind: %+v", list)
 	}
 }

@@ -3,6 +3,7 @@
 //	haven serve            run the server
 //	haven migrate          apply database migrations and exit
 //	haven admin create     add an administrator
+//	haven form convert     convert an XLSForm into an XForm
 //	haven storage          move stored files between stores, collect garbage
 //	haven loadgen          simulate many devices syncing at once
 //
@@ -40,6 +41,7 @@ Usage:
               [--s3-endpoint HOST:PORT --s3-bucket B --s3-access-key K --s3-secret-key S [--s3-tls]]
   haven migrate [--data DIR]
   haven admin create --email EMAIL [--data DIR]   (password from stdin when piped, else generated)
+  haven form convert FORM.xlsx [-o out.xml] [--form-id ID] [--root-name NAME] [--json]
   haven storage migrate --to s3|local | haven storage gc   (see haven storage)
   haven loadgen --spawn|--server URL|--url URL [--devices N --duration D --photo BYTES --flaky F --mode submit|formlist --json]
 
@@ -81,6 +83,8 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 			return haven.Errorf(haven.EINVALID, "usage: haven admin create --email EMAIL [--data DIR]")
 		}
 		return adminCreate(ctx, args[2:], stdin, stdout, stderr)
+	case "form":
+		return formCmd(ctx, args[1:], stdout, stderr)
 	case "storage":
 		return storageCmd(ctx, args[1:], stdout, stderr)
 	case "loadgen":

@@ -212,3 +212,54 @@ func normalizeHeader(h string) string {
 	}
 	return base
 }
+
+// MarkdownToXLSX writes a workbook given in pyxform's markdown notation as a
+// real .xlsx file (sheets in the order they appear), so tests and examples
+// can be written readably and still go through the .xlsx reader.
+func MarkdownToXLSX(md string) ([]byte, error) {
+	f := excelize.NewFile()
+	defer f.Close()
+	var sheet string
+	row := 0
+	first := true
+	for _, line := range strings.Split(md, "\n") {
+		line = strings.TrimSpace(line)
+		if !strings.HasPrefix(line, "|") {
+			continue
+		}
+		cells := strings.Split(strings.Trim(line, "|"), "|")
+		for i := range cells {
+			cells[i] = strings.TrimSpace(cells[i])
+		}
+		if strings.HasPrefix(cells[0], "#") {
+			continue
+		}
+		if cells[0] != "" {
+			sheet, row = cells[0], 0
+			if first {
+				if err := f.SetSheetName("Sheet1", sheet); err != nil {
+					return nil, err
+				}
+				first = false
+			} else if _, err := f.NewSheet(sheet); err != nil {
+				return nil, err
+			}
+			continue
+		}
+		if sheet == "" {
+			continue
+		}
+		row++
+		for j, v := range cells[1:] {
+			cell, _ := excelize.CoordinatesToCellName(j+1, row)
+			if err := f.SetCellStr(sheet, cell, v); err != nil {
+				return nil, err
+			}
+		}
+	}
+	buf, err := f.WriteToBuffer()
+	if err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
+}

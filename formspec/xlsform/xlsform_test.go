@@ -108,3 +108,15 @@ func FuzzConvertMarkdown(f *testing.F) {
 		}
 	})
 }
+
+// The markdown and .xlsx paths give the same XForm.
+func TestXLSXPathMatchesMarkdown(t *testing.T) {
+	x, err := MarkdownToXLSX(household)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, b := ConvertMarkdown(household, Options{}), ConvertXLSX(x, Options{})
+	if len(b.Errors) > 0 || !bytes.Equal(a.XForm, b.XForm) {
+		t.Fatalf("the .xlsx path differs: %v\n%s", b.Errors, b.XForm)
+	}
+}

@@ -1,0 +1,91 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/haven-org/haven"
+	"github.com/haven-org/haven/formspec/xlsform"
+)
+
+const formUsage = `haven form convert FORM.xlsx [-o out.xml] [--form-id ID] [--root-name NAME] [--json]
+  converts an XLSForm (.xlsx, or pyxform's markdown notation in a .md file) into an XForm.
+  Errors (sheet, row, column, what to change) and warnings go to stderr; exit status 1 on errors.
+  --json prints {xform, warnings, errors} to stdout instead.
+`
+
+func formCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 || args[0] != "convert" {
+		fmt.Fprint(stderr, formUsage)
+		return haven.Errorf(haven.EINVALID, "usage: haven form convert FORM.xlsx")
+	}
+	fs, _ := flags("form convert", stderr)
+	out := fs.String("o", "", "write the XForm here (default: stdout)")
+	formID := fs.String("form-id", "", "form id when the settings sheet has none (default: the file name)")
+	rootName := fs.String("root-name", "", "the instance's root element (default: data)")
+	asJSON := fs.Bool("json", false, "print {xform, warnings, errors} as JSON")
+	// Flags may come after the file name.
+	var files []string
+	rest := args[1:]
+	for len(rest) > 0 {
+		if err := fs.Parse(rest); err != nil {
+			return err
+		}
+		if fs.NArg() == 0 {
+			break
+		}
+		files = append(files, fs.Arg(0))
+		rest = fs.Args()[1:]
+	}
+	if len(files) != 1 {
+		return haven.Errorf(haven.EINVALID, "give one XLSForm to convert: haven form convert FORM.xlsx")
+	}
+	b, err := os.ReadFile(files[0])
+	if err != nil {
+		return haven.Errorf(haven.EINVALID, "cannot read %s: %v", files[0], err)
+	}
+	if *formID == "" {
+		*formID = strings.TrimSuffix(filepath.Base(files[0]), filepath.Ext(files[0]))
+	}
+	opt := xlsform.Options{FormID: *formID, RootName: *rootName}
+	var res *xlsform.Result
+	if strings.EqualFold(filepath.Ext(files[0]), ".md") {
+		res = xlsform.ConvertMarkdown(string(b), opt)
+	} else {
+		res = xlsform.ConvertXLSX(b, opt)
+	}
+	if *asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(struct {
+			XForm    string               `json:"xform"`
+			Warnings []xlsform.Diagnostic `json:"warnings"`
+			Errors   []xlsform.Diagnostic `json:"errors"`
+		}{string(res.XForm), res.Warnings, res.Errors}); err != nil {
+			return err
+		}
+	} else {
+		for _, w := range res.Warnings {
+			fmt.Fprintln(stderr, "warning:", w)
+		}
+		for _, e := range res.Errors {
+			fmt.Fprintln(stderr, "error:", e)
+		}
+	}
+	if len(res.Errors) > 0 {
+		return haven.Errorf(haven.EINVALID, "%s was not converted: %d error(s).", files[0], len(res.Errors))
+	}
+	if *asJSON {
+		return nil
+	}
+	if *out == "" {
+		_, err = stdout.Write(res.XForm)
+		return err
+	}
+	return os.WriteFile(*out, res.XForm, 0o644)
+}
