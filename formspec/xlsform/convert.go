@@ -279,6 +279,11 @@ func (c *converter) readSurvey(sh *Sheet) {
 			}
 		}
 		n.name, n.row, n.parent = name, r, parent
+		if n.kind == "question" {
+			if _, ok := c.parseParams(n); !ok {
+				continue
+			}
+		}
 		n.path = parent.path + "/" + name
 		parent.children = append(parent.children, n)
 		if _, dup := c.byName[name]; !dup {

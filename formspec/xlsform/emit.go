@@ -355,6 +355,22 @@ func (c *converter) build(n *node, inst, container *el, binds *[]*el, texts *[]*
 			if ch.typ == "range" {
 				c.rangeParams(ch, ctl)
 			}
+			params, _ := c.parseParamsQuiet(ch)
+			if v, ok := params["capture-accuracy"]; ok {
+				ctl.attr("accuracyThreshold", v)
+			}
+			if v, ok := params["warning-accuracy"]; ok {
+				ctl.attr("unacceptableAccuracyThreshold", v)
+			}
+			if v, ok := params["rows"]; ok {
+				ctl.attr("rows", v)
+			}
+			if v, ok := params["app"]; ok {
+				ctl.attr("intent", v)
+			}
+			if v, ok := params["incremental"]; ok && yes(v) {
+				ctl.attr("incremental", "true")
+			}
 			c.labels(ch, ctl, texts)
 			if isSelect(ch.typ) {
 				nodeset := fmt.Sprintf("instance('%s')/root/item", ch.list)
@@ -402,6 +418,18 @@ func (c *converter) bind(n *node, typ string, r Row) *el {
 		b.attr("jr:preload", qt.preload)
 		b.attr("jr:preloadParams", qt.preloadParams)
 	}
+	if n.kind == "question" {
+		params, _ := c.parseParamsQuiet(n)
+		if v, ok := params["allow-mock-accuracy"]; ok {
+			b.attr("odk:allow-mock-accuracy", map[bool]string{true: "true", false: "false"}[yes(v)])
+		}
+		if v, ok := params["max-pixels"]; ok {
+			b.attr("orx:max-pixels", v)
+		}
+		if v, ok := params["quality"]; ok {
+			b.attr("odk:quality", v)
+		}
+	}
 	for _, h := range sortedKeys(r.Cells) {
 		if k, ok := strings.CutPrefix(h, "bind::"); ok && r.Get(h) != "" {
 			b.attr(k, r.Get(h))
@@ -431,15 +459,27 @@ func (c *converter) labels(n *node, ctl *el, texts *[]*itextEntry) {
 	}
 }
 
-// rangeParams reads start, end and step from the parameters column.
+// rangeParams writes a range's start, end and step (and ticks) on its control.
 func (c *converter) rangeParams(n *node, ctl *el) {
-	params := map[string]string{"start": "1", "end": "10", "step": "1"}
-	for _, p := range strings.Fields(strings.ReplaceAll(n.row.Get("parameters"), ";", " ")) {
-		if k, v, ok := strings.Cut(p, "="); ok {
-			params[strings.TrimSpace(k)] = strings.TrimSpace(v)
+	params, _ := c.parseParamsQuiet(n)
+	for _, k := range []string{"start", "end", "step"} {
+		v, ok := params[k]
+		if !ok {
+			v = map[string]string{"start": "1", "end": "10", "step": "1"}[k]
+		}
+		ctl.attr(k, v)
+	}
+	for _, k := range []string{"tick_interval", "placeholder", "tick_labelset"} {
+		if v, ok := params[k]; ok {
+			ctl.attr("odk:"+strings.ReplaceAll(k, "_", "-"), v)
 		}
 	}
-	for _, k := range []string{"start", "end", "step"} {
-		ctl.attr(k, params[k])
-	}
+}
+
+// parseParamsQuiet reads parameters already checked when the survey was read.
+func (c *converter) parseParamsQuiet(n *node) (map[string]string, bool) {
+	errs := len(c.res.Errors)
+	p, ok := c.parseParams(n)
+	c.res.Errors = c.res.Errors[:errs]
+	return p, ok
 }

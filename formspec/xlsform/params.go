@@ -1,0 +1,126 @@
+package xlsform
+
+import (
+	"sort"
+	"strconv"
+	"strings"
+)
+
+// acceptedParams lists the parameters each question type takes.
+var acceptedParams = map[string][]string{
+	"range":            {"start", "end", "step", "tick_interval", "placeholder", "tick_labelset"},
+	"geopoint":         {"capture-accuracy", "warning-accuracy", "allow-mock-accuracy"},
+	"geotrace":         {"allow-mock-accuracy", "incremental", "reference-geometry"},
+	"geoshape":         {"allow-mock-accuracy", "incremental", "reference-geometry"},
+	"image":            {"max-pixels", "app"},
+	"audio":            {"quality"},
+	"background-audio": {"quality"},
+	"text":             {"rows"},
+	"select_one":       {"randomize", "seed", "value", "label"},
+	"select_multiple":  {"randomize", "seed", "value", "label"},
+	"rank":             {"randomize", "seed"},
+}
+
+// parseParams reads the parameters column: key=value pairs separated by
+// spaces, commas or semicolons. It reports what is wrong, pyxform's way.
+func (c *converter) parseParams(n *node) (map[string]string, bool) {
+	raw := n.row.Get("parameters")
+	out := map[string]string{}
+	if raw == "" {
+		return out, true
+	}
+	bad := func(msg string) (map[string]string, bool) {
+		c.errorf("survey", n.row.Num, "parameters", "The parameters value is invalid. %s", msg)
+		return nil, false
+	}
+	fields := strings.FieldsFunc(raw, func(r rune) bool { return r == ' ' || r == ',' || r == ';' || r == '\t' })
+	for _, f := range fields {
+		k, v, ok := strings.Cut(f, "=")
+		if !ok || strings.TrimSpace(k) == "" {
+			return bad("Parameters must be in the form of 'key1=value1 key2=value2'.")
+		}
+		out[strings.ToLower(strings.TrimSpace(k))] = strings.TrimSpace(v)
+	}
+	accepted := acceptedParams[n.typ]
+	var invalid []string
+	for k := range out {
+		found := false
+		for _, a := range accepted {
+			found = found || a == k
+		}
+		if !found {
+			invalid = append(invalid, k)
+		}
+	}
+	if len(invalid) > 0 {
+		sort.Strings(invalid)
+		if len(accepted) == 0 {
+			return bad("This question type takes no parameters: remove them.")
+		}
+		return bad("The accepted parameter keys for this question type are '" + strings.Join(accepted, ", ") + "'. The following are invalid parameter key(s): '" + strings.Join(invalid, ", ") + "'.")
+	}
+	number := func(k string) (float64, bool) {
+		f, err := strconv.ParseFloat(out[k], 64)
+		return f, err == nil
+	}
+	switch n.typ {
+	case "range":
+		vals := map[string]float64{"start": 1, "end": 10, "step": 1}
+		for _, k := range []string{"start", "end", "step", "tick_interval", "placeholder"} {
+			if _, ok := out[k]; !ok {
+				continue
+			}
+			f, ok := number(k)
+			if !ok {
+				return bad("For the 'range' question type, the parameter '" + k + "' must be a number.")
+			}
+			vals[k] = f
+		}
+		span := vals["end"] - vals["start"]
+		if span < 0 {
+			span = -span
+		}
+		for _, k := range []string{"step", "tick_interval"} {
+			if _, ok := out[k]; ok && vals[k] > span {
+				return bad("For the 'range' question type, the parameter '" + k + "' must not be larger than the range (the difference between 'start' and 'end').")
+			}
+		}
+		_, ti := out["tick_interval"]
+		_, ph := out["placeholder"]
+		_, tl := out["tick_labelset"]
+		switch strings.Join(strings.Fields(n.row.Get("appearance")), " ") {
+		case "", "vertical", "no-ticks", "vertical no-ticks":
+		default:
+			if ti || ph || tl {
+				return bad("For the 'range' question type, the parameters 'tick_interval', 'placeholder', and 'tick_labelset' are only supported for the appearances 'vertical', 'no-ticks', 'vertical no-ticks', and the default (empty) horizontal.")
+			}
+		}
+		if tl {
+			list, ok := c.choices[out["tick_labelset"]]
+			if !ok {
+				return bad("For the 'range' question type, the parameter 'tick_labelset' must name a choice list.")
+			}
+			for _, r := range list {
+				if _, err := strconv.ParseFloat(r.Get("name"), 64); err != nil {
+					return bad("For the 'range' question type, the parameter 'tick_labelset' choice values must all be numbers.")
+				}
+			}
+		}
+	case "geopoint":
+		for _, k := range []string{"capture-accuracy", "warning-accuracy"} {
+			if _, ok := out[k]; ok {
+				if _, ok := number(k); !ok {
+					return bad("The '" + k + "' parameter must have a numeric value.")
+				}
+			}
+		}
+	case "select_one", "select_multiple":
+		for _, k := range []string{"value", "label"} {
+			if v, ok := out[k]; ok && !xmlName.MatchString(v) {
+				c.errorf("survey", n.row.Num, "parameters", "The parameters (%s) value is invalid. Names must begin with a letter or underscore. After the first character, names may contain letters, digits, underscores, hyphens, or periods.", k)
+				return nil, false
+			}
+		}
+	}
+	return out, true
+}
