@@ -269,6 +269,10 @@ func (c *converter) readSurvey(sh *Sheet) {
 			c.errorf("survey", r.Num, "name", "This %s has no name. Give it a name: letters, digits and _, starting with a letter.", typ)
 			continue
 		}
+		if n.typ == "audit" && name != "audit" {
+			c.errorf("survey", r.Num, "name", "The audit question must be named audit, not %q.", name)
+			continue
+		}
 		if !xmlName.MatchString(name) {
 			c.errorf("survey", r.Num, "name", "The name %q cannot be used: names start with a letter or _ and hold only letters, digits, _, - and '.'.", name)
 			continue
@@ -331,6 +335,12 @@ var questionTypes = map[string]qtype{
 	"simserial":    {bind: "string", preload: "property", preloadParams: "simserial"},
 	"subscriberid": {bind: "string", preload: "property", preloadParams: "subscriberid"},
 	"email":        {bind: "string", preload: "property", preloadParams: "email"},
+	// Not questions: an external instance (a CSV or XML file beside the form).
+	"csv-external": {}, "xml-external": {},
+	// A log of how the form was filled in, kept under meta.
+	"audit": {bind: "binary"},
+	// A location taken when the form is first opened.
+	"start-geopoint": {bind: "geopoint"},
 }
 
 var refPattern = regexp.MustCompile(`\$\{([^}]*)\}`)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/xml"
 	"fmt"
+	"regexp"
 	"strings"
 	"unicode/utf8"
 )
@@ -228,7 +229,14 @@ func (c *converter) emit() []byte {
 	var binds []*el
 	body := elem("h:body")
 	c.build(c.root, rootEl, body, &binds, &texts)
-	meta := elem("meta").add(elem("instanceID"))
+	meta := elem("meta")
+	for _, ch := range c.root.children {
+		if ch.typ == "audit" {
+			meta.add(elem("audit"))
+			binds = append(binds, c.bind(ch, "binary", ch.row))
+		}
+	}
+	meta.add(elem("instanceID"))
 	binds = append(binds, elem("bind", "nodeset", c.root.path+"/meta/instanceID", "type", "string", "readonly", "true()", "jr:preload", "uid"))
 	if in := c.settings["instance_name"]; in != "" {
 		meta.add(elem("instanceName"))
@@ -264,6 +272,9 @@ func (c *converter) emit() []byte {
 		model.add(itext)
 	}
 	model.add(elem("instance").add(rootEl))
+	for _, x := range c.externalInstances() {
+		model.add(elem("instance", "id", x.id, "src", x.src))
+	}
 	for _, list := range usedOrder {
 		rt := elem("root")
 		for i, r := range c.choices[list] {
@@ -290,6 +301,47 @@ func (c *converter) emit() []byte {
 	b.WriteString("<?xml version=\"1.0\"?>\n")
 	html.write(&b, 0)
 	return b.Bytes()
+}
+
+type external struct{ id, src string }
+
+var pulldataRef = regexp.MustCompile(`pulldata\(\s*['"]([^'"]+)['"]`)
+
+// externalInstances lists the instances of files beside the form: declared
+// ones (csv-external, xml-external) and the CSVs pulldata() reads, in form
+// order. One name may not stand for two different files.
+func (c *converter) externalInstances() []external {
+	var out []external
+	seen := map[string]string{}
+	addOne := func(n *node, id, src string) {
+		if prev, ok := seen[id]; ok {
+			if prev != src {
+				c.errorf("survey", n.row.Num, "name", "The same instance id %q would stand for two files, %s and %s. Give the external instance another name, or read the same file.", id, prev, src)
+			}
+			return
+		}
+		seen[id] = src
+		out = append(out, external{id, src})
+	}
+	var walk func(n *node)
+	walk = func(n *node) {
+		for _, ch := range n.children {
+			for _, col := range []string{"calculation", "relevant", "constraint", "default", "choice_filter"} {
+				for _, m := range pulldataRef.FindAllStringSubmatch(ch.row.Get(col), -1) {
+					addOne(ch, m[1], "jr://file-csv/"+m[1]+".csv")
+				}
+			}
+			switch ch.typ {
+			case "csv-external":
+				addOne(ch, ch.name, "jr://file-csv/"+ch.name+".csv")
+			case "xml-external":
+				addOne(ch, ch.name, "jr://file/"+ch.name+".xml")
+			}
+			walk(ch)
+		}
+	}
+	walk(c.root)
+	return out
 }
 
 // build adds n's children to the instance element inst, the body element
@@ -332,6 +384,10 @@ func (c *converter) build(n *node, inst, container *el, binds *[]*el, texts *[]*
 				container.add(ctl)
 			}
 		default:
+			switch ch.typ {
+			case "csv-external", "xml-external", "audit":
+				continue // not in the instance's body of questions: see emit
+			}
 			qt := questionTypes[ch.typ]
 			ie := elem(ch.name)
 			if d := r.Get("default"); d != "" && !strings.Contains(d, "(") && !refPattern.MatchString(d) {
@@ -342,6 +398,9 @@ func (c *converter) build(n *node, inst, container *el, binds *[]*el, texts *[]*
 				continue
 			}
 			*binds = append(*binds, c.bind(ch, qt.bind, r))
+			if ch.typ == "start-geopoint" {
+				*binds = append(*binds, elem("odk:setgeopoint", "ref", ch.path, "event", "odk-instance-first-load"))
+			}
 			if qt.control == "" || container == nil {
 				continue
 			}
