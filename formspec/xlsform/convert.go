@@ -111,6 +111,9 @@ func Convert(wb *Workbook, opt Options) *Result {
 		return c.res
 	}
 	c.readSettings()
+	if name := c.settings["name"]; name != "" {
+		c.opt.RootName = name // the settings sheet names the instance's root
+	}
 	if id := c.settings["form_id"]; id != "" {
 		if err := formspec.CheckFormID(id); err != nil {
 			c.errorf("settings", 2, "form_id", "%s", haven.ErrorMessage(err))
@@ -133,8 +136,8 @@ func (c *converter) readSettings() {
 	if sh == nil || len(sh.Rows) == 0 {
 		return
 	}
-	for k, v := range sh.Rows[0].Cells {
-		c.settings[k] = strings.TrimSpace(v)
+	for k := range sh.Rows[0].Cells {
+		c.settings[k] = sh.Rows[0].Get(k)
 	}
 }
 
@@ -186,11 +189,39 @@ func (c *converter) noteLanguages(headers []string) {
 			if lang, ok := strings.CutPrefix(h, t+"::"); ok && !strings.Contains(lang, "::") {
 				c.addLang(lang)
 			}
-			if strings.HasPrefix(t, "media::") && h == t {
-				c.itext = true
-			}
 		}
 	}
+}
+
+// rowItext reports whether a row's texts go through itext although the form
+// is not translated: they carry media, a guidance hint, or (choices) a reference.
+func rowItext(r Row, choice bool) bool {
+	for h, v := range r.Cells {
+		if strings.TrimSpace(v) == "" {
+			continue
+		}
+		if strings.HasPrefix(h, "media::") || strings.HasPrefix(h, "guidance_hint") {
+			return true
+		}
+		if choice && strings.HasPrefix(h, "label") && refPattern.MatchString(v) {
+			return true
+		}
+	}
+	return false
+}
+
+func (c *converter) nodeItext(n *node) bool { return c.itext || rowItext(n.row, false) }
+
+func (c *converter) listItext(list string) bool {
+	if c.itext {
+		return true
+	}
+	for _, r := range c.choices[list] {
+		if rowItext(r, true) {
+			return true
+		}
+	}
+	return false
 }
 
 func (c *converter) addLang(l string) {

@@ -141,7 +141,7 @@ func (c *converter) languages() []string {
 			}
 		}
 	}
-	if hasDefault && len(langs) == 0 {
+	if (hasDefault || len(c.langs) == 0) && len(langs) == 0 {
 		langs = append(langs, "default")
 	}
 	for _, l := range c.langs {
@@ -169,6 +169,11 @@ func (c *converter) textEntry(id string, r Row, col string, at *node) *itextEntr
 	}
 	for lang, v := range c.translations(r, col) {
 		put(lang, "", v)
+	}
+	if col == "hint" {
+		for lang, v := range c.translations(r, "guidance_hint") {
+			put(lang, "guidance", v)
+		}
 	}
 	if col == "label" {
 		for _, m := range []string{"image", "audio", "video", "big-image"} {
@@ -211,8 +216,11 @@ func (c *converter) emit() []byte {
 	}
 	walk(c.root)
 	langs := c.languages()
-	if c.itext {
-		for _, list := range usedOrder {
+	for _, list := range usedOrder {
+		if !c.listItext(list) {
+			continue
+		}
+		{
 			for i, r := range c.choices[list] {
 				if t := c.textEntry(fmt.Sprintf("%s-%d", list, i), r, "label", c.root); t != nil {
 					texts = append(texts, t)
@@ -236,19 +244,23 @@ func (c *converter) emit() []byte {
 			binds = append(binds, c.bind(ch, "binary", ch.row))
 		}
 	}
-	meta.add(elem("instanceID"))
-	binds = append(binds, elem("bind", "nodeset", c.root.path+"/meta/instanceID", "type", "string", "readonly", "true()", "jr:preload", "uid"))
+	if !yes(c.settings["omit_instanceID"]) {
+		meta.add(elem("instanceID"))
+		binds = append(binds, elem("bind", "nodeset", c.root.path+"/meta/instanceID", "type", "string", "readonly", "true()", "jr:preload", "uid"))
+	}
 	if in := c.settings["instance_name"]; in != "" {
 		meta.add(elem("instanceName"))
 		binds = append(binds, elem("bind", "nodeset", c.root.path+"/meta/instanceName", "type", "string", "calculate", c.expr(in, c.root, "instance_name")))
 	}
-	rootEl.add(meta)
+	if len(meta.children) > 0 {
+		rootEl.add(meta)
+	}
 
 	if len(texts) > 0 {
 		itext := elem("itext")
 		for _, lang := range langs {
 			tr := elem("translation", "lang", lang)
-			if lang == c.settings["default_language"] {
+			if lang == c.settings["default_language"] || (c.settings["default_language"] == "" && lang == "default") {
 				tr.attr("default", "true()")
 			}
 			for _, t := range texts {
@@ -279,11 +291,12 @@ func (c *converter) emit() []byte {
 		rt := elem("root")
 		for i, r := range c.choices[list] {
 			item := elem("item")
-			if c.itext {
+			itext := c.listItext(list)
+			if itext {
 				item.add(&el{name: "itextId", text: fmt.Sprintf("%s-%d", list, i)})
 			}
 			item.add(&el{name: "name", text: r.Get("name")})
-			if !c.itext {
+			if !itext {
 				item.add(&el{name: "label", text: r.Get("label")})
 			}
 			rt.add(item)
@@ -390,6 +403,11 @@ func (c *converter) build(n *node, inst, container *el, binds *[]*el, texts *[]*
 			}
 			qt := questionTypes[ch.typ]
 			ie := elem(ch.name)
+			for _, h := range sortedKeys(r.Cells) {
+				if k, ok := strings.CutPrefix(h, "instance::"); ok && r.Get(h) != "" {
+					ie.attr(k, r.Get(h))
+				}
+			}
 			if d := r.Get("default"); d != "" && !strings.Contains(d, "(") && !refPattern.MatchString(d) {
 				ie.text = d
 			}
@@ -397,7 +415,11 @@ func (c *converter) build(n *node, inst, container *el, binds *[]*el, texts *[]*
 			if binds == nil {
 				continue
 			}
-			*binds = append(*binds, c.bind(ch, qt.bind, r))
+			bt := qt.bind
+			if ch.typ == "range" && c.rangeIsDecimal(ch) {
+				bt = "decimal"
+			}
+			*binds = append(*binds, c.bind(ch, bt, r))
 			if ch.typ == "start-geopoint" {
 				*binds = append(*binds, elem("odk:setgeopoint", "ref", ch.path, "event", "odk-instance-first-load"))
 			}
@@ -410,6 +432,14 @@ func (c *converter) build(n *node, inst, container *el, binds *[]*el, texts *[]*
 			}
 			if a := r.Get("appearance"); a != "" {
 				ctl.attr("appearance", a)
+			}
+			if a := r.Get("autoplay"); a != "" {
+				ctl.attr("autoplay", a)
+			}
+			for _, h := range sortedKeys(r.Cells) {
+				if k, ok := strings.CutPrefix(h, "body::"); ok && r.Get(h) != "" {
+					ctl.attr(k, r.Get(h))
+				}
 			}
 			if ch.typ == "range" {
 				c.rangeParams(ch, ctl)
@@ -437,7 +467,7 @@ func (c *converter) build(n *node, inst, container *el, binds *[]*el, texts *[]*
 					nodeset += "[" + c.expr(f, ch, "choice_filter") + "]"
 				}
 				is := elem("itemset", "nodeset", nodeset).add(elem("value", "ref", "name"))
-				if c.itext {
+				if c.listItext(ch.list) {
 					is.add(elem("label", "ref", "jr:itext(itextId)"))
 				} else {
 					is.add(elem("label", "ref", "label"))
@@ -467,10 +497,10 @@ func (c *converter) bind(n *node, typ string, r Row) *el {
 			b.attr(kv[1], c.expr(v, n, kv[0]))
 		}
 	}
-	if v := r.Get("constraint_message"); v != "" && !c.itext {
+	if v := r.Get("constraint_message"); v != "" && !c.nodeItext(n) {
 		b.attr("jr:constraintMsg", v)
 	}
-	if v := r.Get("required_message"); v != "" && !c.itext {
+	if v := r.Get("required_message"); v != "" && !c.nodeItext(n) {
 		b.attr("jr:requiredMsg", v)
 	}
 	if qt.preload != "" {
@@ -503,7 +533,7 @@ func (c *converter) bind(n *node, typ string, r Row) *el {
 // labels adds a control's label and hint, inline or through itext.
 func (c *converter) labels(n *node, ctl *el, texts *[]*itextEntry) {
 	for _, col := range []string{"label", "hint"} {
-		if c.itext {
+		if c.nodeItext(n) {
 			if t := c.textEntry(n.path+":"+col, n.row, col, n); t != nil {
 				*texts = append(*texts, t)
 				ctl.add(elem(col, "ref", "jr:itext('"+t.id+"')"))
@@ -533,6 +563,18 @@ func (c *converter) rangeParams(n *node, ctl *el) {
 			ctl.attr("odk:"+strings.ReplaceAll(k, "_", "-"), v)
 		}
 	}
+}
+
+// rangeIsDecimal: a range whose start, end or step is not a whole number
+// holds decimals.
+func (c *converter) rangeIsDecimal(n *node) bool {
+	params, _ := c.parseParamsQuiet(n)
+	for _, k := range []string{"start", "end", "step"} {
+		if v, ok := params[k]; ok && strings.ContainsAny(v, ".eE") {
+			return true
+		}
+	}
+	return false
 }
 
 // parseParamsQuiet reads parameters already checked when the survey was read.

@@ -37,8 +37,11 @@ type Row struct {
 	Cells map[string]string
 }
 
-// Get returns a cell's trimmed text.
-func (r Row) Get(col string) string { return strings.TrimSpace(r.Cells[col]) }
+// Get returns a cell's trimmed text, with typographic quotes made plain as
+// pyxform does (spreadsheets curl them as one types).
+func (r Row) Get(col string) string { return smartQuotes.Replace(strings.TrimSpace(r.Cells[col])) }
+
+var smartQuotes = strings.NewReplacer("\u2018", "'", "\u2019", "'", "\u201c", `"`, "\u201d", `"`)
 
 func (w *Workbook) sheet(name string) *Sheet {
 	if w == nil {
@@ -198,7 +201,7 @@ func normalizeHeader(h string) string {
 	case "label", "hint", "guidance_hint", "constraint_message", "required_message", "media::image", "media::audio", "media::video", "media::big-image",
 		"type", "name", "list_name", "required", "relevant", "constraint", "calculation", "default", "readonly", "appearance", "choice_filter",
 		"repeat_count", "parameters", "trigger", "form_title", "form_id", "version", "instance_name", "default_language", "style",
-		"public_key", "submission_url", "namespaces", "allow_choice_duplicates", "clean_text_values", "omit_instanceID":
+		"public_key", "submission_url", "namespaces", "allow_choice_duplicates", "clean_text_values", "omit_instanceID", "autoplay":
 		base = lb
 	}
 	if hasLang {
