@@ -238,6 +238,15 @@ var xmlName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_.\-]*$`)
 
 func (c *converter) readSurvey(sh *Sheet) {
 	c.noteLanguages(sh.Headers)
+	hasType := false
+	for _, h := range sh.Headers {
+		hasType = hasType || h == "type"
+	}
+	if !hasType {
+		c.errorf("survey", 1, "", "The survey sheet has no type column. Its first row must hold the column names: type, name, label, ...")
+		return
+	}
+	repeats := map[string]int{}
 	c.root = &node{kind: "root", name: c.opt.RootName, path: "/" + c.opt.RootName}
 	stack := []*node{c.root}
 	for _, r := range sh.Rows {
@@ -300,6 +309,25 @@ func (c *converter) readSurvey(sh *Sheet) {
 			c.errorf("survey", r.Num, "name", "This %s has no name. Give it a name: letters, digits and _, starting with a letter.", typ)
 			continue
 		}
+		if name == "meta" {
+			c.errorf("survey", r.Num, "name", "The name 'meta' is reserved for form metadata: choose another name.")
+			continue
+		}
+		if n.kind == "repeat" {
+			if prev, ok := repeats[name]; ok {
+				c.errorf("survey", r.Num, "name", "There is already a repeat named %q (row %d). Repeat names must be unique in the whole form, at every level.", name, prev)
+				continue
+			}
+			repeats[name] = r.Num
+		}
+		if n.kind == "question" && n.typ == "calculate" && r.Get("calculation") == "" && r.Get("default") == "" {
+			c.errorf("survey", r.Num, "calculation", "The calculate %q has no calculation: write the expression it computes.", name)
+			continue
+		}
+		if n.kind == "question" && questionTypes[n.typ].control != "" && !hasText(r) && r.Get("calculation") == "" {
+			c.errorf("survey", r.Num, "label", "The question %q has no label or hint: write what the enumerator sees.", name)
+			continue
+		}
 		if n.typ == "audit" && name != "audit" {
 			c.errorf("survey", r.Num, "name", "The audit question must be named audit, not %q.", name)
 			continue
@@ -332,6 +360,22 @@ func (c *converter) readSurvey(sh *Sheet) {
 		open := stack[len(stack)-1]
 		c.errorf("survey", open.row.Num, "type", "The %s %q is never ended: add an end %s row after its last question.", open.kind, open.name, open.kind)
 	}
+}
+
+// hasText reports whether a row has a label, a hint or media, in any
+// language (a guidance hint alone is not shown to the enumerator by default).
+func hasText(r Row) bool {
+	for h, v := range r.Cells {
+		if strings.TrimSpace(v) == "" {
+			continue
+		}
+		for _, p := range []string{"label", "hint", "media::"} {
+			if h == p || strings.HasPrefix(h, p+"::") || (p == "media::" && strings.HasPrefix(h, p)) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 func isSelect(t string) bool { return t == "select_one" || t == "select_multiple" || t == "rank" }

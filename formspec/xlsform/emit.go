@@ -318,6 +318,17 @@ func (c *converter) emit() []byte {
 
 type external struct{ id, src string }
 
+// fileList gives the instance id and source of a select's choices read from
+// a file beside the form ("" for a list on the choices sheet).
+func fileList(list string) (id, src string) {
+	for ext, prefix := range map[string]string{".csv": "jr://file-csv/", ".xml": "jr://file/", ".geojson": "jr://file/"} {
+		if base, ok := strings.CutSuffix(list, ext); ok && base != "" {
+			return base, prefix + list
+		}
+	}
+	return "", ""
+}
+
 var pulldataRef = regexp.MustCompile(`pulldata\(\s*['"]([^'"]+)['"]`)
 
 // externalInstances lists the instances of files beside the form: declared
@@ -343,6 +354,9 @@ func (c *converter) externalInstances() []external {
 				for _, m := range pulldataRef.FindAllStringSubmatch(ch.row.Get(col), -1) {
 					addOne(ch, m[1], "jr://file-csv/"+m[1]+".csv")
 				}
+			}
+			if id, src := fileList(ch.list); id != "" {
+				addOne(ch, id, src)
 			}
 			switch ch.typ {
 			case "csv-external":
@@ -462,15 +476,27 @@ func (c *converter) build(n *node, inst, container *el, binds *[]*el, texts *[]*
 			}
 			c.labels(ch, ctl, texts)
 			if isSelect(ch.typ) {
-				nodeset := fmt.Sprintf("instance('%s')/root/item", ch.list)
+				id, _ := fileList(ch.list)
+				valueRef, labelRef := "name", "label"
+				if id != "" {
+					if v := params["value"]; v != "" {
+						valueRef = v
+					}
+					if v := params["label"]; v != "" {
+						labelRef = v
+					}
+				} else {
+					id = ch.list
+				}
+				nodeset := fmt.Sprintf("instance('%s')/root/item", id)
 				if f := r.Get("choice_filter"); f != "" {
 					nodeset += "[" + c.expr(f, ch, "choice_filter") + "]"
 				}
-				is := elem("itemset", "nodeset", nodeset).add(elem("value", "ref", "name"))
+				is := elem("itemset", "nodeset", nodeset).add(elem("value", "ref", valueRef))
 				if c.listItext(ch.list) {
 					is.add(elem("label", "ref", "jr:itext(itextId)"))
 				} else {
-					is.add(elem("label", "ref", "label"))
+					is.add(elem("label", "ref", labelRef))
 				}
 				ctl.add(is)
 			}

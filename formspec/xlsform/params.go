@@ -63,6 +63,38 @@ func (c *converter) parseParams(n *node) (map[string]string, bool) {
 		f, err := strconv.ParseFloat(out[k], 64)
 		return f, err == nil
 	}
+	integer := func(k string) bool {
+		_, err := strconv.Atoi(out[k])
+		return err == nil
+	}
+	for _, k := range []string{"max-pixels", "rows"} {
+		if _, ok := out[k]; ok && !integer(k) {
+			return bad("Parameter " + k + " must have an integer value.")
+		}
+	}
+	if q, ok := out["quality"]; ok {
+		valid := map[string]bool{"normal": true, "low": true, "voice-only": true}
+		if n.typ == "audio" {
+			valid["external"] = true
+		}
+		if !valid[q] {
+			return bad("Invalid value for quality: use normal, low or voice-only.")
+		}
+	}
+	if r, ok := out["randomize"]; ok {
+		out["randomize"] = strings.ToLower(r)
+	}
+	if r, ok := out["randomize"]; ok && r != "true" && r != "false" {
+		return bad("randomize must be set to true or false: '" + r + "' is an invalid value.")
+	}
+	if seed, ok := out["seed"]; ok {
+		if out["randomize"] != "true" {
+			return bad("Parameters must include randomize=true to use a seed.")
+		}
+		if _, err := strconv.ParseFloat(seed, 64); err != nil && !refPattern.MatchString(seed) {
+			return bad("seed value must be a number or a reference to another field.")
+		}
+	}
 	switch n.typ {
 	case "range":
 		vals := map[string]float64{"start": 1, "end": 10, "step": 1}
@@ -75,6 +107,9 @@ func (c *converter) parseParams(n *node) (map[string]string, bool) {
 				return bad("For the 'range' question type, the parameter '" + k + "' must be a number.")
 			}
 			vals[k] = f
+		}
+		if _, ok := out["step"]; ok && vals["step"] == 0 {
+			return bad("For the 'range' question type, the parameter 'step' must not be '0' (zero).")
 		}
 		span := vals["end"] - vals["start"]
 		if span < 0 {
