@@ -60,10 +60,9 @@ func escText(s string) string {
 	return strings.ReplaceAll(b.String(), "&#xA;", "\n")
 }
 
-func escAttr(s string) string {
-	r := strings.NewReplacer("&", "&amp;", "<", "&lt;", ">", "&gt;", `"`, "&quot;", "\n", "&#10;", "\t", "&#9;", "\r", "&#13;")
-	return r.Replace(xmlChars(s))
-}
+var attrEscaper = strings.NewReplacer("&", "&amp;", "<", "&lt;", ">", "&gt;", `"`, "&quot;", "\n", "&#10;", "\t", "&#9;", "\r", "&#13;")
+
+func escAttr(s string) string { return attrEscaper.Replace(xmlChars(s)) }
 
 // write prints e as pyxform does: two spaces per level, text inline.
 func (e *el) write(b *bytes.Buffer, depth int) {
