@@ -89,6 +89,7 @@ type converter struct {
 	choices   map[string][]Row
 	listOrder []string
 	settings  map[string]string
+	triggers  map[string][]*el // setvalues to place in the controls of triggering questions
 }
 
 func (c *converter) errorf(sheet string, row int, col, format string, args ...any) {

@@ -235,6 +235,7 @@ func (c *converter) emit() []byte {
 	}
 	var binds []*el
 	body := elem("h:body")
+	c.triggers = c.collectTriggers()
 	c.build(c.root, rootEl, body, &binds, &texts)
 	meta := elem("meta")
 	for _, ch := range c.root.children {
@@ -370,6 +371,53 @@ func (c *converter) externalInstances() []external {
 	return out
 }
 
+// dynamicDefault reports whether a default is an expression to evaluate
+// (a function call or a reference) rather than a value.
+func dynamicDefault(d string) bool {
+	return strings.Contains(d, "(") || refPattern.MatchString(d)
+}
+
+// collectTriggers reads the trigger column: a question whose trigger names
+// other questions is (re)calculated when they change, by a setvalue placed in
+// their controls. It returns those setvalues by the triggering question's path.
+func (c *converter) collectTriggers() map[string][]*el {
+	out := map[string][]*el{}
+	var walk func(n *node)
+	walk = func(n *node) {
+		for _, ch := range n.children {
+			if t := ch.row.Get("trigger"); t != "" && ch.kind == "question" {
+				parts := strings.Split(t, ",")
+				for _, p := range parts {
+					p = strings.TrimSpace(p)
+					refs := refPattern.FindAllStringSubmatch(p, -1)
+					if len(refs) != 1 || strings.TrimSpace(refPattern.ReplaceAllString(p, "")) != "" {
+						c.errorf("survey", ch.row.Num, "trigger", "The trigger value is invalid: write the questions that trigger this one as ${name}, separated by commas.")
+						return
+					}
+					name := strings.TrimSpace(refs[0][1])
+					target := c.byName[name]
+					if target == nil {
+						c.errorf("survey", ch.row.Num, "trigger", "The trigger value is invalid: there is no question named %q on the survey sheet.", name)
+						return
+					}
+					if questionTypes[target.typ].control == "" || target.kind != "question" {
+						c.errorf("survey", ch.row.Num, "trigger", "The question ${%s} is not shown to the enumerator, so it cannot trigger ${%s}: use a visible question.", name, ch.name)
+						return
+					}
+					sv := elem("setvalue", "ref", ch.path, "event", "xforms-value-changed")
+					if calc := ch.row.Get("calculation"); calc != "" {
+						sv.attr("value", c.expr(calc, ch, "calculation"))
+					}
+					out[target.path] = append(out[target.path], sv)
+				}
+			}
+			walk(ch)
+		}
+	}
+	walk(c.root)
+	return out
+}
+
 // build adds n's children to the instance element inst, the body element
 // container, and the binds and texts.
 func (c *converter) build(n *node, inst, container *el, binds *[]*el, texts *[]*itextEntry) {
@@ -395,6 +443,13 @@ func (c *converter) build(n *node, inst, container *el, binds *[]*el, texts *[]*
 			}
 			fresh := elem(ch.name)
 			c.build(ch, fresh, inner, binds, texts)
+			if ch.kind == "repeat" && inner != nil {
+				for _, q := range ch.children {
+					if d := q.row.Get("default"); q.kind == "question" && d != "" && dynamicDefault(d) {
+						inner.add(elem("setvalue", "ref", q.path, "event", "odk-new-repeat", "value", c.expr(d, q, "default")))
+					}
+				}
+			}
 			if ch.kind == "repeat" {
 				tmpl := elem(ch.name, "jr:template", "")
 				tmpl.children = fresh.children
@@ -421,7 +476,7 @@ func (c *converter) build(n *node, inst, container *el, binds *[]*el, texts *[]*
 					ie.attr(k, r.Get(h))
 				}
 			}
-			if d := r.Get("default"); d != "" && !strings.Contains(d, "(") && !refPattern.MatchString(d) {
+			if d := r.Get("default"); d != "" && !dynamicDefault(d) {
 				ie.text = d
 			}
 			inst.add(ie)
@@ -433,6 +488,9 @@ func (c *converter) build(n *node, inst, container *el, binds *[]*el, texts *[]*
 				bt = "decimal"
 			}
 			*binds = append(*binds, c.bind(ch, bt, r))
+			if d := r.Get("default"); d != "" && dynamicDefault(d) {
+				*binds = append(*binds, elem("setvalue", "ref", ch.path, "event", "odk-instance-first-load", "value", c.expr(d, ch, "default")))
+			}
 			if ch.typ == "start-geopoint" {
 				*binds = append(*binds, elem("odk:setgeopoint", "ref", ch.path, "event", "odk-instance-first-load"))
 			}
@@ -499,6 +557,7 @@ func (c *converter) build(n *node, inst, container *el, binds *[]*el, texts *[]*
 				}
 				ctl.add(is)
 			}
+			ctl.add(c.triggers[ch.path]...)
 			container.add(ctl)
 		}
 	}
@@ -518,6 +577,9 @@ func (c *converter) bind(n *node, typ string, r Row) *el {
 		b.attr("required", "true()")
 	}
 	for _, kv := range [][2]string{{"relevant", "relevant"}, {"constraint", "constraint"}, {"calculation", "calculate"}} {
+		if kv[0] == "calculation" && r.Get("trigger") != "" {
+			continue // calculated when its trigger changes, by a setvalue
+		}
 		if v := r.Get(kv[0]); v != "" {
 			b.attr(kv[1], c.expr(v, n, kv[0]))
 		}
