@@ -95,12 +95,30 @@ func ReadMarkdown(s string) (*Workbook, error) {
 	wb := &Workbook{Sheets: map[string]*Sheet{}}
 	var name string
 	var grid [][]string
-	flush := func() {
+	walkMarkdown(s, func(sheet string) error {
 		if name != "" {
 			wb.add(name, grid)
 		}
+		name, grid = sheet, nil
+		return nil
+	}, func(cells []string) error {
+		grid = append(grid, cells)
+		return nil
+	})
+	if name != "" {
+		wb.add(name, grid)
 	}
-	for _, line := range strings.Split(s, "\n") {
+	if len(wb.Sheets) == 0 {
+		return nil, fmt.Errorf("no sheet found in the markdown")
+	}
+	return wb, nil
+}
+
+// walkMarkdown calls sheet for each sheet of a markdown workbook and row for
+// each of its rows (the header row first), cells trimmed.
+func walkMarkdown(md string, sheet func(name string) error, row func(cells []string) error) error {
+	inSheet := false
+	for _, line := range strings.Split(md, "\n") {
 		line = strings.TrimSpace(line)
 		if !strings.HasPrefix(line, "|") {
 			continue
@@ -112,18 +130,19 @@ func ReadMarkdown(s string) (*Workbook, error) {
 		if strings.HasPrefix(cells[0], "#") {
 			continue
 		}
-		if cells[0] != "" {
-			flush()
-			name, grid = cells[0], nil
-			continue
+		var err error
+		switch {
+		case cells[0] != "":
+			inSheet = true
+			err = sheet(cells[0])
+		case inSheet:
+			err = row(cells[1:])
 		}
-		grid = append(grid, cells[1:])
+		if err != nil {
+			return err
+		}
 	}
-	flush()
-	if len(wb.Sheets) == 0 {
-		return nil, fmt.Errorf("no sheet found in the markdown")
-	}
-	return wb, nil
+	return nil
 }
 
 // add makes a sheet of a grid whose first non-empty row is the header.
@@ -224,41 +243,26 @@ func MarkdownToXLSX(md string) ([]byte, error) {
 	defer f.Close()
 	var sheet string
 	row := 0
-	first := true
-	for _, line := range strings.Split(md, "\n") {
-		line = strings.TrimSpace(line)
-		if !strings.HasPrefix(line, "|") {
-			continue
+	err := walkMarkdown(md, func(name string) error {
+		first := sheet == ""
+		sheet, row = name, 0
+		if first {
+			return f.SetSheetName("Sheet1", name)
 		}
-		cells := strings.Split(strings.Trim(line, "|"), "|")
-		for i := range cells {
-			cells[i] = strings.TrimSpace(cells[i])
-		}
-		if strings.HasPrefix(cells[0], "#") {
-			continue
-		}
-		if cells[0] != "" {
-			sheet, row = cells[0], 0
-			if first {
-				if err := f.SetSheetName("Sheet1", sheet); err != nil {
-					return nil, err
-				}
-				first = false
-			} else if _, err := f.NewSheet(sheet); err != nil {
-				return nil, err
-			}
-			continue
-		}
-		if sheet == "" {
-			continue
-		}
+		_, err := f.NewSheet(name)
+		return err
+	}, func(cells []string) error {
 		row++
-		for j, v := range cells[1:] {
+		for j, v := range cells {
 			cell, _ := excelize.CoordinatesToCellName(j+1, row)
 			if err := f.SetCellStr(sheet, cell, v); err != nil {
-				return nil, err
+				return err
 			}
 		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	buf, err := f.WriteToBuffer()
 	if err != nil {
