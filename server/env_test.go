@@ -151,6 +151,16 @@ func (e *env) project() (int64, *collect.Client) {
 	return pr.ID, collect.New(au.ServerURL)
 }
 
+// collector makes a web user with the data collector role in a project and
+// returns its actor id.
+func (e *env) collector(pid int64, email, password string) int64 {
+	e.t.Helper()
+	var u struct{ ID int64 }
+	e.admin("POST", "/v1/users", map[string]string{"email": email, "password": password}, &u)
+	e.admin("POST", fmt.Sprintf("/v1/projects/%d/assignments/formfill/%d", pid, u.ID), nil, nil)
+	return u.ID
+}
+
 // instance returns submission XML for the household form.
 func instance(id, head string, extra ...string) []byte {
 	photo := "<photo/>"

@@ -3,6 +3,7 @@ package server
 import (
 	"encoding/xml"
 	"errors"
+	"fmt"
 	"net/http"
 
 	"github.com/haven-org/haven"
@@ -59,16 +60,22 @@ func (s *Server) handleError(err error, c echo.Context) {
 	case errors.As(err, &he):
 		details = he.Details
 	case errors.As(err, &ee):
-		code, msg = echoCode(ee.Code), http.StatusText(ee.Code)
-		if m, ok := ee.Message.(string); ok {
-			msg = m
-		}
-		if ee.Code == http.StatusNotFound {
+		// The router's own answers (no such address, method not allowed, a
+		// header too large) keep their status.
+		code = ""
+		switch ee.Code {
+		case http.StatusNotFound:
 			msg = "There is nothing at this address. Check the URL."
+		case http.StatusMethodNotAllowed:
+			msg = fmt.Sprintf("This address does not take %s requests.", c.Request().Method)
+		default:
+			msg = http.StatusText(ee.Code)
 		}
 	}
 	st, ok := status[code]
-	if !ok {
+	if !ok && he == nil && ee != nil {
+		st.http, st.central = ee.Code, float64(ee.Code)+0.1
+	} else if !ok {
 		st = status[haven.EINTERNAL]
 	}
 	if st.http >= 500 {
@@ -84,18 +91,6 @@ func (s *Server) handleError(err error, c echo.Context) {
 	if err := c.JSON(st.http, errorBody{Code: st.central, Message: msg, Details: details}); err != nil {
 		s.log.Warn("writing error response", "err", err)
 	}
-}
-
-func echoCode(httpStatus int) string {
-	for code, st := range status {
-		if st.http == httpStatus {
-			return code
-		}
-	}
-	if httpStatus == http.StatusMethodNotAllowed {
-		return haven.ENOTFOUND
-	}
-	return haven.EINTERNAL
 }
 
 func writeOpenRosa(c echo.Context, httpStatus int, nature, message string) error {

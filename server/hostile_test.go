@@ -98,9 +98,7 @@ func stalled(addr, start string) (int, error) {
 func TestHostileInputs(t *testing.T) {
 	e := newEnv(t)
 	pid, dev := e.project()
-	var u struct{ ID int64 }
-	e.admin("POST", "/v1/users", map[string]string{"email": "d@example.org", "password": "collector pass"}, &u)
-	e.admin("POST", fmt.Sprintf("/v1/projects/%d/assignments/formfill/%d", pid, u.ID), nil, nil)
+	e.collector(pid, "d@example.org", "collector pass")
 
 	// The same data directory behind Haven's own http.Server, timeouts shortened.
 	h := server.FromStore(server.Config{ReadHeaderTimeout: 300 * time.Millisecond, BodyIdleTimeout: 300 * time.Millisecond},

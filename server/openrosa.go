@@ -220,7 +220,7 @@ func (s *Server) submit(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	s.log.Debug("submission", "project", pid, "receipt", receipt.String())
+	s.log.Debug("submission", "project", pid, "receipt", receipt) // formatted only when debug logging is on
 	return writeOpenRosa(c, http.StatusCreated, "submit_success", receiptMessage(receipt))
 }
 

@@ -281,9 +281,7 @@ func TestAccessControl(t *testing.T) {
 	}
 	// Every read path of collected data: without credentials 401, as an app
 	// user (token in the URL) 403, as a data collector 403.
-	var u struct{ ID int64 }
-	e.admin("POST", "/v1/users", map[string]string{"email": "c@example.org", "password": "collector pass"}, &u)
-	e.admin("POST", fmt.Sprintf("/v1/projects/%d/assignments/formfill/%d", pid, u.ID), nil, nil)
+	e.collector(pid, "c@example.org", "collector pass")
 	collector := e.login("c@example.org", "collector pass")
 	key := strings.TrimSuffix(dev.ServerURL[strings.Index(dev.ServerURL, "/v1/key/"):], fmt.Sprintf("/projects/%d", pid))
 	paths := []string{
@@ -331,6 +329,9 @@ func TestAccessControl(t *testing.T) {
 	if st := e.call("GET", "/v1/projects/999", e.token, nil, &errBody); st != 404 || errBody.Code != 404.1 || errBody.Message == "" {
 		t.Errorf("Central-style error: %d %+v", st, errBody)
 	}
+	if st := e.call("PUT", "/", e.token, nil, &errBody); st != 405 || !strings.Contains(errBody.Message, "PUT") {
+		t.Errorf("a method the address does not take: %d %+v", st, errBody)
+	}
 }
 
 func TestEncryptedAtRest(t *testing.T) {
@@ -362,9 +363,7 @@ func TestEncryptedAtRest(t *testing.T) {
 func TestBasicBehindTLS(t *testing.T) {
 	e := newEnv(t)
 	pid, _ := e.project()
-	var u struct{ ID int64 }
-	e.admin("POST", "/v1/users", map[string]string{"email": "k@example.org", "password": "kobo collect pass"}, &u)
-	e.admin("POST", fmt.Sprintf("/v1/projects/%d/assignments/formfill/%d", pid, u.ID), nil, nil)
+	e.collector(pid, "k@example.org", "kobo collect pass")
 	// The same data directory served by a server told a TLS proxy sits in front.
 	tls := httptest.NewServer(server.FromStore(server.Config{BehindTLS: true}, e.st, slog.New(slog.NewTextHandler(io.Discard, nil))))
 	defer tls.Close()
@@ -436,9 +435,7 @@ func TestDeleteSubmission(t *testing.T) {
 	rows, files := e.blobRows(), len(e.blobFiles())
 	path := fmt.Sprintf("/v1/projects/%d/forms/household/submissions/uuid:del-1", pid)
 
-	var u struct{ ID int64 }
-	e.admin("POST", "/v1/users", map[string]string{"email": "c2@example.org", "password": "collector pass"}, &u)
-	e.admin("POST", fmt.Sprintf("/v1/projects/%d/assignments/formfill/%d", pid, u.ID), nil, nil)
+	e.collector(pid, "c2@example.org", "collector pass")
 	if st := e.call("DELETE", path, e.login("c2@example.org", "collector pass"), nil, nil); st != 403 {
 		t.Fatalf("a data collector deleting: %d", st)
 	}

@@ -185,7 +185,8 @@ func (u *Users) Authenticate(ctx context.Context, email, password string) (*have
 	var hash string
 	err := row.Scan(&user.ID, &user.Email, &user.DisplayName, &user.Admin, &created, &updated, &hash)
 	if errors.Is(err, sql.ErrNoRows) {
-		CheckPassword(HashPassword("timing"), password) // spend the same time as a real check
+		dummyOnce.Do(func() { dummyHash = HashPassword("no such user") })
+		CheckPassword(dummyHash, password) // spend the time of one real check: no tell
 		return nil, haven.Errorf(haven.EUNAUTHORIZED, "The email or password is wrong.")
 	} else if err != nil {
 		return nil, err
@@ -225,6 +226,12 @@ func (u *Users) basicKey() []byte {
 	})
 	return u.basicSecret
 }
+
+// dummyHash is checked against for unknown emails, so they take as long as known ones.
+var (
+	dummyOnce gosync.Once
+	dummyHash string
+)
 
 // DigestHA1 returns a live user's id and Digest HA1, by email.
 func (u *Users) DigestHA1(ctx context.Context, email string) (int64, []byte, error) {

@@ -236,6 +236,7 @@ func writeFileDurably(path string, data []byte, perm os.FileMode) error {
 	return syncDir(dir)
 }
 
+// syncDir flushes a file or folder (a folder's entries: new names in it) to disk.
 func syncDir(dir string) error {
 	d, err := os.Open(dir)
 	if err != nil {

@@ -140,7 +140,7 @@ func (s *LocalStore) Sync(ctx context.Context) error {
 			return syncfs(s.Dir)
 		}
 		for p := range pending {
-			if err := syncPath(p); err != nil {
+			if err := syncDir(p); err != nil {
 				return err
 			}
 		}
@@ -155,15 +155,6 @@ func (s *LocalStore) Sync(ctx context.Context) error {
 		s.mu.Unlock()
 	}
 	return err
-}
-
-func syncPath(p string) error {
-	f, err := os.Open(p)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	return f.Sync()
 }
 
 // Open opens the object name for reading.

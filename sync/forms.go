@@ -51,7 +51,7 @@ func (s *Service) Form(ctx context.Context, p *haven.Principal, projectID int64,
 	return s.Forms.Get(ctx, projectID, xmlFormID)
 }
 
-// Forms lists a project's forms for someone allowed to read them.
+// ListForms lists a project's forms for someone allowed to read them.
 func (s *Service) ListForms(ctx context.Context, p *haven.Principal, projectID int64) ([]*haven.Form, error) {
 	if err := allowed(p, haven.ActionFormRead, projectID); err != nil {
 		return nil, err

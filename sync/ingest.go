@@ -121,9 +121,10 @@ func (in *ingestion) run(ctx context.Context) (*Receipt, error) {
 	}, nil
 }
 
+// badMultipart is the answer to an upload that could not be read: too large
+// (the server cut it at its limit) or broken (the device's connection).
 func badMultipart(err error) error {
-	var mbe interface{ Error() string }
-	if errors.As(err, &mbe) && strings.Contains(err.Error(), "request body too large") {
+	if strings.Contains(err.Error(), "request body too large") {
 		return tooLarge()
 	}
 	return &haven.Error{Code: haven.EINVALID, Message: "The upload could not be read as multipart/form-data; it may have been cut off. Send the form again.", Err: err}
@@ -186,13 +187,10 @@ func (in *ingestion) part(ctx context.Context, part *multipart.Part) error {
 	blob, err := in.s.Blobs.Put(ctx, in.req.ProjectID, part, storage.PutOptions{})
 	if err != nil {
 		var he *haven.Error
-		switch {
-		case errors.As(err, &he):
+		if errors.As(err, &he) {
 			return err // the store failed (503: try again later), or the project has no key
-		case strings.Contains(err.Error(), "request body too large"):
-			return tooLarge()
 		}
-		return badMultipart(err) // reading the upload failed: the device's connection
+		return badMultipart(err) // reading the upload failed
 	}
 	in.files[fileName] = blob
 	return nil
@@ -223,9 +221,6 @@ func (in *ingestion) readXML(ctx context.Context, part *multipart.Part) error {
 	max := in.s.Limits.XML.MaxBytes
 	b, err := io.ReadAll(io.LimitReader(part, int64(max)+1))
 	if err != nil {
-		if strings.Contains(err.Error(), "request body too large") {
-			return tooLarge()
-		}
 		return badMultipart(err)
 	}
 	if len(b) > max {

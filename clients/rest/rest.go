@@ -43,7 +43,19 @@ func Login(ctx context.Context, baseURL, email, password string) (*Client, error
 	return c, nil
 }
 
-// Do sends a request and decodes a JSON answer into out (when not nil).
+// Get fetches path and returns the body as it is (a submission's XML, a
+// file), or an *Error for an error answer.
+func (c *Client) Get(ctx context.Context, path string) ([]byte, error) {
+	var raw rawBody
+	err := c.Do(ctx, "GET", path, "", nil, &raw)
+	return raw, err
+}
+
+// rawBody receives a body without decoding it.
+type rawBody []byte
+
+// Do sends a request and decodes a JSON answer into out (when not nil; a
+// *rawBody takes the body as it is).
 func (c *Client) Do(ctx context.Context, method, path, contentType string, body io.Reader, out any) error {
 	req, err := http.NewRequestWithContext(ctx, method, c.BaseURL+path, body)
 	if err != nil {
@@ -68,8 +80,12 @@ func (c *Client) Do(ctx context.Context, method, path, contentType string, body 
 		}
 		return e
 	}
-	if out == nil {
+	switch out := out.(type) {
+	case nil:
 		_, err = io.Copy(io.Discard, resp.Body)
+		return err
+	case *rawBody:
+		*out, err = io.ReadAll(resp.Body)
 		return err
 	}
 	return json.NewDecoder(resp.Body).Decode(out)

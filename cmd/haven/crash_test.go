@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/haven-org/haven/clients/collect"
+	"github.com/haven-org/haven/clients/rest"
 	"github.com/haven-org/haven/storage"
 )
 
@@ -61,47 +62,6 @@ func startHaven(t *testing.T, bin, data, addr string) *exec.Cmd {
 	return nil
 }
 
-type api struct {
-	t     *testing.T
-	base  string
-	token string
-}
-
-// send makes a request with the session token and returns the body and status.
-func (a *api) send(method, path string, body []byte, ct string) ([]byte, int) {
-	a.t.Helper()
-	req, _ := http.NewRequest(method, a.base+path, bytes.NewReader(body))
-	if ct != "" {
-		req.Header.Set("Content-Type", ct)
-	}
-	if a.token != "" {
-		req.Header.Set("Authorization", "Bearer "+a.token)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		a.t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return b, resp.StatusCode
-}
-
-// do sends a request that must succeed and decodes its JSON answer into out.
-func (a *api) do(method, path string, body []byte, ct string, out any) {
-	a.t.Helper()
-	b, st := a.send(method, path, body, ct)
-	if st != 200 {
-		a.t.Fatalf("%s %s: %d %s", method, path, st, b)
-	}
-	if out != nil {
-		if err := json.Unmarshal(b, out); err != nil {
-			a.t.Fatalf("%s: %v", b, err)
-		}
-	}
-}
-
-func (a *api) get(path string) ([]byte, int) { return a.send("GET", path, nil, "") }
-
 type sent struct {
 	xml, photo []byte
 }
@@ -123,20 +83,27 @@ func TestCrash(t *testing.T) {
 	}
 	addr := freeAddr(t)
 	cmd := startHaven(t, bin, data, addr)
-	a := &api{t: t, base: "http://" + addr}
-	var sess struct{ Token string }
-	a.do("POST", "/v1/sessions", []byte(fmt.Sprintf(`{"email":%q,"password":%q}`, email, password)), "application/json", &sess)
-	a.token = sess.Token
-	var pr struct{ ID int64 }
-	a.do("POST", "/v1/projects", []byte(`{"name":"Crash"}`), "application/json", &pr)
+	ctx := context.Background()
+	a, err := rest.Login(ctx, "http://"+addr, email, password)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pr, err := a.CreateProject(ctx, "Crash")
+	if err != nil {
+		t.Fatal(err)
+	}
 	xform, err := os.ReadFile("../../formspec/testdata/household.xml")
 	if err != nil {
 		t.Fatal(err)
 	}
-	a.do("POST", fmt.Sprintf("/v1/projects/%d/forms?publish=true", pr.ID), xform, "application/xml", nil)
-	var au struct{ Token string }
-	a.do("POST", fmt.Sprintf("/v1/projects/%d/app-users", pr.ID), []byte(`{"displayName":"T"}`), "application/json", &au)
-	serverURL := fmt.Sprintf("http://%s/v1/key/%s/projects/%d", addr, au.Token, pr.ID)
+	if _, err := a.CreateForm(ctx, pr.ID, xform, true); err != nil {
+		t.Fatal(err)
+	}
+	au, err := a.CreateAppUser(ctx, pr.ID, "T")
+	if err != nil {
+		t.Fatal(err)
+	}
+	serverURL := au.ServerURL
 
 	var mu gosync.Mutex
 	acked := map[string]sent{}
@@ -187,21 +154,24 @@ func TestCrash(t *testing.T) {
 	base := fmt.Sprintf("/v1/projects/%d/forms/household/submissions", pr.ID)
 	check := func(id string, s sent) {
 		t.Helper()
-		x, st := a.get(base + "/" + id + ".xml")
-		if st != 200 || !bytes.Equal(x, s.xml) {
-			t.Errorf("acknowledged %s: XML %d, intact %v", id, st, bytes.Equal(x, s.xml))
+		x, err := a.Get(ctx, base+"/"+id+".xml")
+		if err != nil || !bytes.Equal(x, s.xml) {
+			t.Errorf("acknowledged %s: XML intact %v (%v)", id, bytes.Equal(x, s.xml), err)
 			return
 		}
-		p, st := a.get(base + "/" + id + "/attachments/p.jpg")
-		if st != 200 || sha256.Sum256(p) != sha256.Sum256(s.photo) {
-			t.Errorf("acknowledged %s: photo %d, intact %v", id, st, bytes.Equal(p, s.photo))
+		p, err := a.Get(ctx, base+"/"+id+"/attachments/p.jpg")
+		if err != nil || sha256.Sum256(p) != sha256.Sum256(s.photo) {
+			t.Errorf("acknowledged %s: photo intact %v (%v)", id, bytes.Equal(p, s.photo), err)
 		}
 	}
 	for id, s := range acked {
 		check(id, s)
 	}
 	// Nothing partial is visible: every listed submission has its XML and its photo.
-	body, _ := a.get(base + "?limit=10000")
+	body, err := a.Get(ctx, base+"?limit=10000")
+	if err != nil {
+		t.Fatal(err)
+	}
 	var listed []struct {
 		InstanceID     string
 		CurrentVersion struct{ AttachmentsPresent, AttachmentsExpected int }
@@ -227,14 +197,16 @@ func TestCrash(t *testing.T) {
 		if _, ok := acked[id]; ok {
 			continue
 		}
-		res, err := dev.Submit(context.Background(), s.xml, []collect.File{collect.BytesFile("p.jpg", s.photo)})
+		res, err := dev.Submit(ctx, s.xml, []collect.File{collect.BytesFile("p.jpg", s.photo)})
 		if err != nil || res.Status != 201 {
 			t.Fatalf("retry of %s after restart: %+v %v", id, res, err)
 		}
 		check(id, s)
 		retried++
 	}
-	body, _ = a.get(base + "?limit=10000")
+	if body, err = a.Get(ctx, base+"?limit=10000"); err != nil {
+		t.Fatal(err)
+	}
 	json.Unmarshal(body, &listed)
 	if len(listed) != len(all) {
 		t.Fatalf("%d submissions stored for %d sent", len(listed), len(all))

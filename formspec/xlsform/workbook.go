@@ -224,9 +224,6 @@ func normalizeHeader(h string) string {
 		base = lb
 	}
 	if hasLang {
-		if strings.HasPrefix(base, "media::") {
-			return base + "::" + strings.TrimSpace(lang)
-		}
 		return base + "::" + strings.TrimSpace(lang)
 	}
 	if lb == "image" || lb == "audio" || lb == "video" {
