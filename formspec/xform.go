@@ -29,6 +29,7 @@ type Form struct {
 	Media    []Media
 	// Encrypted is true for ODK encrypted forms (a public key in <submission>).
 	Encrypted bool
+	Protection
 }
 
 // Node is a node of the primary instance: a field (leaf) or a group/repeat.
@@ -41,6 +42,18 @@ type Node struct {
 	// Choices lists the allowed values of a select whose choices the form
 	// carries; nil when they come from outside it (an external file).
 	Choices map[string]bool
+
+	// What the form declares about the field (haven: bind attributes).
+	Purpose     string
+	Sensitivity haven.Sensitivity // as declared; "" when the bind does not say
+	// How the form fills the field.
+	Preload    string // jr:preload and its parameter, "timestamp start"; "" for none
+	Readonly   bool
+	Calculated bool
+	Control    string            // the body control: input, select1, trigger, upload...; "" for none
+	Label      map[string]string // the control's label by language ("" when the form has one)
+
+	consentMark, subjectMark bool // haven:consent="true", haven:subject="true"
 
 	byName map[string]*Node
 }
@@ -154,6 +167,8 @@ func Parse(xml []byte) (*Form, error) {
 	}
 
 	f.Root = buildNode(rootEl, "")
+	f.readModelProtection(model)
+	itext := readItext(model)
 
 	for _, bind := range children(model, "bind") {
 		n := f.Node(stripPredicates(bind.SelectAttrValue("nodeset", "")))
@@ -166,12 +181,14 @@ func Parse(xml []byte) (*Form, error) {
 			}
 			n.Type = t
 		}
+		readBind(n, bind)
 	}
 	if body := child(html, "body"); body != nil {
-		if err := f.readBody(body, "/"+f.RootName, instances); err != nil {
+		if err := f.readBody(body, "/"+f.RootName, instances, itext); err != nil {
 			return nil, err
 		}
 	}
+	f.resolveConsent()
 	f.Media = expectedMedia(doc)
 	return f, nil
 }
@@ -254,7 +271,7 @@ func resolveRef(ref, context string) string {
 }
 
 // readBody marks repeats and reads the choices of select controls.
-func (f *Form) readBody(e *etree.Element, context string, instances map[string]*etree.Element) error {
+func (f *Form) readBody(e *etree.Element, context string, instances map[string]*etree.Element, itext map[string]map[string]string) error {
 	for _, c := range e.ChildElements() {
 		switch c.Tag {
 		case "group":
@@ -262,7 +279,7 @@ func (f *Form) readBody(e *etree.Element, context string, instances map[string]*
 			if ref := c.SelectAttrValue("ref", ""); ref != "" {
 				ctx = resolveRef(ref, context)
 			}
-			if err := f.readBody(c, ctx, instances); err != nil {
+			if err := f.readBody(c, ctx, instances, itext); err != nil {
 				return err
 			}
 		case "repeat":
@@ -270,18 +287,27 @@ func (f *Form) readBody(e *etree.Element, context string, instances map[string]*
 			if n := f.Node(ctx); n != nil {
 				n.Repeat = true
 			}
-			if err := f.readBody(c, ctx, instances); err != nil {
+			if err := f.readBody(c, ctx, instances, itext); err != nil {
 				return err
 			}
-		case "select1", "select", "rank":
-			n := f.Node(resolveRef(c.SelectAttrValue("ref", ""), context))
+		default:
+			ref := c.SelectAttrValue("ref", "")
+			if ref == "" {
+				continue
+			}
+			n := f.Node(resolveRef(ref, context))
 			if n == nil || n.IsGroup() {
 				continue
 			}
-			if n.Type == "string" || n.Type == "" {
-				n.Type = map[string]string{"select1": "select1", "select": "select", "rank": "rank"}[c.Tag]
+			n.Control = c.Tag
+			n.Label = readLabel(c, itext)
+			switch c.Tag {
+			case "select1", "select", "rank":
+				if n.Type == "string" || n.Type == "" {
+					n.Type = c.Tag
+				}
+				n.Choices = readChoices(c, instances)
 			}
-			n.Choices = readChoices(c, instances)
 		}
 	}
 	return nil

@@ -47,6 +47,9 @@ type Result struct {
 	XForm    []byte       `json:"xform,omitempty"`
 	Warnings []Diagnostic `json:"warnings"`
 	Errors   []Diagnostic `json:"errors"`
+	// Rows maps each question's path to its row on the survey sheet, so
+	// that later checks of the XForm can point the designer at the row.
+	Rows map[string]int `json:"-"`
 }
 
 // ConvertXLSX converts an .xlsx workbook.
@@ -90,6 +93,7 @@ type converter struct {
 	listOrder []string
 	settings  map[string]string
 	triggers  map[string][]*el // setvalues to place in the controls of triggering questions
+	usesHaven bool             // a haven: attribute was written: declare the namespace
 }
 
 func (c *converter) errorf(sheet string, row int, col, format string, args ...any) {
@@ -128,6 +132,15 @@ func Convert(wb *Workbook, opt Options) *Result {
 	x := c.emit()
 	if len(c.res.Errors) == 0 { // writing resolves references, which can fail too
 		c.res.XForm = x
+		c.res.Rows = map[string]int{}
+		var walk func(n *node)
+		walk = func(n *node) {
+			for _, ch := range n.children {
+				c.res.Rows[ch.path] = ch.row.Num
+				walk(ch)
+			}
+		}
+		walk(c.root)
 	}
 	return c.res
 }

@@ -7,6 +7,8 @@ import (
 	"regexp"
 	"strings"
 	"unicode/utf8"
+
+	"github.com/haven-org/haven/formspec"
 )
 
 // el is an element of the XForm being written.
@@ -304,12 +306,16 @@ func (c *converter) emit() []byte {
 		model.add(elem("instance", "id", list).add(rt))
 	}
 	model.add(binds...)
+	c.protectionSettings(model)
 
 	head := elem("h:head").add(&el{name: "h:title", text: title}, model)
 	html := elem("h:html", "xmlns", "http://www.w3.org/2002/xforms", "xmlns:h", "http://www.w3.org/1999/xhtml",
 		"xmlns:ev", "http://www.w3.org/2001/xml-events", "xmlns:xsd", "http://www.w3.org/2001/XMLSchema",
 		"xmlns:jr", "http://openrosa.org/javarosa", "xmlns:orx", "http://openrosa.org/xforms",
 		"xmlns:odk", "http://www.opendatakit.org/xforms").add(head, body)
+	if c.usesHaven {
+		html.attr("xmlns:haven", formspec.Namespace)
+	}
 	var b bytes.Buffer
 	b.WriteString("<?xml version=\"1.0\"?>\n")
 	html.write(&b, 0)
@@ -317,6 +323,28 @@ func (c *converter) emit() []byte {
 }
 
 type external struct{ id, src string }
+
+// protectionSettings writes the settings Haven's publishing checks read
+// (default_sensitivity, legal_basis, consent, subject_id) as haven:
+// attributes of the model. consent and subject_id name a question; they
+// become its path when the name is a question of the form.
+func (c *converter) protectionSettings(model *el) {
+	for _, kv := range [][2]string{{"default_sensitivity", "haven:default-sensitivity"}, {"legal_basis", "haven:legal-basis"},
+		{"consent", "haven:consent-field"}, {"subject_id", "haven:subject-field"}} {
+		v := strings.TrimSpace(c.settings[kv[0]])
+		if v == "" {
+			continue
+		}
+		if kv[0] == "consent" || kv[0] == "subject_id" {
+			name := strings.TrimSuffix(strings.TrimPrefix(v, "${"), "}")
+			if n := c.byName[name]; n != nil {
+				v = n.path
+			}
+		}
+		model.attr(kv[1], v)
+		c.usesHaven = true
+	}
+}
 
 // fileList gives the instance id and source of a select's choices read from
 // a file beside the form ("" for a list on the choices sheet).
@@ -606,9 +634,18 @@ func (c *converter) bind(n *node, typ string, r Row) *el {
 			b.attr("odk:quality", v)
 		}
 	}
+	for _, kv := range [][2]string{{"purpose", "haven:purpose"}, {"sensitivity", "haven:sensitivity"}} {
+		if v := r.Get(kv[0]); v != "" {
+			b.attr(kv[1], v)
+			c.usesHaven = true
+		}
+	}
 	for _, h := range sortedKeys(r.Cells) {
 		if k, ok := strings.CutPrefix(h, "bind::"); ok && r.Get(h) != "" {
 			b.attr(k, r.Get(h))
+			if strings.HasPrefix(k, "haven:") {
+				c.usesHaven = true
+			}
 		}
 	}
 	if typ == "" && len(b.attrs) == 1 {

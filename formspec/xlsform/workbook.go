@@ -183,30 +183,33 @@ func allEmpty(r []string) bool {
 
 // headerAliases are the other spellings pyxform accepts for columns.
 var headerAliases = map[string]string{
-	"list name":          "list_name",
-	"caption":            "label",
-	"id_string":          "form_id",
-	"required message":   "required_message",
-	"constraint message": "constraint_message",
-	"jr:constraintmsg":   "constraint_message",
-	"jr:requiredmsg":     "required_message",
-	"calculate":          "calculation",
-	"read_only":          "readonly",
-	"choice filter":      "choice_filter",
-	"repeat count":       "repeat_count",
-	"jr:count":           "repeat_count",
-	"image":              "media::image",
-	"audio":              "media::audio",
-	"video":              "media::video",
-	"big-image":          "media::big-image",
-	"value":              "name",
-	"public key":         "public_key",
-	"submission url":     "submission_url",
-	"form title":         "form_title",
-	"form id":            "form_id",
-	"instance name":      "instance_name",
-	"default language":   "default_language",
-	"guidance hint":      "guidance_hint",
+	"list name":           "list_name",
+	"caption":             "label",
+	"id_string":           "form_id",
+	"required message":    "required_message",
+	"constraint message":  "constraint_message",
+	"jr:constraintmsg":    "constraint_message",
+	"jr:requiredmsg":      "required_message",
+	"calculate":           "calculation",
+	"read_only":           "readonly",
+	"choice filter":       "choice_filter",
+	"repeat count":        "repeat_count",
+	"jr:count":            "repeat_count",
+	"image":               "media::image",
+	"audio":               "media::audio",
+	"video":               "media::video",
+	"big-image":           "media::big-image",
+	"value":               "name",
+	"public key":          "public_key",
+	"submission url":      "submission_url",
+	"form title":          "form_title",
+	"form id":             "form_id",
+	"instance name":       "instance_name",
+	"default language":    "default_language",
+	"guidance hint":       "guidance_hint",
+	"default sensitivity": "default_sensitivity",
+	"legal basis":         "legal_basis",
+	"subject id":          "subject_id",
 }
 
 func normalizeHeader(h string) string {
@@ -220,7 +223,8 @@ func normalizeHeader(h string) string {
 	case "label", "hint", "guidance_hint", "constraint_message", "required_message", "media::image", "media::audio", "media::video", "media::big-image",
 		"type", "name", "list_name", "required", "relevant", "constraint", "calculation", "default", "readonly", "appearance", "choice_filter",
 		"repeat_count", "parameters", "trigger", "form_title", "form_id", "version", "instance_name", "default_language", "style",
-		"public_key", "submission_url", "namespaces", "allow_choice_duplicates", "clean_text_values", "omit_instanceID", "autoplay":
+		"public_key", "submission_url", "namespaces", "allow_choice_duplicates", "clean_text_values", "omit_instanceID", "autoplay",
+		"purpose", "sensitivity", "default_sensitivity", "legal_basis", "consent", "subject_id":
 		base = lb
 	}
 	if hasLang {
