@@ -195,7 +195,7 @@ func TestParseFormRefuses(t *testing.T) {
 		{"bad id", `id="household"`, `id="house hold"`, "cannot be used"},
 		{"doctype", `<?xml version="1.0" encoding="utf-8"?>`, `<?xml version="1.0"?><!DOCTYPE h:html>`, "DOCTYPE"},
 		{"not xml", `</h:html>`, ``, "well-formed"},
-		{"no model", `<model odk:xforms-version="1.0.0">`, `<nomodel>`, ""},
+		{"no model", `<model odk:xforms-version="1.0.0" `, `<nomodel `, ""},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -323,10 +323,10 @@ func (f *Form) CheckProtection() []Problem {
 		}
 		var missing []string
 		if fd.Purpose == "" {
-			missing = append(missing, "a purpose (the survey column purpose: why it is collected and how it will be used)")
+			missing = append(missing, "purpose (survey column purpose: why it is collected and how it will be used)")
 		}
 		if fd.Sensitivity == "" {
-			missing = append(missing, fmt.Sprintf("a sensitivity (the survey column sensitivity: one of %s, or a default_sensitivity setting)", tierList()))
+			missing = append(missing, fmt.Sprintf("sensitivity (survey column sensitivity: %s; or a default_sensitivity setting)", tierList()))
 		} else if !fd.Sensitivity.Valid() {
 			out = append(out, Problem{Path: fd.Path, Message: fmt.Sprintf("the sensitivity %q is not a tier: use one of %s", fd.Sensitivity, tierList())})
 		}

@@ -211,10 +211,18 @@ func (s *Server) listForms(c echo.Context) error {
 	return c.JSON(http.StatusOK, forms)
 }
 
+// upload is a form as uploaded: its XForm, and for an XLSForm the
+// conversion's warnings and the survey row of each field.
+type upload struct {
+	xml      []byte
+	warnings []xlsform.Diagnostic
+	rows     map[string]int
+}
+
 // readForm reads an uploaded form: an XForm, or an XLSForm (.xlsx) that it
 // converts; conversion errors come back whole (and nothing is stored), and
 // warnings are returned for the answer.
-func readForm(c echo.Context) ([]byte, []xlsform.Diagnostic, error) {
+func readForm(c echo.Context) (*upload, error) {
 	ct, _, _ := mime.ParseMediaType(c.Request().Header.Get("Content-Type"))
 	limit := int64(formspec.MaxFormSize)
 	isXLSX := strings.Contains(ct, "spreadsheetml") || strings.Contains(ct, "ms-excel")
@@ -223,13 +231,13 @@ func readForm(c echo.Context) ([]byte, []xlsform.Diagnostic, error) {
 	}
 	b, err := io.ReadAll(io.LimitReader(c.Request().Body, limit+1))
 	if err != nil {
-		return nil, nil, haven.Errorf(haven.EINVALID, "The upload could not be read: %v.", err)
+		return nil, haven.Errorf(haven.EINVALID, "The upload could not be read: %v.", err)
 	}
 	if int64(len(b)) > limit {
-		return nil, nil, haven.Errorf(haven.ETOOLARGE, "The form is larger than %d bytes, the most Haven accepts.", limit)
+		return nil, haven.Errorf(haven.ETOOLARGE, "The form is larger than %d bytes, the most Haven accepts.", limit)
 	}
 	if !isXLSX {
-		return b, nil, nil
+		return &upload{xml: b}, nil
 	}
 	res := xlsform.ConvertXLSX(b, xlsform.Options{FormID: c.Request().Header.Get("X-XlsForm-FormId-Fallback")})
 	if len(res.Errors) > 0 {
@@ -237,11 +245,11 @@ func readForm(c echo.Context) ([]byte, []xlsform.Diagnostic, error) {
 		for i, e := range res.Errors {
 			msgs[i] = e.String()
 		}
-		return nil, nil, &haven.Error{Code: haven.EINVALID,
+		return nil, &haven.Error{Code: haven.EINVALID,
 			Message: "The XLSForm could not be converted, so nothing was stored: " + strings.Join(msgs, " "),
 			Details: map[string]any{"errors": res.Errors, "warnings": res.Warnings}}
 	}
-	return res.XForm, res.Warnings, nil
+	return &upload{xml: res.XForm, warnings: res.Warnings, rows: res.Rows}, nil
 }
 
 // formAnswer is a form as the API shows it after an upload, with the
@@ -256,15 +264,15 @@ func (s *Server) createForm(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	b, warnings, err := readForm(c)
+	up, err := readForm(c)
 	if err != nil {
 		return err
 	}
-	f, err := s.sync.CreateForm(c.Request().Context(), principal(c), pid, b, c.QueryParam("publish") == "true")
+	f, err := s.sync.CreateForm(c.Request().Context(), principal(c), pid, up.xml, c.QueryParam("publish") == "true", up.rows)
 	if err != nil {
 		return err
 	}
-	return c.JSON(http.StatusOK, formAnswer{f, warnings})
+	return c.JSON(http.StatusOK, formAnswer{f, up.warnings})
 }
 
 func (s *Server) setFormState(c echo.Context) error {
@@ -323,14 +331,14 @@ func (s *Server) newDraft(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	b, warnings, err := readForm(c)
+	up, err := readForm(c)
 	if err != nil {
 		return err
 	}
-	if _, err := s.sync.NewDraft(c.Request().Context(), principal(c), pid, c.Param("formId"), b); err != nil {
+	if _, err := s.sync.NewDraft(c.Request().Context(), principal(c), pid, c.Param("formId"), up.xml); err != nil {
 		return err
 	}
-	return c.JSON(http.StatusOK, map[string]any{"success": true, "warnings": warnings})
+	return c.JSON(http.StatusOK, map[string]any{"success": true, "warnings": up.warnings})
 }
 
 func (s *Server) getDraft(c echo.Context) error {
@@ -465,7 +473,14 @@ func (s *Server) getSubmission(c echo.Context) error {
 		return err
 	}
 	if !asXML {
-		return c.JSON(http.StatusOK, sub)
+		consent, err := s.subs.Consent(c.Request().Context(), sub.ID)
+		if err != nil {
+			return err
+		}
+		return c.JSON(http.StatusOK, struct {
+			*haven.Submission
+			Consent *haven.ConsentRecord `json:"consent"`
+		}{sub, consent})
 	}
 	b, err := s.subs.XML(c.Request().Context(), f.ProjectID, &sub.Current)
 	if err != nil {
@@ -487,7 +502,7 @@ func (s *Server) deleteSubmission(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	if err := s.subs.Delete(c.Request().Context(), s.blobs, f.ID, c.Param("instanceId")); err != nil {
+	if err := s.subs.Delete(c.Request().Context(), s.blobs, f.ID, c.Param("instanceId"), haven.AuditFrom(c.Request().Context())); err != nil {
 		return err
 	}
 	return c.JSON(http.StatusOK, map[string]bool{"success": true})
@@ -664,4 +679,67 @@ func (s *Server) unassign(c echo.Context) error {
 		return err
 	}
 	return c.JSON(http.StatusOK, map[string]bool{"success": true})
+}
+
+// formFields answers the schema view of a form's published version: every
+// field with its path, type, purpose and sensitivity.
+func (s *Server) formFields(c echo.Context) error { return s.fields(c, false) }
+
+// draftFields is formFields for the draft.
+func (s *Server) draftFields(c echo.Context) error { return s.fields(c, true) }
+
+func (s *Server) fields(c echo.Context, draft bool) error {
+	pid, err := projectID(c)
+	if err != nil {
+		return err
+	}
+	fs, err := s.sync.Fields(c.Request().Context(), principal(c), pid, c.Param("formId"), draft)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, fs)
+}
+
+// classification lists the project's forms with fields still undecided
+// (level_0); ?overdue=true lists only those past the 24-hour deadline.
+func (s *Server) classification(c echo.Context) error {
+	pid, err := projectID(c)
+	if err != nil {
+		return err
+	}
+	cs, err := s.sync.Classifications(c.Request().Context(), principal(c), pid, c.QueryParam("overdue") == "true")
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, cs)
+}
+
+// consentRefusals answers the anonymous tally of submissions not kept for
+// want of consent, by day, and the records of withdrawn consent.
+func (s *Server) consentRefusals(c echo.Context) error {
+	f, err := s.submissionForm(c)
+	if err != nil {
+		return err
+	}
+	tally, err := s.subs.Refusals(c.Request().Context(), f.ID)
+	if err != nil {
+		return err
+	}
+	withdrawals, err := s.subs.Withdrawals(c.Request().Context(), f.ID)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, map[string]any{"notKeptByDay": tally, "withdrawals": withdrawals})
+}
+
+// withdrawConsent erases a submission whose respondent withdrew consent.
+func (s *Server) withdrawConsent(c echo.Context) error {
+	pid, err := projectID(c)
+	if err != nil {
+		return err
+	}
+	if err := s.sync.WithdrawConsent(c.Request().Context(), principal(c), pid, c.Param("formId"), c.Param("instanceId")); err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, map[string]any{"success": true, "message": "The submission, its versions and files were erased. A record that consent was withdrawn, without personal data, was kept."})
 }

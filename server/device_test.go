@@ -316,17 +316,17 @@ func TestXLSFormUpload(t *testing.T) {
 	var pr struct{ ID int64 }
 	e.admin("POST", "/v1/projects", map[string]string{"name": "P"}, &pr)
 	good, _ := xlsform.MarkdownToXLSX(`
-| survey   |             |         |          |
-|          | type        | name    | label    |
-|          | integer     | members | Members  |
-|          | select_one yn | ok    | All well? |
-| choices  |             |         |          |
-|          | list_name   | name    | label    |
-|          | yn          | yes     | Yes      |
-|          | yn          | no      | No       |
-| settings |             |         |          |
-|          | form_id     | version |          |
-|          | visit       | 3       |          |
+| survey   |             |         |          |         |             |
+|          | type        | name    | label    | purpose | sensitivity |
+|          | integer     | members | Members  | Ration  | level_1     |
+|          | select_one yn | ok    | All well? | Triage | level_2     |
+| choices  |             |         |          |         |             |
+|          | list_name   | name    | label    |         |             |
+|          | yn          | yes     | Yes      |         |             |
+|          | yn          | no      | No       |         |             |
+| settings |             |         |          |         |             |
+|          | form_id     | version | legal_basis |      |             |
+|          | visit       | 3       | vital_interest |   |             |
 `)
 	const xlsxType = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 	base := fmt.Sprintf("/v1/projects/%d/forms", pr.ID)

@@ -234,6 +234,8 @@ func deviceID(c echo.Context) string {
 
 func receiptMessage(r *sync.Receipt) string {
 	switch {
+	case r.NotKept != "":
+		return r.NotKept
 	case len(r.Missing) > 0 && r.Incomplete:
 		return fmt.Sprintf("Received; waiting for %d more file(s) of this form.", len(r.Missing))
 	case len(r.Missing) > 0:

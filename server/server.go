@@ -45,6 +45,7 @@ type Server struct {
 	subs     *storage.Submissions
 	blobs    *storage.Blobs
 	sync     *sync.Service
+	auditLog *storage.Audit
 	jwtKey   []byte
 	nonceKey []byte
 	now      func() time.Time
@@ -57,6 +58,7 @@ type Deps struct {
 	Submissions *storage.Submissions
 	Blobs       *storage.Blobs
 	Sync        *sync.Service
+	Audit       *storage.Audit
 	// MasterKey seeds the server's own secrets (JWT signing, Digest nonces).
 	MasterKey []byte
 	Log       *slog.Logger
@@ -66,7 +68,7 @@ type Deps struct {
 // New builds the server and its routes.
 func New(cfg Config, d Deps) *Server {
 	s := &Server{
-		cfg: cfg, log: d.Log, users: d.Users, projects: d.Projects, subs: d.Submissions, blobs: d.Blobs, sync: d.Sync,
+		cfg: cfg, log: d.Log, users: d.Users, projects: d.Projects, subs: d.Submissions, blobs: d.Blobs, sync: d.Sync, auditLog: d.Audit,
 		jwtKey:   storage.DeriveSecret(d.MasterKey, "jwt"),
 		nonceKey: storage.DeriveSecret(d.MasterKey, "digest nonce"),
 		now:      d.Now,
@@ -86,7 +88,10 @@ func New(cfg Config, d Deps) *Server {
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
 	e.HTTPErrorHandler = s.handleError
-	e.Use(s.recoverPanics, s.bodyIdleTimeout)
+	// The client address is the connection's: X-Forwarded-For is not
+	// trusted unless a trusted proxy is configured.
+	e.IPExtractor = echo.ExtractIPDirect()
+	e.Use(s.recoverPanics, s.bodyIdleTimeout, s.audit)
 	s.echo = e
 	s.routes()
 	return s
@@ -163,6 +168,8 @@ func (s *Server) routes() {
 	v1.GET("/users/:id", s.getUser, s.requireAuth)
 	v1.GET("/projects", s.listProjects, s.requireAuth)
 	v1.POST("/projects", s.createProject, s.requireAuth)
+	v1.GET("/audit", s.listAudit, s.requireAuth)
+	v1.GET("/audit/verify", s.verifyAudit, s.requireAuth)
 
 	// Device endpoints answer both under /v1 (users with a password: Digest
 	// or Basic) and under /v1/key/{token} (app users, as ODK Central does).
@@ -176,6 +183,10 @@ func (s *Server) routes() {
 	p.POST("/forms", s.createForm)
 	p.PATCH("/forms/:formId", s.setFormState)
 	p.GET("/forms/:formId/versions", s.formVersions)
+	p.GET("/forms/:formId/fields", s.formFields)
+	p.GET("/forms/:formId/draft/fields", s.draftFields)
+	p.GET("/forms/:formId/consent-refusals", s.consentRefusals)
+	p.GET("/classification", s.classification)
 	p.GET("/forms/:formId/attachments", s.formAttachments)
 	p.POST("/forms/:formId/draft", s.newDraft)
 	p.GET("/forms/:formId/draft", s.getDraft)
@@ -187,6 +198,7 @@ func (s *Server) routes() {
 	p.GET("/forms/:formId/submissions", s.listSubmissions)
 	p.GET("/forms/:formId/submissions/:instanceId", s.getSubmission)
 	p.DELETE("/forms/:formId/submissions/:instanceId", s.deleteSubmission)
+	p.POST("/forms/:formId/submissions/:instanceId/withdraw-consent", s.withdrawConsent)
 	p.GET("/forms/:formId/submissions/:instanceId/versions", s.submissionVersions)
 	p.GET("/forms/:formId/submissions/:instanceId/attachments", s.submissionAttachments)
 	p.GET("/forms/:formId/submissions/:instanceId/attachments/:name", s.submissionAttachment)
@@ -251,9 +263,9 @@ func projectID(c echo.Context) (int64, error) { return pathInt(c, "pid") }
 
 // FromStore builds the server over an opened data directory, with default limits.
 func FromStore(cfg Config, st *storage.Store, log *slog.Logger) *Server {
-	svc := &sync.Service{Projects: st.Projects, Forms: st.Forms, Submissions: st.Submissions, Blobs: st.Blobs, Limits: sync.DefaultLimits}
+	svc := &sync.Service{Projects: st.Projects, Forms: st.Forms, Submissions: st.Submissions, Blobs: st.Blobs, Limits: sync.DefaultLimits, Now: st.DB.Now}
 	return New(cfg, Deps{
-		Users: st.Users, Projects: st.Projects, Submissions: st.Submissions, Blobs: st.Blobs, Sync: svc,
+		Users: st.Users, Projects: st.Projects, Submissions: st.Submissions, Blobs: st.Blobs, Sync: svc, Audit: st.Audit,
 		MasterKey: st.MasterKey, Log: log, Now: st.DB.Now,
 	})
 }

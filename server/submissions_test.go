@@ -57,8 +57,8 @@ func TestSplitUpload(t *testing.T) {
 	base := fmt.Sprintf("/v1/projects/%d/forms/household", pid)
 	xform := householdXML(t)
 	xform = bytes.Replace(xform, []byte("<photo/>"), []byte("<photo/><photo2/><photo3/>"), 1)
-	xform = bytes.Replace(xform, []byte(`<bind nodeset="/household/shelter/photo" type="binary"/>`),
-		[]byte(`<bind nodeset="/household/shelter/photo" type="binary"/><bind nodeset="/household/shelter/photo2" type="binary"/><bind nodeset="/household/shelter/photo3" type="binary"/>`), 1)
+	xform = bytes.Replace(xform, []byte(`<bind nodeset="/household/shelter/photo" `),
+		[]byte(`<bind nodeset="/household/shelter/photo2" type="binary" haven:purpose="Evidence"/><bind nodeset="/household/shelter/photo3" type="binary" haven:purpose="Evidence"/><bind nodeset="/household/shelter/photo" `), 1)
 	e.admin("POST", base+"/draft", xform, nil)
 	e.admin("POST", base+"/draft/publish?version=3photos", nil, nil)
 

@@ -19,6 +19,7 @@ type Store struct {
 	Projects    *Projects
 	Forms       *Forms
 	Submissions *Submissions
+	Audit       *Audit
 	MasterKey   []byte
 }
 
@@ -66,12 +67,14 @@ func OpenDir(ctx context.Context, dir string, opts ...Options) (*Store, error) {
 	}
 	blobs.Keys, blobs.DB = keys, db
 	db.BeforeCommit = blobs.SyncAll
+	audit := NewAudit(db, master)
 	return &Store{
 		Dir: dir, DB: db, Keys: keys, MasterKey: master, Blobs: blobs,
 		Users:       &Users{DB: db, Keys: keys},
 		Projects:    &Projects{DB: db, Keys: keys},
 		Forms:       &Forms{DB: db},
-		Submissions: &Submissions{DB: db, Keys: keys},
+		Submissions: &Submissions{DB: db, Keys: keys, Audit: audit},
+		Audit:       audit,
 	}, nil
 }
 

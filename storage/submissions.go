@@ -6,14 +6,16 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/haven-org/haven"
 )
 
 // Submissions reads and writes submissions, their versions and attachments.
 type Submissions struct {
-	DB   *DB
-	Keys *Keyring
+	DB    *DB
+	Keys  *Keyring
+	Audit *Audit
 }
 
 // Incoming is one submission POST after validation: the XML and the files
@@ -31,6 +33,10 @@ type Incoming struct {
 	// Expected lists the files the XML names; Files holds those that came.
 	Expected []string
 	Files    map[string]*Blob
+	// Consent is the consent evidence recorded with a new submission.
+	Consent *haven.ConsentRecord
+	// Audit, when set, is written in the same transaction as the submission.
+	Audit *haven.AuditEvent
 }
 
 // IngestResult says what Ingest did.
@@ -40,6 +46,8 @@ type IngestResult struct {
 	Missing   []string // files the XML names that have still not arrived
 	// Unused are blobs of files that were already stored: the caller deletes them.
 	Unused []*Blob
+	// Withdrawn is true when consent to this instance was withdrawn: nothing was stored.
+	Withdrawn bool
 }
 
 func xmlAAD(formID int64, instanceID string) string {
@@ -110,6 +118,18 @@ func (s *Submissions) Ingest(ctx context.Context, in *Incoming) (*IngestResult, 
 			}
 			res.Created = true
 		default:
+			var withdrawn int
+			if err := tx.QueryRow(`SELECT count(*) FROM consent_withdrawals WHERE form_id = ? AND instance_mac = ?`,
+				in.FormID, withdrawalMAC(pk, in.InstanceID)).Scan(&withdrawn); err != nil {
+				return err
+			}
+			if withdrawn > 0 {
+				res.Withdrawn, res.Unused = true, nil
+				for _, b := range in.Files {
+					res.Unused = append(res.Unused, b)
+				}
+				return s.audit(tx, in.Audit, "withdrawn")
+			}
 			r, err := tx.Exec(`INSERT INTO submissions (form_id, instance_id, submitter_id, device_id, created_at) VALUES (?, ?, ?, ?, ?)`,
 				in.FormID, in.InstanceID, in.SubmitterID, in.DeviceID, ms(tx.Now()))
 			if err != nil {
@@ -119,7 +139,17 @@ func (s *Submissions) Ingest(ctx context.Context, in *Incoming) (*IngestResult, 
 			if versionID, err = tx.insertVersion(in, submissionID, sealedXML, sealedName, mac); err != nil {
 				return err
 			}
+			if err := insertConsent(tx, submissionID, in); err != nil {
+				return err
+			}
 			res.Created = true
+		}
+		outcome := "duplicate"
+		if res.Created {
+			outcome = "ok"
+		}
+		if err := s.audit(tx, in.Audit, outcome); err != nil {
+			return err
 		}
 		// Record the files that came, where the version still lacks them.
 		for _, name := range in.Expected {
@@ -160,6 +190,116 @@ func (s *Submissions) Ingest(ctx context.Context, in *Incoming) (*IngestResult, 
 	return res, err
 }
 
+// audit writes e, when there is one, with the outcome.
+func (s *Submissions) audit(tx *Tx, e *haven.AuditEvent, outcome string) error {
+	if e == nil || s.Audit == nil {
+		return nil
+	}
+	e.Outcome = outcome
+	return s.Audit.Append(tx, e)
+}
+
+func withdrawalMAC(pk *ProjectKey, instanceID string) []byte {
+	return pk.MAC([]byte("consent withdrawn " + instanceID))
+}
+
+func insertConsent(tx *Tx, submissionID int64, in *Incoming) error {
+	c := in.Consent
+	if c == nil {
+		return nil
+	}
+	c.ReceivedAt = tx.Now().Truncate(1e6).UTC()
+	var start, end sql.NullInt64
+	if c.DeviceStart != nil {
+		start = sql.NullInt64{Int64: ms(*c.DeviceStart), Valid: true}
+	}
+	if c.DeviceEnd != nil {
+		end = sql.NullInt64{Int64: ms(*c.DeviceEnd), Valid: true}
+	}
+	_, err := tx.Exec(`INSERT INTO consent_records (submission_id, form_version_id, outcome, legal_basis, field, statement_version,
+		language, device_start, device_end, received_at, device_user_id, device_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		submissionID, in.FormVersionID, c.Outcome, c.LegalBasis, c.Field, c.StatementVersion, c.Language, start, end,
+		ms(c.ReceivedAt), c.DeviceUserID, c.DeviceID)
+	return err
+}
+
+// Consent returns the consent record of a submission; nil for submissions
+// stored before Haven kept them.
+func (s *Submissions) Consent(ctx context.Context, submissionID int64) (*haven.ConsentRecord, error) {
+	c := &haven.ConsentRecord{}
+	var start, end sql.NullInt64
+	var received int64
+	err := s.DB.read.QueryRowContext(ctx, `SELECT outcome, legal_basis, field, statement_version, language, device_start, device_end,
+		received_at, device_user_id, device_id FROM consent_records WHERE submission_id = ?`, submissionID).Scan(
+		&c.Outcome, &c.LegalBasis, &c.Field, &c.StatementVersion, &c.Language, &start, &end, &received, &c.DeviceUserID, &c.DeviceID)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, nil
+	} else if err != nil {
+		return nil, err
+	}
+	c.DeviceStart, c.DeviceEnd, c.ReceivedAt = fromNullMS(start), fromNullMS(end), fromMS(received)
+	return c, nil
+}
+
+// RecordRefusal counts a submission not kept for want of consent, in the
+// form's tally for the day; nothing else about it is written.
+func (s *Submissions) RecordRefusal(ctx context.Context, formID int64, e *haven.AuditEvent) error {
+	return s.DB.Write(ctx, func(tx *Tx) error {
+		day := tx.Now().UTC().Format("2006-01-02")
+		if _, err := tx.Exec(`INSERT INTO consent_refusals (form_id, day, count) VALUES (?, ?, 1)
+			ON CONFLICT (form_id, day) DO UPDATE SET count = count + 1`, formID, day); err != nil {
+			return err
+		}
+		return s.audit(tx, e, "consent_not_given")
+	})
+}
+
+// Refusals returns a form's tally of submissions not kept, by day.
+func (s *Submissions) Refusals(ctx context.Context, formID int64) (map[string]int, error) {
+	rows, err := s.DB.read.QueryContext(ctx, `SELECT day, count FROM consent_refusals WHERE form_id = ? ORDER BY day`, formID)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := map[string]int{}
+	for rows.Next() {
+		var day string
+		var n int
+		if err := rows.Scan(&day, &n); err != nil {
+			return nil, err
+		}
+		out[day] = n
+	}
+	return out, rows.Err()
+}
+
+// Withdrawal is the record kept when consent to a submission is withdrawn.
+type Withdrawal struct {
+	SubmittedOn string    `json:"submittedOn"` // the day the submission arrived
+	WithdrawnAt time.Time `json:"withdrawnAt"`
+	RecordedBy  int64     `json:"recordedBy"`
+}
+
+// Withdrawals lists a form's withdrawal records.
+func (s *Submissions) Withdrawals(ctx context.Context, formID int64) ([]Withdrawal, error) {
+	rows, err := s.DB.read.QueryContext(ctx, `SELECT submitted_on, withdrawn_at, recorded_by FROM consent_withdrawals WHERE form_id = ? ORDER BY id`, formID)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := []Withdrawal{}
+	for rows.Next() {
+		var w Withdrawal
+		var at int64
+		if err := rows.Scan(&w.SubmittedOn, &at, &w.RecordedBy); err != nil {
+			return nil, err
+		}
+		w.WithdrawnAt = fromMS(at)
+		out = append(out, w)
+	}
+	return out, rows.Err()
+}
+
 func (tx *Tx) insertVersion(in *Incoming, submissionID int64, sealedXML, sealedName, mac []byte) (int64, error) {
 	r, err := tx.Exec(`INSERT INTO submission_versions (submission_id, form_id, form_version_id, instance_id, deprecated_id,
 		instance_name, xml, xml_mac, submitter_id, device_id, current, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?)`,
@@ -177,63 +317,103 @@ func (tx *Tx) insertVersion(in *Incoming, submissionID int64, sealedXML, sealedN
 	return id, nil
 }
 
-// Delete erases a submission: every version, every attachment record and
-// the encrypted objects they alone use. The rows go in one transaction
-// (overwritten on disk: secure_delete); the objects are deleted from their
-// stores after it commits, and any a store fails to delete are left to the
-// garbage collector, since nothing records them any more.
-func (s *Submissions) Delete(ctx context.Context, blobs *Blobs, formID int64, instanceID string) error {
+// Delete erases a submission: every version, every attachment record, its
+// consent record and the encrypted objects they alone use. The rows go in one
+// transaction (overwritten on disk: secure_delete); the objects are deleted
+// from their stores after it commits, and any a store fails to delete are
+// left to the garbage collector, since nothing records them any more.
+func (s *Submissions) Delete(ctx context.Context, blobs *Blobs, formID int64, instanceID string, e *haven.AuditEvent) error {
 	var objects []*Blob
 	err := s.DB.Write(ctx, func(tx *Tx) error {
-		objects = nil
-		var id int64
-		err := tx.QueryRow(`SELECT id FROM submissions WHERE form_id = ? AND instance_id = ?`, formID, instanceID).Scan(&id)
-		if errors.Is(err, sql.ErrNoRows) {
-			return notFound(fmt.Sprintf("Submission %s", instanceID))
-		} else if err != nil {
+		var err error
+		if _, objects, err = eraseSubmission(tx, formID, instanceID); err != nil {
 			return err
 		}
-		rows, err := tx.Query(`SELECT DISTINCT b.id, b.store, b.object, b.data IS NOT NULL FROM blobs b
-			JOIN submission_attachments a ON a.blob_id = b.id JOIN submission_versions v ON v.id = a.version_id
-			WHERE v.submission_id = ?`, id)
-		if err != nil {
-			return err
-		}
-		var ids []int64
-		for rows.Next() {
-			b := &Blob{}
-			var inline bool
-			if err := rows.Scan(&b.ID, &b.Store, &b.Object, &inline); err != nil {
-				rows.Close()
-				return err
-			}
-			ids = append(ids, b.ID)
-			if !inline {
-				objects = append(objects, b)
-			}
-		}
-		rows.Close()
-		for _, q := range []string{
-			`DELETE FROM submission_attachments WHERE version_id IN (SELECT id FROM submission_versions WHERE submission_id = ?)`,
-			`DELETE FROM submission_versions WHERE submission_id = ?`,
-			`DELETE FROM submissions WHERE id = ?`,
-		} {
-			if _, err := tx.Exec(q, id); err != nil {
-				return err
-			}
-		}
-		for _, bid := range ids {
-			if _, err := tx.Exec(`DELETE FROM blobs WHERE id = ?`, bid); err != nil {
-				return err
-			}
-		}
-		return nil
+		return s.audit(tx, e, "ok")
 	})
 	if err != nil {
 		return err
 	}
 	blobs.Discard(ctx, objects...)
 	return nil
+}
+
+// WithdrawConsent erases a submission as Delete does and records, without
+// any personal data, that consent was withdrawn: the day it had arrived, when
+// it was withdrawn and who recorded it. A later resend of the same instance
+// is not stored again.
+func (s *Submissions) WithdrawConsent(ctx context.Context, blobs *Blobs, projectID, formID int64, instanceID string, by int64, e *haven.AuditEvent) error {
+	pk, err := s.Keys.ProjectKey(ctx, projectID)
+	if err != nil {
+		return err
+	}
+	var objects []*Blob
+	err = s.DB.Write(ctx, func(tx *Tx) error {
+		created, objs, err := eraseSubmission(tx, formID, instanceID)
+		if err != nil {
+			return err
+		}
+		objects = objs
+		if _, err := tx.Exec(`INSERT INTO consent_withdrawals (form_id, instance_mac, submitted_on, withdrawn_at, recorded_by) VALUES (?, ?, ?, ?, ?)`,
+			formID, withdrawalMAC(pk, instanceID), created.UTC().Format("2006-01-02"), ms(tx.Now()), by); err != nil {
+			return err
+		}
+		return s.audit(tx, e, "ok")
+	})
+	if err != nil {
+		return err
+	}
+	blobs.Discard(ctx, objects...)
+	return nil
+}
+
+// eraseSubmission deletes a submission's rows and returns when it was
+// created and the objects to delete from their stores once tx commits.
+func eraseSubmission(tx *Tx, formID int64, instanceID string) (time.Time, []*Blob, error) {
+	var id, created int64
+	err := tx.QueryRow(`SELECT id, created_at FROM submissions WHERE form_id = ? AND instance_id = ?`, formID, instanceID).Scan(&id, &created)
+	if errors.Is(err, sql.ErrNoRows) {
+		return time.Time{}, nil, notFound(fmt.Sprintf("Submission %s", instanceID))
+	} else if err != nil {
+		return time.Time{}, nil, err
+	}
+	rows, err := tx.Query(`SELECT DISTINCT b.id, b.store, b.object, b.data IS NOT NULL FROM blobs b
+		JOIN submission_attachments a ON a.blob_id = b.id JOIN submission_versions v ON v.id = a.version_id
+		WHERE v.submission_id = ?`, id)
+	if err != nil {
+		return time.Time{}, nil, err
+	}
+	var ids []int64
+	var objects []*Blob
+	for rows.Next() {
+		b := &Blob{}
+		var inline bool
+		if err := rows.Scan(&b.ID, &b.Store, &b.Object, &inline); err != nil {
+			rows.Close()
+			return time.Time{}, nil, err
+		}
+		ids = append(ids, b.ID)
+		if !inline {
+			objects = append(objects, b)
+		}
+	}
+	rows.Close()
+	for _, q := range []string{
+		`DELETE FROM submission_attachments WHERE version_id IN (SELECT id FROM submission_versions WHERE submission_id = ?)`,
+		`DELETE FROM submission_versions WHERE submission_id = ?`,
+		`DELETE FROM consent_records WHERE submission_id = ?`,
+		`DELETE FROM submissions WHERE id = ?`,
+	} {
+		if _, err := tx.Exec(q, id); err != nil {
+			return time.Time{}, nil, err
+		}
+	}
+	for _, bid := range ids {
+		if _, err := tx.Exec(`DELETE FROM blobs WHERE id = ?`, bid); err != nil {
+			return time.Time{}, nil, err
+		}
+	}
+	return fromMS(created), objects, nil
 }
 
 // KnownFiles returns, for an instanceID already stored in a form, the names

@@ -28,17 +28,23 @@ func parseForm(xml []byte) (*formspec.Form, storage.NewFormVersion, error) {
 }
 
 // CreateForm stores an uploaded XForm as a new form of the project: a draft,
-// or published at once when publish is true.
-func (s *Service) CreateForm(ctx context.Context, p *haven.Principal, projectID int64, xml []byte, publish bool) (*haven.Form, error) {
+// or published at once when publish is true. rows, for a form converted from
+// an XLSForm, maps field paths to survey rows for the publishing check.
+func (s *Service) CreateForm(ctx context.Context, p *haven.Principal, projectID int64, xml []byte, publish bool, rows map[string]int) (*haven.Form, error) {
 	if err := allowed(p, haven.ActionFormWrite, projectID); err != nil {
 		return nil, err
 	}
 	if _, err := s.Projects.Get(ctx, projectID); err != nil {
 		return nil, err
 	}
-	_, nv, err := parseForm(xml)
+	f, nv, err := parseForm(xml)
 	if err != nil {
 		return nil, err
+	}
+	if publish {
+		if err := checkPublishable(f, rows); err != nil {
+			return nil, err
+		}
 	}
 	return s.Forms.CreateForm(ctx, projectID, nv, publish)
 }
@@ -143,6 +149,13 @@ func (s *Service) PublishDraft(ctx context.Context, p *haven.Principal, projectI
 		return nil, err
 	}
 	xml := v.XML
+	parsed, err := formspec.Parse(xml)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkPublishable(parsed, nil); err != nil {
+		return nil, err
+	}
 	if version != "" && version != v.Version {
 		if xml, err = formspec.SetVersion(xml, version); err != nil {
 			return nil, err

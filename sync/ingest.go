@@ -22,6 +22,9 @@ type Receipt struct {
 	Duplicate  bool     // the same XML was already stored
 	Missing    []string // files the XML names that have not arrived yet
 	Incomplete bool     // the device said more requests follow (*isIncomplete*)
+	// NotKept says why nothing of the submission was stored although the
+	// device may clear it: consent not given, or withdrawn. "" when stored.
+	NotKept string
 }
 
 // SubmitRequest is one submission request as a device sent it.
@@ -62,6 +65,14 @@ type ingestion struct {
 	files      map[string]*storage.Blob
 	seen       map[string]bool
 	incomplete bool
+	schema     *formspec.Form
+	consent    string // the consent outcome of the instance
+}
+
+// kept reports whether the submission may be stored: consent given, or a
+// form that relies on another legal basis.
+func (in *ingestion) kept() bool {
+	return in.consent == haven.ConsentGiven || in.consent == haven.ConsentNotNeeded
 }
 
 func (in *ingestion) blobs() []*storage.Blob {
@@ -97,7 +108,41 @@ func (in *ingestion) run(ctx context.Context) (*Receipt, error) {
 			return nil, unreferenced(name)
 		}
 	}
+	audit := haven.AuditFrom(ctx)
+	if audit != nil {
+		audit.Object = fmt.Sprintf("project/%d/form/%s/submission/%s", in.req.ProjectID, in.form.XMLFormID, in.inst.InstanceID)
+		audit.Details = map[string]any{"formVersion": in.version.Version}
+		if in.inst.DeprecatedID != "" {
+			audit.Details["deprecatedId"] = in.inst.DeprecatedID
+		}
+	}
+	if !in.kept() {
+		// Nothing of it is stored. Collect sends a large form in several
+		// requests; the tally counts the form once, on its last request.
+		in.s.Blobs.Discard(ctx, in.blobs()...)
+		in.files = nil
+		if audit != nil {
+			audit.Details["consent"] = in.consent
+		}
+		if !in.incomplete {
+			if err := in.s.Submissions.RecordRefusal(ctx, in.form.ID, audit); err != nil {
+				return nil, err
+			}
+		}
+		return &Receipt{FormID: in.form.XMLFormID, InstanceID: in.inst.InstanceID, Incomplete: in.incomplete,
+			NotKept: "Consent was not recorded as given, so nothing of this form was kept on the server. It can be removed from the device."}, nil
+	}
 	expected := in.val.Files
+	start, end := in.schema.DeviceTimes(in.inst)
+	consent := &haven.ConsentRecord{Outcome: in.consent, LegalBasis: in.schema.LegalBasis, DeviceStart: start, DeviceEnd: end,
+		DeviceUserID: in.req.Principal.ActorID, DeviceID: in.req.DeviceID}
+	if in.schema.Consent != nil {
+		consent.LegalBasis, consent.Field = haven.BasisConsent, in.schema.Consent.Path
+		_, consent.StatementVersion = in.schema.ConsentStatement()
+		if len(in.schema.Languages) == 1 {
+			consent.Language = in.schema.Languages[0]
+		}
+	}
 	res, err := in.s.Submissions.Ingest(ctx, &storage.Incoming{
 		ProjectID:     in.req.ProjectID,
 		FormID:        in.form.ID,
@@ -110,11 +155,17 @@ func (in *ingestion) run(ctx context.Context) (*Receipt, error) {
 		DeviceID:      in.req.DeviceID,
 		Expected:      expected,
 		Files:         in.files,
+		Consent:       consent,
+		Audit:         audit,
 	})
 	if err != nil {
 		return nil, err
 	}
 	in.s.Blobs.Discard(ctx, res.Unused...)
+	if res.Withdrawn {
+		return &Receipt{FormID: in.form.XMLFormID, InstanceID: in.inst.InstanceID, Incomplete: in.incomplete,
+			NotKept: "Consent to this form was withdrawn, so it was not kept on the server. It can be removed from the device."}, nil
+	}
 	return &Receipt{
 		FormID: in.form.XMLFormID, InstanceID: in.inst.InstanceID,
 		Created: res.Created, Duplicate: res.Duplicate, Missing: res.Missing, Incomplete: in.incomplete,
@@ -171,6 +222,13 @@ func (in *ingestion) part(ctx context.Context, part *multipart.Part) error {
 	if in.inst != nil {
 		if !in.expected[fileName] {
 			return unreferenced(fileName)
+		}
+		if !in.kept() {
+			// Consent not given: the file is read past, never written.
+			if _, err := io.Copy(io.Discard, part); err != nil {
+				return badMultipart(err)
+			}
+			return nil
 		}
 		if err := in.loadKnown(ctx); err != nil {
 			return err
@@ -255,7 +313,8 @@ func (in *ingestion) readXML(ctx context.Context, part *multipart.Part) error {
 	if err := val.Error(inst.FormID); err != nil {
 		return err
 	}
-	in.xml, in.inst, in.form, in.version, in.val = b, inst, form, version, val
+	in.xml, in.inst, in.form, in.version, in.val, in.schema = b, inst, form, version, val, schema
+	in.consent = schema.ConsentOutcome(inst)
 	in.expected = map[string]bool{}
 	for _, f := range val.Files {
 		in.expected[f] = true

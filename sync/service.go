@@ -10,6 +10,7 @@ import (
 	"encoding/hex"
 	"io"
 	gosync "sync"
+	"time"
 
 	"github.com/haven-org/haven"
 	"github.com/haven-org/haven/formspec"
@@ -40,6 +41,8 @@ type Service struct {
 	Submissions *storage.Submissions
 	Blobs       *storage.Blobs
 	Limits      Limits
+	// Now is the clock (classification deadlines); nil means time.Now.
+	Now func() time.Time
 
 	schemas gosync.Map // form version id -> *formspec.Form (published versions never change)
 }

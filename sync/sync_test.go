@@ -48,7 +48,7 @@ func setup(t testing.TB) (*sync.Service, int64, *haven.Principal, objects) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := svc.CreateForm(ctx, admin, pr.ID, xform, true); err != nil {
+	if _, err := svc.CreateForm(ctx, admin, pr.ID, xform, true, nil); err != nil {
 		t.Fatal(err)
 	}
 	au, err := st.Users.CreateAppUser(ctx, pr.ID, "T")

@@ -13,10 +13,11 @@ import (
 	"github.com/haven-org/haven/formspec"
 )
 
-// BenchForm returns the XForm the benchmarks use: 30 questions of the usual
-// kinds (text, numbers, dates, selects, a location), one photo and a value
-// looked up in a CSV (prices.csv, so the form has a manifest), with the given
-// version. A filled-in instance is about 2 KB of XML.
+// BenchForm returns the XForm the benchmarks use: a consent question, 30
+// questions of the usual kinds (text, numbers, dates, selects, a location),
+// one photo and a value looked up in a CSV (prices.csv, so the form has a
+// manifest), with the given version. Every field declares a purpose and a
+// tier, as Haven requires. A filled-in instance is about 2 KB of XML.
 func BenchForm(version string) []byte {
 	type q struct{ name, typ, choices string }
 	var qs []q
@@ -34,18 +35,19 @@ func BenchForm(version string) []byte {
 	}
 	qs = append(qs, q{"needs", "select", "food water shelter health education cash"},
 		q{"vulnerabilities", "select", "elderly disability pregnant child_headed none"})
+	qs = append([]q{{"consent", "select1", "yes no"}}, qs...)
 	var b bytes.Buffer
 	b.WriteString(`<?xml version="1.0" encoding="utf-8"?>
-<h:html xmlns="http://www.w3.org/2002/xforms" xmlns:h="http://www.w3.org/1999/xhtml" xmlns:jr="http://openrosa.org/javarosa" xmlns:orx="http://openrosa.org/xforms">
-<h:head><h:title>Haven benchmark survey</h:title><model><instance><bench id="bench" version="` + version + `">`)
+<h:html xmlns="http://www.w3.org/2002/xforms" xmlns:h="http://www.w3.org/1999/xhtml" xmlns:jr="http://openrosa.org/javarosa" xmlns:orx="http://openrosa.org/xforms" xmlns:haven="urn:haven:xforms">
+<h:head><h:title>Haven benchmark survey</h:title><model haven:consent-field="/bench/consent"><instance><bench id="bench" version="` + version + `">`)
 	for _, q := range qs {
 		fmt.Fprintf(&b, "<%s/>", q.name)
 	}
 	b.WriteString(`<photo/><area_price/><meta><instanceID/></meta></bench></instance>`)
 	for _, q := range qs {
-		fmt.Fprintf(&b, `<bind nodeset="/bench/%s" type="%s"/>`, q.name, q.typ)
+		fmt.Fprintf(&b, `<bind nodeset="/bench/%s" type="%s" haven:purpose="Benchmark answer" haven:sensitivity="level_1"/>`, q.name, q.typ)
 	}
-	b.WriteString(`<bind nodeset="/bench/photo" type="binary"/><bind nodeset="/bench/area_price" type="string" calculate="pulldata('prices', 'price', 'district', 'north')"/><bind nodeset="/bench/meta/instanceID" type="string" readonly="true()" jr:preload="uid"/></model></h:head><h:body>`)
+	b.WriteString(`<bind nodeset="/bench/photo" type="binary" haven:purpose="Benchmark photo" haven:sensitivity="level_2"/><bind nodeset="/bench/area_price" type="string" calculate="pulldata('prices', 'price', 'district', 'north')" haven:purpose="Price lookup" haven:sensitivity="public"/><bind nodeset="/bench/meta/instanceID" type="string" readonly="true()" jr:preload="uid"/></model></h:head><h:body>`)
 	for _, q := range qs {
 		switch q.typ {
 		case "select1", "select":
@@ -96,6 +98,8 @@ func Instance(f *formspec.Form, instanceID, photo string, r *mrand.Rand) []byte 
 			switch {
 			case c.Path == "/"+f.Root.Name+"/meta/instanceID":
 				v = instanceID
+			case c == f.Consent:
+				v = "yes"
 			case c.Type == "binary":
 				if photo != "" && !usedPhoto {
 					v, usedPhoto = photo, true

@@ -31,7 +31,7 @@ func TestRun(t *testing.T) {
 	svc := &sync.Service{Projects: st.Projects, Forms: st.Forms, Submissions: st.Submissions, Blobs: st.Blobs, Limits: sync.DefaultLimits}
 	pr, _ := st.Projects.Create(ctx, "P", "")
 	admin := &haven.Principal{Admin: true}
-	if _, err := svc.CreateForm(ctx, admin, pr.ID, loadgen.BenchForm("1"), true); err != nil {
+	if _, err := svc.CreateForm(ctx, admin, pr.ID, loadgen.BenchForm("1"), true, nil); err != nil {
 		t.Fatal(err)
 	}
 	au, _ := st.Users.CreateAppUser(ctx, pr.ID, "T")

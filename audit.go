@@ -1,0 +1,39 @@
+package haven
+
+import (
+	"context"
+	"time"
+)
+
+// AuditEvent is one entry of the audit trail: who did what to which object,
+// when, from where, and how it ended. It names objects by id and never holds
+// a field's value.
+type AuditEvent struct {
+	ID        int64          `json:"id"`
+	At        time.Time      `json:"loggedAt"`
+	ActorID   int64          `json:"actorId,omitempty"`
+	Actor     string         `json:"actor"`
+	Action    string         `json:"action"`
+	ProjectID int64          `json:"projectId,omitempty"`
+	Object    string         `json:"object"`
+	Address   string         `json:"address"`
+	Outcome   string         `json:"outcome"` // ok, or the error code
+	Details   map[string]any `json:"details,omitempty"`
+
+	// Recorded is set by a layer that wrote the event in its own
+	// transaction, with the change it describes.
+	Recorded bool `json:"-"`
+}
+
+type auditKey struct{}
+
+// WithAudit returns a context carrying the audit event of the request it serves.
+func WithAudit(ctx context.Context, e *AuditEvent) context.Context {
+	return context.WithValue(ctx, auditKey{}, e)
+}
+
+// AuditFrom returns the audit event a context carries, or nil.
+func AuditFrom(ctx context.Context) *AuditEvent {
+	e, _ := ctx.Value(auditKey{}).(*AuditEvent)
+	return e
+}
