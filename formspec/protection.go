@@ -213,6 +213,7 @@ var metadataTiers = map[string]struct {
 	"date":      {"When the form was filled in (recorded by the device).", haven.Level1},
 	"property":  {"Which device or account filled in the form (recorded by the device).", haven.Level2},
 	"meta":      {"Identifies the submission (protocol metadata).", haven.Public},
+	"uid":       {"Identifies the submission (protocol metadata).", haven.Public},
 }
 
 // IsMetadata reports whether the device fills n in itself: the meta block

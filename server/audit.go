@@ -60,6 +60,9 @@ func auditObject(c echo.Context) (string, int64) {
 	}
 	for _, kv := range [][2]string{{"formId", "form"}, {"instanceId", "submission"}, {"name", "file"}, {"id", "actor"}, {"actorId", "actor"}} {
 		if v := c.Param(kv[0]); v != "" {
+			if kv[0] == "instanceId" {
+				v = strings.TrimSuffix(v, ".xml") // the XML of the same submission
+			}
 			parts = append(parts, kv[1], v)
 		}
 	}

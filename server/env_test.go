@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/haven-org/haven/clients/collect"
 	"github.com/haven-org/haven/server"
@@ -49,12 +50,12 @@ func newEnvWith(t *testing.T, opts storage.Options, limits ...sync.Limits) *env 
 		t.Fatal(err)
 	}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	svc := &sync.Service{Projects: st.Projects, Forms: st.Forms, Submissions: st.Submissions, Blobs: st.Blobs, Limits: sync.DefaultLimits, Now: st.DB.Now}
+	svc := &sync.Service{Projects: st.Projects, Forms: st.Forms, Submissions: st.Submissions, Blobs: st.Blobs, Limits: sync.DefaultLimits, Now: func() time.Time { return st.DB.Now() }}
 	if len(limits) > 0 {
 		svc.Limits = limits[0]
 	}
 	h := server.New(server.Config{}, server.Deps{Users: st.Users, Projects: st.Projects, Submissions: st.Submissions,
-		Blobs: st.Blobs, Sync: svc, Audit: st.Audit, MasterKey: st.MasterKey, Log: log, Now: st.DB.Now})
+		Blobs: st.Blobs, Sync: svc, Audit: st.Audit, MasterKey: st.MasterKey, Log: log, Now: func() time.Time { return st.DB.Now() }})
 	e := &env{t: t, dir: dir, st: st, srv: httptest.NewServer(h)}
 	t.Cleanup(func() { e.srv.Close(); st.Close() })
 	e.token = e.login(adminEmail, adminPassword)

@@ -43,6 +43,7 @@ Usage:
   haven admin create --email EMAIL [--data DIR]   (password from stdin when piped, else generated)
   haven form convert FORM.xlsx [-o out.xml] [--form-id ID] [--root-name NAME] [--json]
   haven storage migrate --to s3|local | haven storage gc   (see haven storage)
+  haven audit verify [--data DIR]   (check the audit trail's hash chain)
   haven loadgen --spawn|--server URL|--url URL [--devices N --duration D --photo BYTES --flaky F --mode submit|formlist --json]
 
 The data directory defaults to ./haven-data, or HAVEN_DATA when set.
@@ -89,6 +90,8 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return storageCmd(ctx, args[1:], stdout, stderr)
 	case "loadgen":
 		return loadgenCmd(ctx, args[1:], stdout, stderr)
+	case "audit":
+		return auditCmd(ctx, args[1:], stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil

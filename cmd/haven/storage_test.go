@@ -3,10 +3,12 @@ package main
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"strings"
 	"testing"
 
+	"github.com/haven-org/haven"
 	"github.com/haven-org/haven/storage"
 	"github.com/haven-org/haven/storage/miniotest"
 )
@@ -74,5 +76,37 @@ func TestStorageCommands(t *testing.T) {
 	out.Reset()
 	if err := run(ctx, append([]string{"storage", "gc", "--data", data}, s3...), nil, &out, io.Discard); err != nil || !strings.Contains(out.String(), "Removed 0") {
 		t.Fatalf("gc: %q %v", out.String(), err)
+	}
+}
+
+// haven audit verify checks the chain and names the first broken event.
+func TestAuditVerify(t *testing.T) {
+	ctx := context.Background()
+	data := t.TempDir()
+	st, err := storage.OpenDir(ctx, data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 5; i++ {
+		if err := st.Audit.Log(ctx, &haven.AuditEvent{Action: "test.event", Object: fmt.Sprint(i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	st.Close()
+	var out bytes.Buffer
+	if err := run(ctx, []string{"audit", "verify", "--data", data}, nil, &out, io.Discard); err != nil || !strings.Contains(out.String(), "5 events") {
+		t.Fatalf("verify: %v %q", err, out.String())
+	}
+	// Remove event 3 behind the database's back.
+	st, _ = storage.OpenDir(ctx, data)
+	st.DB.Write(ctx, func(tx *storage.Tx) error {
+		tx.Exec(`DROP TRIGGER audits_no_delete`)
+		_, err := tx.Exec(`DELETE FROM audits WHERE id = 3`)
+		return err
+	})
+	st.Close()
+	err = run(ctx, []string{"audit", "verify", "--data", data}, nil, io.Discard, io.Discard)
+	if err == nil || !strings.Contains(haven.ErrorMessage(err), "event 3 is missing") {
+		t.Fatalf("a deleted event: %v", err)
 	}
 }
