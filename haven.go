@@ -15,6 +15,44 @@ type Project struct {
 	Description string    `json:"description"`
 	CreatedAt   time.Time `json:"createdAt"`
 	UpdatedAt   time.Time `json:"updatedAt"`
+	// EndDate is when collection stops; the data is destroyed RetentionDays
+	// after it, unless a legal hold stands.
+	EndDate       *time.Time `json:"endDate"`
+	RetentionDays int        `json:"retentionDays"`
+	// DestructionStartedAt is set when the reaper begins; DestroyedAt when it is done.
+	DestructionStartedAt *time.Time `json:"destructionStartedAt,omitempty"`
+	DestroyedAt          *time.Time `json:"destroyedAt"`
+	Hold                 *LegalHold `json:"legalHold"`
+}
+
+// LegalHold defers a project's destruction while it stands.
+type LegalHold struct {
+	Reason    string    `json:"reason"`
+	Reference string    `json:"reference"`
+	PlacedBy  int64     `json:"placedBy"`
+	PlacedAt  time.Time `json:"placedAt"`
+}
+
+// DestructionDate is when the project's data is due for destruction: the
+// end date plus the retention period; nil without an end date.
+func (p *Project) DestructionDate() *time.Time {
+	if p.EndDate == nil {
+		return nil
+	}
+	d := p.EndDate.AddDate(0, 0, p.RetentionDays)
+	return &d
+}
+
+// Closed reports whether devices may no longer fetch forms or submit: the
+// end date has come, or destruction has begun.
+func (p *Project) Closed(now time.Time) bool {
+	return p.DestructionStartedAt != nil || (p.EndDate != nil && !now.Before(*p.EndDate))
+}
+
+// DueForDestruction reports whether the reaper should destroy the project now.
+func (p *Project) DueForDestruction(now time.Time) bool {
+	d := p.DestructionDate()
+	return p.DestroyedAt == nil && p.Hold == nil && (p.DestructionStartedAt != nil || (d != nil && !now.Before(*d)))
 }
 
 // Actor types, as ODK Central names them.

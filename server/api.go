@@ -473,7 +473,7 @@ func (s *Server) getSubmission(c echo.Context) error {
 		return err
 	}
 	if !asXML {
-		consent, err := s.subs.Consent(c.Request().Context(), sub.ID)
+		consent, err := s.subs.Consent(c.Request().Context(), f.ProjectID, sub)
 		if err != nil {
 			return err
 		}

@@ -27,9 +27,15 @@ const KeySize = 32
 // wraps one data key per project; project keys seal submission XML and wrap
 // the per-object keys of attachments. Destroying a project key makes every
 // copy of that project's data, wherever it survives, unreadable.
+//
+// Project keys live in the key store (a keys/ folder beside the database,
+// one file per key, each wrapped by the master key), not in the database:
+// a backup of the database and the blobs holds no project key, so once a
+// project's key file is destroyed no old backup of its data can be read.
 type Keyring struct {
 	db     *DB
 	master cipher.AEAD
+	dir    string // the key store
 
 	mu    sync.RWMutex
 	cache map[int64]*ProjectKey
@@ -84,13 +90,56 @@ func decodeKey(s string) ([]byte, error) {
 	return nil, errors.New("a master key must be 32 bytes, written as base64 or hex")
 }
 
-// NewKeyring returns a keyring over db with the given master key.
-func NewKeyring(db *DB, master []byte) (*Keyring, error) {
+// NewKeyring returns a keyring over db with the given master key and key
+// store folder. Keys an older version kept in the database move to the store.
+func NewKeyring(db *DB, master []byte, dir string) (*Keyring, error) {
 	aead, err := newAEAD(master)
 	if err != nil {
 		return nil, err
 	}
-	return &Keyring{db: db, master: aead, cache: map[int64]*ProjectKey{}}, nil
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("creating the key store: %w", err)
+	}
+	k := &Keyring{db: db, master: aead, dir: dir, cache: map[int64]*ProjectKey{}}
+	return k, k.moveKeysOutOfDatabase(context.Background())
+}
+
+func (k *Keyring) keyFile(keyID int64) string {
+	return filepath.Join(k.dir, fmt.Sprintf("project-key-%d", keyID))
+}
+
+// moveKeysOutOfDatabase writes any wrapped key still in the database to the
+// key store, then clears it from the database (secure_delete overwrites it).
+func (k *Keyring) moveKeysOutOfDatabase(ctx context.Context) error {
+	return k.db.Write(ctx, func(tx *Tx) error {
+		rows, err := tx.Query(`SELECT id, wrapped FROM project_keys WHERE wrapped IS NOT NULL AND destroyed_at IS NULL`)
+		if err != nil {
+			return err
+		}
+		type kw struct {
+			id      int64
+			wrapped []byte
+		}
+		var keys []kw
+		for rows.Next() {
+			var x kw
+			if err := rows.Scan(&x.id, &x.wrapped); err != nil {
+				rows.Close()
+				return err
+			}
+			keys = append(keys, x)
+		}
+		rows.Close()
+		for _, x := range keys {
+			if err := writeFileDurably(k.keyFile(x.id), x.wrapped, 0o600); err != nil {
+				return err
+			}
+			if _, err := tx.Exec(`UPDATE project_keys SET wrapped = NULL WHERE id = ?`, x.id); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
 }
 
 func newAEAD(key []byte) (cipher.AEAD, error) {
@@ -146,9 +195,72 @@ func (k *Keyring) createProjectKey(tx *Tx, projectID int64) error {
 	key := make([]byte, KeySize)
 	rand.Read(key)
 	wrapped := seal(k.master, key, projectKeyAAD(projectID))
-	_, err := tx.Exec(`INSERT INTO project_keys (project_id, wrapped, created_at) VALUES (?, ?, ?)`,
-		projectID, wrapped, ms(tx.Now()))
-	return err
+	res, err := tx.Exec(`INSERT INTO project_keys (project_id, created_at) VALUES (?, ?)`, projectID, ms(tx.Now()))
+	if err != nil {
+		return err
+	}
+	id, _ := res.LastInsertId()
+	// Written before the row commits: a crash in between leaves a key file
+	// no row names, which unlocks nothing that was ever stored.
+	return writeFileDurably(k.keyFile(id), wrapped, 0o600)
+}
+
+// destroyProjectKey marks a project's live key destroyed within tx and
+// returns its id; the caller calls ShredKeyFiles once tx has committed.
+func (k *Keyring) destroyProjectKey(tx *Tx, projectID int64) (int64, error) {
+	var id int64
+	err := tx.QueryRow(`SELECT id FROM project_keys WHERE project_id = ? AND destroyed_at IS NULL`, projectID).Scan(&id)
+	if errors.Is(err, sql.ErrNoRows) {
+		err = tx.QueryRow(`SELECT id FROM project_keys WHERE project_id = ? ORDER BY id DESC LIMIT 1`, projectID).Scan(&id)
+		return id, err // already destroyed (a resumed destruction)
+	} else if err != nil {
+		return 0, err
+	}
+	_, err = tx.Exec(`UPDATE project_keys SET wrapped = NULL, destroyed_at = ? WHERE id = ?`, ms(tx.Now()), id)
+	k.mu.Lock()
+	delete(k.cache, projectID)
+	k.mu.Unlock()
+	return id, err
+}
+
+// ShredKeyFiles overwrites and removes the key file of every destroyed key
+// still in the key store, and flushes the folder. It is idempotent: a
+// destruction interrupted after its transaction finishes here next time.
+func (k *Keyring) ShredKeyFiles(ctx context.Context) (int, error) {
+	rows, err := k.db.read.QueryContext(ctx, `SELECT id FROM project_keys WHERE destroyed_at IS NOT NULL`)
+	if err != nil {
+		return 0, err
+	}
+	var ids []int64
+	for rows.Next() {
+		var id int64
+		rows.Scan(&id)
+		ids = append(ids, id)
+	}
+	rows.Close()
+	n := 0
+	for _, id := range ids {
+		path := k.keyFile(id)
+		fi, err := os.Stat(path)
+		if errors.Is(err, os.ErrNotExist) {
+			continue
+		} else if err != nil {
+			return n, err
+		}
+		if f, err := os.OpenFile(path, os.O_WRONLY, 0); err == nil {
+			f.Write(make([]byte, fi.Size()))
+			f.Sync()
+			f.Close()
+		}
+		if err := os.Remove(path); err != nil {
+			return n, err
+		}
+		n++
+	}
+	if n > 0 {
+		return n, syncDir(k.dir)
+	}
+	return n, nil
 }
 
 // ProjectKey returns the live data key of a project.
@@ -160,10 +272,15 @@ func (k *Keyring) ProjectKey(ctx context.Context, projectID int64) (*ProjectKey,
 		return pk, nil
 	}
 	var id int64
-	var wrapped []byte
-	err := k.db.read.QueryRowContext(ctx, `SELECT id, wrapped FROM project_keys WHERE project_id = ? AND destroyed_at IS NULL`, projectID).Scan(&id, &wrapped)
+	err := k.db.read.QueryRowContext(ctx, `SELECT id FROM project_keys WHERE project_id = ? AND destroyed_at IS NULL`, projectID).Scan(&id)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, haven.Errorf(haven.ENOTFOUND, "Project %d has no data key: it does not exist or its data was destroyed.", projectID)
+	} else if err != nil {
+		return nil, err
+	}
+	wrapped, err := os.ReadFile(k.keyFile(id))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, haven.Errorf(haven.EUNAVAILABLE, "The key of project %d is not in the key store (%s). Restore the keys folder of this data directory; a database restored from a backup needs the live key store beside it.", projectID, k.dir)
 	} else if err != nil {
 		return nil, err
 	}

@@ -60,7 +60,7 @@ func OpenDir(ctx context.Context, dir string, opts ...Options) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	keys, err := NewKeyring(db, master)
+	keys, err := NewKeyring(db, master, filepath.Join(dir, "keys"))
 	if err != nil {
 		db.Close()
 		return nil, err

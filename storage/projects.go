@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/haven-org/haven"
 )
@@ -14,53 +15,107 @@ import (
 type Projects struct {
 	DB   *DB
 	Keys *Keyring
+
+	cache ttlCache[int64, *haven.Project] // Get, for every device request
+}
+
+// Lifecycle is what may be set about a project's end: nil fields stay as they are.
+type Lifecycle struct {
+	EndDate       *time.Time
+	ClearEndDate  bool
+	RetentionDays *int
+}
+
+func checkLifecycle(l Lifecycle) error {
+	if l.RetentionDays != nil && (*l.RetentionDays < 0 || *l.RetentionDays > 36500) {
+		return haven.Errorf(haven.EINVALID, "retentionDays must be a number of days from 0 to 36500.")
+	}
+	return nil
 }
 
 // Create makes a project with its own data key.
-func (p *Projects) Create(ctx context.Context, name, description string) (*haven.Project, error) {
+func (p *Projects) Create(ctx context.Context, name, description string, life ...Lifecycle) (*haven.Project, error) {
 	name = strings.TrimSpace(name)
 	if name == "" {
 		return nil, haven.Errorf(haven.EINVALID, "A project needs a name.")
 	}
-	var project *haven.Project
+	var l Lifecycle
+	if len(life) > 0 {
+		l = life[0]
+	}
+	if err := checkLifecycle(l); err != nil {
+		return nil, err
+	}
+	var id int64
 	err := p.DB.Write(ctx, func(tx *Tx) error {
-		res, err := tx.Exec(`INSERT INTO projects (name, description, created_at, updated_at) VALUES (?, ?, ?, ?)`,
-			name, description, ms(tx.Now()), ms(tx.Now()))
+		var end sql.NullInt64
+		if l.EndDate != nil {
+			end = sql.NullInt64{Int64: ms(*l.EndDate), Valid: true}
+		}
+		retention := 0
+		if l.RetentionDays != nil {
+			retention = *l.RetentionDays
+		}
+		res, err := tx.Exec(`INSERT INTO projects (name, description, created_at, updated_at, end_date, retention_days) VALUES (?, ?, ?, ?, ?, ?)`,
+			name, description, ms(tx.Now()), ms(tx.Now()), end, retention)
 		if err != nil {
 			return err
 		}
-		id, _ := res.LastInsertId()
-		if err := p.Keys.createProjectKey(tx, id); err != nil {
-			return err
-		}
-		project = &haven.Project{ID: id, Name: name, Description: description, CreatedAt: tx.Now(), UpdatedAt: tx.Now()}
-		return nil
+		id, _ = res.LastInsertId()
+		return p.Keys.createProjectKey(tx, id)
 	})
-	return project, err
+	if err != nil {
+		return nil, err
+	}
+	return p.Get(ctx, id)
 }
+
+const projectColumns = `p.id, p.name, p.description, p.created_at, p.updated_at, p.end_date, p.retention_days, p.destruction_started_at,
+	p.destroyed_at, h.reason, h.reference, h.placed_by, h.placed_at FROM projects p LEFT JOIN legal_holds h ON h.project_id = p.id AND h.lifted_at IS NULL`
 
 func scanProject(row interface{ Scan(...any) error }) (*haven.Project, error) {
 	var pr haven.Project
 	var created, updated int64
-	if err := row.Scan(&pr.ID, &pr.Name, &pr.Description, &created, &updated); err != nil {
+	var end, started, destroyed, placedBy, placedAt sql.NullInt64
+	var reason, reference sql.NullString
+	if err := row.Scan(&pr.ID, &pr.Name, &pr.Description, &created, &updated, &end, &pr.RetentionDays, &started, &destroyed,
+		&reason, &reference, &placedBy, &placedAt); err != nil {
 		return nil, err
 	}
 	pr.CreatedAt, pr.UpdatedAt = fromMS(created), fromMS(updated)
+	pr.EndDate, pr.DestructionStartedAt, pr.DestroyedAt = fromNullMS(end), fromNullMS(started), fromNullMS(destroyed)
+	if reason.Valid {
+		pr.Hold = &haven.LegalHold{Reason: reason.String, Reference: reference.String, PlacedBy: placedBy.Int64, PlacedAt: fromMS(placedAt.Int64)}
+	}
 	return &pr, nil
 }
 
-// Get returns a project by id.
+// Get returns a project by id. The answer is shared: do not change it.
 func (p *Projects) Get(ctx context.Context, id int64) (*haven.Project, error) {
-	pr, err := scanProject(p.DB.read.QueryRowContext(ctx, `SELECT id, name, description, created_at, updated_at FROM projects WHERE id = ?`, id))
+	if pr, ok := p.cache.get(id); ok {
+		return pr, nil
+	}
+	gen := p.cache.generation()
+	pr, err := scanProject(p.DB.read.QueryRowContext(ctx, `SELECT `+projectColumns+` WHERE p.id = ?`, id))
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, notFound(fmt.Sprintf("Project %d", id))
+	} else if err != nil {
+		return nil, err
 	}
-	return pr, err
+	p.cache.put(id, pr, gen)
+	return pr, nil
 }
 
-// List returns the projects whose ids pass visible, by name.
+// write runs fn in a write transaction and forgets cached projects.
+func (p *Projects) write(ctx context.Context, fn func(tx *Tx) error) error {
+	defer p.cache.clear()
+	return p.DB.Write(ctx, fn)
+}
+
+// List returns the projects whose ids pass visible (every project when
+// visible is nil), by name.
 func (p *Projects) List(ctx context.Context, visible func(id int64) bool) ([]*haven.Project, error) {
-	rows, err := p.DB.read.QueryContext(ctx, `SELECT id, name, description, created_at, updated_at FROM projects ORDER BY name, id`)
+	rows, err := p.DB.read.QueryContext(ctx, `SELECT `+projectColumns+` ORDER BY p.name, p.id`)
 	if err != nil {
 		return nil, err
 	}
@@ -71,16 +126,33 @@ func (p *Projects) List(ctx context.Context, visible func(id int64) bool) ([]*ha
 		if err != nil {
 			return nil, err
 		}
-		if visible(pr.ID) {
+		if visible == nil || visible(pr.ID) {
 			out = append(out, pr)
 		}
 	}
 	return out, rows.Err()
 }
 
-// Update changes a project's name and description.
-func (p *Projects) Update(ctx context.Context, id int64, name, description *string) (*haven.Project, error) {
-	err := p.DB.Write(ctx, func(tx *Tx) error {
+// Update changes a project's name, description and lifecycle. A project
+// whose destruction has begun can no longer be changed.
+func (p *Projects) Update(ctx context.Context, id int64, name, description *string, life ...Lifecycle) (*haven.Project, error) {
+	var l Lifecycle
+	if len(life) > 0 {
+		l = life[0]
+	}
+	if err := checkLifecycle(l); err != nil {
+		return nil, err
+	}
+	err := p.write(ctx, func(tx *Tx) error {
+		var started sql.NullInt64
+		if err := tx.QueryRow(`SELECT destruction_started_at FROM projects WHERE id = ?`, id).Scan(&started); errors.Is(err, sql.ErrNoRows) {
+			return notFound(fmt.Sprintf("Project %d", id))
+		} else if err != nil {
+			return err
+		}
+		if started.Valid {
+			return haven.Errorf(haven.ECONFLICT, "Project %d is being destroyed or was destroyed; it cannot be changed.", id)
+		}
 		if name != nil {
 			if strings.TrimSpace(*name) == "" {
 				return haven.Errorf(haven.EINVALID, "A project needs a name.")
@@ -93,6 +165,70 @@ func (p *Projects) Update(ctx context.Context, id int64, name, description *stri
 			if _, err := tx.Exec(`UPDATE projects SET description = ?, updated_at = ? WHERE id = ?`, *description, ms(tx.Now()), id); err != nil {
 				return err
 			}
+		}
+		if l.EndDate != nil || l.ClearEndDate {
+			var end sql.NullInt64
+			if l.EndDate != nil {
+				end = sql.NullInt64{Int64: ms(*l.EndDate), Valid: true}
+			}
+			if _, err := tx.Exec(`UPDATE projects SET end_date = ?, updated_at = ? WHERE id = ?`, end, ms(tx.Now()), id); err != nil {
+				return err
+			}
+		}
+		if l.RetentionDays != nil {
+			if _, err := tx.Exec(`UPDATE projects SET retention_days = ?, updated_at = ? WHERE id = ?`, *l.RetentionDays, ms(tx.Now()), id); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return p.Get(ctx, id)
+}
+
+// PlaceHold places a legal hold on a project: its destruction waits until
+// the hold is lifted.
+func (p *Projects) PlaceHold(ctx context.Context, id int64, reason, reference string, by int64) (*haven.Project, error) {
+	reason, reference = strings.TrimSpace(reason), strings.TrimSpace(reference)
+	if reason == "" || reference == "" {
+		return nil, haven.Errorf(haven.EINVALID, "A legal hold needs a reason and a reference (the case, request or order it answers).")
+	}
+	err := p.write(ctx, func(tx *Tx) error {
+		var started, destroyed sql.NullInt64
+		if err := tx.QueryRow(`SELECT destruction_started_at, destroyed_at FROM projects WHERE id = ?`, id).Scan(&started, &destroyed); errors.Is(err, sql.ErrNoRows) {
+			return notFound(fmt.Sprintf("Project %d", id))
+		} else if err != nil {
+			return err
+		}
+		if started.Valid {
+			return haven.Errorf(haven.ECONFLICT, "Project %d's data is being or has been destroyed; a hold can no longer keep it.", id)
+		}
+		var n int
+		tx.QueryRow(`SELECT count(*) FROM legal_holds WHERE project_id = ? AND lifted_at IS NULL`, id).Scan(&n)
+		if n > 0 {
+			return haven.Errorf(haven.ECONFLICT, "Project %d is already on legal hold. Lift that hold first to place another.", id)
+		}
+		_, err := tx.Exec(`INSERT INTO legal_holds (project_id, reason, reference, placed_by, placed_at) VALUES (?, ?, ?, ?, ?)`,
+			id, reason, reference, by, ms(tx.Now()))
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return p.Get(ctx, id)
+}
+
+// LiftHold lifts a project's standing legal hold.
+func (p *Projects) LiftHold(ctx context.Context, id int64, by int64) (*haven.Project, error) {
+	err := p.write(ctx, func(tx *Tx) error {
+		res, err := tx.Exec(`UPDATE legal_holds SET lifted_by = ?, lifted_at = ? WHERE project_id = ? AND lifted_at IS NULL`, by, ms(tx.Now()), id)
+		if err != nil {
+			return err
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return haven.Errorf(haven.ENOTFOUND, "Project %d has no legal hold to lift.", id)
 		}
 		return nil
 	})

@@ -54,6 +54,19 @@ func xmlAAD(formID int64, instanceID string) string {
 	return fmt.Sprintf("submission %d %s", formID, instanceID)
 }
 
+func deviceAAD(formID int64, instanceID string) string {
+	return fmt.Sprintf("device id %d %s", formID, instanceID)
+}
+
+// openString opens a sealed text column.
+func openString(pk *ProjectKey, raw []byte, aad string) (string, error) {
+	if len(raw) == 0 {
+		return "", nil
+	}
+	b, err := pk.Open(raw, aad)
+	return string(b), err
+}
+
 func nameAAD(formID int64, instanceID string) string {
 	return fmt.Sprintf("instance name %d %s", formID, instanceID)
 }
@@ -73,6 +86,8 @@ func (s *Submissions) Ingest(ctx context.Context, in *Incoming) (*IngestResult, 
 	if in.InstanceName != "" {
 		sealedName = pk.Seal([]byte(in.InstanceName), nameAAD(in.FormID, in.InstanceID))
 	}
+	// The device id is sealed too: with its times it tells who collected what.
+	sealedDevice := pk.Seal([]byte(in.DeviceID), deviceAAD(in.FormID, in.InstanceID))
 	var res *IngestResult
 	err = s.DB.Write(ctx, func(tx *Tx) error {
 		res = &IngestResult{}
@@ -107,7 +122,7 @@ func (s *Submissions) Ingest(ctx context.Context, in *Incoming) (*IngestResult, 
 			if _, err := tx.Exec(`UPDATE submissions SET updated_at = ? WHERE id = ?`, ms(tx.Now()), submissionID); err != nil {
 				return err
 			}
-			if versionID, err = tx.insertVersion(in, submissionID, sealedXML, sealedName, mac); err != nil {
+			if versionID, err = tx.insertVersion(in, submissionID, sealedXML, sealedName, sealedDevice, mac); err != nil {
 				return err
 			}
 			// Files the edit does not resend carry over from the version it replaces, by name.
@@ -131,15 +146,15 @@ func (s *Submissions) Ingest(ctx context.Context, in *Incoming) (*IngestResult, 
 				return s.audit(tx, in.Audit, "withdrawn")
 			}
 			r, err := tx.Exec(`INSERT INTO submissions (form_id, instance_id, submitter_id, device_id, created_at) VALUES (?, ?, ?, ?, ?)`,
-				in.FormID, in.InstanceID, in.SubmitterID, in.DeviceID, ms(tx.Now()))
+				in.FormID, in.InstanceID, in.SubmitterID, sealedDevice, ms(tx.Now()))
 			if err != nil {
 				return err
 			}
 			submissionID, _ = r.LastInsertId()
-			if versionID, err = tx.insertVersion(in, submissionID, sealedXML, sealedName, mac); err != nil {
+			if versionID, err = tx.insertVersion(in, submissionID, sealedXML, sealedName, sealedDevice, mac); err != nil {
 				return err
 			}
-			if err := insertConsent(tx, submissionID, in); err != nil {
+			if err := insertConsent(tx, submissionID, in, sealedDevice); err != nil {
 				return err
 			}
 			res.Created = true
@@ -203,7 +218,7 @@ func withdrawalMAC(pk *ProjectKey, instanceID string) []byte {
 	return pk.MAC([]byte("consent withdrawn " + instanceID))
 }
 
-func insertConsent(tx *Tx, submissionID int64, in *Incoming) error {
+func insertConsent(tx *Tx, submissionID int64, in *Incoming, sealedDevice []byte) error {
 	c := in.Consent
 	if c == nil {
 		return nil
@@ -219,22 +234,30 @@ func insertConsent(tx *Tx, submissionID int64, in *Incoming) error {
 	_, err := tx.Exec(`INSERT INTO consent_records (submission_id, form_version_id, outcome, legal_basis, field, statement_version,
 		language, device_start, device_end, received_at, device_user_id, device_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		submissionID, in.FormVersionID, c.Outcome, c.LegalBasis, c.Field, c.StatementVersion, c.Language, start, end,
-		ms(c.ReceivedAt), c.DeviceUserID, c.DeviceID)
+		ms(c.ReceivedAt), c.DeviceUserID, sealedDevice)
 	return err
 }
 
 // Consent returns the consent record of a submission; nil for submissions
 // stored before Haven kept them.
-func (s *Submissions) Consent(ctx context.Context, submissionID int64) (*haven.ConsentRecord, error) {
+func (s *Submissions) Consent(ctx context.Context, projectID int64, sub *haven.Submission) (*haven.ConsentRecord, error) {
+	pk, err := s.Keys.ProjectKey(ctx, projectID)
+	if err != nil {
+		return nil, err
+	}
 	c := &haven.ConsentRecord{}
 	var start, end sql.NullInt64
 	var received int64
-	err := s.DB.read.QueryRowContext(ctx, `SELECT outcome, legal_basis, field, statement_version, language, device_start, device_end,
-		received_at, device_user_id, device_id FROM consent_records WHERE submission_id = ?`, submissionID).Scan(
-		&c.Outcome, &c.LegalBasis, &c.Field, &c.StatementVersion, &c.Language, &start, &end, &received, &c.DeviceUserID, &c.DeviceID)
+	var device []byte
+	err = s.DB.read.QueryRowContext(ctx, `SELECT outcome, legal_basis, field, statement_version, language, device_start, device_end,
+		received_at, device_user_id, device_id FROM consent_records WHERE submission_id = ?`, sub.ID).Scan(
+		&c.Outcome, &c.LegalBasis, &c.Field, &c.StatementVersion, &c.Language, &start, &end, &received, &c.DeviceUserID, &device)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, nil
 	} else if err != nil {
+		return nil, err
+	}
+	if c.DeviceID, err = openString(pk, device, deviceAAD(sub.FormID, sub.InstanceID)); err != nil {
 		return nil, err
 	}
 	c.DeviceStart, c.DeviceEnd, c.ReceivedAt = fromNullMS(start), fromNullMS(end), fromMS(received)
@@ -300,11 +323,11 @@ func (s *Submissions) Withdrawals(ctx context.Context, formID int64) ([]Withdraw
 	return out, rows.Err()
 }
 
-func (tx *Tx) insertVersion(in *Incoming, submissionID int64, sealedXML, sealedName, mac []byte) (int64, error) {
+func (tx *Tx) insertVersion(in *Incoming, submissionID int64, sealedXML, sealedName, sealedDevice, mac []byte) (int64, error) {
 	r, err := tx.Exec(`INSERT INTO submission_versions (submission_id, form_id, form_version_id, instance_id, deprecated_id,
 		instance_name, xml, xml_mac, submitter_id, device_id, current, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?)`,
 		submissionID, in.FormID, in.FormVersionID, in.InstanceID, in.DeprecatedID, sealedName, sealedXML, mac,
-		in.SubmitterID, in.DeviceID, ms(tx.Now()))
+		in.SubmitterID, sealedDevice, ms(tx.Now()))
 	if err != nil {
 		return 0, err
 	}
@@ -448,12 +471,18 @@ func (s *Submissions) scan(row interface{ Scan(...any) error }, pk *ProjectKey) 
 	var review sql.NullString
 	var created, vcreated int64
 	var updated sql.NullInt64
-	var sealedName []byte
+	var sealedName, subDevice, verDevice []byte
 	v := &sub.Current
-	err := row.Scan(&sub.ID, &sub.FormID, &sub.InstanceID, &sub.SubmitterID, &sub.DeviceID, &review, &created, &updated,
-		&v.ID, &v.FormVersionID, &v.InstanceID, &v.DeprecatedID, &sealedName, &v.SubmitterID, &v.DeviceID, &vcreated, &v.FormVersion,
+	err := row.Scan(&sub.ID, &sub.FormID, &sub.InstanceID, &sub.SubmitterID, &subDevice, &review, &created, &updated,
+		&v.ID, &v.FormVersionID, &v.InstanceID, &v.DeprecatedID, &sealedName, &v.SubmitterID, &verDevice, &vcreated, &v.FormVersion,
 		&v.AttachmentsExpected, &v.AttachmentsPresent)
 	if err != nil {
+		return nil, err
+	}
+	if sub.DeviceID, err = openString(pk, subDevice, deviceAAD(sub.FormID, sub.InstanceID)); err != nil {
+		return nil, err
+	}
+	if v.DeviceID, err = openString(pk, verDevice, deviceAAD(sub.FormID, v.InstanceID)); err != nil {
 		return nil, err
 	}
 	if review.Valid {
@@ -529,10 +558,14 @@ func (s *Submissions) Versions(ctx context.Context, projectID int64, sub *haven.
 	out := []haven.SubmissionVersion{}
 	for rows.Next() {
 		v := haven.SubmissionVersion{SubmissionID: sub.ID}
-		var sealedName []byte
+		var sealedName, device []byte
 		var created int64
-		if err := rows.Scan(&v.ID, &v.FormVersionID, &v.InstanceID, &v.DeprecatedID, &sealedName, &v.SubmitterID, &v.DeviceID,
+		if err := rows.Scan(&v.ID, &v.FormVersionID, &v.InstanceID, &v.DeprecatedID, &sealedName, &v.SubmitterID, &device,
 			&v.Current, &created, &v.FormVersion, &v.AttachmentsExpected, &v.AttachmentsPresent); err != nil {
+			return nil, err
+		}
+		var err error
+		if v.DeviceID, err = openString(pk, device, deviceAAD(sub.FormID, v.InstanceID)); err != nil {
 			return nil, err
 		}
 		v.CreatedAt = fromMS(created)

@@ -1,0 +1,78 @@
+package storage
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+)
+
+// Backup writes a consistent copy of the data directory into dir (which
+// must not exist or be empty): the database as of one moment (VACUUM INTO,
+// while Haven keeps running) and the local blob store's objects. Objects in
+// an object store are not copied: back the bucket up with its own tools.
+//
+// The master key and the key store (keys/) are left out on purpose. A
+// backup is restored beside the live key store, so a project destroyed after
+// the backup was taken stays unreadable in it: its key no longer exists.
+func (s *Store) Backup(ctx context.Context, dir string) (objects int, err error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return 0, err
+	}
+	if entries, _ := os.ReadDir(dir); len(entries) > 0 {
+		return 0, fmt.Errorf("the backup folder %s is not empty: give a new or empty folder", dir)
+	}
+	// The database first: every object its copy records was written before
+	// the copy was taken, so the folder walk below finds it (unless it was
+	// erased meanwhile, and then it should not be in a backup anyway).
+	dbPath := filepath.Join(dir, "haven.db")
+	if _, err := s.DB.ckpt.ExecContext(ctx, `VACUUM INTO ?`, dbPath); err != nil {
+		return 0, fmt.Errorf("copying the database: %w", err)
+	}
+	src := filepath.Join(s.Dir, "blobs")
+	err = filepath.WalkDir(src, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			if os.IsNotExist(err) {
+				return nil
+			}
+			return err
+		}
+		rel, _ := filepath.Rel(src, p)
+		dst := filepath.Join(dir, "blobs", rel)
+		if d.IsDir() {
+			return os.MkdirAll(dst, 0o700)
+		}
+		if err := copyFile(p, dst); err != nil {
+			if os.IsNotExist(err) {
+				return nil // deleted meanwhile: nothing recorded it any more
+			}
+			return err
+		}
+		objects++
+		return nil
+	})
+	return objects, err
+}
+
+func copyFile(src, dst string) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	out, err := os.OpenFile(dst, os.O_CREATE|os.O_WRONLY|os.O_EXCL, 0o600)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		out.Close()
+		return err
+	}
+	if err := out.Sync(); err != nil {
+		out.Close()
+		return err
+	}
+	return out.Close()
+}
