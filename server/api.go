@@ -141,22 +141,34 @@ func (s *Server) listProjects(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	return c.JSON(http.StatusOK, projects)
+	out := make([]projectAnswer, len(projects))
+	for i, pr := range projects {
+		out[i] = s.answerProject(pr)
+	}
+	return c.JSON(http.StatusOK, out)
 }
 
 func (s *Server) createProject(c echo.Context) error {
 	if !principal(c).Admin {
 		return forbidden()
 	}
-	var body struct{ Name, Description string }
+	var body struct {
+		Name, Description string
+		lifecycleBody
+	}
 	if err := bind(c, &body); err != nil {
 		return err
 	}
-	pr, err := s.projects.Create(c.Request().Context(), body.Name, body.Description)
+	life, err := body.lifecycle()
 	if err != nil {
 		return err
 	}
-	return c.JSON(http.StatusOK, pr)
+	body.lifecycleBody.audit(c)
+	pr, err := s.projects.Create(c.Request().Context(), body.Name, body.Description, life)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, s.answerProject(pr))
 }
 
 // project returns the project in the path if the principal may do action in it.
@@ -180,7 +192,7 @@ func (s *Server) getProject(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	return c.JSON(http.StatusOK, pr)
+	return c.JSON(http.StatusOK, s.answerProject(pr))
 }
 
 func (s *Server) updateProject(c echo.Context) error {
@@ -188,15 +200,23 @@ func (s *Server) updateProject(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	var body struct{ Name, Description *string }
+	var body struct {
+		Name, Description *string
+		lifecycleBody
+	}
 	if err := bind(c, &body); err != nil {
 		return err
 	}
-	pr, err = s.projects.Update(c.Request().Context(), pr.ID, body.Name, body.Description)
+	life, err := body.lifecycle()
 	if err != nil {
 		return err
 	}
-	return c.JSON(http.StatusOK, pr)
+	body.lifecycleBody.audit(c)
+	pr, err = s.projects.Update(c.Request().Context(), pr.ID, body.Name, body.Description, life)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, s.answerProject(pr))
 }
 
 func (s *Server) listForms(c echo.Context) error {

@@ -22,6 +22,8 @@ var audited = map[string]string{
 	"POST /v1/users":                                                                "user.create",
 	"POST /v1/projects":                                                             "project.create",
 	"PATCH /v1/projects/:pid":                                                       "project.update",
+	"POST /v1/projects/:pid/legal-hold":                                             "project.hold.place",
+	"DELETE /v1/projects/:pid/legal-hold":                                           "project.hold.lift",
 	"POST /v1/projects/:pid/forms":                                                  "form.create",
 	"PATCH /v1/projects/:pid/forms/:formId":                                         "form.update",
 	"POST /v1/projects/:pid/forms/:formId/draft":                                    "form.draft.create",

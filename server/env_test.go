@@ -55,7 +55,7 @@ func newEnvWith(t *testing.T, opts storage.Options, limits ...sync.Limits) *env 
 		svc.Limits = limits[0]
 	}
 	h := server.New(server.Config{}, server.Deps{Users: st.Users, Projects: st.Projects, Submissions: st.Submissions,
-		Blobs: st.Blobs, Sync: svc, Audit: st.Audit, MasterKey: st.MasterKey, Log: log, Now: func() time.Time { return st.DB.Now() }})
+		Blobs: st.Blobs, Sync: svc, Audit: st.Audit, Store: st, MasterKey: st.MasterKey, Log: log, Now: func() time.Time { return st.DB.Now() }})
 	e := &env{t: t, dir: dir, st: st, srv: httptest.NewServer(h)}
 	t.Cleanup(func() { e.srv.Close(); st.Close() })
 	e.token = e.login(adminEmail, adminPassword)

@@ -46,6 +46,7 @@ type Server struct {
 	blobs    *storage.Blobs
 	sync     *sync.Service
 	auditLog *storage.Audit
+	store    *storage.Store
 	jwtKey   []byte
 	nonceKey []byte
 	now      func() time.Time
@@ -59,6 +60,7 @@ type Deps struct {
 	Blobs       *storage.Blobs
 	Sync        *sync.Service
 	Audit       *storage.Audit
+	Store       *storage.Store // destruction certificates
 	// MasterKey seeds the server's own secrets (JWT signing, Digest nonces).
 	MasterKey []byte
 	Log       *slog.Logger
@@ -68,7 +70,7 @@ type Deps struct {
 // New builds the server and its routes.
 func New(cfg Config, d Deps) *Server {
 	s := &Server{
-		cfg: cfg, log: d.Log, users: d.Users, projects: d.Projects, subs: d.Submissions, blobs: d.Blobs, sync: d.Sync, auditLog: d.Audit,
+		cfg: cfg, log: d.Log, users: d.Users, projects: d.Projects, subs: d.Submissions, blobs: d.Blobs, sync: d.Sync, auditLog: d.Audit, store: d.Store,
 		jwtKey:   storage.DeriveSecret(d.MasterKey, "jwt"),
 		nonceKey: storage.DeriveSecret(d.MasterKey, "digest nonce"),
 		now:      d.Now,
@@ -179,6 +181,9 @@ func (s *Server) routes() {
 	p := v1.Group("/projects/:pid", s.requireAuth)
 	p.GET("", s.getProject)
 	p.PATCH("", s.updateProject)
+	p.POST("/legal-hold", s.placeHold)
+	p.DELETE("/legal-hold", s.liftHold)
+	p.GET("/destruction-certificate", s.destructionCertificate)
 	p.GET("/forms", s.listForms)
 	p.POST("/forms", s.createForm)
 	p.PATCH("/forms/:formId", s.setFormState)
@@ -265,7 +270,7 @@ func projectID(c echo.Context) (int64, error) { return pathInt(c, "pid") }
 func FromStore(cfg Config, st *storage.Store, log *slog.Logger) *Server {
 	svc := &sync.Service{Projects: st.Projects, Forms: st.Forms, Submissions: st.Submissions, Blobs: st.Blobs, Limits: sync.DefaultLimits, Now: st.DB.Now}
 	return New(cfg, Deps{
-		Users: st.Users, Projects: st.Projects, Submissions: st.Submissions, Blobs: st.Blobs, Sync: svc, Audit: st.Audit,
+		Users: st.Users, Projects: st.Projects, Submissions: st.Submissions, Blobs: st.Blobs, Sync: svc, Audit: st.Audit, Store: st,
 		MasterKey: st.MasterKey, Log: log, Now: st.DB.Now,
 	})
 }

@@ -43,6 +43,11 @@ func (s *Service) Submit(ctx context.Context, req SubmitRequest) (*Receipt, erro
 	if err := allowed(req.Principal, haven.ActionSubmit, req.ProjectID); err != nil {
 		return nil, err
 	}
+	if pr, err := s.Projects.Get(ctx, req.ProjectID); err != nil {
+		return nil, err
+	} else if pr.Closed(s.now()) {
+		return nil, haven.Errorf(haven.ECONFLICT, "Project %q has ended and no longer accepts submissions. Nothing was saved. Ask your supervisor what to do with this form.", pr.Name)
+	}
 	in := &ingestion{s: s, req: req, files: map[string]*storage.Blob{}}
 	rec, err := in.run(ctx)
 	if err != nil {

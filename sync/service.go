@@ -83,11 +83,16 @@ func (s *Service) FormList(ctx context.Context, p *haven.Principal, projectID in
 	if err := allowed(p, haven.ActionDeviceForms, projectID); err != nil {
 		return nil, err
 	}
+	out := []DeviceForm{}
+	if pr, err := s.Projects.Get(ctx, projectID); err != nil {
+		return nil, err
+	} else if pr.Closed(s.now()) {
+		return out, nil // the project has ended: nothing to fill in any more
+	}
 	forms, err := s.Forms.List(ctx, projectID)
 	if err != nil {
 		return nil, err
 	}
-	out := []DeviceForm{}
 	for _, f := range forms {
 		if f.CurrentVersionID == 0 || f.State != haven.FormOpen || (xmlFormID != "" && f.XMLFormID != xmlFormID) {
 			continue

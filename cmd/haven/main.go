@@ -44,6 +44,9 @@ Usage:
   haven form convert FORM.xlsx [-o out.xml] [--form-id ID] [--root-name NAME] [--json]
   haven storage migrate --to s3|local | haven storage gc   (see haven storage)
   haven audit verify [--data DIR]   (check the audit trail's hash chain)
+  haven reap [--dry-run] [--data DIR]   (destroy the data of projects past their destruction date)
+  haven backup --to DIR [--data DIR]    (an online copy of the database and files, without keys)
+  haven certificate verify FILE [--data DIR]
   haven loadgen --spawn|--server URL|--url URL [--devices N --duration D --photo BYTES --flaky F --mode submit|formlist --json]
 
 The data directory defaults to ./haven-data, or HAVEN_DATA when set.
@@ -92,6 +95,12 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return loadgenCmd(ctx, args[1:], stdout, stderr)
 	case "audit":
 		return auditCmd(ctx, args[1:], stdout, stderr)
+	case "reap":
+		return reapCmd(ctx, args[1:], stdout, stderr)
+	case "backup":
+		return backupCmd(ctx, args[1:], stdout, stderr)
+	case "certificate":
+		return certificateCmd(ctx, args[1:], stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil
@@ -149,6 +158,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	errc := make(chan error, 1)
 	go func() { errc <- hs.Serve(ln) }()
 	go collectGarbage(ctx, st, log)
+	go reapLoop(ctx, st, log)
 	fmt.Fprintf(stdout, "Haven is listening on http://%s (data in %s)\n", ln.Addr(), *dataDir)
 	select {
 	case err := <-errc:

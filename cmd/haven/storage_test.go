@@ -3,10 +3,14 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/haven-org/haven"
 	"github.com/haven-org/haven/storage"
@@ -108,5 +112,50 @@ func TestAuditVerify(t *testing.T) {
 	err = run(ctx, []string{"audit", "verify", "--data", data}, nil, io.Discard, io.Discard)
 	if err == nil || !strings.Contains(haven.ErrorMessage(err), "event 3 is missing") {
 		t.Fatalf("a deleted event: %v", err)
+	}
+}
+
+// haven reap, haven backup and haven certificate verify on a data directory.
+func TestReapBackupCertificate(t *testing.T) {
+	ctx := context.Background()
+	data := t.TempDir()
+	st, err := storage.OpenDir(ctx, data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	end := time.Now().Add(-48 * time.Hour)
+	pr, err := st.Projects.Create(ctx, "Ended", "", storage.Lifecycle{EndDate: &end})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.Close()
+	var out bytes.Buffer
+	if err := run(ctx, []string{"backup", "--to", filepath.Join(t.TempDir(), "b"), "--data", data}, nil, &out, io.Discard); err != nil ||
+		!strings.Contains(out.String(), "not in it") {
+		t.Fatalf("backup: %v %q", err, out.String())
+	}
+	out.Reset()
+	if err := run(ctx, []string{"reap", "--dry-run", "--data", data}, nil, &out, io.Discard); err != nil || !strings.Contains(out.String(), "would be destroyed") {
+		t.Fatalf("dry run: %v %q", err, out.String())
+	}
+	out.Reset()
+	if err := run(ctx, []string{"reap", "--data", data}, nil, &out, io.Discard); err != nil || !strings.Contains(out.String(), `"Ended": destroyed`) {
+		t.Fatalf("reap: %v %q", err, out.String())
+	}
+	st, _ = storage.OpenDir(ctx, data)
+	cert, err := st.Certificate(ctx, pr.ID)
+	st.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := json.Marshal(cert)
+	file := filepath.Join(t.TempDir(), "cert.json")
+	os.WriteFile(file, b, 0o600)
+	if err := run(ctx, []string{"certificate", "verify", file, "--data", data}, nil, io.Discard, io.Discard); err != nil {
+		t.Fatalf("verify: %v", err)
+	}
+	os.WriteFile(file, bytes.Replace(b, []byte("Ended"), []byte("Endex"), 1), 0o600)
+	if err := run(ctx, []string{"certificate", "verify", file, "--data", data}, nil, io.Discard, io.Discard); err == nil {
+		t.Fatal("a changed certificate verifies")
 	}
 }

@@ -1,0 +1,123 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"time"
+
+	"github.com/haven-org/haven"
+	"github.com/haven-org/haven/storage"
+)
+
+// reapLoop runs the reaper at start and every hour until ctx ends, and
+// logs a warning for every project 30 and 7 days (or less) before its
+// destruction date.
+func reapLoop(ctx context.Context, st *storage.Store, log *slog.Logger) {
+	for {
+		due, err := st.Reap(ctx, false, "schedule")
+		if err != nil {
+			log.Error("destroying the data of ended projects", "err", err)
+		}
+		for _, d := range due {
+			switch {
+			case d.Due:
+				log.Info("project data destroyed; certificate at GET /v1/projects/{id}/destruction-certificate", "project", d.Project.ID, "name", d.Project.Name)
+			case d.Project.Hold != nil:
+				log.Info("project past or near its destruction date is on legal hold", "project", d.Project.ID, "reference", d.Project.Hold.Reference)
+			case d.DaysLeft <= 7:
+				log.Warn("project data will be destroyed within 7 days", "project", d.Project.ID, "name", d.Project.Name, "days_left", d.DaysLeft)
+			case d.DaysLeft <= 30:
+				log.Warn("project data will be destroyed within 30 days", "project", d.Project.ID, "name", d.Project.Name, "days_left", d.DaysLeft)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(time.Hour):
+		}
+	}
+}
+
+// reapCmd runs `haven reap [--dry-run]`.
+func reapCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs, dataDir := flags("reap", stderr)
+	dry := fs.Bool("dry-run", false, "say what would be destroyed, destroy nothing")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	st, err := storage.OpenDir(ctx, *dataDir)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	due, err := st.Reap(ctx, *dry, "haven reap")
+	for _, d := range due {
+		switch {
+		case d.Due && *dry:
+			fmt.Fprintf(stdout, "project %d %q: due, would be destroyed\n", d.Project.ID, d.Project.Name)
+		case d.Due:
+			fmt.Fprintf(stdout, "project %d %q: destroyed\n", d.Project.ID, d.Project.Name)
+		case d.Project.Hold != nil:
+			fmt.Fprintf(stdout, "project %d %q: on legal hold (%s)\n", d.Project.ID, d.Project.Name, d.Project.Hold.Reference)
+		default:
+			fmt.Fprintf(stdout, "project %d %q: %d days left\n", d.Project.ID, d.Project.Name, d.DaysLeft)
+		}
+	}
+	return err
+}
+
+// backupCmd runs `haven backup --to DIR`.
+func backupCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs, dataDir := flags("backup", stderr)
+	to := fs.String("to", "", "an empty or new folder for the backup")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *to == "" {
+		return haven.Errorf(haven.EINVALID, "say where the backup goes: --to DIR (a new or empty folder).")
+	}
+	st, err := storage.OpenDir(ctx, *dataDir)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	n, err := st.Backup(ctx, *to)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "Backed up the database and %d stored files to %s.\nThe master key and the key store (keys/) are not in it: keep them apart. Restore a backup beside the live keys/ folder.\n", n, *to)
+	return nil
+}
+
+// certificateCmd runs `haven certificate verify FILE`.
+func certificateCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) < 2 || args[0] != "verify" {
+		return haven.Errorf(haven.EINVALID, "usage: haven certificate verify FILE [--data DIR] (FILE as GET .../destruction-certificate answered it)")
+	}
+	fs, dataDir := flags("certificate verify", stderr)
+	if err := fs.Parse(args[2:]); err != nil {
+		return err
+	}
+	b, err := os.ReadFile(args[1])
+	if err != nil {
+		return haven.Errorf(haven.EINVALID, "reading %s: %v", args[1], err)
+	}
+	var sc storage.SignedCertificate
+	if err := json.Unmarshal(b, &sc); err != nil || len(sc.Body) == 0 {
+		return haven.Errorf(haven.EINVALID, "%s is not a destruction certificate as Haven issues them.", args[1])
+	}
+	st, err := storage.OpenDir(ctx, *dataDir)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	if err := st.VerifyCertificate(ctx, &sc); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "The certificate is signed by this server and recorded in its audit trail, which verifies.\n")
+	return nil
+}

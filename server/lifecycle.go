@@ -1,0 +1,123 @@
+package server
+
+import (
+	"math"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/haven-org/haven"
+	"github.com/haven-org/haven/storage"
+	"github.com/labstack/echo/v4"
+)
+
+// projectAnswer is a project as the API shows it, with its destruction
+// date, the days left before it and a warning 30 and 7 days ahead.
+type projectAnswer struct {
+	*haven.Project
+	Closed          bool       `json:"closed"`
+	DestructionDate *time.Time `json:"destructionDate"`
+	DaysLeft        *int       `json:"daysLeft"`
+	Warning         string     `json:"warning,omitempty"`
+}
+
+func (s *Server) answerProject(pr *haven.Project) projectAnswer {
+	now := s.now()
+	a := projectAnswer{Project: pr, Closed: pr.Closed(now), DestructionDate: pr.DestructionDate()}
+	if a.DestructionDate != nil && pr.DestroyedAt == nil {
+		days := max(0, int(math.Ceil(a.DestructionDate.Sub(now).Hours()/24)))
+		a.DaysLeft = &days
+		switch {
+		case pr.Hold != nil:
+			a.Warning = "On legal hold: the data is kept until the hold is lifted."
+		case days <= 7:
+			a.Warning = "The project's data will be destroyed within 7 days. Export what must be kept (aggregates, reports) now."
+		case days <= 30:
+			a.Warning = "The project's data will be destroyed within 30 days."
+		}
+	}
+	return a
+}
+
+// lifecycleBody is the part of a project's JSON that sets its end.
+type lifecycleBody struct {
+	EndDate       *string `json:"endDate"` // 2027-03-31, or a full RFC 3339 time; "" clears it
+	RetentionDays *int    `json:"retentionDays"`
+}
+
+func (b lifecycleBody) lifecycle() (storage.Lifecycle, error) {
+	l := storage.Lifecycle{RetentionDays: b.RetentionDays}
+	if b.EndDate != nil {
+		v := strings.TrimSpace(*b.EndDate)
+		if v == "" {
+			l.ClearEndDate = true
+			return l, nil
+		}
+		t, err := time.Parse(time.RFC3339, v)
+		if err != nil {
+			if t, err = time.Parse("2006-01-02", v); err != nil {
+				return l, haven.Errorf(haven.EINVALID, "endDate %q is not a date: write it as 2027-03-31 or 2027-03-31T18:00:00Z.", v)
+			}
+		}
+		l.EndDate = &t
+	}
+	return l, nil
+}
+
+func (b lifecycleBody) audit(c echo.Context) {
+	if e := haven.AuditFrom(c.Request().Context()); e != nil {
+		e.Details = map[string]any{}
+		if b.EndDate != nil {
+			e.Details["endDate"] = *b.EndDate
+		}
+		if b.RetentionDays != nil {
+			e.Details["retentionDays"] = *b.RetentionDays
+		}
+	}
+}
+
+func (s *Server) placeHold(c echo.Context) error {
+	pr, err := s.project(c, haven.ActionProjectUpdate)
+	if err != nil {
+		return err
+	}
+	var body struct{ Reason, Reference string }
+	if err := bind(c, &body); err != nil {
+		return err
+	}
+	if e := haven.AuditFrom(c.Request().Context()); e != nil {
+		e.Details = map[string]any{"reference": body.Reference}
+	}
+	pr, err = s.projects.PlaceHold(c.Request().Context(), pr.ID, body.Reason, body.Reference, principal(c).ActorID)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, s.answerProject(pr))
+}
+
+func (s *Server) liftHold(c echo.Context) error {
+	pr, err := s.project(c, haven.ActionProjectUpdate)
+	if err != nil {
+		return err
+	}
+	pr, err = s.projects.LiftHold(c.Request().Context(), pr.ID, principal(c).ActorID)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, s.answerProject(pr))
+}
+
+func (s *Server) destructionCertificate(c echo.Context) error {
+	pr, err := s.project(c, haven.ActionProjectRead)
+	if err != nil {
+		return err
+	}
+	if s.store == nil {
+		return haven.Errorf(haven.ENOTFOUND, "This server keeps no certificates.")
+	}
+	cert, err := s.store.Certificate(c.Request().Context(), pr.ID)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, cert)
+}
