@@ -44,6 +44,13 @@ func consentForm(t *testing.T, purpose string) []byte {
 	return b
 }
 
+// emptyProject makes a project with no form.
+func (e *env) emptyProject() (pr struct{ ID int64 }) {
+	e.t.Helper()
+	e.admin("POST", "/v1/projects", map[string]string{"name": "P"}, &pr)
+	return pr
+}
+
 func consentInstance(id, consent, name, photo string) []byte {
 	return []byte(fmt.Sprintf(`<data xmlns:orx="http://openrosa.org/xforms" id="consented" version="1"><start>2026-11-20T09:00:00.000+03:00</start><end>2026-11-20T09:20:00.000+03:00</end><consent>%s</consent><hh_name>%s</hh_name><photo>%s</photo><meta><instanceID>%s</instanceID></meta></data>`,
 		consent, name, photo, id))
@@ -53,8 +60,7 @@ func consentInstance(id, consent, name, photo string) []byte {
 // publishing, naming the field and its row, and nothing is stored.
 func TestPublishingRefusesUnmappedFields(t *testing.T) {
 	e := newEnv(t)
-	var pr struct{ ID int64 }
-	e.admin("POST", "/v1/projects", map[string]string{"name": "P"}, &pr)
+	pr := e.emptyProject()
 	base := fmt.Sprintf("/v1/projects/%d/forms", pr.ID)
 
 	resp := e.request("POST", base+"?publish=true", e.token, xlsxType, bytes.NewReader(consentForm(t, "")))
@@ -101,8 +107,7 @@ func TestPublishingRefusesUnmappedFields(t *testing.T) {
 // are mapped by Haven, notes left out of the rule.
 func TestFieldsView(t *testing.T) {
 	e := newEnv(t)
-	var pr struct{ ID int64 }
-	e.admin("POST", "/v1/projects", map[string]string{"name": "P"}, &pr)
+	pr := e.emptyProject()
 	base := fmt.Sprintf("/v1/projects/%d/forms", pr.ID)
 	resp := e.request("POST", base+"?publish=true", e.token, xlsxType, bytes.NewReader(consentForm(t, "Call back")))
 	resp.Body.Close()
@@ -138,8 +143,7 @@ func TestClassificationOverdue(t *testing.T) {
 	e := newEnv(t)
 	now := time.Date(2026, 11, 23, 8, 0, 0, 0, time.UTC)
 	e.st.DB.Now = func() time.Time { return now }
-	var pr struct{ ID int64 }
-	e.admin("POST", "/v1/projects", map[string]string{"name": "P"}, &pr)
+	pr := e.emptyProject()
 	base := fmt.Sprintf("/v1/projects/%d/forms", pr.ID)
 	undecided := bytes.Replace(householdXML(t), []byte(`haven:purpose="Size the ration" haven:sensitivity="level_1"`),
 		[]byte(`haven:purpose="Size the ration" haven:sensitivity="level_0"`), 1)
@@ -193,8 +197,7 @@ func TestClassificationOverdue(t *testing.T) {
 // personal data kept, and a resend is not stored again.
 func TestConsent(t *testing.T) {
 	e := newEnv(t)
-	var pr struct{ ID int64 }
-	e.admin("POST", "/v1/projects", map[string]string{"name": "P"}, &pr)
+	pr := e.emptyProject()
 	base := fmt.Sprintf("/v1/projects/%d/forms", pr.ID)
 	resp := e.request("POST", base+"?publish=true", e.token, xlsxType, bytes.NewReader(consentForm(t, "Call back")))
 	resp.Body.Close()
