@@ -6,7 +6,10 @@
 // model in formspec, device sync in sync and HTTP in server.
 package haven
 
-import "time"
+import (
+	"math"
+	"time"
+)
 
 // Project groups forms, app users and the data collected with them.
 type Project struct {
@@ -41,6 +44,17 @@ func (p *Project) DestructionDate() *time.Time {
 	}
 	d := p.EndDate.AddDate(0, 0, p.RetentionDays)
 	return &d
+}
+
+// DaysLeft is how many days remain before the destruction date, counting a
+// part day as a day, and 0 once it has come; nil without an end date.
+func (p *Project) DaysLeft(now time.Time) *int {
+	d := p.DestructionDate()
+	if d == nil {
+		return nil
+	}
+	days := max(0, int(math.Ceil(d.Sub(now).Hours()/24)))
+	return &days
 }
 
 // Closed reports whether devices may no longer fetch forms or submit: the

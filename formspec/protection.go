@@ -26,8 +26,13 @@ type Protection struct {
 	SubjectField       string            // haven:subject-field, as written
 	// Consent is the consent question, when the form names one that exists.
 	Consent *Node
+	// StatementVersion is the SHA-256 of the consent question's label in
+	// every language; "" without a consent question.
+	StatementVersion string
 	// Languages of the form's labels, sorted; empty when it has no translations.
 	Languages []string
+
+	start, end *Node // the fields the device fills with its start and end times
 }
 
 // havenAttr returns the value of the attribute local in Haven's namespace.
@@ -142,7 +147,9 @@ func readLabel(control *etree.Element, itext map[string]map[string]string) map[s
 	return nil
 }
 
-// resolveConsent finds the consent question and the label languages.
+// resolveConsent finds the consent question, its statement's version, the
+// label languages and the start and end fields, once per form: ingestion
+// reads them for every submission.
 func (f *Form) resolveConsent() {
 	langs := map[string]bool{}
 	var marked []*Node
@@ -155,6 +162,12 @@ func (f *Form) resolveConsent() {
 		if n.consentMark {
 			marked = append(marked, n)
 		}
+		switch n.Preload {
+		case "timestamp start":
+			f.start = n
+		case "timestamp end":
+			f.end = n
+		}
 	}
 	for l := range langs {
 		f.Languages = append(f.Languages, l)
@@ -165,6 +178,9 @@ func (f *Form) resolveConsent() {
 		f.Consent = f.fieldByRef(f.ConsentField)
 	case len(marked) == 1:
 		f.Consent = marked[0]
+	}
+	if f.Consent != nil {
+		f.StatementVersion = statementVersion(f.Consent.Label)
 	}
 }
 
@@ -203,8 +219,8 @@ func (f *Form) Subject() *Node {
 	return nil
 }
 
-// metadataPurpose is what Haven records as the purpose of the fields devices
-// fill in themselves, and their tier.
+// metadataTiers are the purpose and tier Haven records for the fields
+// devices fill in themselves, by kind of preload.
 var metadataTiers = map[string]struct {
 	purpose string
 	tier    haven.Sensitivity
@@ -388,12 +404,16 @@ func consentUsable(n *Node) string {
 }
 
 // ConsentStatement is the text an enumerator read out, in every language,
-// and its version: the SHA-256 of the languages and texts.
+// and its version.
 func (f *Form) ConsentStatement() (text map[string]string, version string) {
 	if f.Consent == nil {
 		return nil, ""
 	}
-	text = f.Consent.Label
+	return f.Consent.Label, f.StatementVersion
+}
+
+// statementVersion is the SHA-256 of a statement's languages and texts.
+func statementVersion(text map[string]string) string {
 	langs := make([]string, 0, len(text))
 	for l := range text {
 		langs = append(langs, l)
@@ -403,7 +423,7 @@ func (f *Form) ConsentStatement() (text map[string]string, version string) {
 	for _, l := range langs {
 		fmt.Fprintf(h, "%s\x00%s\x00", l, text[l])
 	}
-	return text, hex.EncodeToString(h.Sum(nil))
+	return hex.EncodeToString(h.Sum(nil))
 }
 
 // Value returns the text of the first element at an absolute form path in
@@ -442,29 +462,20 @@ func (f *Form) ConsentOutcome(inst *Instance) string {
 // DeviceTimes returns the start and end times the device recorded, when the
 // form has start and end fields and the device filled them.
 func (f *Form) DeviceTimes(inst *Instance) (start, end *time.Time) {
-	for _, n := range f.Fields() {
-		var dst **time.Time
-		switch n.Preload {
-		case "timestamp start":
-			dst = &start
-		case "timestamp end":
-			dst = &end
-		default:
-			continue
-		}
-		v, _ := inst.Value(n.Path)
-		if t, ok := parseDeviceTime(v); ok {
-			*dst = &t
-		}
-	}
-	return start, end
+	return deviceTime(inst, f.start), deviceTime(inst, f.end)
 }
 
-func parseDeviceTime(s string) (time.Time, bool) {
-	for _, layout := range []string{time.RFC3339Nano, "2006-01-02T15:04:05.000-07:00", "2006-01-02T15:04:05.000Z07:00", "2006-01-02T15:04:05-07"} {
-		if t, err := time.Parse(layout, strings.TrimSpace(s)); err == nil {
-			return t.UTC(), true
-		}
+// deviceTime reads a time the device recorded in field n (ODK Collect
+// writes 2026-11-20T09:15:00.000+03:00), or nil.
+func deviceTime(inst *Instance, n *Node) *time.Time {
+	if n == nil {
+		return nil
 	}
-	return time.Time{}, false
+	v, _ := inst.Value(n.Path)
+	t, err := time.Parse(time.RFC3339Nano, strings.TrimSpace(v))
+	if err != nil {
+		return nil
+	}
+	t = t.UTC()
+	return &t
 }

@@ -1,7 +1,6 @@
 package server
 
 import (
-	"math"
 	"net/http"
 	"strings"
 	"time"
@@ -25,8 +24,8 @@ func (s *Server) answerProject(pr *haven.Project) projectAnswer {
 	now := s.now()
 	a := projectAnswer{Project: pr, Closed: pr.Closed(now), DestructionDate: pr.DestructionDate()}
 	if a.DestructionDate != nil && pr.DestroyedAt == nil {
-		days := max(0, int(math.Ceil(a.DestructionDate.Sub(now).Hours()/24)))
-		a.DaysLeft = &days
+		a.DaysLeft = pr.DaysLeft(now)
+		days := *a.DaysLeft
 		switch {
 		case pr.Hold != nil:
 			a.Warning = "On legal hold: the data is kept until the hold is lifted."

@@ -42,12 +42,6 @@ func (e *env) attachment(pid int64, id, name string) []byte {
 	return b
 }
 
-// A form with three photos, to exercise split uploads.
-func threePhotoInstance(id string) []byte {
-	return bytes.Replace(instance(id, "Amina", "a.jpg"), []byte("<member><age>34</age><sex>f</sex></member>"),
-		[]byte("<member><age>34</age><sex>f</sex></member>"), 1)
-}
-
 func TestSplitUpload(t *testing.T) {
 	lim := testLimits()
 	lim.MaxBody = 300_000

@@ -9,7 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"math"
+	"strings"
 	"time"
 
 	"github.com/haven-org/haven"
@@ -153,22 +153,17 @@ func (s *Store) destroySubmissions(ctx context.Context, projectID int64) (int, e
 		rows.Close()
 		counts := map[string]int64{}
 		for _, x := range subs {
-			var versions, consents int64
-			tx.QueryRow(`SELECT count(*) FROM submission_versions v JOIN submissions s ON s.id = v.submission_id
-				WHERE s.form_id = ? AND s.instance_id = ?`, x.formID, x.instance).Scan(&versions)
-			tx.QueryRow(`SELECT count(*) FROM consent_records c JOIN submissions s ON s.id = c.submission_id
-				WHERE s.form_id = ? AND s.instance_id = ?`, x.formID, x.instance).Scan(&consents)
-			_, objs, err := eraseSubmission(tx, x.formID, x.instance)
+			gone, err := eraseSubmission(tx, x.formID, x.instance)
 			if err != nil {
 				return err
 			}
-			objects = append(objects, objs...)
+			objects = append(objects, gone.objects...)
 			counts["submissions"]++
-			counts["submission versions"] += versions
-			counts["consent records"] += consents
+			counts["submission versions"] += gone.versions
+			counts["consent records"] += gone.consents
+			counts["attachments"] += gone.files
 			counts["kept:submissions of form "+x.xmlFormID]++
 		}
-		counts["attachments"] += int64(len(objects))
 		for kind, c := range counts {
 			if err := addCount(tx, projectID, kind, c); err != nil {
 				return err
@@ -219,31 +214,11 @@ func destroyRest(tx *Tx, projectID int64) ([]*Blob, error) {
 		return nil, err
 	}
 	// Every object of the project left (form media, anything else).
-	rows, err := tx.Query(`SELECT id, store, object, data IS NOT NULL FROM blobs WHERE project_id = ?`, projectID)
+	ids, objects, err := tx.selectBlobs(`SELECT id, store, object, data IS NOT NULL FROM blobs WHERE project_id = ?`, projectID)
 	if err != nil {
 		return nil, err
 	}
-	var objects []*Blob
-	var ids []int64
-	for rows.Next() {
-		b := &Blob{}
-		var inline bool
-		if err := rows.Scan(&b.ID, &b.Store, &b.Object, &inline); err != nil {
-			rows.Close()
-			return nil, err
-		}
-		ids = append(ids, b.ID)
-		if !inline {
-			objects = append(objects, b)
-		}
-	}
-	rows.Close()
-	for _, id := range ids {
-		if _, err := tx.Exec(`DELETE FROM blobs WHERE id = ?`, id); err != nil {
-			return nil, err
-		}
-	}
-	return objects, nil
+	return objects, tx.deleteBlobRows(ids)
 }
 
 // certify marks the project destroyed and writes its signed certificate,
@@ -266,8 +241,11 @@ func (s *Store) certify(tx *Tx, projectID, keyID int64, by string) error {
 	for rows.Next() {
 		var kind string
 		var n int64
-		rows.Scan(&kind, &n)
-		if k, ok := cutPrefix(kind, "kept:"); ok {
+		if err := rows.Scan(&kind, &n); err != nil {
+			rows.Close()
+			return err
+		}
+		if k, ok := strings.CutPrefix(kind, "kept:"); ok {
 			c.Kept[k] = n
 		} else {
 			c.Destroyed[kind] = n
@@ -282,7 +260,10 @@ func (s *Store) certify(tx *Tx, projectID, keyID int64, by string) error {
 	for rows.Next() {
 		var form string
 		var n int64
-		rows.Scan(&form, &n)
+		if err := rows.Scan(&form, &n); err != nil {
+			rows.Close()
+			return err
+		}
 		c.Kept["submissions not kept for want of consent, form "+form] = n
 	}
 	rows.Close()
@@ -300,13 +281,6 @@ func (s *Store) certify(tx *Tx, projectID, keyID int64, by string) error {
 	}
 	return s.Audit.Append(tx, &haven.AuditEvent{Actor: by, Action: "project.destroy", ProjectID: projectID,
 		Object: fmt.Sprintf("project/%d", projectID), Details: map[string]any{"certificateSha256": hex.EncodeToString(sum[:])}})
-}
-
-func cutPrefix(s, p string) (string, bool) {
-	if len(s) >= len(p) && s[:len(p)] == p {
-		return s[len(p):], true
-	}
-	return s, false
 }
 
 // Certificate returns a destroyed project's certificate.
@@ -392,8 +366,8 @@ func (s *Store) Reap(ctx context.Context, dryRun bool, by string) ([]Due, error)
 			continue
 		}
 		due := Due{Project: p, Due: p.DueForDestruction(now)}
-		if d != nil && !due.Due {
-			due.DaysLeft = int(math.Ceil(d.Sub(now).Hours() / 24))
+		if left := p.DaysLeft(now); left != nil && !due.Due {
+			due.DaysLeft = *left
 		}
 		if due.Due && !dryRun {
 			if _, err := s.Destroy(ctx, p.ID, by); err != nil {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -18,7 +19,8 @@ const destroyForm = `<h:html xmlns="http://www.w3.org/2002/xforms" xmlns:h="http
 <bind nodeset="/d/photo" type="binary"/></model></h:head><h:body/></h:html>`
 
 // filled makes a project with an end date, a published form and n
-// submissions, each with a photo; names and photos carry marker.
+// submissions, each with a photo; names and photos carry marker, instance
+// IDs carry it in lower case.
 func filled(t *testing.T, st *storage.Store, n int, marker string, end time.Time) (*haven.Project, *haven.Form) {
 	t.Helper()
 	retention := 30
@@ -39,7 +41,9 @@ func filled(t *testing.T, st *storage.Store, n int, marker string, end time.Time
 		if err != nil {
 			t.Fatal(err)
 		}
-		id := fmt.Sprintf("uuid:%d-%d", pr.ID, i)
+		// The instance ID is the one value of a submission kept in plain
+		// text: the marker in it (lower case) shows rows really leave the disk.
+		id := fmt.Sprintf("uuid:%s-%d", strings.ToLower(marker), i)
 		xml := fmt.Sprintf(`<d id="d" version="1"><name>%s-NAME</name><photo>p.jpg</photo><meta><instanceID>%s</instanceID></meta></d>`, marker, id)
 		_, err = st.Submissions.Ingest(ctx, &storage.Incoming{ProjectID: pr.ID, FormID: f.ID, FormVersionID: f.CurrentVersionID,
 			InstanceID: id, XML: []byte(xml), SubmitterID: u.ID, DeviceID: "collect:" + marker,
@@ -50,20 +54,6 @@ func filled(t *testing.T, st *storage.Store, n int, marker string, end time.Time
 		}
 	}
 	return pr, f
-}
-
-// scan lists the files under dir holding marker in plaintext.
-func scan(dir, marker string) []string {
-	var hits []string
-	filepath.Walk(dir, func(p string, fi os.FileInfo, err error) error {
-		if err == nil && !fi.IsDir() {
-			if b, _ := os.ReadFile(p); bytes.Contains(b, []byte(marker)) {
-				hits = append(hits, p)
-			}
-		}
-		return nil
-	})
-	return hits
 }
 
 // Destruction: the reaper leaves projects alone until their date, defers to
@@ -125,8 +115,8 @@ func TestDestruction(t *testing.T) {
 	if n != 0 {
 		t.Fatalf("%d blobs left", n)
 	}
-	for _, m := range []string{"DOOMED", "collect:DOOMED"} {
-		if hits := scan(dir, m); len(hits) > 0 {
+	for _, m := range []string{"DOOMED", "collect:DOOMED", "uuid:doomed-"} {
+		if hits := scanDir(dir, m); len(hits) > 0 {
 			t.Fatalf("%q found after destruction in %v", m, hits)
 		}
 	}
@@ -168,7 +158,7 @@ func TestDestruction(t *testing.T) {
 	if subs, _, err := old.Submissions.List(ctx, keep.ID, keepForm.ID, 100, 0); err != nil || len(subs) != 2 {
 		t.Fatalf("the live project from the backup: %d %v", len(subs), err)
 	}
-	if hits := scan(restored, "DOOMED"); len(hits) > 0 {
+	if hits := scanDir(restored, "DOOMED"); len(hits) > 0 {
 		t.Fatalf("plaintext in the backup: %v", hits)
 	}
 }
@@ -203,8 +193,10 @@ func TestDestructionResumes(t *testing.T) {
 	if c.Destroyed["submissions"] != 230 || c.Destroyed["attachments"] != 230 {
 		t.Fatalf("certificate after resuming: %s", cert.Body)
 	}
-	if hits := scan(dir, "RESUME"); len(hits) > 0 {
-		t.Fatalf("marker left: %v", hits)
+	for _, m := range []string{"RESUME", "uuid:resume-"} {
+		if hits := scanDir(dir, m); len(hits) > 0 {
+			t.Fatalf("%q left in %v", m, hits)
+		}
 	}
 	if v, _ := st.DB.IntegrityCheck(ctx); v != "ok" {
 		t.Fatalf("integrity: %s", v)

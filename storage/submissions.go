@@ -348,10 +348,11 @@ func (tx *Tx) insertVersion(in *Incoming, submissionID int64, sealedXML, sealedN
 func (s *Submissions) Delete(ctx context.Context, blobs *Blobs, formID int64, instanceID string, e *haven.AuditEvent) error {
 	var objects []*Blob
 	err := s.DB.Write(ctx, func(tx *Tx) error {
-		var err error
-		if _, objects, err = eraseSubmission(tx, formID, instanceID); err != nil {
+		gone, err := eraseSubmission(tx, formID, instanceID)
+		if err != nil {
 			return err
 		}
+		objects = gone.objects
 		return s.audit(tx, e, "ok")
 	})
 	if err != nil {
@@ -372,13 +373,13 @@ func (s *Submissions) WithdrawConsent(ctx context.Context, blobs *Blobs, project
 	}
 	var objects []*Blob
 	err = s.DB.Write(ctx, func(tx *Tx) error {
-		created, objs, err := eraseSubmission(tx, formID, instanceID)
+		gone, err := eraseSubmission(tx, formID, instanceID)
 		if err != nil {
 			return err
 		}
-		objects = objs
+		objects = gone.objects
 		if _, err := tx.Exec(`INSERT INTO consent_withdrawals (form_id, instance_mac, submitted_on, withdrawn_at, recorded_by) VALUES (?, ?, ?, ?, ?)`,
-			formID, withdrawalMAC(pk, instanceID), created.UTC().Format("2006-01-02"), ms(tx.Now()), by); err != nil {
+			formID, withdrawalMAC(pk, instanceID), gone.created.UTC().Format("2006-01-02"), ms(tx.Now()), by); err != nil {
 			return err
 		}
 		return s.audit(tx, e, "ok")
@@ -390,53 +391,84 @@ func (s *Submissions) WithdrawConsent(ctx context.Context, blobs *Blobs, project
 	return nil
 }
 
-// eraseSubmission deletes a submission's rows and returns when it was
-// created and the objects to delete from their stores once tx commits.
-func eraseSubmission(tx *Tx, formID int64, instanceID string) (time.Time, []*Blob, error) {
+// erased is what eraseSubmission removed.
+type erased struct {
+	created  time.Time // when the submission had arrived
+	versions int64
+	consents int64
+	files    int64   // attachment blobs, inline or in a store
+	objects  []*Blob // the blobs kept in a store: delete them once tx commits
+}
+
+// eraseSubmission deletes a submission's rows: versions, attachment
+// records, consent record and blobs.
+func eraseSubmission(tx *Tx, formID int64, instanceID string) (*erased, error) {
 	var id, created int64
 	err := tx.QueryRow(`SELECT id, created_at FROM submissions WHERE form_id = ? AND instance_id = ?`, formID, instanceID).Scan(&id, &created)
 	if errors.Is(err, sql.ErrNoRows) {
-		return time.Time{}, nil, notFound(fmt.Sprintf("Submission %s", instanceID))
+		return nil, notFound(fmt.Sprintf("Submission %s", instanceID))
 	} else if err != nil {
-		return time.Time{}, nil, err
+		return nil, err
 	}
-	rows, err := tx.Query(`SELECT DISTINCT b.id, b.store, b.object, b.data IS NOT NULL FROM blobs b
+	ids, objects, err := tx.selectBlobs(`SELECT DISTINCT b.id, b.store, b.object, b.data IS NOT NULL FROM blobs b
 		JOIN submission_attachments a ON a.blob_id = b.id JOIN submission_versions v ON v.id = a.version_id
 		WHERE v.submission_id = ?`, id)
 	if err != nil {
-		return time.Time{}, nil, err
+		return nil, err
 	}
+	e := &erased{created: fromMS(created), files: int64(len(ids)), objects: objects}
+	for _, q := range []struct {
+		sql   string
+		count *int64
+	}{
+		{`DELETE FROM submission_attachments WHERE version_id IN (SELECT id FROM submission_versions WHERE submission_id = ?)`, nil},
+		{`DELETE FROM submission_versions WHERE submission_id = ?`, &e.versions},
+		{`DELETE FROM consent_records WHERE submission_id = ?`, &e.consents},
+		{`DELETE FROM submissions WHERE id = ?`, nil},
+	} {
+		r, err := tx.Exec(q.sql, id)
+		if err != nil {
+			return nil, err
+		}
+		if q.count != nil {
+			*q.count, _ = r.RowsAffected()
+		}
+	}
+	return e, tx.deleteBlobRows(ids)
+}
+
+// selectBlobs reads the blobs a query selects (id, store, object, inline)
+// for deletion: every id, and the blobs whose bytes live in a store.
+func (tx *Tx) selectBlobs(q string, args ...any) ([]int64, []*Blob, error) {
+	rows, err := tx.Query(q, args...)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer rows.Close()
 	var ids []int64
 	var objects []*Blob
 	for rows.Next() {
 		b := &Blob{}
 		var inline bool
 		if err := rows.Scan(&b.ID, &b.Store, &b.Object, &inline); err != nil {
-			rows.Close()
-			return time.Time{}, nil, err
+			return nil, nil, err
 		}
 		ids = append(ids, b.ID)
 		if !inline {
 			objects = append(objects, b)
 		}
 	}
-	rows.Close()
-	for _, q := range []string{
-		`DELETE FROM submission_attachments WHERE version_id IN (SELECT id FROM submission_versions WHERE submission_id = ?)`,
-		`DELETE FROM submission_versions WHERE submission_id = ?`,
-		`DELETE FROM consent_records WHERE submission_id = ?`,
-		`DELETE FROM submissions WHERE id = ?`,
-	} {
-		if _, err := tx.Exec(q, id); err != nil {
-			return time.Time{}, nil, err
+	return ids, objects, rows.Err()
+}
+
+// deleteBlobRows deletes blob rows (overwritten on disk: secure_delete).
+func (tx *Tx) deleteBlobRows(ids []int64) error {
+	for _, id := range ids {
+		if _, err := tx.Exec(`DELETE FROM blobs WHERE id = ?`, id); err != nil {
+			return err
 		}
 	}
-	for _, bid := range ids {
-		if _, err := tx.Exec(`DELETE FROM blobs WHERE id = ?`, bid); err != nil {
-			return time.Time{}, nil, err
-		}
-	}
-	return fromMS(created), objects, nil
+	return nil
 }
 
 // KnownFiles returns, for an instanceID already stored in a form, the names

@@ -142,8 +142,7 @@ func (in *ingestion) run(ctx context.Context) (*Receipt, error) {
 	consent := &haven.ConsentRecord{Outcome: in.consent, LegalBasis: in.schema.LegalBasis, DeviceStart: start, DeviceEnd: end,
 		DeviceUserID: in.req.Principal.ActorID, DeviceID: in.req.DeviceID}
 	if in.schema.Consent != nil {
-		consent.LegalBasis, consent.Field = haven.BasisConsent, in.schema.Consent.Path
-		_, consent.StatementVersion = in.schema.ConsentStatement()
+		consent.LegalBasis, consent.Field, consent.StatementVersion = haven.BasisConsent, in.schema.Consent.Path, in.schema.StatementVersion
 		if len(in.schema.Languages) == 1 {
 			consent.Language = in.schema.Languages[0]
 		}

@@ -140,7 +140,6 @@ func (s *Service) classification(ctx context.Context, f *haven.Form) (*Classific
 	}
 	for _, t := range since {
 		if c.Since == nil || t.Before(*c.Since) {
-			t := t
 			c.Since = &t
 		}
 	}

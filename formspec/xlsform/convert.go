@@ -100,10 +100,6 @@ func (c *converter) errorf(sheet string, row int, col, format string, args ...an
 	c.res.Errors = append(c.res.Errors, Diagnostic{Sheet: sheet, Row: row, Column: col, Message: fmt.Sprintf(format, args...)})
 }
 
-func (c *converter) warnf(sheet string, row int, col, format string, args ...any) {
-	c.res.Warnings = append(c.res.Warnings, Diagnostic{Sheet: sheet, Row: row, Column: col, Message: fmt.Sprintf(format, args...)})
-}
-
 // Convert converts a workbook into an XForm, or explains why it cannot.
 func Convert(wb *Workbook, opt Options) *Result {
 	c := &converter{wb: wb, opt: opt, res: &Result{Warnings: []Diagnostic{}, Errors: []Diagnostic{}}, byName: map[string]*node{}, choices: map[string][]Row{}, settings: map[string]string{}}
