@@ -42,6 +42,9 @@ func (s *Server) login(c echo.Context) error {
 	if err != nil {
 		return err
 	}
+	if e := haven.AuditFrom(c.Request().Context()); e != nil {
+		e.ActorID, e.Actor = user.ID, user.Email
+	}
 	token, exp, err := s.issueToken(c, user.ID)
 	if err != nil {
 		return err

@@ -89,9 +89,6 @@ func (s *Server) audit(next echo.HandlerFunc) echo.HandlerFunc {
 		if e.Recorded {
 			return err
 		}
-		if p := principal(c); p != nil {
-			e.ActorID, e.Actor = p.ActorID, p.Name
-		}
 		e.Outcome = outcome(c, err)
 		if lerr := s.auditLog.Log(r.Context(), e); lerr != nil {
 			s.log.Error("audit event not written", "action", action, "object", object, "err", lerr)

@@ -22,6 +22,15 @@ import (
 const keyPrincipal = "principal"
 
 // principal returns who is calling, or nil.
+// setPrincipal records who is making the request, for handlers and for the
+// request's audit event, which a lower layer may write before the handler returns.
+func setPrincipal(c echo.Context, p *haven.Principal) {
+	c.Set(keyPrincipal, p)
+	if e := haven.AuditFrom(c.Request().Context()); e != nil && p != nil {
+		e.ActorID, e.Actor = p.ActorID, p.Name
+	}
+}
+
 func principal(c echo.Context) *haven.Principal {
 	p, _ := c.Get(keyPrincipal).(*haven.Principal)
 	return p
@@ -95,7 +104,7 @@ func (s *Server) authenticate(next echo.HandlerFunc) echo.HandlerFunc {
 			c.Set(keyAuthError, err)
 			return next(c)
 		}
-		c.Set(keyPrincipal, p)
+		setPrincipal(c, p)
 		return next(c)
 	}
 }
@@ -278,7 +287,7 @@ func (s *Server) keyAuth(next echo.HandlerFunc) echo.HandlerFunc {
 		if err != nil {
 			return err
 		}
-		c.Set(keyPrincipal, p)
+		setPrincipal(c, p)
 		return next(c)
 	}
 }

@@ -355,6 +355,9 @@ func TestAuditTrail(t *testing.T) {
 		if ev.Address == "" {
 			t.Errorf("event %d has no address", ev.ID)
 		}
+		if ev.ActorID == 0 {
+			t.Errorf("event %d (%s) names no actor", ev.ID, ev.Action)
+		}
 	}
 	obj := fmt.Sprintf("project/%d/form/household/submission/uuid:a1", pid)
 	for _, want := range []string{

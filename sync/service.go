@@ -41,7 +41,7 @@ type Service struct {
 	Submissions *storage.Submissions
 	Blobs       *storage.Blobs
 	Limits      Limits
-	// Now is the clock (classification deadlines); nil means time.Now.
+	// Now is the clock (project ends, classification deadlines); nil means time.Now.
 	Now func() time.Time
 
 	schemas gosync.Map // form version id -> *formspec.Form (published versions never change)
