@@ -81,11 +81,17 @@ func (s *Store) Destroy(ctx context.Context, projectID int64, by string) (*Signe
 	if pr.DestroyedAt != nil {
 		return s.Certificate(ctx, projectID)
 	}
-	if pr.Hold != nil {
-		return nil, haven.Errorf(haven.ECONFLICT, "Project %d is on legal hold (%s, %s): its data is kept until the hold is lifted.", projectID, pr.Hold.Reason, pr.Hold.Reference)
-	}
+	// The hold is checked in the transaction that starts destruction, as
+	// PlaceHold checks the start in its own: one of the two wins, never both.
 	err = s.Projects.write(ctx, func(tx *Tx) error {
-		_, err := tx.Exec(`UPDATE projects SET destruction_started_at = ? WHERE id = ? AND destruction_started_at IS NULL`, ms(tx.Now()), projectID)
+		var reason, reference string
+		err := tx.QueryRow(`SELECT reason, reference FROM legal_holds WHERE project_id = ? AND lifted_at IS NULL`, projectID).Scan(&reason, &reference)
+		if err == nil {
+			return haven.Errorf(haven.ECONFLICT, "Project %d is on legal hold (%s, %s): its data is kept until the hold is lifted.", projectID, reason, reference)
+		} else if !errors.Is(err, sql.ErrNoRows) {
+			return err
+		}
+		_, err = tx.Exec(`UPDATE projects SET destruction_started_at = ? WHERE id = ? AND destruction_started_at IS NULL`, ms(tx.Now()), projectID)
 		return err
 	})
 	if err != nil {

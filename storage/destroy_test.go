@@ -86,6 +86,9 @@ func TestDestruction(t *testing.T) {
 	if due, _ := st.Reap(ctx, false, "schedule"); due[0].Due {
 		t.Fatal("a project on legal hold is due")
 	}
+	if _, err := st.Destroy(ctx, pr.ID, "someone"); haven.ErrorCode(err) != haven.ECONFLICT {
+		t.Fatalf("destroying a project on hold: %v", err)
+	}
 	if subs, _, _ := st.Submissions.List(ctx, pr.ID, f.ID, 100, 0); len(subs) != 5 {
 		t.Fatalf("the hold did not keep the data: %d", len(subs))
 	}
