@@ -313,8 +313,7 @@ func TestTooLarge(t *testing.T) {
 // its XForm and served to devices; a broken one is refused whole.
 func TestXLSFormUpload(t *testing.T) {
 	e := newEnv(t)
-	var pr struct{ ID int64 }
-	e.admin("POST", "/v1/projects", map[string]string{"name": "P"}, &pr)
+	pr := e.emptyProject()
 	good, _ := xlsform.MarkdownToXLSX(`
 | survey   |             |         |          |         |             |
 |          | type        | name    | label    | purpose | sensitivity |
@@ -328,16 +327,9 @@ func TestXLSFormUpload(t *testing.T) {
 |          | form_id     | version | legal_basis |      |             |
 |          | visit       | 3       | vital_interest |   |             |
 `)
-	const xlsxType = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 	base := fmt.Sprintf("/v1/projects/%d/forms", pr.ID)
-	resp := e.request("POST", base+"?publish=true", e.token, xlsxType, bytes.NewReader(good))
-	resp.Body.Close()
-	if resp.StatusCode != 200 {
-		t.Fatalf("upload: %d", resp.StatusCode)
-	}
-	var au struct{ ServerURL string }
-	e.admin("POST", fmt.Sprintf("/v1/projects/%d/app-users", pr.ID), map[string]string{"displayName": "T"}, &au)
-	dev := collect.New(au.ServerURL)
+	e.publishXLSX(pr.ID, good)
+	dev := e.device(pr.ID, "T")
 	forms, err := dev.FormList(ctx)
 	if err != nil || len(forms) != 1 || forms[0].FormID != "visit" || forms[0].Version != "3" {
 		t.Fatalf("form list: %+v %v", forms, err)

@@ -147,9 +147,34 @@ func (e *env) project() (int64, *collect.Client) {
 	e.admin("POST", base+"/household/draft/attachments/prices.csv", pricesCSV, nil)
 	e.admin("POST", base+"/household/draft/attachments/shelter.png", shelterPNG, nil)
 	e.admin("POST", base+"/household/draft/publish", nil, nil)
+	return pr.ID, e.device(pr.ID, "Tablet 1")
+}
+
+// emptyProject makes a project with no form.
+func (e *env) emptyProject() (pr struct{ ID int64 }) {
+	e.t.Helper()
+	e.admin("POST", "/v1/projects", map[string]string{"name": "P"}, &pr)
+	return pr
+}
+
+// device makes an app user in a project and returns ODK Collect set up with it.
+func (e *env) device(pid int64, name string) *collect.Client {
+	e.t.Helper()
 	var au struct{ ServerURL string }
-	e.admin("POST", fmt.Sprintf("/v1/projects/%d/app-users", pr.ID), map[string]string{"displayName": "Tablet 1"}, &au)
-	return pr.ID, collect.New(au.ServerURL)
+	e.admin("POST", fmt.Sprintf("/v1/projects/%d/app-users", pid), map[string]string{"displayName": name}, &au)
+	return collect.New(au.ServerURL)
+}
+
+const xlsxType = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+
+// publishXLSX uploads an XLSForm to a project and publishes it at once.
+func (e *env) publishXLSX(pid int64, xlsx []byte) {
+	e.t.Helper()
+	resp := e.request("POST", fmt.Sprintf("/v1/projects/%d/forms?publish=true", pid), e.token, xlsxType, bytes.NewReader(xlsx))
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		e.t.Fatalf("publishing an XLSForm: status %d", resp.StatusCode)
+	}
 }
 
 // collector makes a web user with the data collector role in a project and

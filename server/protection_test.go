@@ -15,8 +15,6 @@ import (
 	"github.com/haven-org/haven/storage"
 )
 
-const xlsxType = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
-
 // consentForm is an XLSForm with a consent question in two languages,
 // device start and end times, a name and a photo. purpose is the name
 // question's purpose cell.
@@ -42,13 +40,6 @@ func consentForm(t *testing.T, purpose string) []byte {
 		t.Fatal(err)
 	}
 	return b
-}
-
-// emptyProject makes a project with no form.
-func (e *env) emptyProject() (pr struct{ ID int64 }) {
-	e.t.Helper()
-	e.admin("POST", "/v1/projects", map[string]string{"name": "P"}, &pr)
-	return pr
 }
 
 func consentInstance(id, consent, name, photo string) []byte {
@@ -109,8 +100,7 @@ func TestFieldsView(t *testing.T) {
 	e := newEnv(t)
 	pr := e.emptyProject()
 	base := fmt.Sprintf("/v1/projects/%d/forms", pr.ID)
-	resp := e.request("POST", base+"?publish=true", e.token, xlsxType, bytes.NewReader(consentForm(t, "Call back")))
-	resp.Body.Close()
+	e.publishXLSX(pr.ID, consentForm(t, "Call back"))
 	var fields []struct {
 		Path, Kind, Purpose, Sensitivity, EffectiveSensitivity string
 		Consent                                                bool
@@ -199,14 +189,8 @@ func TestConsent(t *testing.T) {
 	e := newEnv(t)
 	pr := e.emptyProject()
 	base := fmt.Sprintf("/v1/projects/%d/forms", pr.ID)
-	resp := e.request("POST", base+"?publish=true", e.token, xlsxType, bytes.NewReader(consentForm(t, "Call back")))
-	resp.Body.Close()
-	if resp.StatusCode != 200 {
-		t.Fatalf("publish: %d", resp.StatusCode)
-	}
-	var au struct{ ServerURL string }
-	e.admin("POST", fmt.Sprintf("/v1/projects/%d/app-users", pr.ID), map[string]string{"displayName": "Tablet"}, &au)
-	dev := collect.New(au.ServerURL)
+	e.publishXLSX(pr.ID, consentForm(t, "Call back"))
+	dev := e.device(pr.ID, "Tablet")
 	dev.DeviceID = "collect:tablet-7"
 	ctx := context.Background()
 	photo := func(marker string) []collect.File {
