@@ -185,6 +185,8 @@ type SubmissionVersion struct {
 	// names; a version is complete when both are equal.
 	AttachmentsPresent  int `json:"attachmentsPresent"`
 	AttachmentsExpected int `json:"attachmentsExpected"`
+	// EditReason is why a version was made on the server (a correction).
+	EditReason string `json:"editReason,omitempty"`
 }
 
 // Attachment is a file a submission version's XML names in a binary field.

@@ -19,6 +19,7 @@ const (
 	ActionSubmit           Action = "submission.create"
 	ActionSubmissionRead   Action = "submission.read"
 	ActionSubmissionDelete Action = "submission.delete" // erasure: administrators only for now
+	ActionSubjectRequest   Action = "subject.request"   // data subject access, correction, erasure, objection
 	ActionAppUserManage    Action = "appuser.manage"
 	ActionAssignmentManage Action = "assignment.manage"
 )

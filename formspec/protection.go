@@ -33,6 +33,7 @@ type Protection struct {
 	Languages []string
 
 	start, end *Node // the fields the device fills with its start and end times
+	subject    *Node // the subject identifier field, found once
 }
 
 // havenAttr returns the value of the attribute local in Haven's namespace.
@@ -182,6 +183,7 @@ func (f *Form) resolveConsent() {
 	if f.Consent != nil {
 		f.StatementVersion = statementVersion(f.Consent.Label)
 	}
+	f.subject = f.findSubject()
 }
 
 // fieldByRef finds a field by absolute path or by name, when the name is unique.
@@ -207,7 +209,9 @@ func (f *Form) fieldByRef(ref string) *Node {
 
 // Subject returns the field that identifies the person a submission is about
 // (haven:subject-field or haven:subject="true"), or nil.
-func (f *Form) Subject() *Node {
+func (f *Form) Subject() *Node { return f.subject }
+
+func (f *Form) findSubject() *Node {
 	if f.SubjectField != "" {
 		return f.fieldByRef(f.SubjectField)
 	}
@@ -365,7 +369,34 @@ func (f *Form) CheckProtection() []Problem {
 	case basis == "" || basis == haven.BasisConsent:
 		out = append(out, Problem{Path: model, Message: "the form has no consent question and declares no other legal basis: name the consent question in the settings column consent (a select_one yes/no or an acknowledge question), or set legal_basis to one of " + strings.Join(haven.LegalBases[1:], ", ")})
 	}
+	switch {
+	case f.SubjectField != "" && f.subject == nil:
+		out = append(out, Problem{Path: model, Message: fmt.Sprintf("the subject_id setting names %q, which is not a field of the form (or names more than one): give the name of the question that records the person's identifier", f.SubjectField)})
+	case f.subject != nil && f.inRepeat(f.subject):
+		out = append(out, Problem{Path: f.subject.Path, Message: "is the subject identifier but sits inside a repeat: a submission is about one person, so put the identifier question outside any repeat"})
+	}
 	return out
+}
+
+// SubjectID returns the subject identifier a submission carries, trimmed;
+// "" when the form names none or the submission leaves it empty.
+func (f *Form) SubjectID(inst *Instance) string {
+	if f.subject == nil {
+		return ""
+	}
+	v, _ := inst.Value(f.subject.Path)
+	return strings.TrimSpace(v)
+}
+
+// inRepeat reports whether n is inside a repeat (or is one).
+func (f *Form) inRepeat(n *Node) bool {
+	parts := strings.Split(strings.Trim(n.Path, "/"), "/")
+	for i := 2; i <= len(parts); i++ {
+		if a := f.Node("/" + strings.Join(parts[:i], "/")); a != nil && a.Repeat {
+			return true
+		}
+	}
+	return false
 }
 
 func tierList() string {

@@ -37,6 +37,12 @@ var audited = map[string]string{
 	"GET /v1/projects/:pid/forms/:formId/submissions/:instanceId/versions":          "submission.versions",
 	"GET /v1/projects/:pid/forms/:formId/submissions/:instanceId/attachments":       "submission.attachments",
 	"GET /v1/projects/:pid/forms/:formId/submissions/:instanceId/attachments/:name": "attachment.download",
+	"POST /v1/projects/:pid/forms/:formId/submissions/:instanceId/corrections":      "submission.correct",
+	"GET /v1/projects/:pid/subjects/:subject":                                       "subject.access",
+	"DELETE /v1/projects/:pid/subjects/:subject":                                    "subject.erase",
+	"POST /v1/projects/:pid/subjects/:subject/objection":                            "subject.object",
+	"DELETE /v1/projects/:pid/subjects/:subject/objection":                          "subject.object.lift",
+	"GET /v1/projects/:pid/subject-erasures":                                        "subject.erasures",
 	"POST /v1/projects/:pid/submission":                                             "submission.create",
 	"POST /v1/projects/:pid/app-users":                                              "appuser.create",
 	"DELETE /v1/projects/:pid/app-users/:id":                                        "appuser.revoke",
@@ -59,6 +65,9 @@ func auditObject(c echo.Context) (string, int64) {
 	pid, _ := strconv.ParseInt(c.Param("pid"), 10, 64)
 	if pid > 0 {
 		parts = append(parts, "project", strconv.FormatInt(pid, 10))
+	}
+	if c.Param("subject") != "" {
+		parts = append(parts, "subject") // the identifier itself is never written down
 	}
 	for _, kv := range [][2]string{{"formId", "form"}, {"instanceId", "submission"}, {"name", "file"}, {"id", "actor"}, {"actorId", "actor"}} {
 		if v := c.Param(kv[0]); v != "" {

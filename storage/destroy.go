@@ -209,6 +209,19 @@ func destroyRest(tx *Tx, projectID int64) ([]*Blob, error) {
 		`DELETE FROM consent_withdrawals WHERE form_id IN (SELECT id FROM forms WHERE project_id = ?)`); err != nil {
 		return nil, err
 	}
+	if err := exec("erased instance records",
+		`SELECT count(*) FROM erased_instances WHERE form_id IN (SELECT id FROM forms WHERE project_id = ?)`,
+		`DELETE FROM erased_instances WHERE form_id IN (SELECT id FROM forms WHERE project_id = ?)`); err != nil {
+		return nil, err
+	}
+	if err := exec("subject objections", `SELECT count(*) FROM subject_objections WHERE project_id = ?`,
+		`DELETE FROM subject_objections WHERE project_id = ?`); err != nil {
+		return nil, err
+	}
+	if err := exec("subject erasure records", `SELECT count(*) FROM subject_erasures WHERE project_id = ?`,
+		`DELETE FROM subject_erasures WHERE project_id = ?`); err != nil {
+		return nil, err
+	}
 	if err := exec("form media files",
 		`SELECT count(*) FROM form_attachments WHERE blob_id IS NOT NULL AND form_version_id IN
 			(SELECT v.id FROM form_versions v JOIN forms f ON f.id = v.form_id WHERE f.project_id = ?)`,

@@ -47,7 +47,7 @@ func filled(t *testing.T, st *storage.Store, n int, marker string, end time.Time
 		xml := fmt.Sprintf(`<d id="d" version="1"><name>%s-NAME</name><photo>p.jpg</photo><meta><instanceID>%s</instanceID></meta></d>`, marker, id)
 		_, err = st.Submissions.Ingest(ctx, &storage.Incoming{ProjectID: pr.ID, FormID: f.ID, FormVersionID: f.CurrentVersionID,
 			InstanceID: id, XML: []byte(xml), SubmitterID: u.ID, DeviceID: "collect:" + marker,
-			Expected: []string{"p.jpg"}, Files: map[string]*storage.Blob{"p.jpg": blob},
+			Expected: []string{"p.jpg"}, Files: map[string]*storage.Blob{"p.jpg": blob}, Subject: fmt.Sprintf("%s-SUBJ-%d", marker, i),
 			Consent: &haven.ConsentRecord{Outcome: haven.ConsentGiven, LegalBasis: "consent", DeviceUserID: u.ID, DeviceID: "collect:" + marker}})
 		if err != nil {
 			t.Fatal(err)
@@ -68,6 +68,20 @@ func TestDestruction(t *testing.T) {
 	end := now.Add(24 * time.Hour)
 	pr, f := filled(t, st, 5, "DOOMED", end)
 	keep, keepForm := filled(t, st, 2, "KEPT", now.Add(365*24*time.Hour))
+	// Subject requests leave records of their own: an objection, and an
+	// erasure (of a sixth submission) with its erased-instance record.
+	_, err := st.Submissions.Ingest(ctx, &storage.Incoming{ProjectID: pr.ID, FormID: f.ID, FormVersionID: f.CurrentVersionID,
+		InstanceID: "uuid:doomed-erased", XML: []byte(`<d id="d" version="1"><name>DOOMED-ERASED</name><meta><instanceID>uuid:doomed-erased</instanceID></meta></d>`),
+		SubmitterID: 1, Subject: "DOOMED-SUBJ-X"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Submissions.EraseSubject(ctx, st.Blobs, pr.ID, "DOOMED-SUBJ-X", 1, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Submissions.Object(ctx, pr.ID, "DOOMED-SUBJ-0", 1, nil); err != nil {
+		t.Fatal(err)
+	}
 
 	backup := filepath.Join(t.TempDir(), "backup")
 	if _, err := st.Backup(ctx, backup); err != nil {
@@ -118,6 +132,10 @@ func TestDestruction(t *testing.T) {
 	if n != 0 {
 		t.Fatalf("%d blobs left", n)
 	}
+	st.DB.QueryRow(ctx, `SELECT count(*) FROM subject_index WHERE project_id = ?`, pr.ID).Scan(&n)
+	if n != 0 {
+		t.Fatalf("%d subject index entries left", n)
+	}
 	for _, m := range []string{"DOOMED", "collect:DOOMED", "uuid:doomed-"} {
 		if hits := scanDir(dir, m); len(hits) > 0 {
 			t.Fatalf("%q found after destruction in %v", m, hits)
@@ -134,6 +152,7 @@ func TestDestruction(t *testing.T) {
 	var c storage.Certificate
 	json.Unmarshal(cert.Body, &c)
 	if c.Destroyed["submissions"] != 5 || c.Destroyed["attachments"] != 5 || c.Destroyed["consent records"] != 5 ||
+		c.Destroyed["subject objections"] != 1 || c.Destroyed["subject erasure records"] != 1 || c.Destroyed["erased instance records"] != 1 ||
 		c.Kept["submissions of form d"] != 5 || len(c.KeyIDs) != 1 || c.By != "schedule" {
 		t.Fatalf("certificate: %s", cert.Body)
 	}

@@ -37,6 +37,11 @@ type Incoming struct {
 	Consent *haven.ConsentRecord
 	// Audit, when set, is written in the same transaction as the submission.
 	Audit *haven.AuditEvent
+	// Subject is the value of the form's subject identifier field, if any:
+	// indexed by keyed hash, and refused when the person objected.
+	Subject string
+	// EditReason is why a correction was made on the server ("" for devices).
+	EditReason string
 }
 
 // IngestResult says what Ingest did.
@@ -46,8 +51,9 @@ type IngestResult struct {
 	Missing   []string // files the XML names that have still not arrived
 	// Unused are blobs of files that were already stored: the caller deletes them.
 	Unused []*Blob
-	// Withdrawn is true when consent to this instance was withdrawn: nothing was stored.
-	Withdrawn bool
+	// Withdrawn is true when consent to this instance was withdrawn, Erased
+	// when its subject asked for erasure: nothing was stored.
+	Withdrawn, Erased bool
 }
 
 func xmlAAD(formID int64, instanceID string) string {
@@ -109,6 +115,10 @@ func (s *Submissions) Ingest(ctx context.Context, in *Incoming) (*IngestResult, 
 			err := tx.QueryRow(`SELECT id, submission_id, current FROM submission_versions WHERE form_id = ? AND instance_id = ?`,
 				in.FormID, in.DeprecatedID).Scan(&prevID, &submissionID, &current)
 			if errors.Is(err, sql.ErrNoRows) {
+				// An edit of a submission erased on request is not kept either.
+				if gone, err := tx.gone(pk, in.FormID, in.DeprecatedID); err != nil || gone != "" {
+					return s.notKept(tx, res, gone, in, err)
+				}
 				return haven.Errorf(haven.ENOTFOUND, "This is an edit of submission %s, which this server does not have. Send the original first.", in.DeprecatedID)
 			} else if err != nil {
 				return err
@@ -116,13 +126,16 @@ func (s *Submissions) Ingest(ctx context.Context, in *Incoming) (*IngestResult, 
 			if !current {
 				return haven.Errorf(haven.ECONFLICT, "This is an edit of %s, but that version was already replaced by a later edit. Download the latest version and edit that.", in.DeprecatedID)
 			}
+			if err := tx.checkObjection(pk, in); err != nil {
+				return err
+			}
 			if _, err := tx.Exec(`UPDATE submission_versions SET current = 0 WHERE id = ?`, prevID); err != nil {
 				return err
 			}
 			if _, err := tx.Exec(`UPDATE submissions SET updated_at = ? WHERE id = ?`, ms(tx.Now()), submissionID); err != nil {
 				return err
 			}
-			if versionID, err = tx.insertVersion(in, submissionID, sealedXML, sealedName, sealedDevice, mac); err != nil {
+			if versionID, err = tx.insertVersion(pk, in, submissionID, sealedXML, sealedName, sealedDevice, mac); err != nil {
 				return err
 			}
 			// Files the edit does not resend carry over from the version it replaces, by name.
@@ -133,17 +146,11 @@ func (s *Submissions) Ingest(ctx context.Context, in *Incoming) (*IngestResult, 
 			}
 			res.Created = true
 		default:
-			var withdrawn int
-			if err := tx.QueryRow(`SELECT count(*) FROM consent_withdrawals WHERE form_id = ? AND instance_mac = ?`,
-				in.FormID, withdrawalMAC(pk, in.InstanceID)).Scan(&withdrawn); err != nil {
-				return err
+			if gone, err := tx.gone(pk, in.FormID, in.InstanceID); err != nil || gone != "" {
+				return s.notKept(tx, res, gone, in, err)
 			}
-			if withdrawn > 0 {
-				res.Withdrawn, res.Unused = true, nil
-				for _, b := range in.Files {
-					res.Unused = append(res.Unused, b)
-				}
-				return s.audit(tx, in.Audit, "withdrawn")
+			if err := tx.checkObjection(pk, in); err != nil {
+				return err
 			}
 			r, err := tx.Exec(`INSERT INTO submissions (form_id, instance_id, submitter_id, device_id, created_at) VALUES (?, ?, ?, ?, ?)`,
 				in.FormID, in.InstanceID, in.SubmitterID, sealedDevice, ms(tx.Now()))
@@ -151,13 +158,18 @@ func (s *Submissions) Ingest(ctx context.Context, in *Incoming) (*IngestResult, 
 				return err
 			}
 			submissionID, _ = r.LastInsertId()
-			if versionID, err = tx.insertVersion(in, submissionID, sealedXML, sealedName, sealedDevice, mac); err != nil {
+			if versionID, err = tx.insertVersion(pk, in, submissionID, sealedXML, sealedName, sealedDevice, mac); err != nil {
 				return err
 			}
 			if err := insertConsent(tx, submissionID, in, sealedDevice); err != nil {
 				return err
 			}
 			res.Created = true
+		}
+		if res.Created {
+			if err := tx.indexSubject(pk, in, submissionID); err != nil {
+				return err
+			}
 		}
 		outcome := "duplicate"
 		if res.Created {
@@ -323,11 +335,19 @@ func (s *Submissions) Withdrawals(ctx context.Context, formID int64) ([]Withdraw
 	return out, rows.Err()
 }
 
-func (tx *Tx) insertVersion(in *Incoming, submissionID int64, sealedXML, sealedName, sealedDevice, mac []byte) (int64, error) {
+func reasonAAD(formID int64, instanceID string) string {
+	return fmt.Sprintf("edit reason %d %s", formID, instanceID)
+}
+
+func (tx *Tx) insertVersion(pk *ProjectKey, in *Incoming, submissionID int64, sealedXML, sealedName, sealedDevice, mac []byte) (int64, error) {
+	var reason []byte
+	if in.EditReason != "" {
+		reason = pk.Seal([]byte(in.EditReason), reasonAAD(in.FormID, in.InstanceID))
+	}
 	r, err := tx.Exec(`INSERT INTO submission_versions (submission_id, form_id, form_version_id, instance_id, deprecated_id,
-		instance_name, xml, xml_mac, submitter_id, device_id, current, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?)`,
+		instance_name, xml, xml_mac, submitter_id, device_id, current, created_at, edit_reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?)`,
 		submissionID, in.FormID, in.FormVersionID, in.InstanceID, in.DeprecatedID, sealedName, sealedXML, mac,
-		in.SubmitterID, sealedDevice, ms(tx.Now()))
+		in.SubmitterID, sealedDevice, ms(tx.Now()), reason)
 	if err != nil {
 		return 0, err
 	}
@@ -424,6 +444,7 @@ func eraseSubmission(tx *Tx, formID int64, instanceID string) (*erased, error) {
 		{`DELETE FROM submission_attachments WHERE version_id IN (SELECT id FROM submission_versions WHERE submission_id = ?)`, nil},
 		{`DELETE FROM submission_versions WHERE submission_id = ?`, &e.versions},
 		{`DELETE FROM consent_records WHERE submission_id = ?`, &e.consents},
+		{`DELETE FROM subject_index WHERE submission_id = ?`, nil},
 		{`DELETE FROM submissions WHERE id = ?`, nil},
 	} {
 		r, err := tx.Exec(q.sql, id)
@@ -581,7 +602,7 @@ func (s *Submissions) Versions(ctx context.Context, projectID int64, sub *haven.
 	rows, err := s.DB.read.QueryContext(ctx, `SELECT v.id, v.form_version_id, v.instance_id, v.deprecated_id, v.instance_name, v.submitter_id,
 		v.device_id, v.current, v.created_at, fv.version,
 		(SELECT count(*) FROM submission_attachments a WHERE a.version_id = v.id),
-		(SELECT count(*) FROM submission_attachments a WHERE a.version_id = v.id AND a.blob_id IS NOT NULL)
+		(SELECT count(*) FROM submission_attachments a WHERE a.version_id = v.id AND a.blob_id IS NOT NULL), v.edit_reason
 		FROM submission_versions v JOIN form_versions fv ON fv.id = v.form_version_id WHERE v.submission_id = ? ORDER BY v.id DESC`, sub.ID)
 	if err != nil {
 		return nil, err
@@ -590,14 +611,17 @@ func (s *Submissions) Versions(ctx context.Context, projectID int64, sub *haven.
 	out := []haven.SubmissionVersion{}
 	for rows.Next() {
 		v := haven.SubmissionVersion{SubmissionID: sub.ID}
-		var sealedName, device []byte
+		var sealedName, device, reason []byte
 		var created int64
 		if err := rows.Scan(&v.ID, &v.FormVersionID, &v.InstanceID, &v.DeprecatedID, &sealedName, &v.SubmitterID, &device,
-			&v.Current, &created, &v.FormVersion, &v.AttachmentsExpected, &v.AttachmentsPresent); err != nil {
+			&v.Current, &created, &v.FormVersion, &v.AttachmentsExpected, &v.AttachmentsPresent, &reason); err != nil {
 			return nil, err
 		}
 		var err error
 		if v.DeviceID, err = openString(pk, device, deviceAAD(sub.FormID, v.InstanceID)); err != nil {
+			return nil, err
+		}
+		if v.EditReason, err = openString(pk, reason, reasonAAD(sub.FormID, v.InstanceID)); err != nil {
 			return nil, err
 		}
 		v.CreatedAt = fromMS(created)

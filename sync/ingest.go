@@ -161,14 +161,19 @@ func (in *ingestion) run(ctx context.Context) (*Receipt, error) {
 		Files:         in.files,
 		Consent:       consent,
 		Audit:         audit,
+		Subject:       in.schema.SubjectID(in.inst),
 	})
 	if err != nil {
 		return nil, err
 	}
 	in.s.Blobs.Discard(ctx, res.Unused...)
-	if res.Withdrawn {
+	switch {
+	case res.Withdrawn:
 		return &Receipt{FormID: in.form.XMLFormID, InstanceID: in.inst.InstanceID, Incomplete: in.incomplete,
 			NotKept: "Consent to this form was withdrawn, so it was not kept on the server. It can be removed from the device."}, nil
+	case res.Erased:
+		return &Receipt{FormID: in.form.XMLFormID, InstanceID: in.inst.InstanceID, Incomplete: in.incomplete,
+			NotKept: "The person this form is about asked for their data to be erased, so it was not kept on the server. Remove it from the device."}, nil
 	}
 	return &Receipt{
 		FormID: in.form.XMLFormID, InstanceID: in.inst.InstanceID,

@@ -90,6 +90,7 @@ func TestProtectionRefusals(t *testing.T) {
 		{"| settings | | |\n| | form_id | legal_basis |\n| | f | because |", `legal basis "because"`},
 		{"| settings | | |\n| | form_id | consent |\n| | f | nobody |", `names "nobody"`},
 		{"| settings | | |\n| | form_id | consent |\n| | f | q |", "must be a select_one"},
+		{"| settings | | | |\n| | form_id | legal_basis | subject_id |\n| | f | vital_interest | nobody |", `subject_id setting names "nobody"`},
 	}
 	for _, c := range cases {
 		md := "| survey | | | | | |\n| | type | name | label | purpose | sensitivity |\n| | text | q | Q | Why | level_2 |\n" + c.settings
@@ -117,6 +118,16 @@ func TestProtectionRefusals(t *testing.T) {
 	}
 	if p := f.CheckProtection(); len(p) != 0 {
 		t.Errorf("a form with a legal basis was refused: %+v", p)
+	}
+	// A subject identifier inside a repeat cannot name the one person a
+	// submission is about.
+	md = "| survey | | | | | |\n| | type | name | label | purpose | sensitivity |\n| | begin_repeat | r | R | | |\n| | text | q | Q | Why | level_2 |\n| | end_repeat | | | | |\n" +
+		"| settings | | | |\n| | form_id | legal_basis | subject_id |\n| | f | vital_interest | q |"
+	if f, err = formspec.Parse(ConvertMarkdown(md, Options{}).XForm); err != nil {
+		t.Fatal(err)
+	}
+	if p := f.CheckProtection(); len(p) != 1 || p[0].Path != "/data/r/q" || !strings.Contains(p[0].Message, "inside a repeat") {
+		t.Errorf("a subject identifier in a repeat: %+v", p)
 	}
 }
 
