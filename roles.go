@@ -2,9 +2,13 @@ package haven
 
 // Role system names, as ODK Central spells them where Central has the role.
 const (
-	RoleAdmin    = "admin"    // site administrator: every right everywhere
-	RoleFormFill = "formfill" // data collector: lists forms and submits with a username and password
-	RoleAppUser  = "app-user" // a device token: lists forms and submits in its one project
+	RoleAdmin        = "admin"        // site administrator: every right everywhere
+	RoleManager      = "manager"      // project lead: runs the project, its people and its data
+	RoleFormDesigner = "formdesigner" // form designer: writes and publishes forms; sees no data
+	RoleDataManager  = "datamanager"  // data manager: reads, exports, corrects and erases data
+	RoleViewer       = "viewer"       // viewer: aggregated figures only, no raw data
+	RoleFormFill     = "formfill"     // data collector: lists forms and submits with a username and password
+	RoleAppUser      = "app-user"     // a device token: lists forms and submits in its one project
 )
 
 // Action is something a principal may or may not do within a project.
@@ -12,24 +16,38 @@ type Action string
 
 const (
 	ActionProjectRead      Action = "project.read"
-	ActionProjectUpdate    Action = "project.update"
-	ActionFormRead         Action = "form.read"    // form definitions and media, over REST
-	ActionFormWrite        Action = "form.write"   // drafts, publishing, state
-	ActionDeviceForms      Action = "device.forms" // formList, form download, manifest, media
+	ActionProjectUpdate    Action = "project.update" // end date, retention, legal hold
+	ActionFormRead         Action = "form.read"      // form definitions, fields and media, over REST
+	ActionFormWrite        Action = "form.write"     // drafts, publishing, state
+	ActionDeviceForms      Action = "device.forms"   // formList, form download, manifest, media
 	ActionSubmit           Action = "submission.create"
-	ActionSubmissionRead   Action = "submission.read"
-	ActionSubmissionDelete Action = "submission.delete" // erasure: administrators only for now
+	ActionSubmissionRead   Action = "submission.read"   // raw data: submissions, files, raw exports
+	ActionSubmissionDelete Action = "submission.delete" // erasure of one submission, consent withdrawal
+	ActionAggregate        Action = "aggregate.read"    // aggregated figures with small-cell suppression
 	ActionSubjectRequest   Action = "subject.request"   // data subject access, correction, erasure, objection
 	ActionAppUserManage    Action = "appuser.manage"
-	ActionAssignmentManage Action = "assignment.manage"
+	ActionAssignmentManage Action = "assignment.manage" // roles and clearances of the project's users
+	ActionAuditRead        Action = "audit.read"        // the project's audit events
 )
 
 // rights is the one table of what each role may do within a project. A site
-// administrator may do everything everywhere and is not listed.
+// administrator may do everything everywhere and is not listed. Which
+// fields a reader sees within these rights is decided by clearance.
 var rights = map[string]map[Action]bool{
+	RoleManager: {ActionProjectRead: true, ActionProjectUpdate: true, ActionFormRead: true, ActionFormWrite: true,
+		ActionDeviceForms: true, ActionSubmissionRead: true, ActionSubmissionDelete: true, ActionAggregate: true,
+		ActionSubjectRequest: true, ActionAppUserManage: true, ActionAssignmentManage: true, ActionAuditRead: true},
+	RoleFormDesigner: {ActionProjectRead: true, ActionFormRead: true, ActionFormWrite: true, ActionDeviceForms: true},
+	RoleDataManager: {ActionProjectRead: true, ActionFormRead: true, ActionSubmissionRead: true, ActionSubmissionDelete: true,
+		ActionAggregate: true, ActionSubjectRequest: true},
+	RoleViewer:   {ActionProjectRead: true, ActionFormRead: true, ActionAggregate: true},
 	RoleFormFill: {ActionProjectRead: true, ActionDeviceForms: true, ActionSubmit: true},
 	RoleAppUser:  {ActionDeviceForms: true, ActionSubmit: true},
 }
+
+// Roles lists the roles that can be assigned within a project, in the
+// order of the rights table in the README.
+var Roles = []string{RoleManager, RoleFormDesigner, RoleDataManager, RoleViewer, RoleFormFill}
 
 // RoleExists reports whether name is a role that can be assigned within a project.
 func RoleExists(name string) bool {
@@ -37,15 +55,21 @@ func RoleExists(name string) bool {
 	return ok && name != RoleAppUser
 }
 
+// RoleCan reports whether role grants action (for the rights table in docs and tests).
+func RoleCan(role string, action Action) bool { return rights[role][action] }
+
 // Principal is who is making a request, as authentication established it.
 type Principal struct {
 	ActorID int64
 	Type    string // ActorUser or ActorFieldKey
 	Name    string // email for users, display name for app users
 	Admin   bool
-	// Roles maps a project id to the role held in it. An app user holds
+	// Roles maps a project id to the roles held in it. An app user holds
 	// RoleAppUser in its own project only.
-	Roles map[int64]string
+	Roles map[int64][]string
+	// Clearances maps a project id to the most sensitive tier the user may
+	// read there; public where none was granted. Administrators read every tier.
+	Clearances map[int64]Sensitivity
 }
 
 // Can reports whether p may perform action in the project projectID.
@@ -56,5 +80,33 @@ func (p *Principal) Can(action Action, projectID int64) bool {
 	if p.Admin {
 		return true
 	}
-	return rights[p.Roles[projectID]][action]
+	for _, r := range p.Roles[projectID] {
+		if rights[r][action] {
+			return true
+		}
+	}
+	return false
 }
+
+// Clearance is the most sensitive tier p may read in the project.
+func (p *Principal) Clearance(projectID int64) Sensitivity {
+	switch {
+	case p == nil:
+		return Public
+	case p.Admin:
+		return Level3
+	}
+	if c, ok := p.Clearances[projectID]; ok {
+		return c
+	}
+	return Public
+}
+
+// Cleared reports whether p may read values of the tier in the project
+// (an undecided tier counts as the strictest).
+func (p *Principal) Cleared(projectID int64, tier Sensitivity) bool {
+	return tier.Rank() <= p.Clearance(projectID).Rank()
+}
+
+// Clearances a user can be given, least to most.
+var Clearances = []Sensitivity{Public, Level1, Level2, Level3}

@@ -51,6 +51,27 @@ func (f *Form) Data(inst *Instance, keep func(*Node) bool) (map[string]any, []st
 	return walk(inst.Root, "/"+inst.Root.Name), omitted
 }
 
+// FileFields maps each file a submission names to the path of the field
+// that names it.
+func (f *Form) FileFields(inst *Instance) map[string]string {
+	out := map[string]string{}
+	var walk func(e *Element, path string)
+	walk = func(e *Element, path string) {
+		for _, c := range e.Children {
+			p := path + "/" + c.Name
+			if len(c.Children) > 0 {
+				walk(c, p)
+			} else if n := f.Node(p); n != nil && n.Type == "binary" && c.Text != "" {
+				out[c.Text] = p
+			}
+		}
+	}
+	if inst.Root != nil {
+		walk(inst.Root, "/"+inst.Root.Name)
+	}
+	return out
+}
+
 // Correct returns a copy of a submission's XML with the given fields set to
 // new values, as a new version: a new meta/instanceID, and meta/deprecatedID
 // naming the version it replaces. Fields are absolute paths of fields

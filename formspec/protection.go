@@ -32,8 +32,9 @@ type Protection struct {
 	// Languages of the form's labels, sorted; empty when it has no translations.
 	Languages []string
 
-	start, end *Node // the fields the device fills with its start and end times
-	subject    *Node // the subject identifier field, found once
+	start, end *Node                        // the fields the device fills with its start and end times
+	subject    *Node                        // the subject identifier field, found once
+	tiers      map[string]haven.Sensitivity // effective tier by field path, found once
 }
 
 // havenAttr returns the value of the attribute local in Haven's namespace.
@@ -184,6 +185,19 @@ func (f *Form) resolveConsent() {
 		f.StatementVersion = statementVersion(f.Consent.Label)
 	}
 	f.subject = f.findSubject()
+	f.tiers = map[string]haven.Sensitivity{}
+	for _, fd := range f.Schema() {
+		f.tiers[fd.Path] = fd.Effective
+	}
+}
+
+// Tier is the effective tier of the field at path: the tier access control
+// applies. Paths the form does not define count as level_3.
+func (f *Form) Tier(path string) haven.Sensitivity {
+	if t, ok := f.tiers[path]; ok {
+		return t
+	}
+	return haven.Level3
 }
 
 // fieldByRef finds a field by absolute path or by name, when the name is unique.

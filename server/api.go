@@ -472,7 +472,7 @@ func (s *Server) listSubmissions(c echo.Context) error {
 			return haven.Errorf(haven.EINVALID, "offset must be a number of 0 or more.")
 		}
 	}
-	subs, total, err := s.subs.List(c.Request().Context(), f.ProjectID, f.ID, limit, offset)
+	subs, total, err := s.sync.ListSubmissions(c.Request().Context(), principal(c), f, limit, offset)
 	if err != nil {
 		return err
 	}
@@ -496,16 +496,14 @@ func (s *Server) getSubmission(c echo.Context) error {
 		return err
 	}
 	if !asXML {
-		consent, err := s.subs.Consent(c.Request().Context(), f.ProjectID, sub)
+		view, err := s.sync.Submission(c.Request().Context(), principal(c), f, sub.InstanceID)
 		if err != nil {
 			return err
 		}
-		return c.JSON(http.StatusOK, struct {
-			*haven.Submission
-			Consent *haven.ConsentRecord `json:"consent"`
-		}{sub, consent})
+		noteOmitted(c, view.Omitted)
+		return c.JSON(http.StatusOK, view)
 	}
-	b, err := s.subs.XML(c.Request().Context(), f.ProjectID, &sub.Current)
+	b, err := s.sync.RawXML(c.Request().Context(), principal(c), f, sub)
 	if err != nil {
 		return err
 	}
@@ -536,27 +534,31 @@ func (s *Server) submissionVersions(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	vs, err := s.subs.Versions(c.Request().Context(), f.ProjectID, sub)
+	vs, err := s.sync.Versions(c.Request().Context(), principal(c), f, sub)
 	if err != nil {
 		return err
 	}
 	return c.JSON(http.StatusOK, vs)
 }
 
+// submissionAttachments lists the files the reader may see; the header
+// X-Haven-Omitted-Files counts those left out (above their clearance).
 func (s *Server) submissionAttachments(c echo.Context) error {
-	_, sub, _, err := s.submission(c)
+	f, sub, _, err := s.submission(c)
 	if err != nil {
 		return err
 	}
-	as, err := s.subs.Attachments(c.Request().Context(), sub.Current.ID)
+	as, left, err := s.sync.Attachments(c.Request().Context(), principal(c), f, sub)
 	if err != nil {
 		return err
 	}
+	noteOmitted(c, left)
+	c.Response().Header().Set("X-Haven-Omitted-Files", strconv.Itoa(len(left)))
 	return c.JSON(http.StatusOK, as)
 }
 
 func (s *Server) submissionAttachment(c echo.Context) error {
-	_, sub, _, err := s.submission(c)
+	f, sub, _, err := s.submission(c)
 	if err != nil {
 		return err
 	}
@@ -564,9 +566,14 @@ func (s *Server) submissionAttachment(c echo.Context) error {
 	if err != nil {
 		return haven.Errorf(haven.EINVALID, "The file name in the URL is not valid.")
 	}
-	as, err := s.subs.Attachments(c.Request().Context(), sub.Current.ID)
+	as, left, err := s.sync.Attachments(c.Request().Context(), principal(c), f, sub)
 	if err != nil {
 		return err
+	}
+	for _, l := range left {
+		if l == name {
+			return haven.Errorf(haven.EFORBIDDEN, "The file %q belongs to a field above your clearance. Ask the project lead for a higher clearance.", name)
+		}
 	}
 	for _, a := range as {
 		if a.Name == name && a.Exists {
@@ -765,4 +772,44 @@ func (s *Server) withdrawConsent(c echo.Context) error {
 		return err
 	}
 	return c.JSON(http.StatusOK, map[string]any{"success": true, "message": "The submission, its versions and files were erased. A record that consent was withdrawn, without personal data, was kept."})
+}
+
+func (s *Server) listClearances(c echo.Context) error {
+	pr, err := s.project(c, haven.ActionAssignmentManage)
+	if err != nil {
+		return err
+	}
+	cs, err := s.users.Clearances(c.Request().Context(), pr.ID)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, cs)
+}
+
+// setClearance sets a user's clearance in a project. No one grants a
+// clearance above their own.
+func (s *Server) setClearance(c echo.Context) error {
+	pr, err := s.project(c, haven.ActionAssignmentManage)
+	if err != nil {
+		return err
+	}
+	actor, err := pathInt(c, "actorId")
+	if err != nil {
+		return err
+	}
+	var body struct{ Clearance haven.Sensitivity }
+	if err := bind(c, &body); err != nil {
+		return err
+	}
+	p := principal(c)
+	if body.Clearance.Rank() > p.Clearance(pr.ID).Rank() {
+		return haven.Errorf(haven.EFORBIDDEN, "You cannot grant %s: it is above your own clearance in this project (%s).", body.Clearance, p.Clearance(pr.ID))
+	}
+	if e := haven.AuditFrom(c.Request().Context()); e != nil {
+		e.Details = map[string]any{"clearance": body.Clearance}
+	}
+	if err := s.users.SetClearance(c.Request().Context(), pr.ID, actor, body.Clearance, p.ActorID); err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, map[string]any{"actorId": actor, "clearance": body.Clearance})
 }

@@ -48,6 +48,7 @@ var audited = map[string]string{
 	"DELETE /v1/projects/:pid/app-users/:id":                                        "appuser.revoke",
 	"POST /v1/projects/:pid/assignments/:role/:actorId":                             "assignment.create",
 	"DELETE /v1/projects/:pid/assignments/:role/:actorId":                           "assignment.delete",
+	"PUT /v1/projects/:pid/clearances/:actorId":                                     "clearance.set",
 	"GET /v1/audit":        "audit.list",
 	"GET /v1/audit/verify": "audit.verify",
 }
@@ -184,4 +185,17 @@ func (s *Server) verifyAudit(c echo.Context) error {
 		s.log.Error("audit chain broken", "at", v.Broken, "reason", v.Reason)
 	}
 	return c.JSON(http.StatusOK, v)
+}
+
+// noteOmitted records in the request's audit event what a read left out
+// because it is above the reader's clearance.
+func noteOmitted(c echo.Context, omitted []string) {
+	e := haven.AuditFrom(c.Request().Context())
+	if e == nil || len(omitted) == 0 {
+		return
+	}
+	if e.Details == nil {
+		e.Details = map[string]any{}
+	}
+	e.Details["omitted"] = omitted
 }

@@ -217,6 +217,8 @@ func (s *Server) routes() {
 	p.POST("/app-users", s.createAppUser)
 	p.DELETE("/app-users/:id", s.revokeAppUser)
 	p.GET("/assignments", s.listAssignments)
+	p.GET("/clearances", s.listClearances)
+	p.PUT("/clearances/:actorId", s.setClearance)
 	p.POST("/assignments/:role/:actorId", s.assign)
 	p.DELETE("/assignments/:role/:actorId", s.unassign)
 }

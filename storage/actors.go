@@ -14,6 +14,7 @@ import (
 	"net/mail"
 	"strings"
 	gosync "sync"
+	"time"
 
 	"github.com/haven-org/haven"
 	"golang.org/x/crypto/argon2"
@@ -292,7 +293,8 @@ func (u *Users) Principal(ctx context.Context, actorID int64) (*haven.Principal,
 	if err != nil {
 		return nil, err
 	}
-	p := &haven.Principal{ActorID: user.ID, Type: haven.ActorUser, Name: user.Email, Admin: user.Admin, Roles: map[int64]string{}}
+	p := &haven.Principal{ActorID: user.ID, Type: haven.ActorUser, Name: user.Email, Admin: user.Admin, Roles: map[int64][]string{},
+		Clearances: map[int64]haven.Sensitivity{}}
 	rows, err := u.DB.read.QueryContext(ctx, `SELECT project_id, role FROM assignments WHERE actor_id = ?`, actorID)
 	if err != nil {
 		return nil, err
@@ -304,9 +306,25 @@ func (u *Users) Principal(ctx context.Context, actorID int64) (*haven.Principal,
 		if err := rows.Scan(&pid, &role); err != nil {
 			return nil, err
 		}
-		p.Roles[pid] = role
+		p.Roles[pid] = append(p.Roles[pid], role)
 	}
-	return p, rows.Err()
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	crows, err := u.DB.read.QueryContext(ctx, `SELECT project_id, clearance FROM clearances WHERE actor_id = ?`, actorID)
+	if err != nil {
+		return nil, err
+	}
+	defer crows.Close()
+	for crows.Next() {
+		var pid int64
+		var c string
+		if err := crows.Scan(&pid, &c); err != nil {
+			return nil, err
+		}
+		p.Clearances[pid] = haven.Sensitivity(c)
+	}
+	return p, crows.Err()
 }
 
 // CreateSession records a session (a JWT's id) for a user.
@@ -336,7 +354,7 @@ func (u *Users) RevokeSession(ctx context.Context, id string) error {
 // Assign gives a user a role in a project.
 func (u *Users) Assign(ctx context.Context, projectID, actorID int64, role string) error {
 	if !haven.RoleExists(role) {
-		return haven.Errorf(haven.ENOTFOUND, "There is no role %q: use %q (data collector).", role, haven.RoleFormFill)
+		return haven.Errorf(haven.ENOTFOUND, "There is no role %q: use one of %s.", role, strings.Join(haven.Roles, ", "))
 	}
 	if _, err := u.Get(ctx, actorID); err != nil {
 		return err
@@ -346,6 +364,54 @@ func (u *Users) Assign(ctx context.Context, projectID, actorID int64, role strin
 			ON CONFLICT DO NOTHING`, actorID, projectID, role, ms(tx.Now()))
 		return err
 	})
+}
+
+// SetClearance sets the most sensitive tier a user may read in a project.
+func (u *Users) SetClearance(ctx context.Context, projectID, actorID int64, clearance haven.Sensitivity, by int64) error {
+	ok := false
+	for _, c := range haven.Clearances {
+		ok = ok || c == clearance
+	}
+	if !ok {
+		return haven.Errorf(haven.EINVALID, "%q is not a clearance: use public, level_1, level_2 or level_3.", clearance)
+	}
+	if _, err := u.Get(ctx, actorID); err != nil {
+		return err
+	}
+	return u.DB.Write(ctx, func(tx *Tx) error {
+		_, err := tx.Exec(`INSERT INTO clearances (actor_id, project_id, clearance, granted_by, granted_at) VALUES (?, ?, ?, ?, ?)
+			ON CONFLICT (actor_id, project_id) DO UPDATE SET clearance = excluded.clearance, granted_by = excluded.granted_by,
+			granted_at = excluded.granted_at`, actorID, projectID, string(clearance), by, ms(tx.Now()))
+		return err
+	})
+}
+
+// Clearance is a user's clearance in a project.
+type Clearance struct {
+	ActorID   int64             `json:"actorId"`
+	Clearance haven.Sensitivity `json:"clearance"`
+	GrantedBy int64             `json:"grantedBy"`
+	GrantedAt time.Time         `json:"grantedAt"`
+}
+
+// Clearances lists the clearances granted in a project.
+func (u *Users) Clearances(ctx context.Context, projectID int64) ([]Clearance, error) {
+	rows, err := u.DB.read.QueryContext(ctx, `SELECT actor_id, clearance, granted_by, granted_at FROM clearances WHERE project_id = ? ORDER BY actor_id`, projectID)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := []Clearance{}
+	for rows.Next() {
+		var c Clearance
+		var at int64
+		if err := rows.Scan(&c.ActorID, &c.Clearance, &c.GrantedBy, &at); err != nil {
+			return nil, err
+		}
+		c.GrantedAt = fromMS(at)
+		out = append(out, c)
+	}
+	return out, rows.Err()
 }
 
 // Unassign takes a role in a project away from a user.
@@ -447,7 +513,7 @@ func (u *Users) appUserPrincipal(ctx context.Context, token string) (*haven.Prin
 	} else if err != nil {
 		return nil, err
 	}
-	return &haven.Principal{ActorID: id, Type: haven.ActorFieldKey, Name: name, Roles: map[int64]string{pid: haven.RoleAppUser}}, nil
+	return &haven.Principal{ActorID: id, Type: haven.ActorFieldKey, Name: name, Roles: map[int64][]string{pid: {haven.RoleAppUser}}}, nil
 }
 
 // AppUsers lists a project's app users, revoked ones included.

@@ -18,13 +18,11 @@ type SubjectReport struct {
 	Objection *storage.Objection `json:"objection"`
 }
 
-// SubjectSubmission is one submission about the person: its record, consent,
-// values, files and every version.
+// SubjectSubmission is one submission about the person: its record,
+// consent, values, files and every version, within the reader's clearance.
 type SubjectSubmission struct {
 	FormID string `json:"xmlFormId"`
-	*haven.Submission
-	Consent     *haven.ConsentRecord      `json:"consent"`
-	Data        map[string]any            `json:"data"`
+	*SubmissionView
 	Attachments []haven.Attachment        `json:"attachments"`
 	Versions    []haven.SubmissionVersion `json:"versions"`
 }
@@ -50,28 +48,18 @@ func (s *Service) Subject(ctx context.Context, p *haven.Principal, projectID int
 		return nil, err
 	}
 	rep := &SubjectReport{Submissions: []SubjectSubmission{}}
+	vs := s.views(p, projectID)
 	for _, f := range found {
-		out := SubjectSubmission{FormID: f.XMLFormID, Submission: f.Submission}
-		if out.Consent, err = s.Submissions.Consent(ctx, projectID, f.Submission); err != nil {
-			return nil, err
-		}
-		xml, err := s.Submissions.XML(ctx, projectID, &f.Current)
+		view, err := s.submissionView(ctx, vs, projectID, f.Submission)
 		if err != nil {
 			return nil, err
 		}
-		inst, err := formspec.ParseInstance(xml, s.Limits.XML)
-		if err != nil {
+		form := &haven.Form{ID: f.FormID, ProjectID: projectID, XMLFormID: f.XMLFormID}
+		out := SubjectSubmission{FormID: f.XMLFormID, SubmissionView: view}
+		if out.Attachments, _, err = s.Attachments(ctx, p, form, f.Submission); err != nil {
 			return nil, err
 		}
-		schema, err := s.schema(ctx, f.Current.FormVersionID)
-		if err != nil {
-			return nil, err
-		}
-		out.Data, _ = schema.Data(inst, nil)
-		if out.Attachments, err = s.Submissions.Attachments(ctx, f.Current.ID); err != nil {
-			return nil, err
-		}
-		if out.Versions, err = s.Submissions.Versions(ctx, projectID, f.Submission); err != nil {
+		if out.Versions, err = s.Versions(ctx, p, form, f.Submission); err != nil {
 			return nil, err
 		}
 		rep.Submissions = append(rep.Submissions, out)

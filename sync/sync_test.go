@@ -138,7 +138,7 @@ func TestSubmitFileBeforeXML(t *testing.T) {
 
 func TestSubmitNeedsRight(t *testing.T) {
 	svc, pid, _, _ := setup(t)
-	stranger := &haven.Principal{ActorID: 99, Type: haven.ActorFieldKey, Roles: map[int64]string{pid + 1: haven.RoleAppUser}}
+	stranger := &haven.Principal{ActorID: 99, Type: haven.ActorFieldKey, Roles: map[int64][]string{pid + 1: {haven.RoleAppUser}}}
 	_, err := svc.Submit(context.Background(), sync.SubmitRequest{Principal: stranger, ProjectID: pid,
 		Parts: multipart.NewReader(bytes.NewReader(body([3]string{"xml_submission_file", "s.xml", seedXML})), "BOUNDARY")})
 	if haven.ErrorCode(err) != haven.EFORBIDDEN {
