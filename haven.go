@@ -26,6 +26,9 @@ type Project struct {
 	DestructionStartedAt *time.Time `json:"destructionStartedAt,omitempty"`
 	DestroyedAt          *time.Time `json:"destroyedAt"`
 	Hold                 *LegalHold `json:"legalHold"`
+	// MinCellSize is k of the small-cell rule: aggregates show counts under
+	// it as "<k" (default 5, never below 3).
+	MinCellSize int `json:"minCellSize"`
 }
 
 // LegalHold defers a project's destruction while it stands.

@@ -572,7 +572,7 @@ func (s *Server) submissionAttachment(c echo.Context) error {
 	}
 	for _, l := range left {
 		if l == name {
-			return haven.Errorf(haven.EFORBIDDEN, "The file %q belongs to a field above your clearance. Ask the project lead for a higher clearance.", name)
+			return haven.Errorf(haven.EFORBIDDEN, "This file belongs to a field above your clearance. Ask the project lead for a higher clearance.")
 		}
 	}
 	for _, a := range as {

@@ -30,6 +30,8 @@ var audited = map[string]string{
 	"DELETE /v1/projects/:pid/forms/:formId/draft":                                  "form.draft.delete",
 	"POST /v1/projects/:pid/forms/:formId/draft/publish":                            "form.publish",
 	"POST /v1/projects/:pid/forms/:formId/draft/attachments/:name":                  "form.attachment.upload",
+	"GET /v1/projects/:pid/forms/:formId/aggregate":                                 "submission.aggregate",
+	"GET /v1/projects/:pid/forms/:formId/export":                                    "submission.export",
 	"GET /v1/projects/:pid/forms/:formId/submissions":                               "submission.list",
 	"GET /v1/projects/:pid/forms/:formId/submissions/:instanceId":                   "submission.read",
 	"DELETE /v1/projects/:pid/forms/:formId/submissions/:instanceId":                "submission.delete",

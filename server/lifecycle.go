@@ -42,10 +42,11 @@ func (s *Server) answerProject(pr *haven.Project) projectAnswer {
 type lifecycleBody struct {
 	EndDate       *string `json:"endDate"` // 2027-03-31, or a full RFC 3339 time; "" clears it
 	RetentionDays *int    `json:"retentionDays"`
+	MinCellSize   *int    `json:"minCellSize"` // k of the small-cell rule for aggregates
 }
 
 func (b lifecycleBody) lifecycle() (storage.Lifecycle, error) {
-	l := storage.Lifecycle{RetentionDays: b.RetentionDays}
+	l := storage.Lifecycle{RetentionDays: b.RetentionDays, MinCellSize: b.MinCellSize}
 	if b.EndDate != nil {
 		v := strings.TrimSpace(*b.EndDate)
 		if v == "" {
@@ -68,6 +69,9 @@ func (b lifecycleBody) audit(c echo.Context) {
 		e.Details = map[string]any{}
 		if b.EndDate != nil {
 			e.Details["endDate"] = *b.EndDate
+		}
+		if b.MinCellSize != nil {
+			e.Details["minCellSize"] = *b.MinCellSize
 		}
 		if b.RetentionDays != nil {
 			e.Details["retentionDays"] = *b.RetentionDays

@@ -201,6 +201,8 @@ func (s *Server) routes() {
 	p.GET("/forms/:formId/draft/attachments", s.draftAttachments)
 	p.POST("/forms/:formId/draft/attachments/:name", s.uploadDraftAttachment)
 	p.GET("/forms/:formId/submissions", s.listSubmissions)
+	p.GET("/forms/:formId/export", s.exportSubmissions)
+	p.GET("/forms/:formId/aggregate", s.aggregate)
 	p.GET("/forms/:formId/submissions/:instanceId", s.getSubmission)
 	p.DELETE("/forms/:formId/submissions/:instanceId", s.deleteSubmission)
 	p.POST("/forms/:formId/submissions/:instanceId/withdraw-consent", s.withdrawConsent)

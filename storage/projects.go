@@ -24,11 +24,15 @@ type Lifecycle struct {
 	EndDate       *time.Time
 	ClearEndDate  bool
 	RetentionDays *int
+	MinCellSize   *int // k of the small-cell rule, 3 or more
 }
 
 func checkLifecycle(l Lifecycle) error {
 	if l.RetentionDays != nil && (*l.RetentionDays < 0 || *l.RetentionDays > 36500) {
 		return haven.Errorf(haven.EINVALID, "retentionDays must be a number of days from 0 to 36500.")
+	}
+	if l.MinCellSize != nil && (*l.MinCellSize < 3 || *l.MinCellSize > 1000) {
+		return haven.Errorf(haven.EINVALID, "minCellSize must be from 3 to 1000: smaller counts would let people be singled out.")
 	}
 	return nil
 }
@@ -56,8 +60,12 @@ func (p *Projects) Create(ctx context.Context, name, description string, life ..
 		if l.RetentionDays != nil {
 			retention = *l.RetentionDays
 		}
-		res, err := tx.Exec(`INSERT INTO projects (name, description, created_at, updated_at, end_date, retention_days) VALUES (?, ?, ?, ?, ?, ?)`,
-			name, description, ms(tx.Now()), ms(tx.Now()), end, retention)
+		k := 5
+		if l.MinCellSize != nil {
+			k = *l.MinCellSize
+		}
+		res, err := tx.Exec(`INSERT INTO projects (name, description, created_at, updated_at, end_date, retention_days, min_cell_size) VALUES (?, ?, ?, ?, ?, ?, ?)`,
+			name, description, ms(tx.Now()), ms(tx.Now()), end, retention, k)
 		if err != nil {
 			return err
 		}
@@ -71,14 +79,14 @@ func (p *Projects) Create(ctx context.Context, name, description string, life ..
 }
 
 const projectColumns = `p.id, p.name, p.description, p.created_at, p.updated_at, p.end_date, p.retention_days, p.destruction_started_at,
-	p.destroyed_at, h.reason, h.reference, h.placed_by, h.placed_at FROM projects p LEFT JOIN legal_holds h ON h.project_id = p.id AND h.lifted_at IS NULL`
+	p.destroyed_at, p.min_cell_size, h.reason, h.reference, h.placed_by, h.placed_at FROM projects p LEFT JOIN legal_holds h ON h.project_id = p.id AND h.lifted_at IS NULL`
 
 func scanProject(row interface{ Scan(...any) error }) (*haven.Project, error) {
 	var pr haven.Project
 	var created, updated int64
 	var end, started, destroyed, placedBy, placedAt sql.NullInt64
 	var reason, reference sql.NullString
-	if err := row.Scan(&pr.ID, &pr.Name, &pr.Description, &created, &updated, &end, &pr.RetentionDays, &started, &destroyed,
+	if err := row.Scan(&pr.ID, &pr.Name, &pr.Description, &created, &updated, &end, &pr.RetentionDays, &started, &destroyed, &pr.MinCellSize,
 		&reason, &reference, &placedBy, &placedAt); err != nil {
 		return nil, err
 	}
@@ -172,6 +180,11 @@ func (p *Projects) Update(ctx context.Context, id int64, name, description *stri
 				end = sql.NullInt64{Int64: ms(*l.EndDate), Valid: true}
 			}
 			if _, err := tx.Exec(`UPDATE projects SET end_date = ?, updated_at = ? WHERE id = ?`, end, ms(tx.Now()), id); err != nil {
+				return err
+			}
+		}
+		if l.MinCellSize != nil {
+			if _, err := tx.Exec(`UPDATE projects SET min_cell_size = ?, updated_at = ? WHERE id = ?`, *l.MinCellSize, ms(tx.Now()), id); err != nil {
 				return err
 			}
 		}

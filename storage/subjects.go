@@ -107,7 +107,7 @@ func (s *Submissions) SubjectSubmissions(ctx context.Context, projectID int64, i
 	out := []SubjectSubmission{}
 	for rows.Next() {
 		var xmlFormID string
-		sub, err := s.scan(scanExtra{rows, &xmlFormID}, pk)
+		sub, err := s.scan(scanExtra{rows, []any{&xmlFormID}}, pk)
 		if err != nil {
 			return nil, err
 		}
@@ -125,10 +125,10 @@ type SubjectSubmission struct {
 // scanExtra scans the submission columns and then extra trailing ones.
 type scanExtra struct {
 	row   interface{ Scan(...any) error }
-	extra any
+	extra []any
 }
 
-func (x scanExtra) Scan(dest ...any) error { return x.row.Scan(append(dest, x.extra)...) }
+func (x scanExtra) Scan(dest ...any) error { return x.row.Scan(append(dest, x.extra...)...) }
 
 // Objection is the record that a person objected to the processing of
 // their data; it holds no personal data.

@@ -670,3 +670,63 @@ func (s *Submissions) Attachments(ctx context.Context, versionID int64) ([]haven
 	}
 	return out, rows.Err()
 }
+
+// Filter narrows a walk over a form's submissions: by arrival time
+// (Since inclusive, Until exclusive) and by form version.
+type Filter struct {
+	Since, Until *time.Time
+	Version      string
+}
+
+// Each calls fn for every current submission of a form that the filter
+// keeps, oldest first, with its decrypted XML. It streams: one submission is
+// in memory at a time, whatever the number of submissions. fn must not keep
+// the XML slice.
+func (s *Submissions) Each(ctx context.Context, projectID, formID int64, f Filter, fn func(sub *haven.Submission, xml []byte, consent *haven.ConsentRecord) error) error {
+	pk, err := s.Keys.ProjectKey(ctx, projectID)
+	if err != nil {
+		return err
+	}
+	q := `SELECT ` + submissionColumns + `, v.xml, c.outcome, c.legal_basis, c.statement_version, c.received_at` + submissionJoins +
+		` LEFT JOIN consent_records c ON c.submission_id = s.id WHERE s.form_id = ?`
+	args := []any{formID}
+	if f.Since != nil {
+		q += ` AND s.created_at >= ?`
+		args = append(args, ms(*f.Since))
+	}
+	if f.Until != nil {
+		q += ` AND s.created_at < ?`
+		args = append(args, ms(*f.Until))
+	}
+	if f.Version != "" {
+		q += ` AND fv.version = ?`
+		args = append(args, f.Version)
+	}
+	rows, err := s.DB.read.QueryContext(ctx, q+` ORDER BY s.created_at, s.id`, args...)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	var sealed []byte
+	var outcome, basis, statement sql.NullString
+	var received sql.NullInt64
+	for rows.Next() {
+		sub, err := s.scan(scanExtra{rows, []any{&sealed, &outcome, &basis, &statement, &received}}, pk)
+		if err != nil {
+			return err
+		}
+		xml, err := pk.Open(sealed, xmlAAD(sub.FormID, sub.Current.InstanceID))
+		if err != nil {
+			return err
+		}
+		var consent *haven.ConsentRecord
+		if outcome.Valid {
+			consent = &haven.ConsentRecord{Outcome: outcome.String, LegalBasis: basis.String, StatementVersion: statement.String,
+				ReceivedAt: fromMS(received.Int64)}
+		}
+		if err := fn(sub, xml, consent); err != nil {
+			return err
+		}
+	}
+	return rows.Err()
+}

@@ -9,3 +9,6 @@ CREATE TABLE clearances (
   granted_at INTEGER NOT NULL,
   PRIMARY KEY (actor_id, project_id)
 );
+
+-- The smallest count an aggregate publishes (k of the small-cell rule).
+ALTER TABLE projects ADD COLUMN min_cell_size INTEGER NOT NULL DEFAULT 5 CHECK (min_cell_size >= 3);

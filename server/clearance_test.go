@@ -1,0 +1,152 @@
+package server_test
+
+import (
+	"archive/zip"
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"strings"
+	"testing"
+
+	"github.com/haven-org/haven"
+	"github.com/haven-org/haven/clients/collect"
+	"github.com/haven-org/haven/formspec/xlsform"
+)
+
+// matrixForm has one marked field per tier: PUBMARK (public), L1MARK
+// (level_1), L2MARK (level_2, also in the photo's name and bytes) and
+// L3MARK (level_3).
+func matrixForm(t *testing.T) []byte {
+	t.Helper()
+	b, err := xlsform.MarkdownToXLSX(`
+| survey   |                     |          |          |             |             |
+|          | type                | name     | label    | purpose     | sensitivity |
+|          | select_one district | district | District | Planning    | public      |
+|          | text                | comment  | Comment  | Quality     | public      |
+|          | select_one sex      | sex      | Sex      | Breakdown   | level_1     |
+|          | text                | village  | Village  | Targeting   | level_1     |
+|          | text                | hh_id    | HH       | Links       | level_2     |
+|          | text                | phone    | Phone    | Call back   | level_2     |
+|          | image               | photo    | Photo    | Damage      | level_2     |
+|          | geopoint            | loc      | Location | Map         | level_2     |
+|          | text                | hh_name  | Name     | Identify    | level_3     |
+| choices  |                     |          |          |             |             |
+|          | list_name           | name     | label    |             |             |
+|          | district            | north    | North    |             |             |
+|          | district            | south    | South    |             |             |
+|          | sex                 | f        | Female   |             |             |
+|          | sex                 | m        | Male     |             |             |
+| settings |                     |          |          |             |             |
+|          | form_id             | version  | legal_basis     | subject_id |     |
+|          | matrix              | 1        | public_interest | hh_id      |     |
+`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+var tierMarks = map[haven.Sensitivity]string{haven.Public: "PUBMARK", haven.Level1: "L1MARK", haven.Level2: "L2MARK", haven.Level3: "L3MARK"}
+
+// readable returns a response body as text, unzipping zips (CSV exports,
+// XLSX) so markers inside them can be seen.
+func readable(b []byte) string {
+	if !bytes.HasPrefix(b, []byte("PK")) {
+		return string(b)
+	}
+	z, err := zip.NewReader(bytes.NewReader(b), int64(len(b)))
+	if err != nil {
+		return string(b)
+	}
+	var out strings.Builder
+	for _, f := range z.File {
+		out.WriteString(f.Name + "\n")
+		if rc, err := f.Open(); err == nil {
+			io.Copy(&out, rc)
+			rc.Close()
+		}
+	}
+	return out.String()
+}
+
+// Every role at every clearance on every read path: what the role may not
+// do is refused, and no value above the reader's clearance appears in any
+// answer, JSON, XML, listings, files, exports (unzipped), aggregates and
+// subject access alike.
+func TestClearanceMatrix(t *testing.T) {
+	e := newEnv(t)
+	pr := e.emptyProject()
+	base := fmt.Sprintf("/v1/projects/%d", pr.ID)
+	e.publishXLSX(pr.ID, matrixForm(t))
+	dev := e.device(pr.ID, "Tablet")
+	for i := 0; i < 12; i++ {
+		xml := fmt.Sprintf(`<data id="matrix" version="1"><district>%s</district><comment>PUBMARK %d</comment><sex>%s</sex><village>L1MARK %d</village>`+
+			`<hh_id>HH-%d</hh_id><phone>L2MARK %d</phone><photo>L2MARK.jpg</photo><loc>2.0%d 45.3 10 5</loc><hh_name>L3MARK %d</hh_name>`+
+			`<meta><instanceID>uuid:m%d</instanceID></meta></data>`, []string{"north", "south"}[i%2], i, []string{"f", "m"}[i/6], i, i, i, i, i, i)
+		res, err := dev.Submit(context.Background(), []byte(xml), []collect.File{collect.BytesFile("L2MARK.jpg", []byte("photo bytes L2MARK"))})
+		if err != nil || res.Status != 201 {
+			t.Fatalf("submission %d: %+v %v", i, res, err)
+		}
+	}
+	form := base + "/forms/matrix"
+	paths := []struct {
+		path   string
+		action haven.Action
+		// needs is the clearance the path needs beyond the action (raw XML,
+		// a level_2 file, a level_1 dimension); "" for none.
+		needs haven.Sensitivity
+		// shows is true when the answer carries field values, so the
+		// reader's own tier must show (the check can fail).
+		shows bool
+	}{
+		{form + "/submissions", haven.ActionSubmissionRead, "", false},
+		{form + "/submissions/uuid:m0", haven.ActionSubmissionRead, "", true},
+		{form + "/submissions/uuid:m0.xml", haven.ActionSubmissionRead, haven.Level3, true},
+		{form + "/submissions/uuid:m0/versions", haven.ActionSubmissionRead, "", false},
+		{form + "/submissions/uuid:m0/attachments", haven.ActionSubmissionRead, "", false},
+		{form + "/submissions/uuid:m0/attachments/L2MARK.jpg", haven.ActionSubmissionRead, haven.Level2, false},
+		{form + "/export?format=csv&attachments=true", haven.ActionSubmissionRead, "", true},
+		{form + "/export?format=xlsx", haven.ActionSubmissionRead, "", true},
+		{form + "/export?format=geojson", haven.ActionSubmissionRead, haven.Level2, true},
+		{form + "/aggregate?by=district", haven.ActionAggregate, "", false},
+		{form + "/aggregate?by=sex&format=csv", haven.ActionAggregate, haven.Level1, false},
+		{base + "/subjects/HH-0", haven.ActionSubjectRequest, "", true},
+	}
+	n := 0
+	for _, role := range haven.Roles {
+		for _, clearance := range haven.Clearances {
+			n++
+			email := fmt.Sprintf("u%d@example.org", n)
+			var u struct{ ID int64 }
+			e.admin("POST", "/v1/users", map[string]string{"email": email, "password": "a long enough password"}, &u)
+			e.admin("POST", fmt.Sprintf("%s/assignments/%s/%d", base, role, u.ID), nil, nil)
+			e.admin("PUT", fmt.Sprintf("%s/clearances/%d", base, u.ID), map[string]string{"clearance": string(clearance)}, nil)
+			tok := e.login(email, "a long enough password")
+			for _, p := range paths {
+				resp := e.request("GET", p.path, tok, "", nil)
+				raw, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				body := readable(raw)
+				who := fmt.Sprintf("%s at %s, GET %s", role, clearance, p.path)
+				allowed := haven.RoleCan(role, p.action) && (p.needs == "" || p.needs.Rank() <= clearance.Rank())
+				switch {
+				case !haven.RoleCan(role, p.action) && resp.StatusCode != 403:
+					t.Errorf("%s: %d, want 403 (the role has no %s)", who, resp.StatusCode, p.action)
+				case allowed && resp.StatusCode != 200:
+					t.Errorf("%s: %d, want 200: %.300s", who, resp.StatusCode, body)
+				case !allowed && resp.StatusCode == 200:
+					t.Errorf("%s: 200, want a refusal", who)
+				}
+				for tier, mark := range tierMarks {
+					if tier.Rank() > clearance.Rank() && strings.Contains(body, mark) {
+						t.Errorf("%s: %s (%s) leaked into the answer", who, mark, tier)
+					}
+				}
+				if allowed && p.shows && !strings.Contains(body, tierMarks[clearance]) {
+					t.Errorf("%s: the reader's own tier (%s) is missing: %.300s", who, tierMarks[clearance], body)
+				}
+			}
+		}
+	}
+}

@@ -1,0 +1,452 @@
+package sync
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/haven-org/haven"
+	"github.com/haven-org/haven/formspec"
+	"github.com/haven-org/haven/storage"
+)
+
+// Aggregates count submissions (or sum or average a number) by up to three
+// declared dimensions, with the small-cell rule applied to every cell,
+// margins included:
+//  1. a count under k (the project's, default 5, never below 3) is shown as
+//     "<k"; zero stays 0 unless the form's default tier is level_3;
+//  2. a line (one dimension varying, the others fixed, with its margin)
+//     with exactly one hidden cell also hides its smallest other cell,
+//     until no line has exactly one;
+//  3. sums and means are hidden with their counts (a mean also when fewer
+//     than k values went into it); a query whose base is under 2k is refused;
+//  4. dimensions are select_one questions or date buckets (week, month),
+//     never free text or exact times.
+// Margins are decided before the cells inside them, from the margins
+// inward, so a margin reads the same in every query that shows it: asking
+// for district alone and for district by sex cannot be played against each other.
+
+// AggregateOptions is an aggregate query.
+type AggregateOptions struct {
+	By      []string // dimensions: field names or paths, date fields with :week or :month, submissionDate:week|month
+	Measure string   // count (default), sum:field or mean:field
+}
+
+// Aggregate is an answer: every cell, margins included.
+type Aggregate struct {
+	Dimensions []string        `json:"dimensions"`
+	Measure    string          `json:"measure"`
+	K          int             `json:"k"`
+	Cells      []AggregateCell `json:"cells"`
+}
+
+// AggregateCell is one cell. A dimension's value is "" in a margin
+// (every category); Count is a number or "<k".
+type AggregateCell struct {
+	Keys  []string `json:"keys"`
+	Count string   `json:"count"`
+	Value *string  `json:"value,omitempty"` // the sum or mean; absent when hidden
+}
+
+type dim struct {
+	name   string
+	node   *formspec.Node // nil for submissionDate
+	bucket string         // week or month; "" for a select
+	cats   []string
+	index  map[string]int
+}
+
+func (d *dim) value(sub *haven.Submission, inst *formspec.Instance) string {
+	var v string
+	if d.node == nil {
+		v = sub.CreatedAt.UTC().Format(time.RFC3339)
+	} else {
+		v, _ = inst.Value(d.node.Path)
+		v = strings.TrimSpace(v)
+	}
+	if d.bucket == "" || v == "" {
+		return v
+	}
+	t, err := time.Parse("2006-01-02", v[:min(len(v), 10)])
+	if err != nil {
+		return ""
+	}
+	if d.bucket == "month" {
+		return t.Format("2006-01")
+	}
+	y, w := t.ISOWeek()
+	return fmt.Sprintf("%d-W%02d", y, w)
+}
+
+// Aggregate answers an aggregate query on a form.
+func (s *Service) Aggregate(ctx context.Context, p *haven.Principal, projectID int64, xmlFormID string, opts AggregateOptions) (*Aggregate, error) {
+	if err := allowed(p, haven.ActionAggregate, projectID); err != nil {
+		return nil, err
+	}
+	pr, err := s.Projects.Get(ctx, projectID)
+	if err != nil {
+		return nil, err
+	}
+	form, err := s.Forms.Get(ctx, projectID, xmlFormID)
+	if err != nil {
+		return nil, err
+	}
+	if form.CurrentVersionID == 0 {
+		return nil, haven.Errorf(haven.ENOTFOUND, "Form %q has never been published.", xmlFormID)
+	}
+	schema, err := s.schema(ctx, form.CurrentVersionID)
+	if err != nil {
+		return nil, err
+	}
+	if len(opts.By) == 0 || len(opts.By) > 3 {
+		return nil, haven.Errorf(haven.EINVALID, "Give one to three dimensions in by= (select_one questions, or date fields with :week or :month).")
+	}
+	clearance := p.Clearance(projectID)
+	field := func(ref, use string) (*formspec.Node, error) {
+		var n *formspec.Node
+		if strings.HasPrefix(ref, "/") {
+			n = schema.Node(ref)
+		} else {
+			for _, c := range schema.Fields() {
+				if c.Name == ref {
+					n = c
+					break
+				}
+			}
+		}
+		switch {
+		case n == nil || n.IsGroup():
+			return nil, haven.Errorf(haven.EINVALID, "%q is not a field of form %q.", ref, xmlFormID)
+		case schema.Tier(n.Path).Rank() > clearance.Rank():
+			return nil, haven.Errorf(haven.EFORBIDDEN, "%q is %s, above your clearance (%s), so it cannot be used %s.", ref, schema.Tier(n.Path), clearance, use)
+		case schemaInRepeat(schema, n):
+			return nil, haven.Errorf(haven.EINVALID, "%q is inside a repeat; aggregates count submissions, so use fields outside repeats.", ref)
+		}
+		return n, nil
+	}
+	var dims []*dim
+	for _, b := range opts.By {
+		name, bucket, _ := strings.Cut(strings.TrimSpace(b), ":")
+		d := &dim{name: strings.TrimSpace(b), bucket: bucket, index: map[string]int{}}
+		if bucket != "" && bucket != "week" && bucket != "month" {
+			return nil, haven.Errorf(haven.EINVALID, "%q: a date bucket is :week or :month.", b)
+		}
+		if name == "submissionDate" {
+			if bucket == "" {
+				return nil, haven.Errorf(haven.EINVALID, "submissionDate groups by :week or :month, never by exact time.")
+			}
+		} else {
+			n, err := field(name, "as a dimension")
+			if err != nil {
+				return nil, err
+			}
+			switch {
+			case bucket != "" && n.Type != "date" && n.Type != "dateTime":
+				return nil, haven.Errorf(haven.EINVALID, "%q is not a date, so it cannot be bucketed by %s.", name, bucket)
+			case bucket == "" && n.Control != "select1":
+				return nil, haven.Errorf(haven.EINVALID, "%q is not a select_one question; group only by select_one questions or date buckets (field:week, field:month), never by free text.", name)
+			}
+			d.node = n
+			for c := range n.Choices {
+				d.cats = append(d.cats, c)
+			}
+			sort.Strings(d.cats)
+		}
+		dims = append(dims, d)
+	}
+	measure, mfield := "count", (*formspec.Node)(nil)
+	if opts.Measure != "" && opts.Measure != "count" {
+		kind, ref, _ := strings.Cut(opts.Measure, ":")
+		if (kind != "sum" && kind != "mean") || ref == "" {
+			return nil, haven.Errorf(haven.EINVALID, "measure is count, sum:field or mean:field, not %q.", opts.Measure)
+		}
+		n, err := field(ref, "as a measure")
+		if err != nil {
+			return nil, err
+		}
+		if n.Type != "int" && n.Type != "decimal" {
+			return nil, haven.Errorf(haven.EINVALID, "%q is not a number (integer or decimal), so it cannot be summed or averaged.", ref)
+		}
+		measure, mfield = kind, n
+	}
+
+	// One pass: count every combination seen.
+	type acc struct {
+		n, vals int
+		sum     float64
+	}
+	raw := map[[3]int]*acc{}
+	err = s.Submissions.Each(ctx, projectID, form.ID, storage.Filter{}, func(sub *haven.Submission, xml []byte, _ *haven.ConsentRecord) error {
+		inst, err := formspec.ParseInstance(xml, s.Limits.XML)
+		if err != nil {
+			return err
+		}
+		key := [3]int{-1, -1, -1}
+		for i, d := range dims {
+			v := d.value(sub, inst)
+			j, ok := d.index[v]
+			if !ok {
+				j = len(d.index)
+				d.index[v] = j
+			}
+			key[i] = j
+		}
+		a := raw[key]
+		if a == nil {
+			a = &acc{}
+			raw[key] = a
+		}
+		a.n++
+		if mfield != nil {
+			if v, _ := inst.Value(mfield.Path); strings.TrimSpace(v) != "" {
+				if f, err := strconv.ParseFloat(strings.TrimSpace(v), 64); err == nil && !math.IsInf(f, 0) {
+					a.vals++
+					a.sum += f
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	// Categories in a stable order: declared choices, then what else was
+	// answered; a blank answer is the category "(none)".
+	remap := make([][]int, len(dims))
+	for i, d := range dims {
+		seen := map[string]bool{}
+		for _, c := range d.cats {
+			seen[c] = true
+		}
+		var extra []string
+		for v := range d.index {
+			if !seen[v] {
+				extra = append(extra, v)
+			}
+		}
+		sort.Strings(extra)
+		d.cats = append(d.cats, extra...)
+		pos := map[string]int{}
+		for j, c := range d.cats {
+			pos[c] = j
+		}
+		remap[i] = make([]int, len(d.index))
+		for v, j := range d.index {
+			remap[i][j] = pos[v]
+		}
+	}
+	k := pr.MinCellSize
+	if k < 3 {
+		k = 5
+	}
+	sizes := make([]int, len(dims))
+	for i, d := range dims {
+		sizes[i] = len(d.cats)
+	}
+	cube := newCube(sizes)
+	sums := map[[3]int]*acc{}
+	for key, a := range raw {
+		for i := range dims {
+			key[i] = remap[i][key[i]]
+		}
+		cube.add(key, a.n)
+		for _, m := range cube.margins(key) {
+			s := sums[m]
+			if s == nil {
+				s = &acc{}
+				sums[m] = s
+			}
+			s.vals += a.vals
+			s.sum += a.sum
+		}
+	}
+	total := cube.count[[3]int{-1, -1, -1}]
+	if total < 2*k {
+		return nil, haven.Errorf(haven.EFORBIDDEN, "This form has %d submissions, fewer than %d (twice the smallest count shown, %d): too few to aggregate without singling people out.", total, 2*k, k)
+	}
+	hidden := cube.suppress(k, schema.DefaultSensitivity == haven.Level3)
+
+	out := &Aggregate{Measure: opts.Measure, K: k, Cells: []AggregateCell{}}
+	if out.Measure == "" {
+		out.Measure = "count"
+	}
+	for _, d := range dims {
+		out.Dimensions = append(out.Dimensions, d.name)
+	}
+	for _, key := range cube.cells() {
+		c := AggregateCell{}
+		for i, d := range dims {
+			switch {
+			case key[i] < 0:
+				c.Keys = append(c.Keys, "")
+			case d.cats[key[i]] == "":
+				c.Keys = append(c.Keys, "(none)")
+			default:
+				c.Keys = append(c.Keys, d.cats[key[i]])
+			}
+		}
+		n := cube.count[key]
+		if hidden[key] {
+			c.Count = "<" + strconv.Itoa(k)
+		} else {
+			c.Count = strconv.Itoa(n)
+			if a := sums[key]; a != nil && mfield != nil {
+				switch {
+				case measure == "sum":
+					v := strconv.FormatFloat(a.sum, 'f', -1, 64)
+					c.Value = &v
+				case a.vals >= k:
+					v := strconv.FormatFloat(a.sum/float64(a.vals), 'f', 4, 64)
+					c.Value = &v
+				}
+			} else if mfield != nil && measure == "sum" {
+				v := "0"
+				c.Value = &v
+			}
+		}
+		out.Cells = append(out.Cells, c)
+	}
+	return out, nil
+}
+
+func schemaInRepeat(f *formspec.Form, n *formspec.Node) bool {
+	parts := strings.Split(strings.Trim(n.Path, "/"), "/")
+	for i := 2; i <= len(parts); i++ {
+		if a := f.Node("/" + strings.Join(parts[:i], "/")); a != nil && a.Repeat {
+			return true
+		}
+	}
+	return false
+}
+
+// cube holds the counts of every cell of up to three dimensions, margins
+// included; -1 in a key means every category (a margin).
+type cube struct {
+	sizes []int
+	count map[[3]int]int
+}
+
+func newCube(sizes []int) *cube { return &cube{sizes: sizes, count: map[[3]int]int{}} }
+
+// margins returns the keys a full cell counts in: itself and every margin.
+func (c *cube) margins(key [3]int) [][3]int {
+	out := [][3]int{}
+	for mask := 0; mask < 1<<len(c.sizes); mask++ {
+		m := key
+		for i := range c.sizes {
+			if mask&(1<<i) != 0 {
+				m[i] = -1
+			}
+		}
+		out = append(out, m)
+	}
+	return out
+}
+
+func (c *cube) add(key [3]int, n int) {
+	for _, m := range c.margins(key) {
+		c.count[m] += n
+	}
+}
+
+// cells lists every cell, margins first (fewest fixed dimensions), each
+// level in key order.
+func (c *cube) cells() [][3]int {
+	var out [][3]int
+	var gen func(i int, key [3]int)
+	gen = func(i int, key [3]int) {
+		if i == len(c.sizes) {
+			out = append(out, key)
+			return
+		}
+		for j := -1; j < c.sizes[i]; j++ {
+			key[i] = j
+			gen(i+1, key)
+		}
+	}
+	gen(0, [3]int{-1, -1, -1})
+	level := func(k [3]int) int {
+		n := 0
+		for i := range c.sizes {
+			if k[i] >= 0 {
+				n++
+			}
+		}
+		return n
+	}
+	sort.SliceStable(out, func(a, b int) bool { return level(out[a]) < level(out[b]) })
+	return out
+}
+
+// suppress applies the small-cell rule and returns the hidden cells. Levels
+// are decided from the grand total inward: a level's complementary cells are
+// chosen among its own cells only, never among the margins already decided.
+func (c *cube) suppress(k int, hideZero bool) map[[3]int]bool {
+	hidden := map[[3]int]bool{}
+	all := c.cells()
+	byLevel := map[int][][3]int{}
+	for _, key := range all {
+		l := 0
+		for i := range c.sizes {
+			if key[i] >= 0 {
+				l++
+			}
+		}
+		byLevel[l] = append(byLevel[l], key)
+	}
+	for l := 0; l <= len(c.sizes); l++ {
+		for _, key := range byLevel[l] {
+			if n := c.count[key]; (n > 0 && n < k) || (n == 0 && hideZero) {
+				hidden[key] = true
+			}
+		}
+		for changed := true; changed; {
+			changed = false
+			for _, key := range byLevel[l] {
+				for d := range c.sizes {
+					if key[d] < 0 {
+						continue
+					}
+					// The line through key along d, and its margin.
+					margin := key
+					margin[d] = -1
+					count := 0
+					if hidden[margin] {
+						count++
+					}
+					var best [3]int
+					found := false
+					for j := 0; j < c.sizes[d]; j++ {
+						cell := key
+						cell[d] = j
+						if hidden[cell] {
+							count++
+							continue
+						}
+						if !found || less(c.count[cell], c.count[best]) {
+							best, found = cell, true
+						}
+					}
+					if count == 1 && found {
+						hidden[best] = true
+						changed = true
+					}
+				}
+			}
+		}
+	}
+	return hidden
+}
+
+// less orders candidates for complementary suppression: the smallest
+// non-zero count first (hiding a zero protects nothing), zeros last.
+func less(a, b int) bool {
+	if (a == 0) != (b == 0) {
+		return a != 0
+	}
+	return a < b
+}

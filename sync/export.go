@@ -1,0 +1,507 @@
+package sync
+
+import (
+	"archive/zip"
+	"context"
+	"encoding/csv"
+	"encoding/json"
+	"fmt"
+	"io"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/haven-org/haven"
+	"github.com/haven-org/haven/formspec"
+	"github.com/haven-org/haven/storage"
+)
+
+// Raw exports stream: submissions are read, decrypted and written one at a
+// time, and nothing is written to disk on the way (no temporary file holds
+// plaintext). A zip holds one table per repeat level, so it is written in
+// one pass over the submissions per table.
+
+// ExportOptions say what a raw export holds.
+type ExportOptions struct {
+	Format       string // csv (a zip), xlsx or geojson
+	Since, Until *time.Time
+	Version      string // one form version only
+	// SplitSelectMultiples adds a 0/1 column per choice of a select_multiple.
+	SplitSelectMultiples bool
+	// Attachments adds the submissions' files (within clearance) to a csv zip.
+	Attachments bool
+	// GeoField is the geo field a GeoJSON export maps; the first one by default.
+	GeoField string
+}
+
+// Export is a raw export ready to stream.
+type Export struct {
+	ContentType, FileName string
+	// Omitted lists the fields left out because they are above the
+	// reader's clearance (in every version exported).
+	Omitted   []string
+	s         *Service
+	form      *haven.Form
+	opts      ExportOptions
+	layout    *layout
+	deviceIDs bool // the reader may see device ids
+}
+
+// column is one column of an export table.
+type column struct {
+	header string
+	path   string // absolute path of the field, repeat indexes removed
+	choice string // a split select_multiple's choice: "1" when chosen
+	geo    string // geopoint, geotrace or geoshape
+}
+
+// table is the main table or one repeat level's.
+type table struct {
+	name   string
+	repeat string // the repeat's path; "" for the main table
+	cols   []column
+}
+
+type layout struct {
+	tables  []*table
+	repeats map[string]bool
+	geo     []column
+}
+
+// Export prepares a raw export of a form for the reader: the columns are
+// the union of the fields of every published version (newest first), less
+// those above the reader's clearance in any version.
+func (s *Service) Export(ctx context.Context, p *haven.Principal, projectID int64, xmlFormID string, opts ExportOptions) (*Export, error) {
+	if err := allowed(p, haven.ActionSubmissionRead, projectID); err != nil {
+		return nil, err
+	}
+	switch opts.Format {
+	case "", "csv":
+		opts.Format = "csv"
+	case "xlsx", "geojson":
+	default:
+		return nil, haven.Errorf(haven.EINVALID, "The export format %q is not one Haven writes: use csv, xlsx or geojson.", opts.Format)
+	}
+	form, err := s.Forms.Get(ctx, projectID, xmlFormID)
+	if err != nil {
+		return nil, err
+	}
+	versions, err := s.Forms.Versions(ctx, form.ID)
+	if err != nil {
+		return nil, err
+	}
+	if len(versions) == 0 {
+		return nil, haven.Errorf(haven.ENOTFOUND, "Form %q has never been published, so it has no submissions to export.", xmlFormID)
+	}
+	clearance := p.Clearance(projectID)
+	lay := &layout{repeats: map[string]bool{}}
+	tables := map[string]*table{}
+	tier := map[string]int{}
+	seen := map[string]bool{}
+	var omitted []string
+	for _, v := range versions {
+		if opts.Version != "" && v.Version != opts.Version {
+			continue
+		}
+		schema, err := s.schema(ctx, v.ID)
+		if err != nil {
+			return nil, err
+		}
+		lay.add(schema, schema.Root, "", tables, seen, tier, opts.SplitSelectMultiples, form.XMLFormID)
+	}
+	if len(lay.tables) == 0 {
+		return nil, haven.Errorf(haven.ENOTFOUND, "Form %q has no published version %q.", xmlFormID, opts.Version)
+	}
+	// Leave out what is above the clearance in any version.
+	for _, t := range lay.tables {
+		kept := t.cols[:0]
+		for _, c := range t.cols {
+			if tier[c.path] > clearance.Rank() {
+				if c.choice == "" {
+					omitted = append(omitted, c.path)
+				}
+				continue
+			}
+			kept = append(kept, c)
+			if c.geo != "" && t.repeat == "" {
+				lay.geo = append(lay.geo, c)
+			}
+		}
+		t.cols = kept
+	}
+	e := &Export{s: s, form: form, opts: opts, layout: lay, Omitted: omitted, deviceIDs: haven.Level2.Rank() <= clearance.Rank()}
+	if e.Omitted == nil {
+		e.Omitted = []string{}
+	}
+	switch opts.Format {
+	case "csv":
+		e.ContentType, e.FileName = "application/zip", form.XMLFormID+".csv.zip"
+	case "xlsx":
+		e.ContentType, e.FileName = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet", form.XMLFormID+".xlsx"
+	case "geojson":
+		e.ContentType, e.FileName = "application/geo+json", form.XMLFormID+".geojson"
+		if err := e.pickGeo(); err != nil {
+			return nil, err
+		}
+	}
+	return e, nil
+}
+
+// add walks a version's schema into tables and columns.
+func (l *layout) add(f *formspec.Form, n *formspec.Node, repeat string, tables map[string]*table, seen map[string]bool, tier map[string]int, split bool, formID string) {
+	t := tables[repeat]
+	if t == nil {
+		t = &table{name: formID, repeat: repeat}
+		if repeat != "" {
+			t.name = formID + "-" + n.Name
+		}
+		tables[repeat] = t
+		l.tables = append(l.tables, t)
+	}
+	for _, c := range n.Children {
+		if c.Repeat {
+			l.repeats[c.Path] = true
+			l.add(f, c, c.Path, tables, seen, tier, split, formID)
+			continue
+		}
+		if c.IsGroup() {
+			l.add(f, c, repeat, tables, seen, tier, split, formID)
+			continue
+		}
+		if r := f.Tier(c.Path).Rank(); r > tier[c.Path] {
+			tier[c.Path] = r
+		}
+		if seen[c.Path] {
+			continue
+		}
+		seen[c.Path] = true
+		base := repeat
+		if base == "" {
+			base = f.Root.Path
+		}
+		header := strings.ReplaceAll(strings.TrimPrefix(strings.TrimPrefix(c.Path, base), "/"), "/", "-")
+		col := column{header: header, path: c.Path}
+		switch c.Type {
+		case "geopoint", "geotrace", "geoshape":
+			col.geo = c.Type
+		}
+		t.cols = append(t.cols, col)
+		if split && c.Control == "select" && c.Choices != nil {
+			choices := make([]string, 0, len(c.Choices))
+			for v := range c.Choices {
+				choices = append(choices, v)
+			}
+			sort.Strings(choices)
+			for _, v := range choices {
+				t.cols = append(t.cols, column{header: header + "/" + v, path: c.Path, choice: v})
+			}
+		}
+	}
+}
+
+func (e *Export) pickGeo() error {
+	for _, c := range e.layout.geo {
+		if e.opts.GeoField == "" || c.path == e.opts.GeoField || c.header == e.opts.GeoField {
+			e.layout.geo = []column{c}
+			return nil
+		}
+	}
+	return haven.Errorf(haven.EINVALID, "The form has no geo field outside repeats %s within your clearance, so there is nothing to map. Export csv or xlsx instead.",
+		map[bool]string{true: "named " + strconv.Quote(e.opts.GeoField), false: ""}[e.opts.GeoField != ""])
+}
+
+// headers returns a table's header row.
+func (e *Export) headers(t *table) []string {
+	var h []string
+	if t.repeat == "" {
+		h = append(h, "SubmissionDate")
+	}
+	for _, c := range t.cols {
+		h = append(h, c.header)
+	}
+	if t.repeat != "" {
+		return append(h, "PARENT_KEY", "KEY")
+	}
+	h = append(h, "KEY", "SubmitterID", "AttachmentsPresent", "AttachmentsExpected", "ReviewState")
+	if e.deviceIDs {
+		h = append(h, "DeviceID")
+	}
+	return append(h, "FormVersion", "ConsentOutcome", "LegalBasis", "ConsentStatementVersion", "ConsentRecordedAt")
+}
+
+// flatten maps each field of e (not inside a nested repeat) to its value.
+func (l *layout) flatten(e *formspec.Element, path string, out map[string]string) {
+	for _, c := range e.Children {
+		p := path + "/" + c.Name
+		if l.repeats[p] {
+			continue
+		}
+		if len(c.Children) > 0 {
+			l.flatten(c, p, out)
+		} else {
+			out[p] = c.Text
+		}
+	}
+}
+
+func cell(c column, values map[string]string) string {
+	v := values[c.path]
+	if c.choice == "" {
+		return v
+	}
+	for _, x := range strings.Fields(v) {
+		if x == c.choice {
+			return "1"
+		}
+	}
+	return "0"
+}
+
+// rows calls emit for every row of table t in one submission.
+func (e *Export) rows(t *table, sub *haven.Submission, inst *formspec.Instance, consent *haven.ConsentRecord, emit func([]string) error) error {
+	lay := e.layout
+	values := map[string]string{}
+	root := "/" + inst.Root.Name
+	if t.repeat == "" {
+		lay.flatten(inst.Root, root, values)
+		row := []string{sub.CreatedAt.UTC().Format(time.RFC3339Nano)}
+		for _, c := range t.cols {
+			row = append(row, cell(c, values))
+		}
+		review := ""
+		if sub.ReviewState != nil {
+			review = *sub.ReviewState
+		}
+		row = append(row, sub.InstanceID, strconv.FormatInt(sub.SubmitterID, 10), strconv.Itoa(sub.Current.AttachmentsPresent),
+			strconv.Itoa(sub.Current.AttachmentsExpected), review)
+		if e.deviceIDs {
+			row = append(row, sub.DeviceID)
+		}
+		row = append(row, sub.Current.FormVersion)
+		if consent != nil {
+			row = append(row, consent.Outcome, consent.LegalBasis, consent.StatementVersion, consent.ReceivedAt.UTC().Format(time.RFC3339Nano))
+		} else {
+			row = append(row, "", "", "", "")
+		}
+		return emit(row)
+	}
+	// Repeat rows: keys as ODK Central writes them, uuid:x/member[2].
+	var walk func(el *formspec.Element, path, key string) error
+	walk = func(el *formspec.Element, path, key string) error {
+		index := map[string]int{}
+		for _, c := range el.Children {
+			p := path + "/" + c.Name
+			if len(c.Children) == 0 && !lay.repeats[p] {
+				continue
+			}
+			k := key
+			if lay.repeats[p] {
+				index[c.Name]++
+				k = fmt.Sprintf("%s/%s[%d]", key, c.Name, index[c.Name])
+				if p == t.repeat {
+					clear(values)
+					lay.flatten(c, p, values)
+					row := make([]string, 0, len(t.cols)+2)
+					for _, col := range t.cols {
+						row = append(row, cell(col, values))
+					}
+					if err := emit(append(row, key, k)); err != nil {
+						return err
+					}
+					continue
+				}
+			}
+			if err := walk(c, p, k); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	return walk(inst.Root, root, sub.InstanceID)
+}
+
+// each walks the submissions the export covers, parsed.
+func (e *Export) each(ctx context.Context, fn func(sub *haven.Submission, inst *formspec.Instance, consent *haven.ConsentRecord) error) error {
+	f := storage.Filter{Since: e.opts.Since, Until: e.opts.Until, Version: e.opts.Version}
+	return e.s.Submissions.Each(ctx, e.form.ProjectID, e.form.ID, f, func(sub *haven.Submission, xml []byte, consent *haven.ConsentRecord) error {
+		inst, err := formspec.ParseInstance(xml, e.s.Limits.XML)
+		if err != nil {
+			return err
+		}
+		return fn(sub, inst, consent)
+	})
+}
+
+// Write streams the export to w.
+func (e *Export) Write(ctx context.Context, w io.Writer) error {
+	switch e.opts.Format {
+	case "xlsx":
+		return e.writeXLSX(ctx, w)
+	case "geojson":
+		return e.writeGeoJSON(ctx, w)
+	}
+	return e.writeCSV(ctx, w)
+}
+
+func (e *Export) writeCSV(ctx context.Context, w io.Writer) error {
+	z := zip.NewWriter(w)
+	for _, t := range e.layout.tables {
+		f, err := z.Create(t.name + ".csv")
+		if err != nil {
+			return err
+		}
+		cw := csv.NewWriter(f)
+		if err := cw.Write(e.headers(t)); err != nil {
+			return err
+		}
+		err = e.each(ctx, func(sub *haven.Submission, inst *formspec.Instance, consent *haven.ConsentRecord) error {
+			return e.rows(t, sub, inst, consent, cw.Write)
+		})
+		if err != nil {
+			return err
+		}
+		if cw.Flush(); cw.Error() != nil {
+			return cw.Error()
+		}
+	}
+	if len(e.Omitted) > 0 {
+		f, err := z.Create("OMITTED.txt")
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(f, "These fields are above your clearance and were left out:\n%s\n", strings.Join(e.Omitted, "\n"))
+	}
+	if e.opts.Attachments {
+		if err := e.writeMedia(ctx, z); err != nil {
+			return err
+		}
+	}
+	return z.Close()
+}
+
+// writeMedia adds the files of fields within the reader's clearance.
+func (e *Export) writeMedia(ctx context.Context, z *zip.Writer) error {
+	type file struct {
+		name   string
+		blobID int64
+	}
+	var files []file
+	omitted := map[string]bool{}
+	for _, p := range e.Omitted {
+		omitted[p] = true
+	}
+	err := e.each(ctx, func(sub *haven.Submission, inst *formspec.Instance, _ *haven.ConsentRecord) error {
+		as, err := e.s.Submissions.Attachments(ctx, sub.Current.ID)
+		if err != nil || len(as) == 0 {
+			return err
+		}
+		schema, err := e.s.schema(ctx, sub.Current.FormVersionID)
+		if err != nil {
+			return err
+		}
+		fields := schema.FileFields(inst)
+		for _, a := range as {
+			if path, ok := fields[a.Name]; a.Exists && ok && !omitted[path] {
+				files = append(files, file{strings.TrimPrefix(sub.InstanceID, "uuid:") + "/" + a.Name, a.BlobID})
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for _, f := range files {
+		rc, _, err := e.s.Blobs.Open(ctx, f.blobID)
+		if err != nil {
+			return err
+		}
+		zf, err := z.Create("media/" + f.name)
+		if err == nil {
+			_, err = io.Copy(zf, rc)
+		}
+		rc.Close()
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (e *Export) writeGeoJSON(ctx context.Context, w io.Writer) error {
+	geo := e.layout.geo[0]
+	main := e.layout.tables[0]
+	headers := e.headers(main)
+	if _, err := io.WriteString(w, `{"type":"FeatureCollection","features":[`); err != nil {
+		return err
+	}
+	enc := json.NewEncoder(w)
+	first := true
+	err := e.each(ctx, func(sub *haven.Submission, inst *formspec.Instance, consent *haven.ConsentRecord) error {
+		return e.rows(main, sub, inst, consent, func(row []string) error {
+			geom := geometry(geo.geo, row[geoIndex(main, geo)+1])
+			if geom == nil {
+				return nil // no location recorded
+			}
+			props := make(map[string]string, len(row))
+			for i, h := range headers {
+				props[h] = row[i]
+			}
+			if !first {
+				if _, err := io.WriteString(w, ","); err != nil {
+					return err
+				}
+			}
+			first = false
+			return enc.Encode(map[string]any{"type": "Feature", "id": sub.InstanceID, "geometry": geom, "properties": props})
+		})
+	})
+	if err != nil {
+		return err
+	}
+	omitted, _ := json.Marshal(e.Omitted)
+	_, err = fmt.Fprintf(w, `],"omittedFields":%s}`, omitted)
+	return err
+}
+
+func geoIndex(t *table, c column) int {
+	for i, x := range t.cols {
+		if x.path == c.path && x.choice == "" {
+			return i
+		}
+	}
+	return -1
+}
+
+// geometry turns an ODK geo value ("lat lon alt acc; ...") into a GeoJSON
+// geometry, or nil when it is empty or unreadable.
+func geometry(kind, v string) map[string]any {
+	var coords [][]float64
+	for _, pt := range strings.Split(v, ";") {
+		f := strings.Fields(pt)
+		if len(f) < 2 {
+			continue
+		}
+		lat, err1 := strconv.ParseFloat(f[0], 64)
+		lon, err2 := strconv.ParseFloat(f[1], 64)
+		if err1 != nil || err2 != nil {
+			return nil
+		}
+		c := []float64{lon, lat}
+		if len(f) > 2 {
+			if alt, err := strconv.ParseFloat(f[2], 64); err == nil {
+				c = append(c, alt)
+			}
+		}
+		coords = append(coords, c)
+	}
+	switch {
+	case len(coords) == 0:
+		return nil
+	case kind == "geopoint":
+		return map[string]any{"type": "Point", "coordinates": coords[0]}
+	case kind == "geoshape":
+		return map[string]any{"type": "Polygon", "coordinates": [][][]float64{coords}}
+	}
+	return map[string]any{"type": "LineString", "coordinates": coords}
+}
