@@ -1,0 +1,110 @@
+package sync_test
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+	gosync "sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/haven-org/haven"
+	"github.com/haven-org/haven/storage"
+	"github.com/haven-org/haven/sync"
+)
+
+// rssKB reads this process's resident set size.
+func rssKB() int64 {
+	f, err := os.Open("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	defer f.Close()
+	s := bufio.NewScanner(f)
+	for s.Scan() {
+		if v, ok := strings.CutPrefix(s.Text(), "VmRSS:"); ok {
+			n, _ := strconv.ParseInt(strings.Fields(v)[0], 10, 64)
+			return n
+		}
+	}
+	return 0
+}
+
+// BenchmarkExportCSV exports HAVEN_EXPORT_N household submissions (100,000
+// by default; each a main row and a member row) as a CSV zip to nowhere,
+// and reports rows/s and the growth of the process's RSS during the export.
+func BenchmarkExportCSV(b *testing.B) {
+	n := 100_000
+	if v, err := strconv.Atoi(os.Getenv("HAVEN_EXPORT_N")); err == nil && v > 0 {
+		n = v
+	}
+	svc, pid, _, _ := setup(b)
+	ctx := context.Background()
+	form, err := svc.Forms.Get(ctx, pid, "household")
+	if err != nil {
+		b.Fatal(err)
+	}
+	var next atomic.Int64
+	var wg gosync.WaitGroup
+	for w := 0; w < 64; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := next.Add(1)
+				if i > int64(n) {
+					return
+				}
+				id := fmt.Sprintf("uuid:%d", i)
+				xml := fmt.Sprintf(`<household id="household" version="2026110101"><start>2026-11-20T09:15:00.000+03:00</start>`+
+					`<district>north</district><head_name>Head %d</head_name><members>3</members><visit_date>2026-11-20</visit_date>`+
+					`<location>2.04 45.34 12 5</location><needs>food water</needs><shelter><roof>tarp</roof><photo/></shelter>`+
+					`<member><age>34</age><sex>f</sex></member><price>10</price><meta><instanceID>%s</instanceID></meta></household>`, i, id)
+				if _, err := svc.Submissions.Ingest(ctx, &storage.Incoming{ProjectID: pid, FormID: form.ID, FormVersionID: form.CurrentVersionID,
+					InstanceID: id, XML: []byte(xml), SubmitterID: 1}); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	admin := &haven.Principal{Admin: true}
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		exp, err := svc.Export(ctx, admin, pid, "household", sync.ExportOptions{Format: "csv"})
+		if err != nil {
+			b.Fatal(err)
+		}
+		base := rssKB()
+		done, peakc := make(chan struct{}), make(chan int64)
+		go func() {
+			peak := int64(0)
+			for {
+				select {
+				case <-done:
+					peakc <- peak
+					return
+				case <-time.After(10 * time.Millisecond):
+					if r := rssKB(); r > peak {
+						peak = r
+					}
+				}
+			}
+		}()
+		start := time.Now()
+		if err := exp.Write(ctx, io.Discard); err != nil {
+			b.Fatal(err)
+		}
+		elapsed := time.Since(start)
+		close(done)
+		peak := <-peakc
+		b.ReportMetric(float64(2*n)/elapsed.Seconds(), "rows/s")
+		b.ReportMetric(float64(max(peak-base, 0))/1024, "MB-rss-growth")
+	}
+}
