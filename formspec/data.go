@@ -87,7 +87,7 @@ func (f *Form) Correct(xml []byte, values map[string]string) ([]byte, string, er
 			return nil, "", invalid("%q is not a field of this form. Use the field's full path, as GET .../fields lists it.", p)
 		case n.IsGroup():
 			return nil, "", invalid("%q is a group or repeat, not a field. Correct the fields inside it one by one.", p)
-		case f.inRepeat(n):
+		case f.InRepeat(n):
 			return nil, "", invalid("%q is inside a repeat; corrections of repeated fields are not supported. Delete and resubmit the form, or correct it on the device.", p)
 		case n.Type == "binary":
 			return nil, "", invalid("%q holds a file; files cannot be corrected on the server.", p)

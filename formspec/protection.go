@@ -386,7 +386,7 @@ func (f *Form) CheckProtection() []Problem {
 	switch {
 	case f.SubjectField != "" && f.subject == nil:
 		out = append(out, Problem{Path: model, Message: fmt.Sprintf("the subject_id setting names %q, which is not a field of the form (or names more than one): give the name of the question that records the person's identifier", f.SubjectField)})
-	case f.subject != nil && f.inRepeat(f.subject):
+	case f.subject != nil && f.InRepeat(f.subject):
 		out = append(out, Problem{Path: f.subject.Path, Message: "is the subject identifier but sits inside a repeat: a submission is about one person, so put the identifier question outside any repeat"})
 	}
 	return out
@@ -402,8 +402,8 @@ func (f *Form) SubjectID(inst *Instance) string {
 	return strings.TrimSpace(v)
 }
 
-// inRepeat reports whether n is inside a repeat (or is one).
-func (f *Form) inRepeat(n *Node) bool {
+// InRepeat reports whether n is inside a repeat (or is one).
+func (f *Form) InRepeat(n *Node) bool {
 	parts := strings.Split(strings.Trim(n.Path, "/"), "/")
 	for i := 2; i <= len(parts); i++ {
 		if a := f.Node("/" + strings.Join(parts[:i], "/")); a != nil && a.Repeat {

@@ -123,7 +123,7 @@ func (s *Service) Aggregate(ctx context.Context, p *haven.Principal, projectID i
 			return nil, haven.Errorf(haven.EINVALID, "%q is not a field of form %q.", ref, xmlFormID)
 		case schema.Tier(n.Path).Rank() > clearance.Rank():
 			return nil, haven.Errorf(haven.EFORBIDDEN, "%q is %s, above your clearance (%s), so it cannot be used %s.", ref, schema.Tier(n.Path), clearance, use)
-		case schemaInRepeat(schema, n):
+		case schema.InRepeat(n):
 			return nil, haven.Errorf(haven.EINVALID, "%q is inside a repeat; aggregates count submissions, so use fields outside repeats.", ref)
 		}
 		return n, nil
@@ -311,16 +311,6 @@ func (s *Service) Aggregate(ctx context.Context, p *haven.Principal, projectID i
 		out.Cells = append(out.Cells, c)
 	}
 	return out, nil
-}
-
-func schemaInRepeat(f *formspec.Form, n *formspec.Node) bool {
-	parts := strings.Split(strings.Trim(n.Path, "/"), "/")
-	for i := 2; i <= len(parts); i++ {
-		if a := f.Node("/" + strings.Join(parts[:i], "/")); a != nil && a.Repeat {
-			return true
-		}
-	}
-	return false
 }
 
 // cube holds the counts of every cell of up to three dimensions, margins
