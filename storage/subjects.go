@@ -80,6 +80,9 @@ func (tx *Tx) checkObjection(pk *ProjectKey, in *Incoming) error {
 // submission's subject identifier.
 func (tx *Tx) indexSubject(pk *ProjectKey, in *Incoming, submissionID int64) error {
 	if strings.TrimSpace(in.Subject) == "" {
+		if in.DeprecatedID == "" {
+			return nil // a new submission without an identifier: nothing to index or drop
+		}
 		_, err := tx.Exec(`DELETE FROM subject_index WHERE submission_id = ?`, submissionID)
 		return err
 	}
