@@ -15,7 +15,7 @@ func BenchmarkParseValidate(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	doc := loadgen.Instance(f, loadgen.NewInstanceID(), "p.jpg", rand.New(rand.NewPCG(1, 2)))
+	doc := loadgen.Instance(f, formspec.NewInstanceID(), "p.jpg", rand.New(rand.NewPCG(1, 2)))
 	b.SetBytes(int64(len(doc)))
 	b.ReportAllocs()
 	for b.Loop() {

@@ -496,7 +496,7 @@ func (s *Server) getSubmission(c echo.Context) error {
 		return err
 	}
 	if !asXML {
-		view, err := s.sync.Submission(c.Request().Context(), principal(c), f, sub.InstanceID)
+		view, err := s.sync.Submission(c.Request().Context(), principal(c), f, sub)
 		if err != nil {
 			return err
 		}

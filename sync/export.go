@@ -207,8 +207,10 @@ func (e *Export) pickGeo() error {
 			return nil
 		}
 	}
-	return haven.Errorf(haven.EINVALID, "The form has no geo field outside repeats %s within your clearance, so there is nothing to map. Export csv or xlsx instead.",
-		map[bool]string{true: "named " + strconv.Quote(e.opts.GeoField), false: ""}[e.opts.GeoField != ""])
+	if e.opts.GeoField != "" {
+		return haven.Errorf(haven.EINVALID, "The form has no geo field %q outside repeats within your clearance, so there is nothing to map. Check geoField, or export csv or xlsx instead.", e.opts.GeoField)
+	}
+	return haven.Errorf(haven.EINVALID, "The form has no geo field outside repeats within your clearance, so there is nothing to map. Export csv or xlsx instead.")
 }
 
 // headers returns a table's header row.

@@ -115,12 +115,8 @@ type SubmissionView struct {
 
 // Submission returns a submission's record, consent record and values as
 // the reader may see them.
-func (s *Service) Submission(ctx context.Context, p *haven.Principal, f *haven.Form, instanceID string) (*SubmissionView, error) {
+func (s *Service) Submission(ctx context.Context, p *haven.Principal, f *haven.Form, sub *haven.Submission) (*SubmissionView, error) {
 	if err := allowed(p, haven.ActionSubmissionRead, f.ProjectID); err != nil {
-		return nil, err
-	}
-	sub, err := s.Submissions.Get(ctx, f.ProjectID, f.ID, instanceID)
-	if err != nil {
 		return nil, err
 	}
 	return s.submissionView(ctx, s.views(p, f.ProjectID), f.ProjectID, sub)

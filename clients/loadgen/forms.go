@@ -2,8 +2,6 @@ package loadgen
 
 import (
 	"bytes"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/xml"
 	"fmt"
 	mrand "math/rand/v2"
@@ -66,16 +64,6 @@ func BenchForm(version string) []byte {
 
 // BenchMedia is the media file BenchForm refers to.
 var BenchMedia = []byte("district,price\nnorth,10\nsouth,12\n")
-
-// NewInstanceID returns a random uuid: instance ID as ODK Collect makes them.
-func NewInstanceID() string {
-	var b [16]byte
-	rand.Read(b[:])
-	b[6] = b[6]&0x0f | 0x40
-	b[8] = b[8]&0x3f | 0x80
-	h := hex.EncodeToString(b[:])
-	return "uuid:" + h[:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:]
-}
 
 var words = strings.Fields("water shelter market school clinic river road village camp family field harvest rain well community health child elder")
 

@@ -257,7 +257,7 @@ func (d *device) submit(ctx context.Context, cfg Config, start *time.Time) error
 		photoName = fmt.Sprintf("%d.jpg", time.Now().UnixNano())
 		files = []collect.File{collect.BytesFile(photoName, d.photo)}
 	}
-	doc := Instance(d.form, NewInstanceID(), photoName, d.rand)
+	doc := Instance(d.form, formspec.NewInstanceID(), photoName, d.rand)
 	if cfg.Flaky > 0 && d.rand.Float64() < cfg.Flaky {
 		// The connection drops half way through the upload; Collect keeps
 		// the form and sends it again, whole.

@@ -70,7 +70,7 @@ func TestInstanceFitsForm(t *testing.T) {
 	if n := len(f.Fields()); n < 31 {
 		t.Fatalf("the benchmark form has %d fields", n)
 	}
-	doc := loadgen.Instance(f, loadgen.NewInstanceID(), "p.jpg", rand.New(rand.NewPCG(1, 2)))
+	doc := loadgen.Instance(f, formspec.NewInstanceID(), "p.jpg", rand.New(rand.NewPCG(1, 2)))
 	inst, err := formspec.ParseInstance(doc, formspec.DefaultLimits)
 	if err != nil {
 		t.Fatal(err)
