@@ -14,6 +14,7 @@ const (
 	ENOTFOUND     = "not_found"
 	ECONFLICT     = "conflict"  // clashes with what is stored (duplicate, closed form)
 	ETOOLARGE     = "too_large" // over a size limit
+	ETOOMANY      = "too_many"  // too many attempts: wait (Details["retryAfterSeconds"])
 	EUNAVAILABLE  = "unavailable"
 	EINTERNAL     = "internal"
 )

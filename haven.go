@@ -29,6 +29,11 @@ type Project struct {
 	// MinCellSize is k of the small-cell rule: aggregates show counts under
 	// it as "<k" (default 5, never below 3).
 	MinCellSize int `json:"minCellSize"`
+	// APIAllow and DeviceAllow are the addresses that may reach the
+	// project through the API and console, and through device endpoints
+	// (empty: any address the site allows).
+	APIAllow    Allowlist `json:"apiAllow"`
+	DeviceAllow Allowlist `json:"deviceAllow"`
 }
 
 // LegalHold defers a project's destruction while it stands.

@@ -38,18 +38,38 @@ func (s *Server) login(c echo.Context) error {
 	if err := bind(c, &body); err != nil {
 		return err
 	}
-	user, err := s.users.Authenticate(c.Request().Context(), body.Email, body.Password)
+	var user *haven.User
+	err := s.guarded(c, body.Email, func() (err error) {
+		user, err = s.users.Authenticate(c.Request().Context(), body.Email, body.Password)
+		return err
+	})
 	if err != nil {
 		return err
 	}
 	if e := haven.AuditFrom(c.Request().Context()); e != nil {
 		e.ActorID, e.Actor = user.ID, user.Email
 	}
-	token, exp, err := s.issueToken(c, user.ID)
+	t, err := s.startSession(c, user.ID)
 	if err != nil {
 		return err
 	}
-	return c.JSON(http.StatusOK, map[string]any{"token": token, "expiresAt": exp.UTC(), "createdAt": s.now().UTC()})
+	return c.JSON(http.StatusOK, t)
+}
+
+// refresh answers POST /v1/sessions/refresh {refreshToken}: new tokens for
+// the same session, and the old refresh token no longer works.
+func (s *Server) refresh(c echo.Context) error {
+	var body struct {
+		RefreshToken string `json:"refreshToken"`
+	}
+	if err := bind(c, &body); err != nil {
+		return err
+	}
+	t, err := s.refreshSession(c, body.RefreshToken)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, t)
 }
 
 func (s *Server) logout(c echo.Context) error {
@@ -65,7 +85,7 @@ func (s *Server) logout(c echo.Context) error {
 	if fmt.Sprint(p.ActorID) != claims.Subject && !p.Admin {
 		return forbidden()
 	}
-	if err := s.users.RevokeSession(c.Request().Context(), claims.ID); err != nil {
+	if err := s.users.RevokeSession(c.Request().Context(), claims.session()); err != nil {
 		return err
 	}
 	return c.JSON(http.StatusOK, map[string]bool{"success": true})
@@ -107,6 +127,26 @@ func (s *Server) getUser(c echo.Context) error {
 		return err
 	}
 	return c.JSON(http.StatusOK, u)
+}
+
+// disableUser answers DELETE /v1/users/{id} (administrators): the user's
+// sessions end at once and their credentials stop working.
+func (s *Server) disableUser(c echo.Context) error {
+	id, err := pathInt(c, "id")
+	if err != nil {
+		return err
+	}
+	p := principal(c)
+	if !p.Admin {
+		return forbidden()
+	}
+	if p.ActorID == id {
+		return haven.Errorf(haven.ECONFLICT, "You cannot disable your own account; ask another administrator.")
+	}
+	if err := s.users.Disable(c.Request().Context(), id); err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, map[string]bool{"success": true})
 }
 
 func (s *Server) createUser(c echo.Context) error {
@@ -162,7 +202,7 @@ func (s *Server) createProject(c echo.Context) error {
 	if err := bind(c, &body); err != nil {
 		return err
 	}
-	life, err := body.lifecycle()
+	life, err := body.lifecycle(c.RealIP())
 	if err != nil {
 		return err
 	}
@@ -210,7 +250,7 @@ func (s *Server) updateProject(c echo.Context) error {
 	if err := bind(c, &body); err != nil {
 		return err
 	}
-	life, err := body.lifecycle()
+	life, err := body.lifecycle(c.RealIP())
 	if err != nil {
 		return err
 	}

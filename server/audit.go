@@ -18,8 +18,10 @@ import (
 // routes are listed without their /v1/key/:key prefix.
 var audited = map[string]string{
 	"POST /v1/sessions":                                                             "session.create",
+	"POST /v1/sessions/refresh":                                                     "session.refresh",
 	"DELETE /v1/sessions/:token":                                                    "session.end",
 	"POST /v1/users":                                                                "user.create",
+	"DELETE /v1/users/:id":                                                          "user.disable",
 	"POST /v1/projects":                                                             "project.create",
 	"PATCH /v1/projects/:pid":                                                       "project.update",
 	"POST /v1/projects/:pid/legal-hold":                                             "project.hold.place",

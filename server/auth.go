@@ -36,32 +36,99 @@ func principal(c echo.Context) *haven.Principal {
 	return p
 }
 
-// SessionLifetime is how long a login's token is valid.
-const SessionLifetime = 24 * time.Hour
+// A login opens a session of SessionLifetime. Its access tokens (JWTs) live
+// AccessLifetime: the client swaps its refresh token for a new pair
+// (POST /v1/sessions/refresh) as they expire. Every request checks that the
+// session is still open, so logging out or disabling the user revokes at once.
+const (
+	SessionLifetime = 24 * time.Hour
+	AccessLifetime  = 15 * time.Minute
+)
 
 type sessionClaims struct {
 	jwt.RegisteredClaims
+	// SessionID is the session the token belongs to (tokens made before
+	// refresh existed carry it as their jti).
+	SessionID string `json:"sid,omitempty"`
 }
 
-// issueToken makes a signed JWT for a user and records its session.
-func (s *Server) issueToken(c echo.Context, userID int64) (string, time.Time, error) {
+func (c *sessionClaims) session() string {
+	if c.SessionID != "" {
+		return c.SessionID
+	}
+	return c.ID
+}
+
+// tokens is what a login or a refresh answers.
+type tokens struct {
+	Token            string    `json:"token"`
+	ExpiresAt        time.Time `json:"expiresAt"`
+	RefreshToken     string    `json:"refreshToken"`
+	SessionExpiresAt time.Time `json:"sessionExpiresAt"`
+	CreatedAt        time.Time `json:"createdAt"`
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// newRefresh makes a refresh token for a session: the session id and a
+// secret, of which only the SHA-256 is stored.
+func newRefresh(sid string) (token string, hash []byte) {
+	secret := randomHex(32)
+	sum := sha256.Sum256([]byte(secret))
+	return sid + "." + secret, sum[:]
+}
+
+// startSession opens a session for a user and returns its first tokens.
+func (s *Server) startSession(c echo.Context, userID int64) (*tokens, error) {
+	sid := randomHex(16)
+	refresh, hash := newRefresh(sid)
+	end := s.now().Add(SessionLifetime)
+	if err := s.users.CreateSession(c.Request().Context(), sid, userID, end.UnixMilli(), hash); err != nil {
+		return nil, err
+	}
+	return s.accessToken(userID, sid, refresh, end)
+}
+
+// accessToken signs a short-lived JWT within a session.
+func (s *Server) accessToken(userID int64, sid, refresh string, sessionEnd time.Time) (*tokens, error) {
 	now := s.now()
-	exp := now.Add(SessionLifetime)
-	var raw [16]byte
-	rand.Read(raw[:])
-	jti := hex.EncodeToString(raw[:])
-	claims := sessionClaims{jwt.RegisteredClaims{
-		Issuer: "haven", Subject: fmt.Sprint(userID), ID: jti,
+	exp := now.Add(AccessLifetime)
+	if exp.After(sessionEnd) {
+		exp = sessionEnd
+	}
+	claims := sessionClaims{RegisteredClaims: jwt.RegisteredClaims{
+		Issuer: "haven", Subject: fmt.Sprint(userID), ID: randomHex(16),
 		IssuedAt: jwt.NewNumericDate(now), ExpiresAt: jwt.NewNumericDate(exp),
-	}}
+	}, SessionID: sid}
 	token, err := jwt.NewWithClaims(jwt.SigningMethodHS256, claims).SignedString(s.jwtKey)
 	if err != nil {
-		return "", time.Time{}, err
+		return nil, err
 	}
-	if err := s.users.CreateSession(c.Request().Context(), jti, userID, exp.UnixMilli()); err != nil {
-		return "", time.Time{}, err
+	return &tokens{Token: token, ExpiresAt: exp.UTC(), RefreshToken: refresh, SessionExpiresAt: sessionEnd.UTC(), CreatedAt: now.UTC()}, nil
+}
+
+// refreshSession swaps a refresh token for new tokens in the same session.
+func (s *Server) refreshSession(c echo.Context, refresh string) (*tokens, error) {
+	sid, secret, ok := strings.Cut(strings.TrimSpace(refresh), ".")
+	if !ok || sid == "" || secret == "" {
+		return nil, haven.Errorf(haven.EUNAUTHORIZED, "This refresh token is not valid. Log in again.")
 	}
-	return token, exp, nil
+	old := sha256.Sum256([]byte(secret))
+	next, hash := newRefresh(sid)
+	userID, end, err := s.users.RefreshSession(c.Request().Context(), sid, old[:], hash)
+	if err != nil {
+		return nil, err
+	}
+	if e := haven.AuditFrom(c.Request().Context()); e != nil {
+		if u, err := s.users.Get(c.Request().Context(), userID); err == nil {
+			e.ActorID, e.Actor = u.ID, u.Email
+		}
+	}
+	return s.accessToken(userID, sid, next, time.UnixMilli(end))
 }
 
 // parseToken checks a JWT's signature and times and returns its claims.
@@ -117,7 +184,7 @@ func (s *Server) bearer(c echo.Context, token string) (*haven.Principal, error) 
 		return nil, err
 	}
 	ctx := c.Request().Context()
-	ok, err := s.users.SessionActive(ctx, claims.ID)
+	ok, err := s.users.SessionActive(ctx, claims.session())
 	if err != nil {
 		return nil, err
 	}
@@ -126,11 +193,7 @@ func (s *Server) bearer(c echo.Context, token string) (*haven.Principal, error) 
 	}
 	var id int64
 	fmt.Sscan(claims.Subject, &id)
-	p, err := s.users.Principal(ctx, id)
-	if haven.ErrorCode(err) == haven.ENOTFOUND {
-		return nil, haven.Errorf(haven.EUNAUTHORIZED, "Your account no longer exists.")
-	}
-	return p, err
+	return s.livePrincipal(c, id)
 }
 
 // secure reports whether the request reached Haven over TLS (directly or
@@ -151,11 +214,15 @@ func (s *Server) basic(c echo.Context, rest string) (*haven.Principal, error) {
 	if !ok {
 		return nil, haven.Errorf(haven.EUNAUTHORIZED, "The Basic credentials must be email:password.")
 	}
-	id, err := s.users.AuthenticateBasic(c.Request().Context(), email, password)
+	var id int64
+	err = s.guarded(c, email, func() (err error) {
+		id, err = s.users.AuthenticateBasic(c.Request().Context(), email, password)
+		return err
+	})
 	if err != nil {
 		return nil, err
 	}
-	return s.users.Principal(c.Request().Context(), id)
+	return s.livePrincipal(c, id)
 }
 
 // Digest nonces are stateless: a timestamp and an HMAC of it under a server secret.
@@ -259,24 +326,39 @@ func (s *Server) digest(c echo.Context, rest string) (*haven.Principal, error) {
 		return nil, bad("the uri does not match the request")
 	}
 	ctx := c.Request().Context()
-	id, ha1, err := s.users.DigestHA1(ctx, f["username"])
-	if err != nil {
-		if haven.ErrorCode(err) == haven.EUNAUTHORIZED {
-			return nil, haven.Errorf(haven.EUNAUTHORIZED, "The username or password is wrong.")
+	var id int64
+	err := s.guarded(c, f["username"], func() error {
+		var ha1 []byte
+		var err error
+		if id, ha1, err = s.users.DigestHA1(ctx, f["username"]); err != nil {
+			return err
 		}
+		ha2 := md5hex(c.Request().Method + ":" + f["uri"])
+		want := md5hex(strings.Join([]string{hex.EncodeToString(ha1), f["nonce"], f["nc"], f["cnonce"], "auth", ha2}, ":"))
+		if subtle.ConstantTimeCompare([]byte(want), []byte(strings.ToLower(f["response"]))) != 1 {
+			return haven.Errorf(haven.EUNAUTHORIZED, "The username or password is wrong.")
+		}
+		return nil
+	})
+	if err != nil {
 		return nil, err
-	}
-	ha2 := md5hex(c.Request().Method + ":" + f["uri"])
-	want := md5hex(strings.Join([]string{hex.EncodeToString(ha1), f["nonce"], f["nc"], f["cnonce"], "auth", ha2}, ":"))
-	if subtle.ConstantTimeCompare([]byte(want), []byte(strings.ToLower(f["response"]))) != 1 {
-		return nil, haven.Errorf(haven.EUNAUTHORIZED, "The username or password is wrong.")
 	}
 	if !fresh {
 		// Right password, old nonce: ask again with stale=true, so the client retries without prompting.
 		s.challenge(c, true)
 		return nil, &haven.Error{Code: haven.EUNAUTHORIZED, Message: "The Digest nonce has expired; retry with the new one."}
 	}
-	return s.users.Principal(ctx, id)
+	return s.livePrincipal(c, id)
+}
+
+// livePrincipal loads the principal of a user who just proved a password;
+// one disabled meanwhile is refused as unauthorized, not "not found".
+func (s *Server) livePrincipal(c echo.Context, id int64) (*haven.Principal, error) {
+	p, err := s.users.Principal(c.Request().Context(), id)
+	if haven.ErrorCode(err) == haven.ENOTFOUND {
+		return nil, haven.Errorf(haven.EUNAUTHORIZED, "This account has been disabled. Ask an administrator.")
+	}
+	return p, err
 }
 
 // keyAuth authenticates the app user whose token is in the URL (/v1/key/{token}/...).

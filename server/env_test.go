@@ -41,6 +41,12 @@ func newEnv(t *testing.T, limits ...sync.Limits) *env {
 // newEnvWith is newEnv with storage options (an object store).
 func newEnvWith(t *testing.T, opts storage.Options, limits ...sync.Limits) *env {
 	t.Helper()
+	return newEnvConfig(t, server.Config{}, opts, limits...)
+}
+
+// newEnvConfig is newEnv with the server's configuration and storage options.
+func newEnvConfig(t *testing.T, cfg server.Config, opts storage.Options, limits ...sync.Limits) *env {
+	t.Helper()
 	dir := t.TempDir()
 	st, err := storage.OpenDir(context.Background(), dir, opts)
 	if err != nil {
@@ -54,7 +60,7 @@ func newEnvWith(t *testing.T, opts storage.Options, limits ...sync.Limits) *env 
 	if len(limits) > 0 {
 		svc.Limits = limits[0]
 	}
-	h := server.New(server.Config{}, server.Deps{Users: st.Users, Projects: st.Projects, Submissions: st.Submissions,
+	h := server.New(cfg, server.Deps{Users: st.Users, Projects: st.Projects, Submissions: st.Submissions,
 		Blobs: st.Blobs, Sync: svc, Audit: st.Audit, Store: st, MasterKey: st.MasterKey, Log: log, Now: func() time.Time { return st.DB.Now() }})
 	e := &env{t: t, dir: dir, st: st, srv: httptest.NewServer(h)}
 	t.Cleanup(func() { e.srv.Close(); st.Close() })

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strconv"
 
 	"github.com/haven-org/haven"
 	"github.com/labstack/echo/v4"
@@ -23,6 +24,7 @@ var status = map[string]struct {
 	haven.ENOTFOUND:     {http.StatusNotFound, 404.1},
 	haven.ECONFLICT:     {http.StatusConflict, 409.1},
 	haven.ETOOLARGE:     {http.StatusRequestEntityTooLarge, 413.1},
+	haven.ETOOMANY:      {http.StatusTooManyRequests, 429.1},
 	haven.EUNAVAILABLE:  {http.StatusServiceUnavailable, 503.1},
 	haven.EINTERNAL:     {http.StatusInternalServerError, 500.1},
 }
@@ -83,6 +85,9 @@ func (s *Server) handleError(err error, c echo.Context) {
 	}
 	if code == haven.EUNAVAILABLE {
 		c.Response().Header().Set("Retry-After", "30")
+	}
+	if n, ok := details["retryAfterSeconds"].(int); ok {
+		c.Response().Header().Set("Retry-After", strconv.Itoa(n))
 	}
 	if c.Get(keyOpenRosa) != nil {
 		writeOpenRosa(c, st.http, "error", msg)

@@ -43,10 +43,32 @@ type lifecycleBody struct {
 	EndDate       *string `json:"endDate"` // 2027-03-31, or a full RFC 3339 time; "" clears it
 	RetentionDays *int    `json:"retentionDays"`
 	MinCellSize   *int    `json:"minCellSize"` // k of the small-cell rule for aggregates
+	// Address allowlists (CIDR ranges or addresses; [] clears).
+	APIAllow    *[]string `json:"apiAllow"`
+	DeviceAllow *[]string `json:"deviceAllow"`
 }
 
-func (b lifecycleBody) lifecycle() (storage.Lifecycle, error) {
+// lifecycle reads the body's settings. An API allowlist that leaves out
+// the caller's own address (addr) is refused: it would lock them out.
+func (b lifecycleBody) lifecycle(addr string) (storage.Lifecycle, error) {
 	l := storage.Lifecycle{RetentionDays: b.RetentionDays, MinCellSize: b.MinCellSize}
+	for _, a := range []struct {
+		name string
+		in   *[]string
+		out  **haven.Allowlist
+	}{{"apiAllow", b.APIAllow, &l.APIAllow}, {"deviceAllow", b.DeviceAllow, &l.DeviceAllow}} {
+		if a.in == nil {
+			continue
+		}
+		list, err := haven.ParseAllowlist(*a.in...)
+		if err != nil {
+			return l, haven.Errorf(haven.EINVALID, "%s: %s", a.name, haven.ErrorMessage(err))
+		}
+		*a.out = &list
+	}
+	if l.APIAllow != nil && !l.APIAllow.Allows(addr) {
+		return l, haven.Errorf(haven.EINVALID, "apiAllow leaves out your own address %s, so you would lose access to this project at once. Include it (a single address is enough), or set the list from an allowed address.", addr)
+	}
 	if b.EndDate != nil {
 		v := strings.TrimSpace(*b.EndDate)
 		if v == "" {
@@ -75,6 +97,12 @@ func (b lifecycleBody) audit(c echo.Context) {
 		}
 		if b.RetentionDays != nil {
 			e.Details["retentionDays"] = *b.RetentionDays
+		}
+		if b.APIAllow != nil {
+			e.Details["apiAllow"] = *b.APIAllow
+		}
+		if b.DeviceAllow != nil {
+			e.Details["deviceAllow"] = *b.DeviceAllow
 		}
 	}
 }

@@ -163,6 +163,7 @@ func TestClassificationOverdue(t *testing.T) {
 		}
 	}
 	now = now.Add(23 * time.Hour)
+	e.token = e.login(adminEmail, adminPassword) // access tokens live 15 minutes
 	if o := overdue(); len(o) != 0 {
 		t.Fatalf("overdue after 23 hours: %v", o)
 	}
@@ -170,6 +171,7 @@ func TestClassificationOverdue(t *testing.T) {
 	e.admin("POST", base+"/household/draft", undecided, nil)
 	e.admin("POST", base+"/household/draft/publish?version=2", nil, nil)
 	now = now.Add(90 * time.Minute)
+	e.token = e.login(adminEmail, adminPassword)
 	if o := overdue(); len(o) != 1 || o[0] != "household:/household/members" {
 		t.Fatalf("overdue after 24.5 hours: %v", o)
 	}

@@ -33,6 +33,12 @@ type Config struct {
 	// (default 60 s, as ODK Collect's own read and write timeouts). A slow
 	// upload that keeps moving is never cut.
 	BodyIdleTimeout time.Duration
+	// APIAllow and DeviceAllow are the addresses that may reach the API and
+	// console, and the device endpoints (empty: any). Projects may narrow them.
+	APIAllow, DeviceAllow haven.Allowlist
+	// TrustedProxies are the proxies whose X-Forwarded-For is believed.
+	// Without them the client address is the connection's.
+	TrustedProxies haven.Allowlist
 }
 
 // Server is Haven's HTTP server.
@@ -50,6 +56,9 @@ type Server struct {
 	jwtKey   []byte
 	nonceKey []byte
 	now      func() time.Time
+	// devicePaths are the routes devices use, for the device allowlist.
+	devicePaths map[string]bool
+	logins      *loginGuard
 }
 
 // Deps are the services the server calls.
@@ -71,13 +80,15 @@ type Deps struct {
 func New(cfg Config, d Deps) *Server {
 	s := &Server{
 		cfg: cfg, log: d.Log, users: d.Users, projects: d.Projects, subs: d.Submissions, blobs: d.Blobs, sync: d.Sync, auditLog: d.Audit, store: d.Store,
-		jwtKey:   storage.DeriveSecret(d.MasterKey, "jwt"),
-		nonceKey: storage.DeriveSecret(d.MasterKey, "digest nonce"),
-		now:      d.Now,
+		jwtKey:      storage.DeriveSecret(d.MasterKey, "jwt"),
+		nonceKey:    storage.DeriveSecret(d.MasterKey, "digest nonce"),
+		now:         d.Now,
+		devicePaths: map[string]bool{},
 	}
 	if s.now == nil {
 		s.now = time.Now
 	}
+	s.logins = &loginGuard{now: s.now}
 	if s.log == nil {
 		s.log = slog.Default()
 	}
@@ -92,8 +103,8 @@ func New(cfg Config, d Deps) *Server {
 	e.HTTPErrorHandler = s.handleError
 	// The client address is the connection's: X-Forwarded-For is not
 	// trusted unless a trusted proxy is configured.
-	e.IPExtractor = echo.ExtractIPDirect()
-	e.Use(s.recoverPanics, s.bodyIdleTimeout, s.audit)
+	e.IPExtractor = ipExtractor(cfg.TrustedProxies)
+	e.Use(s.recoverPanics, s.bodyIdleTimeout, s.audit, s.checkAddress)
 	s.echo = e
 	s.routes()
 	return s
@@ -161,6 +172,7 @@ func (s *Server) routes() {
 	e := s.echo
 	e.GET("/", s.home)
 	e.POST("/v1/sessions", s.login)
+	e.POST("/v1/sessions/refresh", s.refresh)
 
 	v1 := e.Group("/v1", s.authenticate)
 	v1.DELETE("/sessions/:token", s.logout, s.requireAuth)
@@ -168,6 +180,7 @@ func (s *Server) routes() {
 	v1.GET("/users", s.listUsers, s.requireAuth)
 	v1.POST("/users", s.createUser, s.requireAuth)
 	v1.GET("/users/:id", s.getUser, s.requireAuth)
+	v1.DELETE("/users/:id", s.disableUser, s.requireAuth)
 	v1.GET("/projects", s.listProjects, s.requireAuth)
 	v1.POST("/projects", s.createProject, s.requireAuth)
 	v1.GET("/audit", s.listAudit, s.requireAuth)
@@ -230,13 +243,17 @@ func (s *Server) routes() {
 // auth only requires credentials (form and media downloads answer JSON errors
 // to API clients and OpenRosa ones to devices).
 func (s *Server) deviceRoutes(g *echo.Group, openrosa, auth echo.MiddlewareFunc) {
-	g.GET("/projects/:pid/formList", s.formList, openrosa)
-	g.HEAD("/projects/:pid/submission", s.submissionPreflight, openrosa)
-	g.GET("/projects/:pid/submission", s.submissionPreflight, openrosa)
-	g.POST("/projects/:pid/submission", s.submit, openrosa)
-	g.GET("/projects/:pid/forms/:formId", s.getForm, auth)
-	g.GET("/projects/:pid/forms/:formId/manifest", s.manifest, openrosa)
-	g.GET("/projects/:pid/forms/:formId/attachments/:name", s.formAttachment, auth)
+	for _, r := range []*echo.Route{
+		g.GET("/projects/:pid/formList", s.formList, openrosa),
+		g.HEAD("/projects/:pid/submission", s.submissionPreflight, openrosa),
+		g.GET("/projects/:pid/submission", s.submissionPreflight, openrosa),
+		g.POST("/projects/:pid/submission", s.submit, openrosa),
+		g.GET("/projects/:pid/forms/:formId", s.getForm, auth),
+		g.GET("/projects/:pid/forms/:formId/manifest", s.manifest, openrosa),
+		g.GET("/projects/:pid/forms/:formId/attachments/:name", s.formAttachment, auth),
+	} {
+		s.devicePaths[r.Path] = true
+	}
 }
 
 func (s *Server) noop(next echo.HandlerFunc) echo.HandlerFunc { return next }

@@ -327,10 +327,15 @@ func (u *Users) Principal(ctx context.Context, actorID int64) (*haven.Principal,
 	return p, crows.Err()
 }
 
-// CreateSession records a session (a JWT's id) for a user.
-func (u *Users) CreateSession(ctx context.Context, id string, actorID int64, expires int64) error {
+// CreateSession records a session for a user, until expires (Unix ms), with
+// the SHA-256 of its refresh token (nil: none).
+func (u *Users) CreateSession(ctx context.Context, id string, actorID int64, expires int64, refreshHash ...[]byte) error {
+	var rh []byte
+	if len(refreshHash) > 0 {
+		rh = refreshHash[0]
+	}
 	return u.DB.Write(ctx, func(tx *Tx) error {
-		_, err := tx.Exec(`INSERT INTO sessions (id, actor_id, created_at, expires_at) VALUES (?, ?, ?, ?)`, id, actorID, ms(tx.Now()), expires)
+		_, err := tx.Exec(`INSERT INTO sessions (id, actor_id, created_at, expires_at, refresh_hash) VALUES (?, ?, ?, ?, ?)`, id, actorID, ms(tx.Now()), expires, rh)
 		return err
 	})
 }
@@ -343,10 +348,75 @@ func (u *Users) SessionActive(ctx context.Context, id string) (bool, error) {
 	return n > 0, err
 }
 
+// RefreshSession swaps a live session's refresh token (by its SHA-256) for
+// a new one and returns the session's user and end (Unix ms). A refresh
+// token that is not the session's current one was stolen or replayed: the
+// session is ended, and the answer is EUNAUTHORIZED.
+func (u *Users) RefreshSession(ctx context.Context, id string, oldHash, newHash []byte) (actorID, expires int64, err error) {
+	ended := false
+	err = u.DB.Write(ctx, func(tx *Tx) error {
+		var current []byte
+		var revoked sql.NullInt64
+		err := tx.QueryRow(`SELECT s.actor_id, s.expires_at, s.refresh_hash, s.revoked_at FROM sessions s JOIN actors a ON a.id = s.actor_id
+			WHERE s.id = ? AND a.deleted_at IS NULL`, id).Scan(&actorID, &expires, &current, &revoked)
+		if errors.Is(err, sql.ErrNoRows) {
+			return haven.Errorf(haven.EUNAUTHORIZED, "This refresh token is not valid. Log in again.")
+		} else if err != nil {
+			return err
+		}
+		if revoked.Valid || expires <= ms(tx.Now()) {
+			return haven.Errorf(haven.EUNAUTHORIZED, "Your session has ended (logged out or expired). Log in again.")
+		}
+		if current == nil || subtle.ConstantTimeCompare(current, oldHash) != 1 {
+			ended = true
+			_, err := tx.Exec(`UPDATE sessions SET revoked_at = ? WHERE id = ?`, ms(tx.Now()), id)
+			return err
+		}
+		_, err = tx.Exec(`UPDATE sessions SET refresh_hash = ? WHERE id = ?`, newHash, id)
+		return err
+	})
+	if err == nil && ended {
+		err = haven.Errorf(haven.EUNAUTHORIZED, "This refresh token was already used, so it may have been copied: the session is ended to be safe. Log in again.")
+	}
+	return actorID, expires, err
+}
+
 // RevokeSession ends a session.
 func (u *Users) RevokeSession(ctx context.Context, id string) error {
 	return u.DB.Write(ctx, func(tx *Tx) error {
 		_, err := tx.Exec(`UPDATE sessions SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL`, ms(tx.Now()), id)
+		return err
+	})
+}
+
+// Disable turns a user off: their sessions end at once, their password and
+// Digest credentials stop working, and they no longer appear in lists. The
+// user's actor stays, so the audit trail keeps naming who did what. The
+// last administrator cannot be disabled.
+func (u *Users) Disable(ctx context.Context, id int64) error {
+	defer u.basic.clear()
+	return u.DB.Write(ctx, func(tx *Tx) error {
+		var admin bool
+		err := tx.QueryRow(`SELECT u.admin FROM users u JOIN actors a ON a.id = u.actor_id WHERE a.id = ? AND a.deleted_at IS NULL`, id).Scan(&admin)
+		if errors.Is(err, sql.ErrNoRows) {
+			return notFound(fmt.Sprintf("User %d", id))
+		} else if err != nil {
+			return err
+		}
+		if admin {
+			var n int
+			if err := tx.QueryRow(`SELECT count(*) FROM users u JOIN actors a ON a.id = u.actor_id WHERE u.admin = 1 AND a.deleted_at IS NULL`).Scan(&n); err != nil {
+				return err
+			}
+			if n <= 1 {
+				return haven.Errorf(haven.ECONFLICT, "User %d is the last administrator; make another administrator first.", id)
+			}
+		}
+		now := ms(tx.Now())
+		if _, err := tx.Exec(`UPDATE actors SET deleted_at = ?, updated_at = ? WHERE id = ?`, now, now, id); err != nil {
+			return err
+		}
+		_, err = tx.Exec(`UPDATE sessions SET revoked_at = ? WHERE actor_id = ? AND revoked_at IS NULL`, now, id)
 		return err
 	})
 }

@@ -19,12 +19,14 @@ type Projects struct {
 	cache ttlCache[int64, *haven.Project] // Get, for every device request
 }
 
-// Lifecycle is what may be set about a project's end: nil fields stay as they are.
+// Lifecycle is what may be set about a project's end and access: nil fields stay as they are.
 type Lifecycle struct {
 	EndDate       *time.Time
 	ClearEndDate  bool
 	RetentionDays *int
 	MinCellSize   *int // k of the small-cell rule, 3 or more
+	// APIAllow and DeviceAllow replace the project's address allowlists.
+	APIAllow, DeviceAllow *haven.Allowlist
 }
 
 func checkLifecycle(l Lifecycle) error {
@@ -64,8 +66,15 @@ func (p *Projects) Create(ctx context.Context, name, description string, life ..
 		if l.MinCellSize != nil {
 			k = *l.MinCellSize
 		}
-		res, err := tx.Exec(`INSERT INTO projects (name, description, created_at, updated_at, end_date, retention_days, min_cell_size) VALUES (?, ?, ?, ?, ?, ?, ?)`,
-			name, description, ms(tx.Now()), ms(tx.Now()), end, retention, k)
+		var apiAllow, deviceAllow string
+		if l.APIAllow != nil {
+			apiAllow = l.APIAllow.String()
+		}
+		if l.DeviceAllow != nil {
+			deviceAllow = l.DeviceAllow.String()
+		}
+		res, err := tx.Exec(`INSERT INTO projects (name, description, created_at, updated_at, end_date, retention_days, min_cell_size, api_allow, device_allow)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`, name, description, ms(tx.Now()), ms(tx.Now()), end, retention, k, apiAllow, deviceAllow)
 		if err != nil {
 			return err
 		}
@@ -79,15 +88,23 @@ func (p *Projects) Create(ctx context.Context, name, description string, life ..
 }
 
 const projectColumns = `p.id, p.name, p.description, p.created_at, p.updated_at, p.end_date, p.retention_days, p.destruction_started_at,
-	p.destroyed_at, p.min_cell_size, h.reason, h.reference, h.placed_by, h.placed_at FROM projects p LEFT JOIN legal_holds h ON h.project_id = p.id AND h.lifted_at IS NULL`
+	p.destroyed_at, p.min_cell_size, p.api_allow, p.device_allow, h.reason, h.reference, h.placed_by, h.placed_at FROM projects p LEFT JOIN legal_holds h ON h.project_id = p.id AND h.lifted_at IS NULL`
 
 func scanProject(row interface{ Scan(...any) error }) (*haven.Project, error) {
 	var pr haven.Project
 	var created, updated int64
 	var end, started, destroyed, placedBy, placedAt sql.NullInt64
 	var reason, reference sql.NullString
+	var apiAllow, deviceAllow string
 	if err := row.Scan(&pr.ID, &pr.Name, &pr.Description, &created, &updated, &end, &pr.RetentionDays, &started, &destroyed, &pr.MinCellSize,
-		&reason, &reference, &placedBy, &placedAt); err != nil {
+		&apiAllow, &deviceAllow, &reason, &reference, &placedBy, &placedAt); err != nil {
+		return nil, err
+	}
+	var err error
+	if pr.APIAllow, err = haven.ParseAllowlist(apiAllow); err != nil {
+		return nil, err
+	}
+	if pr.DeviceAllow, err = haven.ParseAllowlist(deviceAllow); err != nil {
 		return nil, err
 	}
 	pr.CreatedAt, pr.UpdatedAt = fromMS(created), fromMS(updated)
@@ -185,6 +202,17 @@ func (p *Projects) Update(ctx context.Context, id int64, name, description *stri
 		}
 		if l.MinCellSize != nil {
 			if _, err := tx.Exec(`UPDATE projects SET min_cell_size = ?, updated_at = ? WHERE id = ?`, *l.MinCellSize, ms(tx.Now()), id); err != nil {
+				return err
+			}
+		}
+		for _, a := range []struct {
+			col  string
+			list *haven.Allowlist
+		}{{"api_allow", l.APIAllow}, {"device_allow", l.DeviceAllow}} {
+			if a.list == nil {
+				continue
+			}
+			if _, err := tx.Exec(`UPDATE projects SET `+a.col+` = ?, updated_at = ? WHERE id = ?`, a.list.String(), ms(tx.Now()), id); err != nil {
 				return err
 			}
 		}

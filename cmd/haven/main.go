@@ -38,6 +38,7 @@ const usage = `Haven: an OpenRosa server for ODK Collect and KoboCollect, built 
 
 Usage:
   haven serve [--listen 127.0.0.1:8080] [--data DIR] [--public-url URL] [--behind-tls]
+              [--api-allow CIDRS] [--device-allow CIDRS] [--trusted-proxies ADDRS]
               [--s3-endpoint HOST:PORT --s3-bucket B --s3-access-key K --s3-secret-key S [--s3-tls]]
   haven migrate [--data DIR]
   haven admin create --email EMAIL [--data DIR]   (password from stdin when piped, else generated)
@@ -124,9 +125,23 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	listen := fs.String("listen", envOr("HAVEN_LISTEN", "127.0.0.1:8080"), "address to listen on; HAVEN_LISTEN")
 	publicURL := fs.String("public-url", os.Getenv("HAVEN_PUBLIC_URL"), "URL devices reach Haven at, e.g. https://haven.example.org; HAVEN_PUBLIC_URL")
 	behindTLS := fs.Bool("behind-tls", os.Getenv("HAVEN_BEHIND_TLS") == "true", "a proxy in front terminates TLS (allows Basic auth); HAVEN_BEHIND_TLS")
+	apiAllow := fs.String("api-allow", os.Getenv("HAVEN_API_ALLOW"), "comma-separated CIDR ranges that may reach the API and console (empty: any); HAVEN_API_ALLOW")
+	deviceAllow := fs.String("device-allow", os.Getenv("HAVEN_DEVICE_ALLOW"), "comma-separated CIDR ranges that may reach device endpoints (empty: any); HAVEN_DEVICE_ALLOW")
+	proxies := fs.String("trusted-proxies", os.Getenv("HAVEN_TRUSTED_PROXIES"), "comma-separated addresses of proxies whose X-Forwarded-For is believed; HAVEN_TRUSTED_PROXIES")
 	s3 := s3Flags(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	cfg := server.Config{PublicURL: *publicURL, BehindTLS: *behindTLS}
+	for _, l := range []struct {
+		flag string
+		in   string
+		out  *haven.Allowlist
+	}{{"--api-allow", *apiAllow, &cfg.APIAllow}, {"--device-allow", *deviceAllow, &cfg.DeviceAllow}, {"--trusted-proxies", *proxies, &cfg.TrustedProxies}} {
+		var err error
+		if *l.out, err = haven.ParseAllowlist(l.in); err != nil {
+			return haven.Errorf(haven.EINVALID, "%s: %s", l.flag, haven.ErrorMessage(err))
+		}
 	}
 	log := slog.New(slog.NewTextHandler(stderr, nil))
 	tuneGC()
@@ -147,7 +162,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err := firstAdmin(ctx, st, stdout); err != nil {
 		return err
 	}
-	srv := server.FromStore(server.Config{PublicURL: *publicURL, BehindTLS: *behindTLS}, st, log)
+	srv := server.FromStore(cfg, st, log)
 	ln, err := net.Listen("tcp", *listen)
 	if err != nil {
 		return fmt.Errorf("listening on %s: %w", *listen, err)
