@@ -31,6 +31,9 @@ type Protection struct {
 	StatementVersion string
 	// Languages of the form's labels, sorted; empty when it has no translations.
 	Languages []string
+	// DefaultLanguage is the translation the form marks default, else the
+	// first of Languages ("" without translations).
+	DefaultLanguage string
 
 	start, end *Node                        // the fields the device fills with its start and end times
 	subject    *Node                        // the subject identifier field, found once
@@ -175,6 +178,9 @@ func (f *Form) resolveConsent() {
 		f.Languages = append(f.Languages, l)
 	}
 	sort.Strings(f.Languages)
+	if f.DefaultLanguage == "" && len(f.Languages) > 0 {
+		f.DefaultLanguage = f.Languages[0]
+	}
 	switch {
 	case f.ConsentField != "":
 		f.Consent = f.fieldByRef(f.ConsentField)

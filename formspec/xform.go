@@ -42,6 +42,8 @@ type Node struct {
 	// Choices lists the allowed values of a select whose choices the form
 	// carries; nil when they come from outside it (an external file).
 	Choices map[string]bool
+	// ChoiceLabels holds each choice's label by language, where the form gives them.
+	ChoiceLabels map[string]map[string]string
 
 	// What the form declares about the field (haven: bind attributes).
 	Purpose     string
@@ -169,6 +171,13 @@ func Parse(xml []byte) (*Form, error) {
 	f.Root = buildNode(rootEl, "")
 	f.readModelProtection(model)
 	itext := readItext(model)
+	if it := child(model, "itext"); it != nil {
+		for _, tr := range children(it, "translation") {
+			if d := tr.SelectAttrValue("default", ""); d != "" && d != "false()" {
+				f.DefaultLanguage = tr.SelectAttrValue("lang", "")
+			}
+		}
+	}
 
 	for _, bind := range children(model, "bind") {
 		n := f.Node(stripPredicates(bind.SelectAttrValue("nodeset", "")))
@@ -306,7 +315,7 @@ func (f *Form) readBody(e *etree.Element, context string, instances map[string]*
 				if n.Type == "string" || n.Type == "" {
 					n.Type = c.Tag
 				}
-				n.Choices = readChoices(c, instances)
+				n.Choices, n.ChoiceLabels = readChoices(c, instances, itext)
 			}
 		}
 	}
@@ -314,37 +323,73 @@ func (f *Form) readBody(e *etree.Element, context string, instances map[string]*
 }
 
 // readChoices returns the values a select may take, or nil when the form
-// does not carry them all (external instances, computed itemsets).
-func readChoices(sel *etree.Element, instances map[string]*etree.Element) map[string]bool {
+// does not carry them all (external instances, computed itemsets), and the
+// labels of those it can read.
+func readChoices(sel *etree.Element, instances map[string]*etree.Element, itext map[string]map[string]string) (map[string]bool, map[string]map[string]string) {
+	choices, labels := map[string]bool{}, map[string]map[string]string{}
 	if itemset := child(sel, "itemset"); itemset != nil {
 		m := instanceRef.FindStringSubmatch(itemset.SelectAttrValue("nodeset", ""))
 		valueEl := child(itemset, "value")
 		if m == nil || valueEl == nil {
-			return nil
+			return nil, nil
 		}
 		inst := instances[m[1]]
 		if inst == nil || inst.SelectAttrValue("src", "") != "" || len(inst.ChildElements()) != 1 {
-			return nil
+			return nil, nil
 		}
 		valueName := valueEl.SelectAttrValue("ref", "")
 		if strings.ContainsAny(valueName, "/[(@") {
-			return nil
+			return nil, nil
 		}
-		choices := map[string]bool{}
-		for _, item := range inst.ChildElements()[0].ChildElements() {
-			if v := child(item, valueName); v != nil {
-				choices[strings.TrimSpace(v.Text())] = true
+		// The label is a child of each item: its text, or an itext id (jr:itext(itextId)).
+		labelName, byItext := "", false
+		if l := child(itemset, "label"); l != nil {
+			ref := l.SelectAttrValue("ref", "")
+			if m := itemsetItext.FindStringSubmatch(ref); m != nil {
+				labelName, byItext = m[1], true
+			} else if !strings.ContainsAny(ref, "/[(@") {
+				labelName = ref
 			}
 		}
-		return choices
+		for _, item := range inst.ChildElements()[0].ChildElements() {
+			v := child(item, valueName)
+			if v == nil {
+				continue
+			}
+			value := strings.TrimSpace(v.Text())
+			choices[value] = true
+			if l := child(item, labelName); labelName != "" && l != nil {
+				if byItext {
+					labels[value] = itext[strings.TrimSpace(l.Text())]
+				} else {
+					labels[value] = map[string]string{"": innerText(l)}
+				}
+			}
+		}
+		return choices, labels
 	}
-	choices := map[string]bool{}
 	for _, item := range children(sel, "item") {
 		if v := child(item, "value"); v != nil {
-			choices[strings.TrimSpace(v.Text())] = true
+			value := strings.TrimSpace(v.Text())
+			choices[value] = true
+			if l := readLabel(item, itext); l != nil {
+				labels[value] = l
+			}
 		}
 	}
-	return choices
+	return choices, labels
+}
+
+var itemsetItext = regexp.MustCompile(`^\s*jr:itext\(\s*([A-Za-z_][\w.-]*)\s*\)\s*$`)
+
+// ChoiceLabel returns a choice's label in lang, in the form's only
+// language, or "" when the form gives none.
+func (n *Node) ChoiceLabel(value, lang string) string {
+	l := n.ChoiceLabels[value]
+	if t, ok := l[lang]; ok {
+		return t
+	}
+	return l[""]
 }
 
 var instanceRef = regexp.MustCompile(`^\s*instance\(\s*['"]([^'"]+)['"]\s*\)`)

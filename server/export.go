@@ -24,7 +24,8 @@ func (s *Server) exportSubmissions(c echo.Context) error {
 	}
 	q := c.QueryParams()
 	opts := sync.ExportOptions{Format: q.Get("format"), Version: q.Get("version"), GeoField: q.Get("geoField"),
-		SplitSelectMultiples: q.Get("splitSelectMultiples") == "true", Attachments: q.Get("attachments") == "true"}
+		SplitSelectMultiples: q.Get("splitSelectMultiples") == "true", Attachments: q.Get("attachments") == "true",
+		Labels: q.Get("labels") == "true", Language: q.Get("language")}
 	for _, d := range []struct {
 		name string
 		to   **time.Time

@@ -69,6 +69,25 @@ func TestExportTables(t *testing.T) {
 	}
 	col(main, "ConsentOutcome")
 
+	// Labels instead of values: plain items, an itemset, a select_multiple, a repeat.
+	b = get("?format=csv&labels=true&language=English%20(en)")
+	z, _ = zip.NewReader(bytes.NewReader(b), int64(len(b)))
+	labelled := map[string][][]string{}
+	for _, f := range z.File {
+		rc, _ := f.Open()
+		labelled[f.Name], _ = csv.NewReader(rc).ReadAll()
+		rc.Close()
+	}
+	lm, lr := labelled["household.csv"], labelled["household-member.csv"]
+	if lm[1][col(main, "shelter-roof")] != "Tarpaulin" || lm[1][col(main, "needs")] != "Food" || lm[1][col(main, "district")] != "North" ||
+		lm[1][col(main, "head_name")] != "Head 0" || lr[1][col(member, "sex")] != "Female" {
+		t.Fatalf("labels: %v / %v", lm[1], lr[1])
+	}
+	var bad struct{ Message string }
+	if st := e.call("GET", url+"?format=csv&labels=true&language=fr", e.token, nil, &bad); st != 400 || !strings.Contains(bad.Message, "English (en)") {
+		t.Fatalf("unknown language: %d %q", st, bad.Message)
+	}
+
 	x, err := excelize.OpenReader(bytes.NewReader(get("?format=xlsx")))
 	if err != nil {
 		t.Fatal(err)
@@ -87,7 +106,8 @@ func TestExportTables(t *testing.T) {
 
 	var events []auditEvent
 	e.admin("GET", "/v1/audit?action=submission.export", nil, &events)
-	if len(events) != 3 || events[0].Details["parameters"].(map[string]any)["format"] != "geojson" {
+	if len(events) != 5 || // the refused language too
+		events[0].Details["parameters"].(map[string]any)["format"] != "geojson" {
 		t.Fatalf("export audit: %+v", events)
 	}
 	var msg struct{ Message string }

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -33,6 +34,10 @@ type ExportOptions struct {
 	Attachments bool
 	// GeoField is the geo field a GeoJSON export maps; the first one by default.
 	GeoField string
+	// Labels writes the chosen choices' labels instead of their values, in
+	// Language (the form's default language when empty).
+	Labels   bool
+	Language string
 }
 
 // Export is a raw export ready to stream.
@@ -67,6 +72,10 @@ type layout struct {
 	tables  []*table
 	repeats map[string]bool
 	geo     []column
+	// selects holds, for a labels export, each select's node in every
+	// version (newest first), to find a choice's label in the newest that has it.
+	selects map[string][]*formspec.Node
+	lang    string
 }
 
 // Export prepares a raw export of a form for the reader: the columns are
@@ -96,10 +105,13 @@ func (s *Service) Export(ctx context.Context, p *haven.Principal, projectID int6
 	}
 	clearance := p.Clearance(projectID)
 	lay := &layout{repeats: map[string]bool{}}
+	if opts.Labels {
+		lay.selects, lay.lang = map[string][]*formspec.Node{}, opts.Language
+	}
 	tables := map[string]*table{}
 	tier := map[string]int{}
 	seen := map[string]bool{}
-	var omitted []string
+	var omitted, langs []string
 	for _, v := range versions {
 		if opts.Version != "" && v.Version != opts.Version {
 			continue
@@ -108,10 +120,24 @@ func (s *Service) Export(ctx context.Context, p *haven.Principal, projectID int6
 		if err != nil {
 			return nil, err
 		}
+		if opts.Labels && lay.lang == "" {
+			lay.lang = schema.DefaultLanguage // the newest version's
+		}
+		for _, l := range schema.Languages {
+			if !slices.Contains(langs, l) {
+				langs = append(langs, l)
+			}
+		}
 		lay.add(schema, schema.Root, "", tables, seen, tier, opts.SplitSelectMultiples, form.XMLFormID)
 	}
 	if len(lay.tables) == 0 {
 		return nil, haven.Errorf(haven.ENOTFOUND, "Form %q has no published version %q.", xmlFormID, opts.Version)
+	}
+	if opts.Language != "" && !slices.Contains(langs, opts.Language) {
+		if len(langs) == 0 {
+			return nil, haven.Errorf(haven.EINVALID, "Form %q has no translations, so there is no language %q to choose: leave language out.", xmlFormID, opts.Language)
+		}
+		return nil, haven.Errorf(haven.EINVALID, "Form %q has no language %q; its languages are: %s.", xmlFormID, opts.Language, strings.Join(langs, ", "))
 	}
 	// Leave out what is above the clearance in any version.
 	for _, t := range lay.tables {
@@ -171,6 +197,9 @@ func (l *layout) add(f *formspec.Form, n *formspec.Node, repeat string, tables m
 		}
 		if r := f.Tier(c.Path).Rank(); r > tier[c.Path] {
 			tier[c.Path] = r
+		}
+		if l.selects != nil && len(c.ChoiceLabels) > 0 {
+			l.selects[c.Path] = append(l.selects[c.Path], c)
 		}
 		if seen[c.Path] {
 			continue
@@ -247,9 +276,12 @@ func (l *layout) flatten(e *formspec.Element, path string, out map[string]string
 	}
 }
 
-func cell(c column, values map[string]string) string {
+func (l *layout) cell(c column, values map[string]string) string {
 	v := values[c.path]
 	if c.choice == "" {
+		if nodes := l.selects[c.path]; nodes != nil && v != "" {
+			return l.label(nodes, v)
+		}
 		return v
 	}
 	for _, x := range strings.Fields(v) {
@@ -258,6 +290,27 @@ func cell(c column, values map[string]string) string {
 		}
 	}
 	return "0"
+}
+
+// label writes a select's answer as its choices' labels ("; " between the
+// choices of a select_multiple); a choice without a label keeps its value.
+func (l *layout) label(nodes []*formspec.Node, v string) string {
+	one := func(x string) string {
+		for _, n := range nodes {
+			if t := n.ChoiceLabel(x, l.lang); t != "" {
+				return t
+			}
+		}
+		return x
+	}
+	if nodes[0].Control != "select" {
+		return one(strings.TrimSpace(v))
+	}
+	parts := strings.Fields(v)
+	for i, x := range parts {
+		parts[i] = one(x)
+	}
+	return strings.Join(parts, "; ")
 }
 
 // rows calls emit for every row of table t in one submission.
@@ -269,7 +322,7 @@ func (e *Export) rows(t *table, sub *haven.Submission, inst *formspec.Instance, 
 		lay.flatten(inst.Root, root, values)
 		row := []string{sub.CreatedAt.UTC().Format(time.RFC3339Nano)}
 		for _, c := range t.cols {
-			row = append(row, cell(c, values))
+			row = append(row, lay.cell(c, values))
 		}
 		review := ""
 		if sub.ReviewState != nil {
@@ -306,7 +359,7 @@ func (e *Export) rows(t *table, sub *haven.Submission, inst *formspec.Instance, 
 					lay.flatten(c, p, values)
 					row := make([]string, 0, len(t.cols)+2)
 					for _, col := range t.cols {
-						row = append(row, cell(col, values))
+						row = append(row, lay.cell(col, values))
 					}
 					if err := emit(append(row, key, k)); err != nil {
 						return err

@@ -142,3 +142,26 @@ func BenchmarkConvert(b *testing.B) {
 		ConvertXLSX(x, Options{})
 	}
 }
+
+// Choice labels survive conversion into itext-labelled itemsets, in every
+// language, for exports that write labels.
+func TestChoiceLabelsFromItemsets(t *testing.T) {
+	res := ConvertMarkdown(household, Options{})
+	f, err := formspec.Parse(res.XForm)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := f.Node(f.Root.Path + "/district")
+	if d == nil || !d.Choices["south"] {
+		t.Fatalf("district: %+v", d)
+	}
+	if got := d.ChoiceLabel("south", "Français (fr)"); got != "Sud" {
+		t.Errorf("French label: %q", got)
+	}
+	if got := d.ChoiceLabel("north", "English (en)"); got != "North" {
+		t.Errorf("English label: %q", got)
+	}
+	if f.DefaultLanguage != "English (en)" {
+		t.Errorf("default language %q", f.DefaultLanguage)
+	}
+}
