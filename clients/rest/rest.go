@@ -20,6 +20,48 @@ type Client struct {
 	BaseURL string
 	Token   string
 	HTTP    *http.Client
+	// Session, when set, is refreshed before its access token expires, and
+	// OnRefresh is told of the new tokens (to save them).
+	Session   *Session
+	OnRefresh func(*Session)
+}
+
+// Session is what a login or a refresh answers.
+type Session struct {
+	Server           string    `json:"server"`
+	Token            string    `json:"token"`
+	ExpiresAt        time.Time `json:"expiresAt"`
+	RefreshToken     string    `json:"refreshToken"`
+	SessionExpiresAt time.Time `json:"sessionExpiresAt"`
+}
+
+// Resume returns a client for a saved session.
+func Resume(s *Session, onRefresh func(*Session)) *Client {
+	return &Client{BaseURL: s.Server, Token: s.Token, HTTP: &http.Client{Timeout: time.Minute}, Session: s, OnRefresh: onRefresh}
+}
+
+// fresh swaps the refresh token for new tokens when the access token has
+// less than a minute left.
+func (c *Client) fresh(ctx context.Context) error {
+	s := c.Session
+	if s == nil || time.Until(s.ExpiresAt) > time.Minute {
+		return nil
+	}
+	if time.Now().After(s.SessionExpiresAt) {
+		return &Error{Status: 401, Message: "Your session has ended. Log in again (haven login)."}
+	}
+	body, _ := json.Marshal(map[string]string{"refreshToken": s.RefreshToken})
+	var next Session
+	c.Token = ""
+	if err := c.send(ctx, "POST", "/v1/sessions/refresh", "application/json", bytes.NewReader(body), &next); err != nil {
+		return err
+	}
+	next.Server = s.Server
+	c.Session, c.Token = &next, next.Token
+	if c.OnRefresh != nil {
+		c.OnRefresh(&next)
+	}
+	return nil
 }
 
 // Error is an error answer of the API.
@@ -34,13 +76,36 @@ func (e *Error) Error() string { return fmt.Sprintf("%s (HTTP %d)", e.Message, e
 // Login opens a session and returns a client that uses it.
 func Login(ctx context.Context, baseURL, email, password string) (*Client, error) {
 	c := &Client{BaseURL: strings.TrimRight(baseURL, "/"), HTTP: &http.Client{Timeout: time.Minute}}
-	var out struct{ Token string }
+	var s Session
 	body, _ := json.Marshal(map[string]string{"email": email, "password": password})
-	if err := c.Do(ctx, "POST", "/v1/sessions", "application/json", bytes.NewReader(body), &out); err != nil {
+	if err := c.send(ctx, "POST", "/v1/sessions", "application/json", bytes.NewReader(body), &s); err != nil {
 		return nil, err
 	}
-	c.Token = out.Token
+	s.Server = c.BaseURL
+	c.Token, c.Session = s.Token, &s
 	return c, nil
+}
+
+// Logout ends the session on the server.
+func (c *Client) Logout(ctx context.Context) error {
+	return c.Do(ctx, "DELETE", "/v1/sessions/current", "", nil, nil)
+}
+
+// Stream fetches path and copies the body to w as it arrives (exports have
+// no overall time limit). It returns the response's headers.
+func (c *Client) Stream(ctx context.Context, path string, w io.Writer) (http.Header, error) {
+	if err := c.fresh(ctx); err != nil {
+		return nil, err
+	}
+	resp, err := c.request(ctx, "GET", path, "", nil, &http.Client{Transport: c.HTTP.Transport})
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if _, err := io.Copy(w, resp.Body); err != nil {
+		return nil, fmt.Errorf("the download was cut: %w", err)
+	}
+	return resp.Header, nil
 }
 
 // Get fetches path and returns the body as it is (a submission's XML, a
@@ -57,9 +122,17 @@ type rawBody []byte
 // Do sends a request and decodes a JSON answer into out (when not nil; a
 // *rawBody takes the body as it is).
 func (c *Client) Do(ctx context.Context, method, path, contentType string, body io.Reader, out any) error {
+	if err := c.fresh(ctx); err != nil {
+		return err
+	}
+	return c.send(ctx, method, path, contentType, body, out)
+}
+
+// request sends a request and returns a successful response, or an *Error.
+func (c *Client) request(ctx context.Context, method, path, contentType string, body io.Reader, hc *http.Client) (*http.Response, error) {
 	req, err := http.NewRequestWithContext(ctx, method, c.BaseURL+path, body)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if contentType != "" {
 		req.Header.Set("Content-Type", contentType)
@@ -67,19 +140,28 @@ func (c *Client) Do(ctx context.Context, method, path, contentType string, body 
 	if c.Token != "" {
 		req.Header.Set("Authorization", "Bearer "+c.Token)
 	}
-	resp, err := c.HTTP.Do(req)
+	resp, err := hc.Do(req)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	defer resp.Body.Close()
 	if resp.StatusCode >= 300 {
+		defer resp.Body.Close()
 		e := &Error{Status: resp.StatusCode}
 		b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 		if json.Unmarshal(b, e) != nil || e.Message == "" {
 			e.Message = strings.TrimSpace(string(b))
 		}
-		return e
+		return nil, e
 	}
+	return resp, nil
+}
+
+func (c *Client) send(ctx context.Context, method, path, contentType string, body io.Reader, out any) error {
+	resp, err := c.request(ctx, method, path, contentType, body, c.HTTP)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
 	switch out := out.(type) {
 	case nil:
 		_, err = io.Copy(io.Discard, resp.Body)

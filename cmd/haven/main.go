@@ -6,6 +6,7 @@
 //	haven form convert     convert an XLSForm into an XForm
 //	haven storage          move stored files between stores, collect garbage
 //	haven loadgen          simulate many devices syncing at once
+//	haven login, export    export data from a running server through its API
 //
 // Every command finds its data directory with --data or HAVEN_DATA
 // (default ./haven-data).
@@ -48,6 +49,10 @@ Usage:
   haven reap [--dry-run] [--data DIR]   (destroy the data of projects past their destruction date)
   haven backup --to DIR [--data DIR]    (an online copy of the database and files, without keys)
   haven certificate verify FILE [--data DIR]
+  haven login --server URL --email EMAIL   (password asked, or from stdin or HAVEN_PASSWORD)
+  haven export --project P --form F [--format csv|xlsx|geojson] [-o FILE] [--labels] [--since D --until D --version V]
+               [--aggregate by=district,sex --measure count|sum:x|mean:x]   (against the server you logged in to)
+  haven logout
   haven loadgen --spawn|--server URL|--url URL [--devices N --duration D --photo BYTES --flaky F --mode submit|formlist --json]
 
 The data directory defaults to ./haven-data, or HAVEN_DATA when set.
@@ -102,6 +107,12 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return backupCmd(ctx, args[1:], stdout, stderr)
 	case "certificate":
 		return certificateCmd(ctx, args[1:], stdout, stderr)
+	case "login":
+		return login(ctx, args[1:], stdin, stdout, stderr)
+	case "logout":
+		return logout(ctx, args[1:], stdout, stderr)
+	case "export":
+		return export(ctx, args[1:], stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil
