@@ -1,8 +1,11 @@
 package formspec
 
 import (
+	"fmt"
 	"os"
+	"reflect"
 	"testing"
+	"unicode/utf8"
 )
 
 // FuzzParseInstance feeds arbitrary bytes to the submission parser and the
@@ -54,4 +57,38 @@ func FuzzParseForm(f *testing.F) {
 			}
 		}
 	})
+}
+
+// FuzzFastTree: where the fast parser accepts a document, encoding/xml
+// accepts it too and builds the same tree.
+func FuzzFastTree(f *testing.F) {
+	for _, s := range fastCases {
+		f.Add([]byte(s))
+	}
+	f.Add([]byte(validInstance))
+	lim := Limits{MaxBytes: 1 << 16, MaxDepth: 32, MaxElements: 2000}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if !utf8.Valid(b) {
+			return // ParseInstance refuses it before either parser
+		}
+		fast, ok := fastTree(b, lim)
+		if !ok {
+			return
+		}
+		slow, err := slowTree(b, lim)
+		if err != nil {
+			t.Fatalf("fast accepted what encoding/xml refuses (%v): %q", err, b)
+		}
+		if !reflect.DeepEqual(fast, slow) {
+			t.Fatalf("trees differ for %q:\nfast %s\nslow %s", b, dump(fast), dump(slow))
+		}
+	})
+}
+
+func dump(e *Element) string {
+	s := fmt.Sprintf("<%s %v %q>", e.Name, e.Attrs, e.Text)
+	for _, c := range e.Children {
+		s += dump(c)
+	}
+	return s + "</>"
 }

@@ -67,6 +67,41 @@ func ParseInstance(data []byte, lim Limits) (*Instance, error) {
 	if !utf8.Valid(data) {
 		return nil, invalid("The form data is not valid UTF-8 text. The file on the device is damaged; it cannot be sent as it is.")
 	}
+	root, ok := fastTree(data, lim)
+	if !ok {
+		var err error
+		if root, err = slowTree(data, lim); err != nil {
+			return nil, err
+		}
+	}
+	inst := &Instance{Root: root, FormID: strings.TrimSpace(root.Attrs["id"]), Version: root.Attrs["version"]}
+	inst.Encrypted = root.Attrs["encrypted"] == "yes"
+	if inst.FormID == "" {
+		return nil, invalid("The form data has no form id (the id attribute of its root element <%s>). It was not made from a form of this server.", root.Name)
+	}
+	if meta := root.Child("meta"); meta != nil {
+		if e := meta.Child("instanceID"); e != nil {
+			inst.InstanceID = e.Text
+		}
+		if e := meta.Child("deprecatedID"); e != nil {
+			inst.DeprecatedID = e.Text
+		}
+		if e := meta.Child("instanceName"); e != nil {
+			inst.InstanceName = e.Text
+		}
+	}
+	if inst.InstanceID == "" {
+		return nil, invalid("The form data has no meta/instanceID, so Haven cannot tell it from other submissions. Use a form that records an instanceID (every XLSForm does).")
+	}
+	if len(inst.InstanceID) > 200 || strings.ContainsAny(inst.InstanceID, "/\\\x00") {
+		return nil, invalid("The instanceID %q cannot be used.", truncate(inst.InstanceID, 60))
+	}
+	return inst, nil
+}
+
+// slowTree builds the element tree with encoding/xml, strictly, and says
+// precisely what is wrong with a document it refuses.
+func slowTree(data []byte, lim Limits) (*Element, error) {
 	dec := xml.NewDecoder(bytes.NewReader(data))
 	dec.Strict = true
 	dec.Entity = nil
@@ -138,29 +173,7 @@ func ParseInstance(data []byte, lim Limits) (*Instance, error) {
 	if root == nil || len(stack) > 0 {
 		return nil, invalid("The form data is empty or cut off. Send the form again.")
 	}
-	inst := &Instance{Root: root, FormID: strings.TrimSpace(root.Attrs["id"]), Version: root.Attrs["version"]}
-	inst.Encrypted = root.Attrs["encrypted"] == "yes"
-	if inst.FormID == "" {
-		return nil, invalid("The form data has no form id (the id attribute of its root element <%s>). It was not made from a form of this server.", root.Name)
-	}
-	if meta := root.Child("meta"); meta != nil {
-		if e := meta.Child("instanceID"); e != nil {
-			inst.InstanceID = e.Text
-		}
-		if e := meta.Child("deprecatedID"); e != nil {
-			inst.DeprecatedID = e.Text
-		}
-		if e := meta.Child("instanceName"); e != nil {
-			inst.InstanceName = e.Text
-		}
-	}
-	if inst.InstanceID == "" {
-		return nil, invalid("The form data has no meta/instanceID, so Haven cannot tell it from other submissions. Use a form that records an instanceID (every XLSForm does).")
-	}
-	if len(inst.InstanceID) > 200 || strings.ContainsAny(inst.InstanceID, "/\\\x00") {
-		return nil, invalid("The instanceID %q cannot be used.", truncate(inst.InstanceID, 60))
-	}
-	return inst, nil
+	return root, nil
 }
 
 func truncate(s string, n int) string {

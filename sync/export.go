@@ -376,16 +376,49 @@ func (e *Export) rows(t *table, sub *haven.Submission, inst *formspec.Instance, 
 	return walk(inst.Root, root, sub.InstanceID)
 }
 
-// each walks the submissions the export covers, parsed.
+// each walks the submissions the export covers, parsed. Reading and
+// decrypting (one goroutine) overlap with parsing and writing (the
+// caller's): a bounded queue between them keeps memory flat.
 func (e *Export) each(ctx context.Context, fn func(sub *haven.Submission, inst *formspec.Instance, consent *haven.ConsentRecord) error) error {
+	type item struct {
+		sub     *haven.Submission
+		xml     []byte
+		consent *haven.ConsentRecord
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	queue := make(chan item, 64)
+	done := make(chan error, 1)
 	f := storage.Filter{Since: e.opts.Since, Until: e.opts.Until, Version: e.opts.Version}
-	return e.s.Submissions.Each(ctx, e.form.ProjectID, e.form.ID, f, func(sub *haven.Submission, xml []byte, consent *haven.ConsentRecord) error {
-		inst, err := formspec.ParseInstance(xml, e.s.Limits.XML)
-		if err != nil {
-			return err
+	go func() {
+		defer close(queue)
+		done <- e.s.Submissions.Each(ctx, e.form.ProjectID, e.form.ID, f, func(sub *haven.Submission, xml []byte, consent *haven.ConsentRecord) error {
+			select {
+			case queue <- item{sub, xml, consent}:
+				return nil
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		})
+	}()
+	var failed error
+	for it := range queue {
+		if failed != nil {
+			continue // drain, so the reader can see the cancellation and stop
 		}
-		return fn(sub, inst, consent)
-	})
+		inst, err := formspec.ParseInstance(it.xml, e.s.Limits.XML)
+		if err == nil {
+			err = fn(it.sub, inst, it.consent)
+		}
+		if err != nil {
+			failed = err
+			cancel()
+		}
+	}
+	if err := <-done; failed == nil {
+		return err
+	}
+	return failed
 }
 
 // Write streams the export to w.
