@@ -414,14 +414,19 @@ func (c *converter) collectTriggers() map[string][]*el {
 	walk = func(n *node) {
 		for _, ch := range n.children {
 			if t := ch.row.Get("trigger"); t != "" && ch.kind == "question" {
-				parts := strings.Split(t, ",")
-				for _, p := range parts {
-					p = strings.TrimSpace(p)
-					refs := refPattern.FindAllStringSubmatch(p, -1)
-					if len(refs) != 1 || strings.TrimSpace(refPattern.ReplaceAllString(p, "")) != "" {
-						c.errorf("survey", ch.row.Num, "trigger", "The trigger value is invalid: write the questions that trigger this one as ${name}, separated by commas.")
-						return
-					}
+				// ${a}, ${b}: empty entries and spaces between them do not
+				// matter, but a comma must separate each two.
+				bad := strings.Trim(refPattern.ReplaceAllString(t, ""), ", \t\n") != ""
+				locs := refPattern.FindAllStringIndex(t, -1)
+				for i := 1; i < len(locs); i++ {
+					bad = bad || !strings.Contains(t[locs[i-1][1]:locs[i][0]], ",")
+				}
+				if bad {
+					c.errorf("survey", ch.row.Num, "trigger", "The trigger value is invalid: write the questions that trigger this one as ${name}, with a comma between each two.")
+					return
+				}
+				for _, ref := range refPattern.FindAllStringSubmatch(t, -1) {
+					refs := [][]string{ref}
 					name := strings.TrimSpace(refs[0][1])
 					target := c.byName[name]
 					if target == nil {
