@@ -530,6 +530,11 @@ func (c *converter) build(n *node, inst, container *el, binds *[]*el, texts *[]*
 			if qt.control == "" || container == nil {
 				continue
 			}
+			// A calculated or triggered question with nothing to show has
+			// no control, as pyxform does.
+			if (r.Get("calculation") != "" || r.Get("trigger") != "") && !hasColumn(r, "label") && !hasColumn(r, "hint") {
+				continue
+			}
 			ctl := elem(qt.control, "ref", ch.path)
 			if qt.mediatype != "" {
 				ctl.attr("mediatype", qt.mediatype)
@@ -712,4 +717,15 @@ func (c *converter) parseParamsQuiet(n *node) (map[string]string, bool) {
 	p, ok := c.parseParams(n)
 	c.res.Errors = c.res.Errors[:errs]
 	return p, ok
+}
+
+// hasColumn reports whether a row has a value in column col or any of its
+// translations (col::Language).
+func hasColumn(r Row, col string) bool {
+	for h, v := range r.Cells {
+		if (h == col || strings.HasPrefix(h, col+"::")) && strings.TrimSpace(v) != "" {
+			return true
+		}
+	}
+	return false
 }
