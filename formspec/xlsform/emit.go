@@ -240,6 +240,11 @@ func (c *converter) emit() []byte {
 	c.triggers = c.collectTriggers()
 	c.build(c.root, rootEl, body, &binds, &texts)
 	meta := elem("meta")
+	ent := c.readEntities()
+	if ent != nil {
+		model.attr("entities:entities-version", "2024.1.0")
+		c.entityElements(ent, meta, &binds)
+	}
 	for _, ch := range c.root.children {
 		if ch.typ == "audit" {
 			meta.add(elem("audit"))
@@ -313,6 +318,9 @@ func (c *converter) emit() []byte {
 		"xmlns:ev", "http://www.w3.org/2001/xml-events", "xmlns:xsd", "http://www.w3.org/2001/XMLSchema",
 		"xmlns:jr", "http://openrosa.org/javarosa", "xmlns:orx", "http://openrosa.org/xforms",
 		"xmlns:odk", "http://www.opendatakit.org/xforms").add(head, body)
+	if ent != nil {
+		html.attr("xmlns:entities", "http://www.opendatakit.org/xforms/entities")
+	}
 	if c.usesHaven {
 		html.attr("xmlns:haven", formspec.Namespace)
 	}
@@ -621,6 +629,9 @@ func (c *converter) bind(n *node, typ string, r Row) *el {
 		if v := r.Get(kv[0]); v != "" {
 			b.attr(kv[1], c.expr(v, n, kv[0]))
 		}
+	}
+	if v := r.Get("save_to"); v != "" {
+		b.attr("entities:saveto", v)
 	}
 	if v := r.Get("constraint_message"); v != "" && !c.nodeItext(n) {
 		b.attr("jr:constraintMsg", v)
