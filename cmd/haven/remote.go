@@ -63,6 +63,16 @@ func loadSession(path string) (*rest.Session, error) {
 	return &s, nil
 }
 
+// savedSession finds the credentials file and reads the session in it.
+func savedSession(flagValue string) (string, *rest.Session, error) {
+	path, err := credentialsPath(flagValue)
+	if err != nil {
+		return "", nil, err
+	}
+	s, err := loadSession(path)
+	return path, s, err
+}
+
 // readPassword reads a password without echo on a terminal, else one line of stdin.
 func readPassword(stdin io.Reader, stderr io.Writer) (string, error) {
 	if f, ok := stdin.(*os.File); ok && isTerminal(f) {
@@ -119,11 +129,7 @@ func logout(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	path, err := credentialsPath(*creds)
-	if err != nil {
-		return err
-	}
-	s, err := loadSession(path)
+	path, s, err := savedSession(*creds)
 	if err != nil {
 		return err
 	}
@@ -162,11 +168,7 @@ func export(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if *project <= 0 || *form == "" {
 		return haven.Errorf(haven.EINVALID, "name the project and the form: haven export --project 1 --form household --format csv.")
 	}
-	path, err := credentialsPath(*creds)
-	if err != nil {
-		return err
-	}
-	s, err := loadSession(path)
+	path, s, err := savedSession(*creds)
 	if err != nil {
 		return err
 	}
