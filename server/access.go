@@ -38,9 +38,9 @@ func (s *Server) checkAddress(next echo.HandlerFunc) echo.HandlerFunc {
 		// Devices never send Bearer tokens: with one, even a device route
 		// (a form download) is an API call.
 		device := s.devicePaths[c.Path()] && !strings.HasPrefix(c.Request().Header.Get("Authorization"), "Bearer ")
-		site, kind := s.cfg.APIAllow, "API and console"
+		site := s.cfg.APIAllow
 		if device {
-			site, kind = s.cfg.DeviceAllow, "device"
+			site = s.cfg.DeviceAllow
 		}
 		addr := c.RealIP()
 		refused := ""
@@ -61,13 +61,17 @@ func (s *Server) checkAddress(next echo.HandlerFunc) echo.HandlerFunc {
 		if refused == "" {
 			return next(c)
 		}
+		kind, where, who := "api", "server", "server's administrator"
 		if device {
 			s.markOpenRosa(c)
+			kind = "device"
+		}
+		if refused == "project" {
+			where, who = "project", "project lead"
 		}
 		err := haven.Errorf(haven.EFORBIDDEN, "Your address %s may not reach this %s's %s endpoints. Ask the %s to add it to the allowlist, or connect from an allowed network.",
-			addr, map[string]string{"site": "server", "project": "project"}[refused], kind,
-			map[string]string{"site": "server's administrator", "project": "project lead"}[refused])
-		s.auditRefusal(c, refused+" "+map[bool]string{true: "device", false: "api"}[device]+" allowlist", err)
+			addr, where, map[string]string{"api": "API and console", "device": "device"}[kind], who)
+		s.auditRefusal(c, refused+" "+kind+" allowlist", err)
 		return err
 	}
 }

@@ -13,7 +13,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"flag"
@@ -26,7 +25,6 @@ import (
 	"os/signal"
 	"runtime/debug"
 	"runtime/pprof"
-	"strings"
 	"syscall"
 	"time"
 
@@ -251,11 +249,10 @@ func adminCreate(ctx context.Context, args []string, stdin io.Reader, stdout, st
 	if f, ok := stdin.(*os.File); ok && isTerminal(f) || stdin == nil {
 		password, generated = storage.GeneratePassword(), true
 	} else {
-		line, err := bufio.NewReader(stdin).ReadString('\n')
-		if err != nil && err != io.EOF {
+		var err error
+		if password, err = readLine(stdin); err != nil {
 			return err
 		}
-		password = strings.TrimRight(line, "\r\n")
 		if password == "" {
 			password, generated = storage.GeneratePassword(), true
 		}

@@ -81,6 +81,11 @@ func readPassword(stdin io.Reader, stderr io.Writer) (string, error) {
 		fmt.Fprintln(stderr)
 		return string(b), err
 	}
+	return readLine(stdin)
+}
+
+// readLine reads one line of piped input, without its line ending ("" for none).
+func readLine(stdin io.Reader) (string, error) {
 	if stdin == nil {
 		return "", nil
 	}
