@@ -61,16 +61,16 @@ func (s *Server) checkAddress(next echo.HandlerFunc) echo.HandlerFunc {
 		if refused == "" {
 			return next(c)
 		}
-		kind, where, who := "api", "server", "server's administrator"
+		kind, endpoints, where, who := "api", "API and console", "server", "server's administrator"
 		if device {
 			s.markOpenRosa(c)
-			kind = "device"
+			kind, endpoints = "device", "device"
 		}
 		if refused == "project" {
 			where, who = "project", "project lead"
 		}
 		err := haven.Errorf(haven.EFORBIDDEN, "Your address %s may not reach this %s's %s endpoints. Ask the %s to add it to the allowlist, or connect from an allowed network.",
-			addr, where, map[string]string{"api": "API and console", "device": "device"}[kind], who)
+			addr, where, endpoints, who)
 		s.auditRefusal(c, refused+" "+kind+" allowlist", err)
 		return err
 	}
