@@ -678,16 +678,29 @@ type Filter struct {
 	Version      string
 }
 
+// SealedXML is a submission's XML as stored. Walks hand it over sealed so
+// that decrypting can run beside the reading, on another core.
+type SealedXML struct {
+	pk         *ProjectKey
+	data       []byte
+	formID     int64
+	instanceID string
+}
+
+// Open decrypts the XML.
+func (s SealedXML) Open() ([]byte, error) {
+	return s.pk.Open(s.data, xmlAAD(s.formID, s.instanceID))
+}
+
 // Each calls fn for every current submission of a form that the filter
-// keeps, oldest first, with its decrypted XML. It streams: one submission is
-// in memory at a time, whatever the number of submissions. fn must not keep
-// the XML slice.
+// keeps, oldest first, with its XML. It streams: one submission is in
+// memory at a time, whatever the number of submissions.
 //
 // Each reads only what exports and aggregates use, as few columns as it can
 // (every column read costs on a walk of 100,000 rows): of sub it fills ID,
 // FormID, InstanceID, SubmitterID, DeviceID, ReviewState, CreatedAt, and of
 // sub.Current ID, InstanceID, FormVersionID, FormVersion and the attachment counts.
-func (s *Submissions) Each(ctx context.Context, projectID, formID int64, f Filter, fn func(sub *haven.Submission, xml []byte, consent *haven.ConsentRecord) error) error {
+func (s *Submissions) Each(ctx context.Context, projectID, formID int64, f Filter, fn func(sub *haven.Submission, xml SealedXML, consent *haven.ConsentRecord) error) error {
 	pk, err := s.Keys.ProjectKey(ctx, projectID)
 	if err != nil {
 		return err
@@ -734,16 +747,12 @@ func (s *Submissions) Each(ctx context.Context, projectID, formID int64, f Filte
 		}
 		sub.CreatedAt = fromMS(created)
 		v.SubmissionID, v.Current = sub.ID, true
-		xml, err := pk.Open(sealed, xmlAAD(formID, v.InstanceID))
-		if err != nil {
-			return err
-		}
 		var consent *haven.ConsentRecord
 		if outcome.Valid {
 			consent = &haven.ConsentRecord{Outcome: outcome.String, LegalBasis: basis.String, StatementVersion: statement.String,
 				ReceivedAt: fromMS(received.Int64)}
 		}
-		if err := fn(sub, xml, consent); err != nil {
+		if err := fn(sub, SealedXML{pk, sealed, formID, v.InstanceID}, consent); err != nil {
 			return err
 		}
 	}

@@ -180,7 +180,11 @@ func (s *Service) Aggregate(ctx context.Context, p *haven.Principal, projectID i
 		sum     float64
 	}
 	raw := map[[3]int]*acc{}
-	err = s.Submissions.Each(ctx, projectID, form.ID, storage.Filter{}, func(sub *haven.Submission, xml []byte, _ *haven.ConsentRecord) error {
+	err = s.Submissions.Each(ctx, projectID, form.ID, storage.Filter{}, func(sub *haven.Submission, sealed storage.SealedXML, _ *haven.ConsentRecord) error {
+		xml, err := sealed.Open()
+		if err != nil {
+			return err
+		}
 		inst, err := formspec.ParseInstance(xml, s.Limits.XML)
 		if err != nil {
 			return err

@@ -19,9 +19,10 @@ import (
 )
 
 // Raw exports stream: submissions are read, decrypted and written one at a
-// time, and nothing is written to disk on the way (no temporary file holds
-// plaintext). A zip holds one table per repeat level, so it is written in
-// one pass over the submissions per table.
+// time, in one pass whatever the number of tables. A zip holds one table
+// per repeat level: the first streams to the client as it is written, the
+// others wait in encrypted spools with a key held only in memory (see
+// zipEntries), so no plaintext reaches the disk.
 
 // ExportOptions say what a raw export holds.
 type ExportOptions struct {
@@ -59,13 +60,16 @@ type column struct {
 	path   string // absolute path of the field, repeat indexes removed
 	choice string // a split select_multiple's choice: "1" when chosen
 	geo    string // geopoint, geotrace or geoshape
+	slot   int    // where the field's value is in a row's values
 }
 
 // table is the main table or one repeat level's.
 type table struct {
 	name   string
 	repeat string // the repeat's path; "" for the main table
+	node   *pathNode
 	cols   []column
+	row    []string // reused for every row: emit must not keep it
 }
 
 type layout struct {
@@ -76,6 +80,58 @@ type layout struct {
 	// version (newest first), to find a choice's label in the newest that has it.
 	selects map[string][]*formspec.Node
 	lang    string
+	// paths holds every column's and repeat's path as a tree of element
+	// names, so a submission is matched to columns without building path
+	// strings; values holds one row's field values, by slot.
+	paths  *pathNode
+	values []string
+}
+
+// pathNode is one element of the layout's paths.
+type pathNode struct {
+	kids   map[string]*pathNode
+	slot   int // -1 when no column reads this element
+	repeat bool
+}
+
+// node returns the node of an absolute path, adding it if needed.
+func (l *layout) node(path string) *pathNode {
+	n := l.paths
+	for _, name := range strings.Split(strings.TrimPrefix(path, "/"), "/") {
+		k := n.kids[name]
+		if k == nil {
+			if n.kids == nil {
+				n.kids = map[string]*pathNode{}
+			}
+			k = &pathNode{slot: -1}
+			n.kids[name] = k
+		}
+		n = k
+	}
+	return n
+}
+
+// index builds the path tree and gives every column its slot.
+func (l *layout) index() {
+	l.paths = &pathNode{slot: -1}
+	for p := range l.repeats {
+		l.node(p).repeat = true
+	}
+	slots := 0
+	for _, t := range l.tables {
+		if t.repeat != "" {
+			t.node = l.node(t.repeat)
+		}
+		for i := range t.cols {
+			n := l.node(t.cols[i].path)
+			if n.slot < 0 {
+				n.slot = slots
+				slots++
+			}
+			t.cols[i].slot = n.slot
+		}
+	}
+	l.values = make([]string, slots)
 }
 
 // Export prepares a raw export of a form for the reader: the columns are
@@ -156,6 +212,7 @@ func (s *Service) Export(ctx context.Context, p *haven.Principal, projectID int6
 		}
 		t.cols = kept
 	}
+	lay.index()
 	e := &Export{s: s, form: form, opts: opts, layout: lay, Omitted: omitted, deviceIDs: haven.Level2.Rank() <= clearance.Rank()}
 	if e.Omitted == nil {
 		e.Omitted = []string{}
@@ -261,23 +318,24 @@ func (e *Export) headers(t *table) []string {
 	return append(h, "FormVersion", "ConsentOutcome", "LegalBasis", "ConsentStatementVersion", "ConsentRecordedAt")
 }
 
-// flatten maps each field of e (not inside a nested repeat) to its value.
-func (l *layout) flatten(e *formspec.Element, path string, out map[string]string) {
+// flatten sets the values of the fields in e (n is its node), leaving out
+// those inside a nested repeat.
+func (l *layout) flatten(e *formspec.Element, n *pathNode) {
 	for _, c := range e.Children {
-		p := path + "/" + c.Name
-		if l.repeats[p] {
+		k := n.kids[c.Name]
+		if k == nil || k.repeat {
 			continue
 		}
 		if len(c.Children) > 0 {
-			l.flatten(c, p, out)
-		} else {
-			out[p] = c.Text
+			l.flatten(c, k)
+		} else if k.slot >= 0 {
+			l.values[k.slot] = c.Text
 		}
 	}
 }
 
-func (l *layout) cell(c column, values map[string]string) string {
-	v := values[c.path]
+func (l *layout) cell(c column) string {
+	v := l.values[c.slot]
 	if c.choice == "" {
 		if nodes := l.selects[c.path]; nodes != nil && v != "" {
 			return l.label(nodes, v)
@@ -313,16 +371,20 @@ func (l *layout) label(nodes []*formspec.Node, v string) string {
 	return strings.Join(parts, "; ")
 }
 
-// rows calls emit for every row of table t in one submission.
+// rows calls emit for every row of table t in one submission. emit must
+// not keep the row: its slice is reused.
 func (e *Export) rows(t *table, sub *haven.Submission, inst *formspec.Instance, consent *haven.ConsentRecord, emit func([]string) error) error {
 	lay := e.layout
-	values := map[string]string{}
-	root := "/" + inst.Root.Name
+	root := lay.paths.kids[inst.Root.Name]
+	if root == nil {
+		root = &pathNode{slot: -1} // a root no version has: no field matches
+	}
 	if t.repeat == "" {
-		lay.flatten(inst.Root, root, values)
-		row := []string{sub.CreatedAt.UTC().Format(time.RFC3339Nano)}
+		clear(lay.values)
+		lay.flatten(inst.Root, root)
+		row := append(t.row[:0], sub.CreatedAt.UTC().Format(time.RFC3339Nano))
 		for _, c := range t.cols {
-			row = append(row, lay.cell(c, values))
+			row = append(row, lay.cell(c))
 		}
 		review := ""
 		if sub.ReviewState != nil {
@@ -339,35 +401,41 @@ func (e *Export) rows(t *table, sub *haven.Submission, inst *formspec.Instance, 
 		} else {
 			row = append(row, "", "", "", "")
 		}
+		t.row = row
 		return emit(row)
 	}
 	// Repeat rows: keys as ODK Central writes them, uuid:x/member[2].
-	var walk func(el *formspec.Element, path, key string) error
-	walk = func(el *formspec.Element, path, key string) error {
-		index := map[string]int{}
+	var walk func(el *formspec.Element, n *pathNode, key string) error
+	walk = func(el *formspec.Element, n *pathNode, key string) error {
+		var index map[string]int
 		for _, c := range el.Children {
-			p := path + "/" + c.Name
-			if len(c.Children) == 0 && !lay.repeats[p] {
+			k := n.kids[c.Name]
+			if k == nil || (len(c.Children) == 0 && !k.repeat) {
 				continue
 			}
-			k := key
-			if lay.repeats[p] {
+			ck := key
+			if k.repeat {
+				if index == nil {
+					index = map[string]int{}
+				}
 				index[c.Name]++
-				k = fmt.Sprintf("%s/%s[%d]", key, c.Name, index[c.Name])
-				if p == t.repeat {
-					clear(values)
-					lay.flatten(c, p, values)
-					row := make([]string, 0, len(t.cols)+2)
+				ck = key + "/" + c.Name + "[" + strconv.Itoa(index[c.Name]) + "]"
+				if k == t.node {
+					clear(lay.values)
+					lay.flatten(c, k)
+					row := t.row[:0]
 					for _, col := range t.cols {
-						row = append(row, lay.cell(col, values))
+						row = append(row, lay.cell(col))
 					}
-					if err := emit(append(row, key, k)); err != nil {
+					row = append(row, key, ck)
+					t.row = row
+					if err := emit(row); err != nil {
 						return err
 					}
 					continue
 				}
 			}
-			if err := walk(c, p, k); err != nil {
+			if err := walk(c, k, ck); err != nil {
 				return err
 			}
 		}
@@ -376,39 +444,116 @@ func (e *Export) rows(t *table, sub *haven.Submission, inst *formspec.Instance, 
 	return walk(inst.Root, root, sub.InstanceID)
 }
 
-// each walks the submissions the export covers, parsed. Reading and
-// decrypting (one goroutine) overlap with parsing and writing (the
-// caller's): a bounded queue between them keeps memory flat.
+// allRows makes one pass over the submissions, giving each table's rows to
+// its emit (emit[i] for table i).
+func (e *Export) allRows(ctx context.Context, emit []func([]string) error) error {
+	return e.each(ctx, func(sub *haven.Submission, inst *formspec.Instance, consent *haven.ConsentRecord) error {
+		for i, t := range e.layout.tables {
+			if err := e.rows(t, sub, inst, consent, emit[i]); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// zipEntries writes the zip entries named in names from one pass: fill gets
+// a writer per entry, all open at once. The first entry streams straight
+// into the zip; the others wait in spools (encrypted scratch files that
+// nothing can read after the export, see storage.Spool) and are copied into
+// their entries after it. So every submission is read, decrypted and parsed
+// once, whatever the number of tables, and memory stays flat.
+func zipEntries(z *zip.Writer, names []string, spool func() (*storage.Spool, error), fill func(ws []io.Writer) error) error {
+	ws := make([]io.Writer, len(names))
+	spools := make([]*storage.Spool, len(names))
+	defer func() {
+		for _, sp := range spools {
+			if sp != nil {
+				sp.Close()
+			}
+		}
+	}()
+	first, err := z.Create(names[0])
+	if err != nil {
+		return err
+	}
+	ws[0] = first
+	for i := 1; i < len(names); i++ {
+		if spools[i], err = spool(); err != nil {
+			return err
+		}
+		ws[i] = spools[i]
+	}
+	if err := fill(ws); err != nil {
+		return err
+	}
+	for i := 1; i < len(names); i++ {
+		r, err := spools[i].Reader()
+		if err != nil {
+			return err
+		}
+		f, err := z.Create(names[i])
+		if err != nil {
+			return err
+		}
+		if _, err := io.Copy(f, r); err != nil {
+			return err
+		}
+		spools[i].Close()
+		spools[i] = nil
+	}
+	return nil
+}
+
+// each walks the submissions the export covers, parsed. Three stages run
+// at once, so both cores work: reading, decrypting and parsing, and the
+// caller's writing. Bounded queues between them keep memory flat.
 func (e *Export) each(ctx context.Context, fn func(sub *haven.Submission, inst *formspec.Instance, consent *haven.ConsentRecord) error) error {
 	type item struct {
 		sub     *haven.Submission
-		xml     []byte
+		xml     storage.SealedXML
+		inst    *formspec.Instance
 		consent *haven.ConsentRecord
+		err     error
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	queue := make(chan item, 64)
+	read, parsed := make(chan item, 64), make(chan item, 64)
 	done := make(chan error, 1)
 	f := storage.Filter{Since: e.opts.Since, Until: e.opts.Until, Version: e.opts.Version}
 	go func() {
-		defer close(queue)
-		done <- e.s.Submissions.Each(ctx, e.form.ProjectID, e.form.ID, f, func(sub *haven.Submission, xml []byte, consent *haven.ConsentRecord) error {
+		defer close(read)
+		done <- e.s.Submissions.Each(ctx, e.form.ProjectID, e.form.ID, f, func(sub *haven.Submission, xml storage.SealedXML, consent *haven.ConsentRecord) error {
 			select {
-			case queue <- item{sub, xml, consent}:
+			case read <- item{sub: sub, xml: xml, consent: consent}:
 				return nil
 			case <-ctx.Done():
 				return ctx.Err()
 			}
 		})
 	}()
-	var failed error
-	for it := range queue {
-		if failed != nil {
-			continue // drain, so the reader can see the cancellation and stop
+	go func() {
+		defer close(parsed)
+		for it := range read {
+			var xml []byte
+			if xml, it.err = it.xml.Open(); it.err == nil {
+				it.inst, it.err = formspec.ParseInstance(xml, e.s.Limits.XML)
+			}
+			it.xml = storage.SealedXML{}
+			select {
+			case parsed <- it:
+			case <-ctx.Done():
+			}
 		}
-		inst, err := formspec.ParseInstance(it.xml, e.s.Limits.XML)
+	}()
+	var failed error
+	for it := range parsed {
+		if failed != nil {
+			continue // drain, so the stages see the cancellation and stop
+		}
+		err := it.err
 		if err == nil {
-			err = fn(it.sub, inst, it.consent)
+			err = fn(it.sub, it.inst, it.consent)
 		}
 		if err != nil {
 			failed = err
@@ -434,24 +579,32 @@ func (e *Export) Write(ctx context.Context, w io.Writer) error {
 
 func (e *Export) writeCSV(ctx context.Context, w io.Writer) error {
 	z := zip.NewWriter(w)
+	var names []string
 	for _, t := range e.layout.tables {
-		f, err := z.Create(t.name + ".csv")
-		if err != nil {
+		names = append(names, t.name+".csv")
+	}
+	err := zipEntries(z, names, e.s.Submissions.DB.Spool, func(ws []io.Writer) error {
+		cws := make([]*csv.Writer, len(ws))
+		emit := make([]func([]string) error, len(ws))
+		for i, t := range e.layout.tables {
+			cws[i] = csv.NewWriter(ws[i])
+			if err := cws[i].Write(e.headers(t)); err != nil {
+				return err
+			}
+			emit[i] = cws[i].Write
+		}
+		if err := e.allRows(ctx, emit); err != nil {
 			return err
 		}
-		cw := csv.NewWriter(f)
-		if err := cw.Write(e.headers(t)); err != nil {
-			return err
+		for _, cw := range cws {
+			if cw.Flush(); cw.Error() != nil {
+				return cw.Error()
+			}
 		}
-		err = e.each(ctx, func(sub *haven.Submission, inst *formspec.Instance, consent *haven.ConsentRecord) error {
-			return e.rows(t, sub, inst, consent, cw.Write)
-		})
-		if err != nil {
-			return err
-		}
-		if cw.Flush(); cw.Error() != nil {
-			return cw.Error()
-		}
+		return nil
+	})
+	if err != nil {
+		return err
 	}
 	if len(e.Omitted) > 0 {
 		f, err := z.Create("OMITTED.txt")

@@ -9,8 +9,7 @@ import (
 	"io"
 	"strings"
 
-	"github.com/haven-org/haven"
-	"github.com/haven-org/haven/formspec"
+	"github.com/haven-org/haven/storage"
 )
 
 // A minimal streaming XLSX writer: one worksheet per table, cells as inline
@@ -78,27 +77,29 @@ func (e *Export) writeXLSX(ctx context.Context, w io.Writer) error {
 	if len(e.Omitted) > 0 {
 		names = append(names, "omitted fields")
 	}
-	return writeWorkbook(w, names, func(i int, sw *sheetWriter) error {
-		if i == len(e.layout.tables) {
+	return writeWorkbook(w, names, e.s.Submissions.DB.Spool, func(sws []*sheetWriter) error {
+		if len(e.Omitted) > 0 {
+			sw := sws[len(e.layout.tables)]
 			sw.row([]string{"Fields above your clearance, left out"})
 			for _, p := range e.Omitted {
 				sw.row([]string{p})
 			}
-			return nil
 		}
-		t := e.layout.tables[i]
-		if err := sw.row(e.headers(t)); err != nil {
-			return err
+		emit := make([]func([]string) error, len(e.layout.tables))
+		for i, t := range e.layout.tables {
+			if err := sws[i].row(e.headers(t)); err != nil {
+				return err
+			}
+			emit[i] = sws[i].row
 		}
-		return e.each(ctx, func(sub *haven.Submission, inst *formspec.Instance, consent *haven.ConsentRecord) error {
-			return e.rows(t, sub, inst, consent, sw.row)
-		})
+		return e.allRows(ctx, emit)
 	})
 }
 
-// writeWorkbook writes an XLSX workbook with the named sheets, each filled
-// in turn by fill.
-func writeWorkbook(w io.Writer, sheetNames []string, fill func(i int, sw *sheetWriter) error) error {
+// writeWorkbook writes an XLSX workbook with the named sheets, all filled by
+// one call of fill (see zipEntries: spool gives scratch space to every sheet
+// but the first, and may be nil for a workbook of one sheet).
+func writeWorkbook(w io.Writer, sheetNames []string, spool func() (*storage.Spool, error), fill func(sws []*sheetWriter) error) error {
 	z := zip.NewWriter(w)
 	used := map[string]bool{}
 	var names []string
@@ -130,29 +131,38 @@ func writeWorkbook(w io.Writer, sheetNames []string, fill func(i int, sw *sheetW
 			return err
 		}
 	}
+	entries := make([]string, len(names))
 	for i := range names {
-		f, err := z.Create(fmt.Sprintf("xl/worksheets/sheet%d.xml", i+1))
-		if err != nil {
+		entries[i] = fmt.Sprintf("xl/worksheets/sheet%d.xml", i+1)
+	}
+	err := zipEntries(z, entries, spool, func(ws []io.Writer) error {
+		sws := make([]*sheetWriter, len(ws))
+		for i, w := range ws {
+			sws[i] = &sheetWriter{bufio.NewWriterSize(w, 64<<10)}
+			sws[i].w.WriteString(xml.Header + `<worksheet xmlns="` + nsMain + `"><sheetData>`)
+		}
+		if err := fill(sws); err != nil {
 			return err
 		}
-		sw := &sheetWriter{bufio.NewWriterSize(f, 64<<10)}
-		sw.w.WriteString(xml.Header + `<worksheet xmlns="` + nsMain + `"><sheetData>`)
-		if err := fill(i, sw); err != nil {
-			return err
+		for _, sw := range sws {
+			sw.w.WriteString("</sheetData></worksheet>")
+			if err := sw.w.Flush(); err != nil {
+				return err
+			}
 		}
-		sw.w.WriteString("</sheetData></worksheet>")
-		if err := sw.w.Flush(); err != nil {
-			return err
-		}
+		return nil
+	})
+	if err != nil {
+		return err
 	}
 	return z.Close()
 }
 
 // WriteTable writes rows as a one-sheet XLSX workbook.
 func WriteTable(w io.Writer, sheet string, rows [][]string) error {
-	return writeWorkbook(w, []string{sheet}, func(_ int, sw *sheetWriter) error {
+	return writeWorkbook(w, []string{sheet}, nil, func(sws []*sheetWriter) error {
 		for _, r := range rows {
-			if err := sw.row(r); err != nil {
+			if err := sws[0].row(r); err != nil {
 				return err
 			}
 		}
