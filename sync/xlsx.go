@@ -100,14 +100,14 @@ func (e *Export) writeXLSX(ctx context.Context, w io.Writer) error {
 // one call of fill (see zipEntries: spool gives scratch space to every sheet
 // but the first, and may be nil for a workbook of one sheet).
 func writeWorkbook(w io.Writer, sheetNames []string, spool func() (*storage.Spool, error), fill func(sws []*sheetWriter) error) error {
-	z := zip.NewWriter(w)
+	z := newZip(w)
 	used := map[string]bool{}
 	var names []string
 	for _, n := range sheetNames {
 		names = append(names, sheetName(n, used))
 	}
 	put := func(name, body string) error {
-		f, err := z.Create(name)
+		f, err := createEntry(z, name, zip.Deflate)
 		if err == nil {
 			_, err = io.WriteString(f, xml.Header+body)
 		}
