@@ -243,8 +243,8 @@ func export(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		}
 		fmt.Fprintf(stdout, "Wrote %s.\n", target)
 	}
-	if omitted := h.Get("X-Haven-Omitted-Fields"); omitted != "" {
-		fmt.Fprintf(stderr, "Left out, above your clearance: %s\n", omitted)
+	if omitted := h.Get("X-Haven-Omitted-Fields"); omitted != "" && omitted != "0" {
+		fmt.Fprintf(stderr, "%s fields above your clearance were left out; the export lists them.\n", omitted)
 	}
 	return nil
 }
