@@ -4,7 +4,7 @@ import (
 	"bufio"
 	"context"
 	"fmt"
-	"io"
+	mrand "math/rand/v2"
 	"os"
 	"runtime"
 	"runtime/debug"
@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"github.com/haven-org/haven"
+	"github.com/haven-org/haven/clients/loadgen"
+	"github.com/haven-org/haven/formspec"
 	"github.com/haven-org/haven/storage"
 	"github.com/haven-org/haven/sync"
 )
@@ -38,9 +40,12 @@ func rssKB() int64 {
 	return 0
 }
 
-// BenchmarkExportCSV exports HAVEN_EXPORT_N household submissions (100,000
-// by default; each a main row and a member row) as a CSV zip to nowhere,
-// and reports rows/s and the growth of the process's RSS during the export.
+// BenchmarkExportCSV exports HAVEN_EXPORT_N submissions (100,000 by
+// default) as a CSV zip to nowhere, and reports rows/s, CSV MB/s and the
+// growth of the process's RSS during the export. Two forms: household
+// (narrow rows, about 130 bytes: each submission a main row and a member
+// row) and bench30 (haven loadgen's 30-question form: one row of about
+// 1 KB per submission).
 func BenchmarkExportCSV(b *testing.B) {
 	n := 100_000
 	if v, err := strconv.Atoi(os.Getenv("HAVEN_EXPORT_N")); err == nil && v > 0 {
@@ -54,9 +59,38 @@ func BenchmarkExportCSV(b *testing.B) {
 	if os.Getenv("GOMEMLIMIT") == "" {
 		defer debug.SetMemoryLimit(debug.SetMemoryLimit(128 << 20))
 	}
+	b.Run("household", func(b *testing.B) {
+		benchExport(b, n, "household", nil, 2, func(i int64, id string) string {
+			return fmt.Sprintf(`<household id="household" version="2026110101"><start>2026-11-20T09:15:00.000+03:00</start>`+
+				`<district>north</district><head_name>Head %d</head_name><members>3</members><visit_date>2026-11-20</visit_date>`+
+				`<location>2.04 45.34 12 5</location><needs>food water</needs><shelter><roof>tarp</roof><photo/></shelter>`+
+				`<member><age>34</age><sex>f</sex></member><price>10</price><meta><instanceID>%s</instanceID></meta></household>`, i, id)
+		})
+	})
+	b.Run("bench30", func(b *testing.B) {
+		xform := loadgen.BenchForm("1")
+		schema, err := formspec.Parse(xform)
+		if err != nil {
+			b.Fatal(err)
+		}
+		benchExport(b, n, "bench", xform, 1, func(i int64, id string) string {
+			return string(loadgen.Instance(schema, id, "", mrand.New(mrand.NewPCG(uint64(i), 1))))
+		})
+	})
+}
+
+// benchExport stores n submissions of a form (publishing xform first when
+// given; made by gen) and times their export.
+func benchExport(b *testing.B, n int, formID string, xform []byte, rowsPer int, gen func(i int64, id string) string) {
 	svc, pid, _, _ := setup(b)
 	ctx := context.Background()
-	form, err := svc.Forms.Get(ctx, pid, "household")
+	admin := &haven.Principal{Admin: true}
+	if xform != nil {
+		if _, err := svc.CreateForm(ctx, admin, pid, xform, true, nil); err != nil {
+			b.Fatal(err)
+		}
+	}
+	form, err := svc.Forms.Get(ctx, pid, formID)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -72,12 +106,8 @@ func BenchmarkExportCSV(b *testing.B) {
 					return
 				}
 				id := fmt.Sprintf("uuid:%d", i)
-				xml := fmt.Sprintf(`<household id="household" version="2026110101"><start>2026-11-20T09:15:00.000+03:00</start>`+
-					`<district>north</district><head_name>Head %d</head_name><members>3</members><visit_date>2026-11-20</visit_date>`+
-					`<location>2.04 45.34 12 5</location><needs>food water</needs><shelter><roof>tarp</roof><photo/></shelter>`+
-					`<member><age>34</age><sex>f</sex></member><price>10</price><meta><instanceID>%s</instanceID></meta></household>`, i, id)
 				if _, err := svc.Submissions.Ingest(ctx, &storage.Incoming{ProjectID: pid, FormID: form.ID, FormVersionID: form.CurrentVersionID,
-					InstanceID: id, XML: []byte(xml), SubmitterID: 1}); err != nil {
+					InstanceID: id, XML: []byte(gen(i, id)), SubmitterID: 1}); err != nil {
 					b.Error(err)
 					return
 				}
@@ -92,10 +122,9 @@ func BenchmarkExportCSV(b *testing.B) {
 		b.Fatal(err)
 	}
 	runtime.GC()
-	admin := &haven.Principal{Admin: true}
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		exp, err := svc.Export(ctx, admin, pid, "household", sync.ExportOptions{Format: "csv"})
+		exp, err := svc.Export(ctx, admin, pid, formID, sync.ExportOptions{Format: "csv"})
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -123,15 +152,25 @@ func BenchmarkExportCSV(b *testing.B) {
 			pprof.StartCPUProfile(f)
 			defer f.Close()
 		}
+		var out counter
 		start := time.Now()
-		if err := exp.Write(ctx, io.Discard); err != nil {
+		if err := exp.Write(ctx, &out); err != nil {
 			b.Fatal(err)
 		}
 		elapsed := time.Since(start)
 		pprof.StopCPUProfile()
 		close(done)
 		peak := <-peakc
-		b.ReportMetric(float64(2*n)/elapsed.Seconds(), "rows/s")
+		b.ReportMetric(float64(rowsPer*n)/elapsed.Seconds(), "rows/s")
+		b.ReportMetric(float64(out.n)/1e6, "MB-zip")
 		b.ReportMetric(float64(max(peak-base, 0))/1024, "MB-rss-growth")
 	}
+}
+
+// counter counts what is written to it.
+type counter struct{ n int64 }
+
+func (c *counter) Write(p []byte) (int, error) {
+	c.n += int64(len(p))
+	return len(p), nil
 }
