@@ -17,7 +17,7 @@ func auditCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return haven.Errorf(haven.EINVALID, "usage: haven audit verify [--data DIR]")
 	}
 	fs, dataDir := flags("audit verify", stderr)
-	if err := fs.Parse(args[1:]); err != nil {
+	if err := parseFlags(fs, args[1:]); err != nil {
 		return err
 	}
 	st, err := storage.OpenDir(ctx, *dataDir)

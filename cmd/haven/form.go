@@ -33,7 +33,7 @@ func formCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	var files []string
 	rest := args[1:]
 	for len(rest) > 0 {
-		if err := fs.Parse(rest); err != nil {
+		if err := parseFlags(fs, rest); err != nil {
 			return err
 		}
 		if fs.NArg() == 0 {

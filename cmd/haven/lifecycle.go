@@ -46,7 +46,7 @@ func reapLoop(ctx context.Context, st *storage.Store, log *slog.Logger) {
 func reapCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs, dataDir := flags("reap", stderr)
 	dry := fs.Bool("dry-run", false, "say what would be destroyed, destroy nothing")
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	st, err := storage.OpenDir(ctx, *dataDir)
@@ -74,7 +74,7 @@ func reapCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error
 func backupCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs, dataDir := flags("backup", stderr)
 	to := fs.String("to", "", "an empty or new folder for the backup")
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	if *to == "" {
@@ -99,7 +99,7 @@ func certificateCmd(ctx context.Context, args []string, stdout, stderr io.Writer
 		return haven.Errorf(haven.EINVALID, "usage: haven certificate verify FILE [--data DIR] (FILE as GET .../destruction-certificate answered it)")
 	}
 	fs, dataDir := flags("certificate verify", stderr)
-	if err := fs.Parse(args[2:]); err != nil {
+	if err := parseFlags(fs, args[2:]); err != nil {
 		return err
 	}
 	b, err := os.ReadFile(args[1])

@@ -54,7 +54,7 @@ func loadgenCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	fs.IntVar(&cfg.Photo, "photo", 0, "bytes of a photo sent with each submission")
 	fs.Float64Var(&cfg.Flaky, "flaky", 0, "fraction of uploads cut half way and retried")
 	asJSON := fs.Bool("json", false, "print the report as JSON")
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 

@@ -57,13 +57,28 @@ The data directory defaults to ./haven-data, or HAVEN_DATA when set.
 `
 
 func main() {
-	if err := run(context.Background(), os.Args[1:], os.Stdin, os.Stdout, os.Stderr); err != nil {
+	err := run(context.Background(), os.Args[1:], os.Stdin, os.Stdout, os.Stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return // -h: the flags were printed
+	}
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "haven:", haven.ErrorMessage(err))
 		if haven.ErrorCode(err) == haven.EINTERNAL {
 			fmt.Fprintln(os.Stderr, "  cause:", err)
 		}
 		os.Exit(1)
 	}
+}
+
+// parseFlags parses a command's flags. A flag it does not know, or a bad
+// value, is the user's mistake: the flag package has already said which
+// and printed the flags.
+func parseFlags(fs *flag.FlagSet, args []string) error {
+	err := fs.Parse(args)
+	if err == nil || errors.Is(err, flag.ErrHelp) {
+		return err
+	}
+	return haven.Errorf(haven.EINVALID, "%v: see the flags of haven %s above.", err, fs.Name())
 }
 
 func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
@@ -76,7 +91,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return serve(ctx, args[1:], stdout, stderr)
 	case "migrate":
 		fs, dataDir := flags("migrate", stderr)
-		if err := fs.Parse(args[1:]); err != nil {
+		if err := parseFlags(fs, args[1:]); err != nil {
 			return err
 		}
 		st, err := storage.OpenDir(ctx, *dataDir)
@@ -138,7 +153,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	deviceAllow := fs.String("device-allow", os.Getenv("HAVEN_DEVICE_ALLOW"), "comma-separated CIDR ranges that may reach device endpoints (empty: any); HAVEN_DEVICE_ALLOW")
 	proxies := fs.String("trusted-proxies", os.Getenv("HAVEN_TRUSTED_PROXIES"), "comma-separated addresses of proxies whose X-Forwarded-For is believed; HAVEN_TRUSTED_PROXIES")
 	s3 := s3Flags(fs)
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	cfg := server.Config{PublicURL: *publicURL, BehindTLS: *behindTLS}
@@ -239,7 +254,7 @@ func firstAdmin(ctx context.Context, st *storage.Store, stdout io.Writer) error 
 func adminCreate(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	fs, dataDir := flags("admin create", stderr)
 	email := fs.String("email", "", "the administrator's email (their login)")
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	if *email == "" {

@@ -3,10 +3,13 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
+	"flag"
 	"io"
 	"strings"
 	"testing"
 
+	"github.com/haven-org/haven"
 	"github.com/haven-org/haven/storage"
 )
 
@@ -79,5 +82,21 @@ func TestFirstAdminOnce(t *testing.T) {
 	firstAdmin(context.Background(), st, &out)
 	if out.Len() != 0 {
 		t.Fatal("a second start must not create another administrator")
+	}
+}
+
+// A flag Haven does not know is the user's mistake, named as such; -h
+// prints the flags and is no error at all.
+func TestFlagMistakes(t *testing.T) {
+	var out, errOut bytes.Buffer
+	err := run(context.Background(), []string{"export", "--bogus"}, strings.NewReader(""), &out, &errOut)
+	if haven.ErrorCode(err) != haven.EINVALID || !strings.Contains(haven.ErrorMessage(err), "-bogus") {
+		t.Fatalf("unknown flag: %v (code %s)", err, haven.ErrorCode(err))
+	}
+	if !strings.Contains(errOut.String(), "-form") {
+		t.Fatalf("the flags were not printed: %q", errOut.String())
+	}
+	if err := run(context.Background(), []string{"loadgen", "-h"}, strings.NewReader(""), &out, &errOut); !errors.Is(err, flag.ErrHelp) {
+		t.Fatalf("-h: %v", err)
 	}
 }

@@ -101,7 +101,7 @@ func login(ctx context.Context, args []string, stdin io.Reader, stdout, stderr i
 	server := fs.String("server", os.Getenv("HAVEN_SERVER"), "the server's URL, such as https://haven.example.org; HAVEN_SERVER")
 	email := fs.String("email", "", "your login")
 	creds := fs.String("credentials", "", "file to keep the session in; HAVEN_CREDENTIALS")
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	if *server == "" || *email == "" {
@@ -131,7 +131,7 @@ func login(ctx context.Context, args []string, stdin io.Reader, stdout, stderr i
 func logout(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := remoteFlags("logout", stderr)
 	creds := fs.String("credentials", "", "the session file; HAVEN_CREDENTIALS")
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	path, s, err := savedSession(*creds)
@@ -167,7 +167,7 @@ func export(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	attachments := fs.Bool("attachments", false, "add the files (csv only)")
 	aggregate := fs.String("aggregate", "", "aggregated figures instead of raw data: by=district,sex")
 	measure := fs.String("measure", "count", "with --aggregate: count, sum:FIELD or mean:FIELD")
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	if *project <= 0 || *form == "" {

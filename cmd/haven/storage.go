@@ -70,7 +70,7 @@ func storageCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	s3 := s3Flags(fs)
 	to := fs.String("to", "", "where to move the files: s3 or local")
 	grace := fs.Duration("grace", gcGrace, "how old an unrecorded file must be to be removed")
-	if err := fs.Parse(args[1:]); err != nil {
+	if err := parseFlags(fs, args[1:]); err != nil {
 		return err
 	}
 	st, err := storage.OpenDir(ctx, *dataDir, storage.Options{S3: s3()})
