@@ -1,6 +1,8 @@
 package xlsform
 
 import (
+	"fmt"
+	"math"
 	"sort"
 	"strconv"
 	"strings"
@@ -130,14 +132,39 @@ func (c *converter) parseParams(n *node) (map[string]string, bool) {
 				return bad("For the 'range' question type, the parameters 'tick_interval', 'placeholder', and 'tick_labelset' are only supported for the appearances 'vertical', 'no-ticks', 'vertical no-ticks', and the default (empty) horizontal.")
 			}
 		}
+		if ti && vals["tick_interval"] == 0 {
+			return bad("For the 'range' question type, the parameter 'tick_interval' must not be '0' (zero).")
+		}
+		lo, hi := min(vals["start"], vals["end"]), max(vals["start"], vals["end"])
+		if ph && (vals["placeholder"] < lo || vals["placeholder"] > hi) {
+			return bad("For the 'range' question type, the parameter 'placeholder' must be between the 'start' and 'end' values, inclusive.")
+		}
 		if tl {
 			list, ok := c.choices[out["tick_labelset"]]
 			if !ok {
 				return bad("For the 'range' question type, the parameter 'tick_labelset' must name a choice list.")
 			}
+			// Ticks fall on the range's steps (its tick_interval's when it
+			// has one); with no-ticks only the two ends are labelled.
+			interval, by := vals["step"], "step"
+			if ti {
+				interval, by = vals["tick_interval"], "tick_interval"
+			}
+			noTicks := strings.Contains(n.row.Get("appearance"), "no-ticks")
 			for _, r := range list {
-				if _, err := strconv.ParseFloat(r.Get("name"), 64); err != nil {
-					return bad("For the 'range' question type, the parameter 'tick_labelset' choice values must all be numbers.")
+				v, err := strconv.ParseFloat(r.Get("name"), 64)
+				if err != nil || math.IsInf(v, 0) || math.IsNaN(v) {
+					return bad(fmt.Sprintf("For the 'range' question type, the parameter 'tick_labelset' choice values must all be numbers: %q in list %q is not.", r.Get("name"), out["tick_labelset"]))
+				}
+				switch {
+				case v < lo || v > hi:
+					return bad(fmt.Sprintf("For the 'range' question type, the parameter 'tick_labelset' choices must be between the 'start' and 'end' values, inclusive: %s is not.", r.Get("name")))
+				case noTicks:
+					if v != vals["start"] && v != vals["end"] {
+						return bad(fmt.Sprintf("For the 'range' question type, the parameter 'tick_labelset' choice list values may only match the range 'start' and 'end' values when the 'appearance' is 'no-ticks': %s is neither.", r.Get("name")))
+					}
+				case !onStep(v-vals["start"], interval):
+					return bad(fmt.Sprintf("For the 'range' question type, the parameter 'tick_labelset' choices' values must be equal to the start of the range plus a multiple of '%s': %s is not.", by, r.Get("name")))
 				}
 			}
 		}
@@ -158,4 +185,14 @@ func (c *converter) parseParams(n *node) (map[string]string, bool) {
 		}
 	}
 	return out, true
+}
+
+// onStep reports whether d is a whole number of steps, allowing for
+// decimal steps that binary floating point cannot hold exactly.
+func onStep(d, step float64) bool {
+	if step == 0 {
+		return true
+	}
+	k := d / step
+	return math.Abs(k-math.Round(k)) < 1e-9
 }
