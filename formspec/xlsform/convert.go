@@ -94,6 +94,7 @@ type converter struct {
 	settings  map[string]string
 	triggers  map[string][]*el // setvalues to place in the controls of triggering questions
 	usesHaven bool             // a haven: attribute was written: declare the namespace
+	entity    *entity          // the entities sheet's declaration, if any
 }
 
 func (c *converter) errorf(sheet string, row int, col, format string, args ...any) {
@@ -279,16 +280,23 @@ func (c *converter) readSurvey(sh *Sheet) {
 				c.errorf("survey", r.Num, "type", "Unmatched %q: there is no open %s to end here. Check that every begin %s has its end %s, in the right order.", typ, kind, kind, kind)
 				return
 			}
+			if r.Get("save_to") != "" {
+				c.errorf("survey", r.Num, "save_to", "Groups and repeats cannot be saved as entity properties: remove the save_to value from this row, or move it to a question.")
+			}
 			stack = stack[:len(stack)-1]
 			continue
 		}
 		name := r.Get("name")
 		var n *node
 		switch {
-		case low == "begin group" || low == "begin_group":
+		case low == "begin group" || low == "begin_group", low == "begin repeat" || low == "begin_repeat":
 			n = &node{kind: "group", typ: "group"}
-		case low == "begin repeat" || low == "begin_repeat":
-			n = &node{kind: "repeat", typ: "repeat"}
+			if strings.Contains(low, "repeat") {
+				n = &node{kind: "repeat", typ: "repeat"}
+			}
+			if r.Get("save_to") != "" {
+				c.errorf("survey", r.Num, "save_to", "Groups and repeats cannot be saved as entity properties: remove the save_to value from this row, or move it to a question.")
+			}
 		default:
 			base, list, _ := strings.Cut(typ, " ")
 			base = strings.ToLower(base)

@@ -238,9 +238,10 @@ func (c *converter) emit() []byte {
 	var binds []*el
 	body := elem("h:body")
 	c.triggers = c.collectTriggers()
+	ent := c.readEntities()
+	c.entity = ent
 	c.build(c.root, rootEl, body, &binds, &texts)
 	meta := elem("meta")
-	ent := c.readEntities()
 	if ent != nil {
 		model.attr("entities:entities-version", "2024.1.0")
 		c.entityElements(ent, meta, &binds)
@@ -630,8 +631,10 @@ func (c *converter) bind(n *node, typ string, r Row) *el {
 			b.attr(kv[1], c.expr(v, n, kv[0]))
 		}
 	}
-	if v := r.Get("save_to"); v != "" {
-		b.attr("entities:saveto", v)
+	if r.Get("save_to") != "" {
+		if prop := c.saveTo(n, c.entity); prop != "" {
+			b.attr("entities:saveto", prop)
+		}
 	}
 	if v := r.Get("constraint_message"); v != "" && !c.nodeItext(n) {
 		b.attr("jr:constraintMsg", v)

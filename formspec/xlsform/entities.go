@@ -39,11 +39,17 @@ func (c *converter) readEntities() *entity {
 	case strings.Contains(e.dataset, "."):
 		c.errorf("entities", r.Num, "list_name", "The list_name %q may not contain a period.", e.dataset)
 		return nil
+	case !xmlName.MatchString(e.dataset):
+		c.errorf("entities", r.Num, "list_name", "The list_name %q cannot be used: names begin with a letter or underscore, then hold only letters, digits, underscores, hyphens or periods.", e.dataset)
+		return nil
 	case e.id == "" && e.label == "":
 		c.errorf("entities", r.Num, "label", "An entity that is created needs a label: give the label column a value, such as ${name}.")
 		return nil
 	case e.id == "" && e.updateIf != "":
 		c.errorf("entities", r.Num, "update_if", "An entity that is updated needs an entity_id: say which entity with the entity_id column.")
+		return nil
+	case e.id != "" && e.createIf != "" && e.updateIf == "":
+		c.errorf("entities", r.Num, "update_if", "The entity list %q has create_if and entity_id, which upserts (creates or updates) an entity, but no update_if: add an update_if, or remove entity_id to only create entities.", e.dataset)
 		return nil
 	}
 	for _, v := range []string{e.label, e.id, e.createIf, e.updateIf} {
@@ -112,4 +118,40 @@ func (c *converter) entityElements(e *entity, meta *el, binds *[]*el) {
 	if e.label != "" {
 		calc("label", e.label, "label")
 	}
+}
+
+// saveTo checks a question's save_to value against the form's entity and
+// returns the entity property it names ("" after reporting a mistake). A
+// value may name the list too, as LIST#PROPERTY.
+func (c *converter) saveTo(n *node, e *entity) string {
+	v := strings.TrimSpace(n.row.Get("save_to"))
+	bad := func(format string, args ...any) string {
+		c.errorf("survey", n.row.Num, "save_to", format, args...)
+		return ""
+	}
+	if e == nil {
+		if sh := c.wb.sheet("entities"); sh == nil || len(sh.Rows) == 0 {
+			return bad("save_to saves an answer to an entity property, but the form declares no entity: add an entities sheet with the entity list, or remove the save_to value.")
+		}
+		return "" // the entities sheet's mistake is reported already
+	}
+	if strings.Count(v, "#") > 1 {
+		return bad("The save_to value %q has more than one '#': write PROPERTY, or LIST#PROPERTY.", v)
+	}
+	prop := v
+	if list, p, ok := strings.Cut(v, "#"); ok {
+		if list != e.dataset {
+			return bad("The save_to value %q names the entity list %q, which is not on the entities sheet (it declares %q): check the spelling.", v, list, e.dataset)
+		}
+		prop = p
+	}
+	switch {
+	case strings.EqualFold(prop, "name") || strings.EqualFold(prop, "label"):
+		return bad("The entity property %q is reserved (name and label, in any case): choose another name.", prop)
+	case strings.HasPrefix(prop, "__"):
+		return bad("The entity property %q may not begin with two underscores.", prop)
+	case !xmlName.MatchString(prop):
+		return bad("The entity property %q cannot be used: names begin with a letter or underscore, then hold only letters, digits, underscores, hyphens or periods.", prop)
+	}
+	return prop
 }
