@@ -95,6 +95,29 @@ type converter struct {
 	triggers  map[string][]*el // setvalues to place in the controls of triggering questions
 	usesHaven bool             // a haven: attribute was written: declare the namespace
 	entity    *entity          // the entities sheet's declaration, if any
+	dupNames  map[string]bool  // names used more than once: ${name} cannot tell which
+}
+
+// checkAliases refuses two headers that are names for the same column
+// (name and value, say): which one holds the cell would be a guess.
+func (c *converter) checkAliases() {
+	for _, name := range []string{"survey", "choices", "settings", "entities"} {
+		sh := c.wb.sheet(name)
+		if sh == nil {
+			continue
+		}
+		first := map[string]string{}
+		for i, h := range sh.Headers {
+			if h == "" || i >= len(sh.Raw) {
+				continue
+			}
+			if prev, ok := first[h]; ok && !strings.EqualFold(prev, sh.Raw[i]) {
+				c.errorf(name, 1, h, "The headers %q and %q are two names for the same column: keep one of them.", prev, sh.Raw[i])
+				continue
+			}
+			first[h] = sh.Raw[i]
+		}
+	}
 }
 
 func (c *converter) errorf(sheet string, row int, col, format string, args ...any) {
@@ -103,7 +126,7 @@ func (c *converter) errorf(sheet string, row int, col, format string, args ...an
 
 // Convert converts a workbook into an XForm, or explains why it cannot.
 func Convert(wb *Workbook, opt Options) *Result {
-	c := &converter{wb: wb, opt: opt, res: &Result{Warnings: []Diagnostic{}, Errors: []Diagnostic{}}, byName: map[string]*node{}, choices: map[string][]Row{}, settings: map[string]string{}}
+	c := &converter{wb: wb, opt: opt, res: &Result{Warnings: []Diagnostic{}, Errors: []Diagnostic{}}, byName: map[string]*node{}, dupNames: map[string]bool{}, choices: map[string][]Row{}, settings: map[string]string{}}
 	if opt.RootName == "" {
 		c.opt.RootName = "data"
 	}
@@ -112,6 +135,7 @@ func Convert(wb *Workbook, opt Options) *Result {
 		c.errorf("", 0, "", "The workbook has no sheet named survey. Every XLSForm needs one: add it, with at least the columns type, name and label.")
 		return c.res
 	}
+	c.checkAliases()
 	c.readSettings()
 	if name := c.settings["name"]; name != "" {
 		c.opt.RootName = name // the settings sheet names the instance's root
@@ -338,8 +362,8 @@ func (c *converter) readSurvey(sh *Sheet) {
 			}
 			repeats[name] = r.Num
 		}
-		if n.kind == "question" && n.typ == "calculate" && r.Get("calculation") == "" && r.Get("default") == "" {
-			c.errorf("survey", r.Num, "calculation", "The calculate %q has no calculation: write the expression it computes.", name)
+		if n.kind == "question" && n.typ == "calculate" && r.Get("calculation") == "" && !dynamicDefault(r.Get("default")) {
+			c.errorf("survey", r.Num, "calculation", "The calculate %q has no calculation: write the expression it computes (a default alone will do only when it is an expression).", name)
 			continue
 		}
 		if n.kind == "question" && questionTypes[n.typ].control != "" && !hasText(r) && r.Get("calculation") == "" {
@@ -369,6 +393,8 @@ func (c *converter) readSurvey(sh *Sheet) {
 		parent.children = append(parent.children, n)
 		if _, dup := c.byName[name]; !dup {
 			c.byName[name] = n
+		} else {
+			c.dupNames[name] = true
 		}
 		if n.kind != "question" {
 			stack = append(stack, n)
@@ -445,6 +471,10 @@ func (c *converter) expr(s string, at *node, col string) string {
 		target := c.byName[name]
 		if target == nil {
 			c.errorf("survey", at.row.Num, col, "There is no question named %q for ${%s} to refer to. Fix the name, or add the question.", name, name)
+			return m
+		}
+		if c.dupNames[name] {
+			c.errorf("survey", at.row.Num, col, "${%s} could mean more than one question or group: the name %q is used more than once in the survey. Give them different names.", name, name)
 			return m
 		}
 		return " " + target.path + " "

@@ -478,8 +478,23 @@ func (c *converter) build(n *node, inst, container *el, binds *[]*el, texts *[]*
 			inner := ctl
 			if ch.kind == "repeat" && ctl != nil {
 				inner = elem("repeat", "nodeset", ch.path)
-				if rc := r.Get("repeat_count"); rc != "" {
-					inner.attr("jr:count", c.expr(rc, ch, "repeat_count"))
+				if rc := strings.TrimSpace(r.Get("repeat_count")); rc != "" {
+					if single := refPattern.FindString(rc); single == rc {
+						inner.attr("jr:count", c.expr(rc, ch, "repeat_count"))
+					} else {
+						// Anything but one reference is computed into a
+						// generated element beside the repeat, as pyxform does.
+						cnt := ch.name + "_count"
+						for _, sib := range n.children {
+							if sib.name == cnt {
+								c.errorf("survey", sib.row.Num, "name", "The name %q is taken by the element Haven generates for the repeat_count of %q: rename this question.", cnt, ch.name)
+							}
+						}
+						path := n.path + "/" + cnt
+						inst.add(elem(cnt))
+						*binds = append(*binds, elem("bind", "nodeset", path, "type", "string", "readonly", "true()", "calculate", c.expr(rc, ch, "repeat_count")))
+						inner.attr("jr:count", " "+path+" ")
+					}
 				}
 				ctl.add(inner)
 			}

@@ -28,6 +28,7 @@ type Workbook struct {
 type Sheet struct {
 	Name    string
 	Headers []string
+	Raw     []string // the headers as written, before aliases were resolved
 	Rows    []Row
 }
 
@@ -155,6 +156,7 @@ func (wb *Workbook) add(name string, grid [][]string) {
 	if start < len(grid) {
 		for _, h := range grid[start] {
 			sh.Headers = append(sh.Headers, normalizeHeader(h))
+			sh.Raw = append(sh.Raw, strings.TrimSpace(h))
 		}
 		for i, r := range grid[start+1:] {
 			if allEmpty(r) {
