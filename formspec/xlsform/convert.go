@@ -82,20 +82,21 @@ type node struct {
 }
 
 type converter struct {
-	wb        *Workbook
-	opt       Options
-	res       *Result
-	root      *node
-	byName    map[string]*node
-	langs     []string // languages of translated columns, in order of appearance
-	itext     bool
-	choices   map[string][]Row
-	listOrder []string
-	settings  map[string]string
-	triggers  map[string][]*el // setvalues to place in the controls of triggering questions
-	usesHaven bool             // a haven: attribute was written: declare the namespace
-	entity    *entity          // the entities sheet's declaration, if any
-	dupNames  map[string]bool  // names used more than once: ${name} cannot tell which
+	wb          *Workbook
+	opt         Options
+	res         *Result
+	root        *node
+	byName      map[string]*node
+	langs       []string // languages of translated columns, in order of appearance
+	itext       bool
+	choices     map[string][]Row
+	listOrder   []string
+	settings    map[string]string
+	triggers    map[string][]*el // setvalues to place in the controls of triggering questions
+	usesHaven   bool             // a haven: attribute was written: declare the namespace
+	entity      *entity          // the entities sheet's declaration, if any
+	dupNames    map[string]bool  // names used more than once: ${name} cannot tell which
+	repeatPaths map[string]bool
 }
 
 // checkAliases refuses two headers that are names for the same column
@@ -126,7 +127,7 @@ func (c *converter) errorf(sheet string, row int, col, format string, args ...an
 
 // Convert converts a workbook into an XForm, or explains why it cannot.
 func Convert(wb *Workbook, opt Options) *Result {
-	c := &converter{wb: wb, opt: opt, res: &Result{Warnings: []Diagnostic{}, Errors: []Diagnostic{}}, byName: map[string]*node{}, dupNames: map[string]bool{}, choices: map[string][]Row{}, settings: map[string]string{}}
+	c := &converter{wb: wb, opt: opt, res: &Result{Warnings: []Diagnostic{}, Errors: []Diagnostic{}}, byName: map[string]*node{}, dupNames: map[string]bool{}, repeatPaths: map[string]bool{}, choices: map[string][]Row{}, settings: map[string]string{}}
 	if opt.RootName == "" {
 		c.opt.RootName = "data"
 	}
@@ -390,6 +391,9 @@ func (c *converter) readSurvey(sh *Sheet) {
 			}
 		}
 		n.path = parent.path + "/" + name
+		if n.kind == "repeat" {
+			c.repeatPaths[n.path] = true
+		}
 		parent.children = append(parent.children, n)
 		if _, dup := c.byName[name]; !dup {
 			c.byName[name] = n
@@ -464,21 +468,159 @@ var questionTypes = map[string]qtype{
 
 var refPattern = regexp.MustCompile(`\$\{([^}]*)\}`)
 
-// expr turns ${name} references into absolute paths, as pyxform writes them.
+// expr turns ${name} references into paths, as pyxform writes them:
+// absolute, except between questions that share a repeat, where the path is
+// relative to the node at (../q), so it stays within the same repeat
+// instance. References inside indexed-repeat() stay absolute.
 func (c *converter) expr(s string, at *node, col string) string {
-	return refPattern.ReplaceAllStringFunc(s, func(m string) string {
-		name := strings.TrimSpace(m[2 : len(m)-1])
+	return c.exprFrom(s, at.path, at.row.Num, col, false)
+}
+
+// exprFrom is expr from a context path; in a choice filter, relative paths
+// start from current().
+func (c *converter) exprFrom(s, context string, row int, col string, filter bool) string {
+	absolute := indexedRepeatSpans(s)
+	matches := refPattern.FindAllStringSubmatchIndex(s, -1)
+	if matches == nil {
+		return s
+	}
+	var b strings.Builder
+	last := 0
+	for _, m := range matches {
+		b.WriteString(s[last:m[0]])
+		last = m[1]
+		ref := s[m[0]:m[1]]
+		name := strings.TrimSpace(s[m[2]:m[3]])
 		target := c.byName[name]
 		if target == nil {
-			c.errorf("survey", at.row.Num, col, "There is no question named %q for ${%s} to refer to. Fix the name, or add the question.", name, name)
-			return m
+			c.errorf("survey", row, col, "There is no question named %q for ${%s} to refer to. Fix the name, or add the question.", name, name)
+			b.WriteString(ref)
+			continue
 		}
 		if c.dupNames[name] {
-			c.errorf("survey", at.row.Num, col, "${%s} could mean more than one question or group: the name %q is used more than once in the survey. Give them different names.", name, name)
-			return m
+			c.errorf("survey", row, col, "${%s} could mean more than one question or group: the name %q is used more than once in the survey. Give them different names.", name, name)
+			b.WriteString(ref)
+			continue
 		}
-		return " " + target.path + " "
-	})
+		path := target.path
+		inside := false
+		for _, sp := range absolute {
+			inside = inside || (m[0] >= sp[0] && m[0] < sp[1])
+		}
+		if rel, ok := c.relative(context, target.path); ok && !inside {
+			path = rel
+			if filter {
+				path = "current()/" + rel
+			}
+		}
+		b.WriteString(" " + path + " ")
+	}
+	b.WriteString(s[last:])
+	return b.String()
+}
+
+// indexedRepeatSpans returns where the indexed-repeat(...) calls of s are.
+func indexedRepeatSpans(s string) [][2]int {
+	var spans [][2]int
+	for i := 0; ; {
+		j := strings.Index(s[i:], "indexed-repeat(")
+		if j < 0 {
+			return spans
+		}
+		start := i + j
+		depth, k := 0, start+len("indexed-repeat")
+		for ; k < len(s); k++ {
+			if s[k] == '(' {
+				depth++
+			} else if s[k] == ')' {
+				if depth--; depth == 0 {
+					break
+				}
+			}
+		}
+		spans = append(spans, [2]int{start, k})
+		i = k
+		if i >= len(s) {
+			return spans
+		}
+	}
+}
+
+// repeatAbove returns the nearest repeat strictly above path, or "".
+func (c *converter) repeatAbove(path string) string {
+	for p := parent(path); p != ""; p = parent(p) {
+		if c.repeatPaths[p] {
+			return p
+		}
+	}
+	return ""
+}
+
+func parent(path string) string {
+	if i := strings.LastIndexByte(path, '/'); i > 0 {
+		return path[:i]
+	}
+	return ""
+}
+
+// relative gives target's path relative to context when both are in the
+// same repeat instance, following pyxform (share_same_repeat_parent).
+func (c *converter) relative(context, target string) (string, bool) {
+	cp, tp := c.repeatAbove(context), c.repeatAbove(target)
+	if cp == "" || tp == "" || context == target {
+		return "", false
+	}
+	steps := 1
+	var tail string
+	if strings.Contains(cp, tp) {
+		contextParts := strings.Split(context[len(tp)+1:], "/")
+		remainder := target[len(tp):]
+		var targetParts []string
+		for _, p := range strings.Split(remainder, "/") {
+			if p != "" {
+				targetParts = append(targetParts, p)
+			}
+		}
+		var below []string
+		if len(cp)+1 <= len(target) {
+			below = strings.Split(target[len(cp)+1:], "/")
+		} else {
+			below = []string{""}
+		}
+		var parts []string
+		for i, item := range contextParts[:len(contextParts)-1] {
+			if i >= len(below) {
+				steps = len(contextParts[i-1:])
+				parts = targetParts[min(i-1, len(targetParts)):]
+				break
+			}
+			if below[i] != item {
+				steps = len(contextParts[i:])
+				parts = targetParts[min(i, len(targetParts)):]
+				break
+			}
+			all := strings.Split(remainder, "/")
+			parts = all[min(i+2, len(all)):]
+		}
+		tail = remainder
+		if len(parts) > 0 {
+			tail = "/" + strings.Join(parts, "/")
+		}
+	} else {
+		// Different repeats: relative only below a repeat both are in.
+		cs, ts := strings.Split(context, "/"), strings.Split(target, "/")
+		n := 0
+		for n < len(cs) && n < len(ts) && cs[n] == ts[n] {
+			n++
+		}
+		common := strings.Join(cs[:n], "/")
+		if !c.repeatPaths[common] && c.repeatAbove(common) == "" {
+			return "", false
+		}
+		steps = len(cs) - n
+		tail = "/" + strings.Join(ts[n:], "/")
+	}
+	return strings.TrimSuffix(strings.Repeat("../", steps), "/") + tail, true
 }
 
 // sortedKeys returns a map's keys in order, for deterministic output.

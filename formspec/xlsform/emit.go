@@ -18,6 +18,47 @@ type el struct {
 	text     string // escaped when written
 	raw      string // pre-escaped mixed content (text with <output/>), written inline
 	children []*el
+	copyOf   string // a repeat's instance element: "template" or "plain"
+}
+
+// splitCopies gives a repeat's instance children for its template and for
+// its plain copy: a repeat nested in it appears as a template in the first
+// and as a plain copy in the second, as pyxform writes them.
+func splitCopies(children []*el) (template, plain []*el) {
+	for _, c := range children {
+		switch {
+		case c.copyOf == "template":
+			template = append(template, c)
+		case c.copyOf == "plain":
+			plain = append(plain, c)
+		case hasCopies(c):
+			t, p := splitCopies(c.children)
+			tc, pc := *c, *c
+			tc.children, pc.children = t, p
+			template, plain = append(template, &tc), append(plain, &pc)
+		default:
+			template, plain = append(template, c), append(plain, c)
+		}
+	}
+	return template, plain
+}
+
+func hasChild(e *el, name string) bool {
+	for _, c := range e.children {
+		if c.name == name {
+			return true
+		}
+	}
+	return false
+}
+
+func hasCopies(e *el) bool {
+	for _, c := range e.children {
+		if c.copyOf != "" || hasCopies(c) {
+			return true
+		}
+	}
+	return false
 }
 
 func elem(name string, attrs ...string) *el {
@@ -477,6 +518,9 @@ func (c *converter) build(n *node, inst, container *el, binds *[]*el, texts *[]*
 			}
 			inner := ctl
 			if ch.kind == "repeat" && ctl != nil {
+				if !hasChild(ctl, "label") {
+					ctl.add(elem("label")) // pyxform gives a repeat an empty label
+				}
 				inner = elem("repeat", "nodeset", ch.path)
 				if rc := strings.TrimSpace(r.Get("repeat_count")); rc != "" {
 					if single := refPattern.FindString(rc); single == rc {
@@ -509,7 +553,8 @@ func (c *converter) build(n *node, inst, container *el, binds *[]*el, texts *[]*
 			}
 			if ch.kind == "repeat" {
 				tmpl := elem(ch.name, "jr:template", "")
-				tmpl.children = fresh.children
+				tmpl.children, fresh.children = splitCopies(fresh.children)
+				tmpl.copyOf, fresh.copyOf = "template", "plain"
 				inst.add(tmpl)
 			}
 			inst.add(fresh)
@@ -609,7 +654,7 @@ func (c *converter) build(n *node, inst, container *el, binds *[]*el, texts *[]*
 				}
 				nodeset := fmt.Sprintf("instance('%s')/root/item", id)
 				if f := r.Get("choice_filter"); f != "" {
-					nodeset += "[" + c.expr(f, ch, "choice_filter") + "]"
+					nodeset += "[" + c.exprFrom(f, ch.path, ch.row.Num, "choice_filter", true) + "]"
 				}
 				is := elem("itemset", "nodeset", nodeset).add(elem("value", "ref", valueRef))
 				if c.listItext(ch.list) {
