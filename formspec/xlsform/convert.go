@@ -121,6 +121,10 @@ func (c *converter) checkAliases() {
 	}
 }
 
+func (c *converter) warnf(sheet string, row int, col, format string, args ...any) {
+	c.res.Warnings = append(c.res.Warnings, Diagnostic{Sheet: sheet, Row: row, Column: col, Message: fmt.Sprintf(format, args...)})
+}
+
 func (c *converter) errorf(sheet string, row int, col, format string, args ...any) {
 	c.res.Errors = append(c.res.Errors, Diagnostic{Sheet: sheet, Row: row, Column: col, Message: fmt.Sprintf(format, args...)})
 }
@@ -380,8 +384,11 @@ func (c *converter) readSurvey(sh *Sheet) {
 			continue
 		}
 		for _, sib := range parent.children {
-			if strings.EqualFold(sib.name, name) {
-				c.errorf("survey", r.Num, "name", "There is already a question or group named %q here (row %d). Names must differ within a group (case does not count).", name, sib.row.Num)
+			switch {
+			case sib.name == name:
+				c.errorf("survey", r.Num, "name", "There is already a question or group named %q here (row %d). Names must differ within a group.", name, sib.row.Num)
+			case strings.EqualFold(sib.name, name):
+				c.warnf("survey", r.Num, "name", "The name %q differs from %q (row %d) only in case. Some analysis tools ignore case and would mix them up: consider another name.", name, sib.name, sib.row.Num)
 			}
 		}
 		n.name, n.row, n.parent = name, r, parent

@@ -59,7 +59,7 @@ func TestConvertRefusals(t *testing.T) {
 		{"| survey | | | |\n| | type | name | label |\n| | frobnicate | q | Q |", "Unknown question type"},
 		{"| survey | | | |\n| | type | name | label |\n| | text | | Q |", "no name"},
 		{"| survey | | | |\n| | type | name | label |\n| | text | 1q | Q |", "cannot be used"},
-		{"| survey | | | |\n| | type | name | label |\n| | text | q | Q |\n| | text | Q | Q2 |", "already"},
+		{"| survey | | | |\n| | type | name | label |\n| | text | q | Q |\n| | text | q | Q2 |", "already"},
 		{"| survey | | | |\n| | type | name | label |\n| | end group | | |", "Unmatched"},
 		{"| survey | | | |\n| | type | name | label |\n| | begin group | g | G |", "never ended"},
 		{"| survey | | | |\n| | type | name | label |\n| | select_one nope | q | Q |", "not on the choices sheet"},
@@ -74,6 +74,18 @@ func TestConvertRefusals(t *testing.T) {
 		if len(res.Errors) > 0 && res.Errors[0].Sheet != "" && res.Errors[0].Row == 0 {
 			t.Errorf("%q: the error does not say which row: %+v", c.md, res.Errors[0])
 		}
+	}
+}
+
+// Names differing only in case are allowed, as pyxform allows them, with a
+// warning: some analysis tools ignore case.
+func TestCaseOnlyNamesWarn(t *testing.T) {
+	res := ConvertMarkdown("| survey | | | |\n| | type | name | label |\n| | text | q | Q |\n| | text | Q | Q2 |", Options{})
+	if len(res.Errors) > 0 || res.XForm == nil {
+		t.Fatalf("refused: %+v", res.Errors)
+	}
+	if len(res.Warnings) != 1 || res.Warnings[0].Row != 3 || !strings.Contains(res.Warnings[0].Message, "only in case") {
+		t.Fatalf("warnings: %+v", res.Warnings)
 	}
 }
 
