@@ -393,8 +393,12 @@ func (c *converter) readSurvey(sh *Sheet) {
 		}
 		n.name, n.row, n.parent = name, r, parent
 		if n.kind == "question" {
-			if _, ok := c.parseParams(n); !ok {
+			params, ok := c.parseParams(n)
+			if !ok {
 				continue
+			}
+			if g := params["reference-geometry"]; c.choices[g] != nil {
+				n.list = g // its instance and translations are written like a select's
 			}
 		}
 		n.path = parent.path + "/" + name

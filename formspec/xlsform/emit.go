@@ -664,10 +664,77 @@ func (c *converter) build(n *node, inst, container *el, binds *[]*el, texts *[]*
 				}
 				ctl.add(is)
 			}
+			if g, ok := params["reference-geometry"]; ok {
+				ctl.add(c.referenceGeometry(ch, g))
+			}
 			ctl.add(c.triggers[ch.path]...)
 			container.add(ctl)
 		}
 	}
+}
+
+// referenceGeometry builds the itemset of shapes a geo question shows for
+// reference (the reference-geometry parameter): a choice list's, an
+// external file's or entity list's items, or a repeat's geometry answers.
+func (c *converter) referenceGeometry(n *node, v string) *el {
+	filter := n.row.Get("choice_filter")
+	itemset := func(nodeset, value, label string) *el {
+		return elem("itemset", "nodeset", nodeset).add(elem("value", "ref", value), elem("label", "ref", label))
+	}
+	if m := refPattern.FindStringSubmatch(v); m != nil && m[0] == v {
+		target := c.byName[strings.TrimSpace(m[1])]
+		if target == nil || target.kind != "repeat" {
+			c.errorf("survey", n.row.Num, "parameters", "reference-geometry=%s must name a repeat whose geometry question holds the shapes to show.", v)
+			return nil
+		}
+		pred := "./geometry != ''"
+		if filter != "" {
+			// References to the repeat's questions are relative to each of its items.
+			pred = refPattern.ReplaceAllStringFunc(filter, func(ref string) string {
+				if q := c.byName[strings.TrimSpace(ref[2:len(ref)-1])]; q != nil && strings.HasPrefix(q.path, target.path+"/") {
+					return " ./" + strings.TrimPrefix(q.path, target.path+"/") + " "
+				}
+				return c.exprFrom(ref, n.path, n.row.Num, "choice_filter", true)
+			})
+		}
+		return itemset(target.path+"["+pred+"]", "geometry", "geometry")
+	}
+	nodeset := "instance('" + v + "')/root/item"
+	if filter != "" {
+		nodeset += "[" + c.exprFrom(filter, n.path, n.row.Num, "choice_filter", true) + "]"
+	}
+	if c.choices[v] != nil {
+		label := "label"
+		if c.listItext(v) {
+			label = "jr:itext(itextId)"
+		}
+		return itemset(nodeset, "name", label)
+	}
+	if v != "__last-saved" && c.instanceName(v) {
+		return itemset(nodeset, "name", "label")
+	}
+	c.errorf("survey", n.row.Num, "parameters", "reference-geometry=%s names nothing the form has: use a choice list's name, an entity list's name, the name of an attached file (csv-external, xml-external or select_one_from_file), or ${repeat} for a repeat with a geometry question.", v)
+	return nil
+}
+
+// instanceName reports whether a secondary instance of that name comes
+// from a file the form attaches or from the entity list.
+func (c *converter) instanceName(id string) bool {
+	if c.entity != nil && c.entity.dataset == id {
+		return true
+	}
+	found := false
+	var walk func(n *node)
+	walk = func(n *node) {
+		for _, ch := range n.children {
+			if f, _ := fileList(ch.list); f == id || ((ch.typ == "csv-external" || ch.typ == "xml-external") && ch.name == id) {
+				found = true
+			}
+			walk(ch)
+		}
+	}
+	walk(c.root)
+	return found
 }
 
 // bind makes the bind of a node (nil for a group with nothing to bind).

@@ -11,7 +11,7 @@ import (
 // acceptedParams lists the parameters each question type takes.
 var acceptedParams = map[string][]string{
 	"range":            {"start", "end", "step", "tick_interval", "placeholder", "tick_labelset"},
-	"geopoint":         {"capture-accuracy", "warning-accuracy", "allow-mock-accuracy"},
+	"geopoint":         {"capture-accuracy", "warning-accuracy", "allow-mock-accuracy", "reference-geometry"},
 	"geotrace":         {"allow-mock-accuracy", "incremental", "reference-geometry"},
 	"geoshape":         {"allow-mock-accuracy", "incremental", "reference-geometry"},
 	"image":            {"max-pixels", "app"},
