@@ -784,6 +784,11 @@ func (c *converter) bind(n *node, typ string, r Row) *el {
 		if v, ok := params["quality"]; ok {
 			b.attr("odk:quality", v)
 		}
+		if n.typ == "audit" {
+			for _, k := range sortedKeys(params) {
+				b.attr("odk:"+k, params[k])
+			}
+		}
 	}
 	for _, kv := range [][2]string{{"purpose", "haven:purpose"}, {"sensitivity", "haven:sensitivity"}} {
 		if v := r.Get(kv[0]); v != "" {
@@ -854,9 +859,9 @@ func (c *converter) rangeIsDecimal(n *node) bool {
 
 // parseParamsQuiet reads parameters already checked when the survey was read.
 func (c *converter) parseParamsQuiet(n *node) (map[string]string, bool) {
-	errs := len(c.res.Errors)
+	errs, warns := len(c.res.Errors), len(c.res.Warnings)
 	p, ok := c.parseParams(n)
-	c.res.Errors = c.res.Errors[:errs]
+	c.res.Errors, c.res.Warnings = c.res.Errors[:errs], c.res.Warnings[:warns]
 	return p, ok
 }
 

@@ -21,6 +21,7 @@ var acceptedParams = map[string][]string{
 	"select_one":       {"randomize", "seed", "value", "label"},
 	"select_multiple":  {"randomize", "seed", "value", "label"},
 	"rank":             {"randomize", "seed"},
+	"audit":            {"location-priority", "location-min-interval", "location-max-age", "track-changes", "track-changes-reasons", "identify-user"},
 }
 
 // parseParams reads the parameters column: key=value pairs separated by
@@ -44,6 +45,11 @@ func (c *converter) parseParams(n *node) (map[string]string, bool) {
 		out[strings.ToLower(strings.TrimSpace(k))] = strings.TrimSpace(v)
 	}
 	accepted := acceptedParams[n.typ]
+	if len(accepted) == 0 {
+		// pyxform ignores parameters on types that take none; say so.
+		c.warnf("survey", n.row.Num, "parameters", "%s questions take no parameters: %q is ignored.", n.typ, raw)
+		return map[string]string{}, true
+	}
 	var invalid []string
 	for k := range out {
 		found := false
@@ -56,9 +62,6 @@ func (c *converter) parseParams(n *node) (map[string]string, bool) {
 	}
 	if len(invalid) > 0 {
 		sort.Strings(invalid)
-		if len(accepted) == 0 {
-			return bad("This question type takes no parameters: remove them.")
-		}
 		return bad("The accepted parameter keys for this question type are '" + strings.Join(accepted, ", ") + "'. The following are invalid parameter key(s): '" + strings.Join(invalid, ", ") + "'.")
 	}
 	number := func(k string) (float64, bool) {
@@ -166,6 +169,38 @@ func (c *converter) parseParams(n *node) (map[string]string, bool) {
 				case !onStep(v-vals["start"], interval):
 					return bad(fmt.Sprintf("For the 'range' question type, the parameter 'tick_labelset' choices' values must be equal to the start of the range plus a multiple of '%s': %s is not.", by, r.Get("name")))
 				}
+			}
+		}
+	case "audit":
+		for _, k := range []string{"track-changes", "identify-user"} {
+			if v, ok := out[k]; ok && v != "true" && v != "false" {
+				return bad(k + " must be set to true or false: '" + v + "' is an invalid value.")
+			}
+		}
+		if v, ok := out["track-changes-reasons"]; ok && v != "on-form-edit" {
+			return bad("track-changes-reasons must be set to on-form-edit: '" + v + "' is an invalid value.")
+		}
+		_, p := out["location-priority"]
+		_, mi := out["location-min-interval"]
+		_, ma := out["location-max-age"]
+		if p || mi || ma {
+			if !(p && mi && ma) {
+				return bad("'location-priority', 'location-min-interval', and 'location-max-age' are required parameters when tracking location: give all three.")
+			}
+			switch out["location-priority"] {
+			case "no-power", "low-power", "balanced", "high-accuracy":
+			default:
+				return bad("location-priority must be set to no-power, low-power, balanced, or high-accuracy.")
+			}
+			minI, err1 := strconv.Atoi(out["location-min-interval"])
+			maxA, err2 := strconv.Atoi(out["location-max-age"])
+			switch {
+			case err1 != nil || err2 != nil:
+				return bad("location-min-interval and location-max-age must be whole numbers of seconds.")
+			case minI < 0:
+				return bad("location-min-interval must be greater than or equal to zero.")
+			case maxA < minI:
+				return bad("location-max-age must be greater than or equal to location-min-interval.")
 			}
 		}
 	case "geopoint":

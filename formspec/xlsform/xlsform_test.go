@@ -89,6 +89,18 @@ func TestCaseOnlyNamesWarn(t *testing.T) {
 	}
 }
 
+// Parameters on a type that takes none are ignored, as pyxform ignores
+// them, with one warning.
+func TestIgnoredParametersWarn(t *testing.T) {
+	res := ConvertMarkdown("| survey | | | | |\n| | type | name | label | parameters |\n| | integer | q1 | Q1 | incremental=true |", Options{})
+	if len(res.Errors) > 0 || res.XForm == nil {
+		t.Fatalf("refused: %+v", res.Errors)
+	}
+	if len(res.Warnings) != 1 || !strings.Contains(res.Warnings[0].Message, "ignored") || strings.Contains(string(res.XForm), "incremental") {
+		t.Fatalf("warnings %+v, xform %s", res.Warnings, res.XForm)
+	}
+}
+
 func TestReadXLSXRefusesGarbage(t *testing.T) {
 	for _, b := range [][]byte{nil, []byte("not a zip"), append([]byte("PK\x03\x04"), make([]byte, 100)...)} {
 		if res := ConvertXLSX(b, Options{}); len(res.Errors) == 0 || !strings.Contains(res.Errors[0].Message, ".xlsx") {
