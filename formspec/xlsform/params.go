@@ -128,9 +128,11 @@ func (c *converter) parseParams(n *node) (map[string]string, bool) {
 		_, ti := out["tick_interval"]
 		_, ph := out["placeholder"]
 		_, tl := out["tick_labelset"]
-		switch strings.Join(strings.Fields(n.row.Get("appearance")), " ") {
-		case "", "vertical", "no-ticks", "vertical no-ticks":
-		default:
+		plain := true // only vertical and no-ticks, in any order
+		for _, a := range strings.Fields(n.row.Get("appearance")) {
+			plain = plain && (a == "vertical" || a == "no-ticks")
+		}
+		if !plain {
 			if ti || ph || tl {
 				return bad("For the 'range' question type, the parameters 'tick_interval', 'placeholder', and 'tick_labelset' are only supported for the appearances 'vertical', 'no-ticks', 'vertical no-ticks', and the default (empty) horizontal.")
 			}
