@@ -375,6 +375,16 @@ func (c *converter) readSurvey(sh *Sheet) {
 			c.errorf("survey", r.Num, "label", "The question %q has no label or hint: write what the enumerator sees.", name)
 			continue
 		}
+		if n.typ == "background-geopoint" {
+			if r.Get("calculation") != "" {
+				c.errorf("survey", r.Num, "calculation", "A background-geopoint records a location when its trigger changes: leave its calculation empty.")
+				continue
+			}
+			if r.Get("trigger") == "" {
+				c.errorf("survey", r.Num, "trigger", "A background-geopoint needs a trigger: the ${question} whose change records the location.")
+				continue
+			}
+		}
 		if n.typ == "audit" && name != "audit" {
 			c.errorf("survey", r.Num, "name", "The audit question must be named audit, not %q.", name)
 			continue
@@ -442,7 +452,7 @@ func isSelect(t string) bool { return t == "select_one" || t == "select_multiple
 var typeAliases = map[string]string{
 	"string": "text", "int": "integer", "select1": "select_one", "select_one_from_file": "select_one", "select_multiple_from_file": "select_multiple",
 	"add select one prompt using": "select_one", "photo": "image", "datetime": "dateTime", "geo-point": "geopoint", "location": "geopoint",
-	"trigger": "acknowledge", "q_note": "note", "imei": "deviceid",
+	"trigger": "acknowledge", "q_note": "note", "imei": "deviceid", "gps": "geopoint",
 }
 
 // questionTypes: bind type, body control, and extra bind/control attributes.
@@ -475,6 +485,10 @@ var questionTypes = map[string]qtype{
 	"audit": {bind: "binary"},
 	// A location taken when the form is first opened.
 	"start-geopoint": {bind: "geopoint"},
+	// A location taken when the question named in trigger changes.
+	"background-geopoint": {bind: "geopoint"},
+	// Audio recorded while the form is filled in.
+	"background-audio": {bind: "binary"},
 }
 
 var refPattern = regexp.MustCompile(`\$\{([^}]*)\}`)

@@ -488,7 +488,9 @@ func (c *converter) collectTriggers() map[string][]*el {
 						return
 					}
 					sv := elem("setvalue", "ref", ch.path, "event", "xforms-value-changed")
-					if calc := ch.row.Get("calculation"); calc != "" {
+					if ch.typ == "background-geopoint" {
+						sv = elem("odk:setgeopoint", "ref", ch.path, "event", "xforms-value-changed")
+					} else if calc := ch.row.Get("calculation"); calc != "" {
 						sv.attr("value", c.expr(calc, ch, "calculation"))
 					}
 					out[target.path] = append(out[target.path], sv)
@@ -595,6 +597,13 @@ func (c *converter) build(n *node, inst, container *el, binds *[]*el, texts *[]*
 			}
 			if ch.typ == "start-geopoint" {
 				*binds = append(*binds, elem("odk:setgeopoint", "ref", ch.path, "event", "odk-instance-first-load"))
+			}
+			if ch.typ == "background-audio" {
+				rec := elem("odk:recordaudio", "ref", ch.path, "event", "odk-instance-load")
+				if params, _ := c.parseParamsQuiet(ch); params["quality"] != "" {
+					rec.attr("odk:quality", params["quality"])
+				}
+				*binds = append(*binds, rec)
 			}
 			if qt.control == "" || container == nil {
 				continue
@@ -781,7 +790,7 @@ func (c *converter) bind(n *node, typ string, r Row) *el {
 		if v, ok := params["max-pixels"]; ok {
 			b.attr("orx:max-pixels", v)
 		}
-		if v, ok := params["quality"]; ok {
+		if v, ok := params["quality"]; ok && n.typ != "background-audio" {
 			b.attr("odk:quality", v)
 		}
 		if n.typ == "audit" {
