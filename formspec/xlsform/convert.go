@@ -97,6 +97,7 @@ type converter struct {
 	entity      *entity          // the entities sheet's declaration, if any
 	dupNames    map[string]bool  // names used more than once: ${name} cannot tell which
 	repeatPaths map[string]bool
+	lastSaved   bool // ${last-saved#name} is used: declare the last-saved instance
 }
 
 // checkAliases refuses two headers that are names for the same column
@@ -516,6 +517,15 @@ func (c *converter) exprFrom(s, context string, row int, col string, filter bool
 		last = m[1]
 		ref := s[m[0]:m[1]]
 		name := strings.TrimSpace(s[m[2]:m[3]])
+		if saved, ok := strings.CutPrefix(name, "last-saved#"); ok {
+			// The answer in the form last saved on this device.
+			if target := c.byName[strings.TrimSpace(saved)]; target != nil && !c.dupNames[strings.TrimSpace(saved)] {
+				c.lastSaved = true
+				b.WriteString(" instance('__last-saved')" + target.path + " ")
+				continue
+			}
+			name = strings.TrimSpace(saved)
+		}
 		target := c.byName[name]
 		if target == nil {
 			c.errorf("survey", row, col, "There is no question named %q for ${%s} to refer to. Fix the name, or add the question.", name, name)

@@ -333,7 +333,20 @@ func (c *converter) emit() []byte {
 		model.add(itext)
 	}
 	model.add(elem("instance").add(rootEl))
-	for _, x := range c.externalInstances() {
+	externals := c.externalInstances()
+	if c.lastSaved {
+		model.add(elem("instance", "id", "__last-saved", "src", "jr://instance/last-saved"))
+		for _, x := range externals {
+			if x.id == "__last-saved" {
+				row := 0
+				if n := c.byName["__last-saved"]; n != nil {
+					row = n.row.Num
+				}
+				c.errorf("survey", row, "name", "The external instance __last-saved (%s) would clash with the last saved form that ${last-saved#...} reads: rename the external instance.", x.src)
+			}
+		}
+	}
+	for _, x := range externals {
 		model.add(elem("instance", "id", x.id, "src", x.src))
 	}
 	for _, list := range usedOrder {
