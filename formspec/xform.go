@@ -400,7 +400,8 @@ var (
 )
 
 // expectedMedia finds every file the form refers to: jr:// media in labels,
-// external instances, and pulldata() CSVs, as ODK Central does.
+// external instances, pulldata() CSVs and the itemsets.csv of external
+// selects, as ODK Central does.
 func expectedMedia(doc *etree.Document) []Media {
 	found := map[string]string{}
 	add := func(name, typ string) {
@@ -427,6 +428,10 @@ func expectedMedia(doc *etree.Document) []Media {
 	walk = func(e *etree.Element) {
 		for _, a := range e.Attr {
 			scan(a.Value)
+		}
+		if e.Tag == "input" && e.SelectAttr("query") != nil {
+			// A select_one_external searches itemsets.csv, as in ODK Central.
+			add("itemsets.csv", "file")
 		}
 		scan(e.Text())
 		for _, c := range e.ChildElements() {

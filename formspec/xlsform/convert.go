@@ -79,25 +79,27 @@ type node struct {
 	path     string
 	parent   *node
 	children []*node
+	external string // the external_choices list of a select_one_external
 }
 
 type converter struct {
-	wb          *Workbook
-	opt         Options
-	res         *Result
-	root        *node
-	byName      map[string]*node
-	langs       []string // languages of translated columns, in order of appearance
-	itext       bool
-	choices     map[string][]Row
-	listOrder   []string
-	settings    map[string]string
-	triggers    map[string][]*el // setvalues to place in the controls of triggering questions
-	usesHaven   bool             // a haven: attribute was written: declare the namespace
-	entity      *entity          // the entities sheet's declaration, if any
-	dupNames    map[string]bool  // names used more than once: ${name} cannot tell which
-	repeatPaths map[string]bool
-	lastSaved   bool // ${last-saved#name} is used: declare the last-saved instance
+	wb             *Workbook
+	opt            Options
+	res            *Result
+	root           *node
+	byName         map[string]*node
+	langs          []string // languages of translated columns, in order of appearance
+	itext          bool
+	choices        map[string][]Row
+	listOrder      []string
+	settings       map[string]string
+	triggers       map[string][]*el // setvalues to place in the controls of triggering questions
+	usesHaven      bool             // a haven: attribute was written: declare the namespace
+	entity         *entity          // the entities sheet's declaration, if any
+	dupNames       map[string]bool  // names used more than once: ${name} cannot tell which
+	repeatPaths    map[string]bool
+	lastSaved      bool // ${last-saved#name} is used: declare the last-saved instance
+	warnedItemsets bool
 }
 
 // checkAliases refuses two headers that are names for the same column
@@ -120,6 +122,20 @@ func (c *converter) checkAliases() {
 			first[h] = sh.Raw[i]
 		}
 	}
+}
+
+// externalList reports whether the external_choices sheet has the list.
+func (c *converter) externalList(list string) bool {
+	sh := c.wb.sheet("external_choices")
+	if sh == nil || list == "" {
+		return false
+	}
+	for _, r := range sh.Rows {
+		if r.Get("list_name") == list {
+			return true
+		}
+	}
+	return false
 }
 
 func (c *converter) warnf(sheet string, row int, col, format string, args ...any) {
@@ -333,11 +349,27 @@ func (c *converter) readSurvey(sh *Sheet) {
 			if alias, ok := typeAliases[base]; ok {
 				base = alias
 			}
+			if base == "select_one_external" {
+				// Choices in the external_choices sheet, which the server
+				// turns into itemsets.csv; the question searches them.
+				list = strings.TrimSpace(list)
+				if !c.externalList(list) {
+					c.errorf("survey", r.Num, "type", "The list %q is not on the external_choices sheet. Add its choices there (list_name %s), or fix the name.", list, list)
+					continue
+				}
+				if !c.warnedItemsets {
+					c.warnedItemsets = true
+					c.warnf("survey", r.Num, "type", "select_one_external reads its choices from itemsets.csv on the device. Haven does not make that file from the external_choices sheet: save the sheet as itemsets.csv and attach it to the form's draft.")
+				}
+			}
 			if _, ok := questionTypes[base]; !ok {
 				c.errorf("survey", r.Num, "type", "Unknown question type %q. Use one of the XLSForm types (text, integer, decimal, date, select_one LIST, select_multiple LIST, geopoint, image, note, calculate, ...).", typ)
 				continue
 			}
 			n = &node{kind: "question", typ: base}
+			if base == "select_one_external" {
+				n.external = list
+			}
 			if isSelect(base) {
 				list = strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(list), "or_other"))
 				if list == "" {
@@ -486,6 +518,8 @@ var questionTypes = map[string]qtype{
 	"audit": {bind: "binary"},
 	// A location taken when the form is first opened.
 	"start-geopoint": {bind: "geopoint"},
+	// A select whose choices are in the external_choices sheet.
+	"select_one_external": {bind: "string", control: "input"},
 	// A location taken when the question named in trigger changes.
 	"background-geopoint": {bind: "geopoint"},
 	// Audio recorded while the form is filled in.

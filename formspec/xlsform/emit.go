@@ -627,6 +627,13 @@ func (c *converter) build(n *node, inst, container *el, binds *[]*el, texts *[]*
 				continue
 			}
 			ctl := elem(qt.control, "ref", ch.path)
+			if ch.external != "" {
+				query := "instance('" + ch.external + "')/root/item"
+				if f := r.Get("choice_filter"); f != "" {
+					query += "[" + c.exprFrom(f, ch.path, ch.row.Num, "choice_filter", true) + "]"
+				}
+				ctl.attr("query", query)
+			}
 			if qt.mediatype != "" {
 				ctl.attr("mediatype", qt.mediatype)
 			}

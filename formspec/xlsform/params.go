@@ -10,18 +10,19 @@ import (
 
 // acceptedParams lists the parameters each question type takes.
 var acceptedParams = map[string][]string{
-	"range":            {"start", "end", "step", "tick_interval", "placeholder", "tick_labelset"},
-	"geopoint":         {"capture-accuracy", "warning-accuracy", "allow-mock-accuracy", "reference-geometry"},
-	"geotrace":         {"allow-mock-accuracy", "incremental", "reference-geometry"},
-	"geoshape":         {"allow-mock-accuracy", "incremental", "reference-geometry"},
-	"image":            {"max-pixels", "app"},
-	"audio":            {"quality"},
-	"background-audio": {"quality"},
-	"text":             {"rows"},
-	"select_one":       {"randomize", "seed", "value", "label"},
-	"select_multiple":  {"randomize", "seed", "value", "label"},
-	"rank":             {"randomize", "seed"},
-	"audit":            {"location-priority", "location-min-interval", "location-max-age", "track-changes", "track-changes-reasons", "identify-user"},
+	"range":               {"start", "end", "step", "tick_interval", "placeholder", "tick_labelset"},
+	"geopoint":            {"capture-accuracy", "warning-accuracy", "allow-mock-accuracy", "reference-geometry"},
+	"geotrace":            {"allow-mock-accuracy", "incremental", "reference-geometry"},
+	"geoshape":            {"allow-mock-accuracy", "incremental", "reference-geometry"},
+	"image":               {"max-pixels", "app"},
+	"audio":               {"quality"},
+	"background-audio":    {"quality"},
+	"text":                {"rows"},
+	"select_one":          {"randomize", "seed", "value", "label"},
+	"select_multiple":     {"randomize", "seed", "value", "label"},
+	"rank":                {"randomize", "seed"},
+	"select_one_external": {"randomize", "seed"},
+	"audit":               {"location-priority", "location-min-interval", "location-max-age", "track-changes", "track-changes-reasons", "identify-user"},
 }
 
 // parseParams reads the parameters column: key=value pairs separated by

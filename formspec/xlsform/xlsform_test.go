@@ -101,6 +101,33 @@ func TestIgnoredParametersWarn(t *testing.T) {
 	}
 }
 
+// A select_one_external searches the external_choices list; the form then
+// expects itemsets.csv among its media, and the designer is told to attach it.
+func TestSelectOneExternal(t *testing.T) {
+	md := "| survey | | | | |\n| | type | name | label | choice_filter |\n| | text | state | State | |\n| | select_one_external city | city | City | state=${state} |\n" +
+		"| external_choices | | | |\n| | list_name | name | state |\n| | city | Sydney | nsw |"
+	res := ConvertMarkdown(md, Options{})
+	if len(res.Errors) > 0 {
+		t.Fatalf("refused: %+v", res.Errors)
+	}
+	if !strings.Contains(string(res.XForm), `query="instance('city')/root/item[state= /data/state ]"`) {
+		t.Fatalf("no query: %s", res.XForm)
+	}
+	if len(res.Warnings) != 1 || !strings.Contains(res.Warnings[0].Message, "itemsets.csv") {
+		t.Fatalf("warnings: %+v", res.Warnings)
+	}
+	f, err := formspec.Parse(res.XForm)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(f.Media) != 1 || f.Media[0].Name != "itemsets.csv" {
+		t.Fatalf("media: %+v", f.Media)
+	}
+	if res := ConvertMarkdown(strings.Replace(md, "select_one_external city", "select_one_external town", 1), Options{}); len(res.Errors) == 0 {
+		t.Fatal("a list missing from external_choices was accepted")
+	}
+}
+
 func TestReadXLSXRefusesGarbage(t *testing.T) {
 	for _, b := range [][]byte{nil, []byte("not a zip"), append([]byte("PK\x03\x04"), make([]byte, 100)...)} {
 		if res := ConvertXLSX(b, Options{}); len(res.Errors) == 0 || !strings.Contains(res.Errors[0].Message, ".xlsx") {
