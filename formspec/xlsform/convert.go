@@ -314,6 +314,11 @@ func (c *converter) readSurvey(sh *Sheet) {
 			}
 			continue
 		}
+		for long, short := range map[string]string{"select one ": "select_one ", "select multiple ": "select_multiple ", "select all that apply ": "select_multiple "} {
+			if len(typ) > len(long) && strings.EqualFold(typ[:len(long)], long) && !strings.HasPrefix(strings.TrimSpace(typ[len(long):]), "${") {
+				typ = short + typ[len(long):]
+			}
+		}
 		low := strings.ToLower(typ)
 		parent := stack[len(stack)-1]
 		switch low {
