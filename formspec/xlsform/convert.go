@@ -445,8 +445,10 @@ func (c *converter) readSurvey(sh *Sheet) {
 			if !ok {
 				continue
 			}
-			if g := params["reference-geometry"]; c.choices[g] != nil {
-				n.list = g // its instance and translations are written like a select's
+			for _, k := range []string{"reference-geometry", "tick_labelset"} {
+				if l := params[k]; c.choices[l] != nil {
+					n.list = l // its instance and translations are written like a select's
+				}
 			}
 		}
 		n.path = parent.path + "/" + name

@@ -358,7 +358,7 @@ func (c *converter) emit() []byte {
 				item.add(&el{name: "itextId", text: fmt.Sprintf("%s-%d", list, i)})
 			}
 			item.add(&el{name: "name", text: r.Get("name")})
-			if !itext {
+			if !itext && r.Get("label") != "" {
 				item.add(&el{name: "label", text: r.Get("label")})
 			}
 			rt.add(item)
@@ -662,7 +662,11 @@ func (c *converter) build(n *node, inst, container *el, binds *[]*el, texts *[]*
 				ctl.attr("rows", v)
 			}
 			if v, ok := params["app"]; ok {
-				ctl.attr("intent", v)
+				// Another app takes the picture only when no drawing
+				// appearance asks Collect to (pyxform's rule).
+				if a := r.Get("appearance"); a == "" || a == "annotate" {
+					ctl.attr("intent", v)
+				}
 			}
 			if v, ok := params["incremental"]; ok && yes(v) {
 				ctl.attr("incremental", "true")
@@ -695,6 +699,13 @@ func (c *converter) build(n *node, inst, container *el, binds *[]*el, texts *[]*
 			}
 			if g, ok := params["reference-geometry"]; ok {
 				ctl.add(c.referenceGeometry(ch, g))
+			}
+			if l := params["tick_labelset"]; ch.typ == "range" && c.choices[l] != nil {
+				label := "label"
+				if c.listItext(l) {
+					label = "jr:itext(itextId)"
+				}
+				ctl.add(elem("itemset", "nodeset", "instance('"+l+"')/root/item").add(elem("value", "ref", "name"), elem("label", "ref", label)))
 			}
 			ctl.add(c.triggers[ch.path]...)
 			container.add(ctl)
@@ -867,7 +878,7 @@ func (c *converter) rangeParams(n *node, ctl *el) {
 		}
 		ctl.attr(k, v)
 	}
-	for _, k := range []string{"tick_interval", "placeholder", "tick_labelset"} {
+	for _, k := range []string{"tick_interval", "placeholder"} { // tick_labelset is an itemset
 		if v, ok := params[k]; ok {
 			ctl.attr("odk:"+strings.ReplaceAll(k, "_", "-"), v)
 		}
