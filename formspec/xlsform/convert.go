@@ -2,6 +2,7 @@ package xlsform
 
 import (
 	"fmt"
+	"slices"
 
 	"github.com/haven-org/haven"
 	"github.com/haven-org/haven/formspec"
@@ -89,7 +90,6 @@ type converter struct {
 	root           *node
 	byName         map[string]*node
 	langs          []string // languages of translated columns, in order of appearance
-	itext          bool
 	choices        map[string][]Row
 	listOrder      []string
 	settings       map[string]string
@@ -260,6 +260,9 @@ func rowItext(r Row, choice bool) bool {
 		if strings.HasPrefix(h, "media::") || strings.HasPrefix(h, "guidance_hint") {
 			return true
 		}
+		if base, _, ok := strings.Cut(h, "::"); ok && slices.Contains(translatable, base) {
+			return true // translated: the row's texts go to itext
+		}
 		if choice && strings.HasPrefix(h, "label") && refPattern.MatchString(v) {
 			return true
 		}
@@ -267,12 +270,9 @@ func rowItext(r Row, choice bool) bool {
 	return false
 }
 
-func (c *converter) nodeItext(n *node) bool { return c.itext || rowItext(n.row, false) }
+func (c *converter) nodeItext(n *node) bool { return rowItext(n.row, false) }
 
 func (c *converter) listItext(list string) bool {
-	if c.itext {
-		return true
-	}
 	for _, r := range c.choices[list] {
 		if rowItext(r, true) {
 			return true
@@ -282,7 +282,6 @@ func (c *converter) listItext(list string) bool {
 }
 
 func (c *converter) addLang(l string) {
-	c.itext = true
 	for _, x := range c.langs {
 		if x == l {
 			return
