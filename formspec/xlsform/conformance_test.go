@@ -1,6 +1,7 @@
 package xlsform
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -66,6 +67,10 @@ func TestConformance(t *testing.T) {
 			continue
 		}
 		res := ConvertXLSX(xlsx, Options{RootName: c.RootName, FormID: "data"})
+		// The same input gives the same bytes (map order must never leak out).
+		if again := ConvertXLSX(xlsx, Options{RootName: c.RootName, FormID: "data"}); !bytes.Equal(again.XForm, res.XForm) || len(again.Errors) != len(res.Errors) {
+			t.Errorf("%s: two conversions of the same workbook differ", d.Name())
+		}
 		if !c.PyxformOK {
 			refusals++
 			if len(res.Errors) > 0 {

@@ -149,14 +149,17 @@ func (c *converter) withOutputs(s string, at *node, col string) (text string, ra
 
 // translations of one column of a row: language -> text. An untranslated
 // column counts as the language "default".
-func (c *converter) translations(r Row, col string) map[string]string {
-	out := map[string]string{}
+// translations returns a column's texts by language: the untranslated
+// column first (as "default"), then each language in order, so that where
+// default is also a named language the named column wins.
+func (c *converter) translations(r Row, col string) [][2]string {
+	var out [][2]string
 	if v := r.Get(col); v != "" {
-		out["default"] = v
+		out = append(out, [2]string{"default", v})
 	}
 	for _, l := range c.langs {
 		if v := r.Get(col + "::" + l); v != "" {
-			out[l] = v
+			out = append(out, [2]string{l, v})
 		}
 	}
 	return out
@@ -209,19 +212,19 @@ func (c *converter) textEntry(id string, r Row, col string, at *node) *itextEntr
 		}
 		e.forms[lang][form] = v
 	}
-	for lang, v := range c.translations(r, col) {
-		put(lang, "", v)
+	for _, t := range c.translations(r, col) {
+		put(t[0], "", t[1])
 	}
 	if col == "hint" {
-		for lang, v := range c.translations(r, "guidance_hint") {
-			put(lang, "guidance", v)
+		for _, t := range c.translations(r, "guidance_hint") {
+			put(t[0], "guidance", t[1])
 		}
 	}
 	if col == "label" {
 		for _, m := range []string{"image", "audio", "video", "big-image"} {
-			for lang, v := range c.translations(r, "media::"+m) {
+			for _, t := range c.translations(r, "media::"+m) {
 				prefix := map[string]string{"image": "jr://images/", "big-image": "jr://images/", "audio": "jr://audio/", "video": "jr://video/"}[m]
-				put(lang, m, prefix+v)
+				put(t[0], m, prefix+t[1])
 			}
 		}
 	}
