@@ -100,6 +100,7 @@ type converter struct {
 	repeatPaths    map[string]bool
 	lastSaved      bool // ${last-saved#name} is used: declare the last-saved instance
 	warnedItemsets bool
+	searchLists    map[string]*node // choice lists written inline by a search() select
 }
 
 // checkAliases refuses two headers that are names for the same column

@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"encoding/xml"
 	"fmt"
+	"maps"
 	"regexp"
+	"slices"
 	"strings"
 	"unicode/utf8"
 
@@ -249,9 +251,20 @@ func (c *converter) emit() []byte {
 	var texts []*itextEntry
 	used := map[string]bool{}
 	var usedOrder []string
+	// A select with a search() appearance lists its choices inline, so its
+	// list needs no instance; a list cannot serve both kinds of select.
+	search, plain := map[string]*node{}, map[string]*node{}
 	var walk func(n *node)
 	walk = func(n *node) {
 		for _, ch := range n.children {
+			if ch.list != "" && isSelect(ch.typ) && strings.Contains(ch.row.Get("appearance"), "search(") {
+				if id, _ := fileList(ch.list); id != "" {
+					c.errorf("survey", ch.row.Num, "appearance", "Question %q selects from the file %s and uses search(): search() reads its own file, so choose one of the two.", ch.name, ch.list)
+				}
+				search[ch.list] = ch
+			} else if ch.list != "" {
+				plain[ch.list] = ch
+			}
 			if ch.list != "" && c.choices[ch.list] != nil && !used[ch.list] {
 				used[ch.list] = true
 				usedOrder = append(usedOrder, ch.list)
@@ -260,6 +273,12 @@ func (c *converter) emit() []byte {
 		}
 	}
 	walk(c.root)
+	for _, list := range slices.Sorted(maps.Keys(search)) {
+		if q, other := search[list], plain[list]; other != nil {
+			c.errorf("survey", other.row.Num, "type", "Question %q uses search(), which lists the choices of %q inline; question %q uses the same list without search(). Give one of them its own copy of the list.", q.name, list, other.name)
+		}
+	}
+	c.searchLists = search
 	langs := c.languages()
 	for _, list := range usedOrder {
 		if !c.listItext(list) {
@@ -353,6 +372,9 @@ func (c *converter) emit() []byte {
 		model.add(elem("instance", "id", x.id, "src", x.src))
 	}
 	for _, list := range usedOrder {
+		if c.searchLists[list] != nil {
+			continue // written inline in the select
+		}
 		rt := elem("root")
 		for i, r := range c.choices[list] {
 			item := elem("item")
@@ -675,7 +697,17 @@ func (c *converter) build(n *node, inst, container *el, binds *[]*el, texts *[]*
 				ctl.attr("incremental", "true")
 			}
 			c.labels(ch, ctl, texts)
-			if isSelect(ch.typ) {
+			if isSelect(ch.typ) && c.searchLists[ch.list] == ch {
+				for i, cr := range c.choices[ch.list] {
+					lbl := elem("label")
+					if c.listItext(ch.list) {
+						lbl.attr("ref", fmt.Sprintf("jr:itext('%s-%d')", ch.list, i))
+					} else {
+						lbl.text = cr.Get("label")
+					}
+					ctl.add(elem("item").add(lbl, &el{name: "value", text: cr.Get("name")}))
+				}
+			} else if isSelect(ch.typ) {
 				id, _ := fileList(ch.list)
 				valueRef, labelRef := "name", "label"
 				if id != "" {
