@@ -125,6 +125,38 @@ func (c *converter) checkAliases() {
 	}
 }
 
+// addOther makes "select_one LIST or_other" as pyxform does: an "other"
+// choice at the end of the list and, after the select, a text question
+// NAME_other shown when other is chosen. The text question declares the
+// select's purpose and sensitivity: it holds the same kind of answer.
+func (c *converter) addOther(n *node) {
+	has := false
+	for _, r := range c.choices[n.list] {
+		has = has || r.Get("name") == "other"
+	}
+	if !has {
+		cells := map[string]string{"list_name": n.list, "name": "other", "label": "Other"}
+		for _, l := range c.langs {
+			cells["label::"+l] = "Other"
+		}
+		c.choices[n.list] = append(c.choices[n.list], Row{Num: n.row.Num, Cells: cells})
+	}
+	cells := map[string]string{"type": "text", "name": n.name + "_other", "label": "Specify other.",
+		"relevant": "selected(../" + n.name + ", 'other')"}
+	for _, col := range []string{"purpose", "sensitivity"} {
+		if v := n.row.Get(col); v != "" {
+			cells[col] = v
+		}
+	}
+	other := &node{kind: "question", typ: "text", name: n.name + "_other", row: Row{Num: n.row.Num, Cells: cells}, parent: n.parent, path: n.parent.path + "/" + n.name + "_other"}
+	n.parent.children = append(n.parent.children, other)
+	if _, dup := c.byName[other.name]; !dup {
+		c.byName[other.name] = other
+	} else {
+		c.dupNames[other.name] = true
+	}
+}
+
 // externalList reports whether the external_choices sheet has the list.
 func (c *converter) externalList(list string) bool {
 	sh := c.wb.sheet("external_choices")
@@ -339,6 +371,7 @@ func (c *converter) readSurvey(sh *Sheet) {
 		}
 		name := r.Get("name")
 		var n *node
+		orOther := false
 		switch {
 		case low == "begin group" || low == "begin_group", low == "begin repeat" || low == "begin_repeat":
 			n = &node{kind: "group", typ: "group"}
@@ -376,6 +409,7 @@ func (c *converter) readSurvey(sh *Sheet) {
 				n.external = list
 			}
 			if isSelect(base) {
+				orOther = strings.HasSuffix(strings.TrimSpace(list), "or_other")
 				list = strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(list), "or_other"))
 				if list == "" {
 					c.errorf("survey", r.Num, "type", "%s needs the name of a choice list: write %s LISTNAME.", base, base)
@@ -456,6 +490,9 @@ func (c *converter) readSurvey(sh *Sheet) {
 			c.repeatPaths[n.path] = true
 		}
 		parent.children = append(parent.children, n)
+		if orOther {
+			c.addOther(n)
+		}
 		if _, dup := c.byName[name]; !dup {
 			c.byName[name] = n
 		} else {
