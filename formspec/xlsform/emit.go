@@ -294,6 +294,28 @@ func (c *converter) emit() []byte {
 	}
 
 	model := elem("model", "odk:xforms-version", "1.0.0")
+	// The submission element: where and how Collect sends (Haven refuses a
+	// public key when the form is published: it must read submissions).
+	sub := elem("submission")
+	if v := c.settings["submission_url"]; v != "" {
+		sub.attr("action", v)
+		sub.attr("method", "post")
+	}
+	if v := c.settings["public_key"]; v != "" {
+		sub.attr("base64RsaPublicKey", strings.Join(strings.Fields(v), ""))
+	}
+	if v := c.settings["auto_send"]; v != "" {
+		sub.attr("orx:auto-send", v)
+	}
+	if v := c.settings["auto_delete"]; v != "" {
+		sub.attr("orx:auto-delete", v)
+	}
+	if yes(c.settings["client_editable"]) {
+		sub.attr("odk:client-editable", "true")
+	}
+	if len(sub.attrs) > 0 {
+		model.add(sub)
+	}
 	rootEl := elem(c.opt.RootName, "id", formID)
 	if v := c.settings["version"]; v != "" {
 		rootEl.attr("version", v)
