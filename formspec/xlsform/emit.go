@@ -24,17 +24,21 @@ type el struct {
 }
 
 // splitCopies gives a repeat's instance children for its template and for
-// its plain copy: a repeat nested in it appears as a template in the first
-// and as a plain copy in the second, as pyxform writes them.
-func splitCopies(children []*el) (template, plain []*el) {
+// its plain copy, as pyxform writes them: a repeat nested in it appears as a
+// template in the first and as a plain copy in the second, except that a
+// repeat nested within a group keeps both copies in the template.
+func splitCopies(children []*el, direct bool) (template, plain []*el) {
 	for _, c := range children {
 		switch {
 		case c.copyOf == "template":
 			template = append(template, c)
 		case c.copyOf == "plain":
 			plain = append(plain, c)
+			if !direct {
+				template = append(template, c)
+			}
 		case hasCopies(c):
-			t, p := splitCopies(c.children)
+			t, p := splitCopies(c.children, false)
 			tc, pc := *c, *c
 			tc.children, pc.children = t, p
 			template, plain = append(template, &tc), append(plain, &pc)
@@ -327,9 +331,11 @@ func (c *converter) emit() []byte {
 	c.entity = ent
 	c.build(c.root, rootEl, body, &binds, &texts)
 	meta := elem("meta")
-	if ent != nil {
+	if ent != nil && ent.scope == c.root {
 		model.attr("entities:entities-version", "2024.1.0")
 		c.entityElements(ent, meta, &binds)
+	} else if ent != nil {
+		model.attr("entities:entities-version", "2025.1.0") // made in a repeat: see build
 	}
 	for _, ch := range c.root.children {
 		if ch.typ == "audit" {
@@ -606,6 +612,16 @@ func (c *converter) build(n *node, inst, container *el, binds *[]*el, texts *[]*
 			}
 			fresh := elem(ch.name)
 			c.build(ch, fresh, inner, binds, texts)
+			if e := c.entity; e != nil && e.scope == ch && binds != nil {
+				// Each item of this repeat makes an entity: its meta goes
+				// last in the item, a new id with each new item.
+				meta := elem("meta")
+				c.entityElements(e, meta, binds)
+				fresh.add(meta)
+				if inner != nil && e.id == "" {
+					inner.add(elem("setvalue", "ref", ch.path+"/meta/entity/@id", "event", "odk-new-repeat", "value", "uuid()"))
+				}
+			}
 			if ch.kind == "repeat" && inner != nil {
 				for _, q := range ch.children {
 					if d := q.row.Get("default"); q.kind == "question" && d != "" && dynamicDefault(d) {
@@ -615,7 +631,7 @@ func (c *converter) build(n *node, inst, container *el, binds *[]*el, texts *[]*
 			}
 			if ch.kind == "repeat" {
 				tmpl := elem(ch.name, "jr:template", "")
-				tmpl.children, fresh.children = splitCopies(fresh.children)
+				tmpl.children, fresh.children = splitCopies(fresh.children, true)
 				tmpl.copyOf, fresh.copyOf = "template", "plain"
 				inst.add(tmpl)
 			}

@@ -9,6 +9,7 @@ import (
 type entity struct {
 	row                                    Row
 	dataset, label, id, createIf, updateIf string
+	scope                                  *node // the root, or the repeat each of whose items makes an entity
 }
 
 // readEntities reads the entities sheet (one row, as pyxform takes it).
@@ -52,31 +53,85 @@ func (c *converter) readEntities() *entity {
 		c.errorf("entities", r.Num, "update_if", "The entity list %q has create_if and entity_id, which upserts (creates or updates) an entity, but no update_if: add an update_if, or remove entity_id to only create entities.", e.dataset)
 		return nil
 	}
-	for _, v := range []string{e.label, e.id, e.createIf, e.updateIf} {
-		for _, m := range refPattern.FindAllStringSubmatch(v, -1) {
-			if n := c.byName[strings.TrimSpace(m[1])]; n != nil && c.inRepeat(n) {
-				c.errorf("entities", r.Num, "list_name", "The entity refers to ${%s}, inside a repeat: Haven does not convert entities declared in repeats yet. Refer to questions outside repeats, or convert this form with pyxform.", n.name)
-				return nil
-			}
-		}
+	if e.scope = c.entityScope(e); e.scope == nil {
+		return nil
 	}
 	return e
 }
 
-func (c *converter) inRepeat(n *node) bool {
+// nearestRepeat returns the repeat n is in, or the root.
+func (c *converter) nearestRepeat(n *node) *node {
 	for p := n.parent; p != nil; p = p.parent {
 		if p.kind == "repeat" {
-			return true
+			return p
 		}
 	}
-	return false
+	return c.root
+}
+
+// entityScope finds where the entity is made (entities spec 2025.1.0): in
+// the repeat holding the questions saved to it, or the deepest repeat its
+// expressions refer into; at the root when neither is in a repeat. Every
+// other reference must be in that scope or above it. nil after an error.
+func (c *converter) entityScope(e *entity) *node {
+	var saveScope *node
+	var saveAt *node
+	var bad bool
+	var walk func(n *node)
+	walk = func(n *node) {
+		for _, ch := range n.children {
+			if ch.kind == "question" && ch.row.Get("save_to") != "" {
+				s := c.nearestRepeat(ch)
+				if saveScope != nil && s != saveScope && !bad {
+					bad = true
+					c.errorf("survey", ch.row.Num, "save_to", "Questions saved to the entity list %q sit in different repeats (%s and %s): an entity is made once per item of one repeat. Move them into the same repeat, or copy the value there with a calculate and save that.", e.dataset, saveScope.path, s.path)
+				}
+				if saveScope == nil {
+					saveScope, saveAt = s, ch
+				}
+			}
+			walk(ch)
+		}
+	}
+	walk(c.root)
+	if bad {
+		return nil
+	}
+	scope := c.root
+	if saveScope != nil {
+		scope = saveScope
+	}
+	within := func(a, b *node) bool { return a == b || strings.HasPrefix(b.path, a.path+"/") } // a is b or above it
+	for _, v := range []string{e.label, e.id, e.createIf, e.updateIf} {
+		for _, m := range refPattern.FindAllStringSubmatch(v, -1) {
+			n := c.byName[strings.TrimSpace(m[1])]
+			if n == nil {
+				continue // reported when the expression is written
+			}
+			s := c.nearestRepeat(n)
+			switch {
+			case within(s, scope):
+			case within(scope, s) && (saveScope == nil || scope != saveScope):
+				scope = s // deeper: the entity moves down with its references
+			default:
+				at, row := scope.path, e.row.Num
+				if saveAt != nil {
+					row = saveAt.row.Num
+				}
+				c.errorf("entities", row, "list_name", "The entity list %q refers to ${%s} in %s, which is not compatible with its other references in %s: an entity is made once per item of one repeat. Copy the value into that repeat with a calculate and refer to it.", e.dataset, n.name, s.path, at)
+				return nil
+			}
+		}
+	}
+	return scope
 }
 
 // entityElements adds the entity to meta and its binds, as pyxform does
 // for the entities spec 2024.1.0.
 func (c *converter) entityElements(e *entity, meta *el, binds *[]*el) {
-	at := c.root
-	path := c.root.path + "/meta/entity"
+	path := e.scope.path + "/meta/entity"
+	row := e.row.Num
+	expr := func(s, context, col string, filter bool) string { return c.exprFrom(s, context, row, col, filter) }
 	ent := elem("entity", "dataset", e.dataset)
 	if e.id == "" || e.createIf != "" {
 		ent.attr("create", "1")
@@ -92,8 +147,8 @@ func (c *converter) entityElements(e *entity, meta *el, binds *[]*el) {
 		ent.add(elem("label"))
 	}
 	meta.add(ent)
-	calc := func(attr, expr, col string) {
-		*binds = append(*binds, elem("bind", "nodeset", path+"/"+attr, "calculate", c.expr(expr, at, col), "readonly", "true()", "type", "string"))
+	calc := func(attr, x, col string) {
+		*binds = append(*binds, elem("bind", "nodeset", path+"/"+attr, "calculate", expr(x, path+"/"+attr, col, false), "readonly", "true()", "type", "string"))
 	}
 	if e.createIf != "" {
 		calc("@create", e.createIf, "create_if")
@@ -102,15 +157,15 @@ func (c *converter) entityElements(e *entity, meta *el, binds *[]*el) {
 		calc("@update", e.updateIf, "update_if")
 	}
 	if e.id != "" {
-		id := c.expr(e.id, at, "entity_id")
 		for _, v := range []string{"version", "trunkVersion", "branchId"} {
 			attr := "@" + v
 			if v == "version" {
 				attr = "@baseVersion"
 			}
+			id := expr(e.id, path+"/"+attr, "entity_id", true)
 			*binds = append(*binds, elem("bind", "nodeset", path+"/"+attr, "calculate", "instance('"+e.dataset+"')/root/item[name="+id+"]/__"+v, "readonly", "true()", "type", "string"))
 		}
-		*binds = append(*binds, elem("bind", "nodeset", path+"/@id", "readonly", "true()", "type", "string", "calculate", id))
+		*binds = append(*binds, elem("bind", "nodeset", path+"/@id", "readonly", "true()", "type", "string", "calculate", expr(e.id, path+"/@id", "entity_id", false)))
 	} else {
 		*binds = append(*binds, elem("bind", "nodeset", path+"/@id", "readonly", "true()", "type", "string"),
 			elem("setvalue", "ref", path+"/@id", "event", "odk-instance-first-load", "value", "uuid()"))
