@@ -254,14 +254,33 @@ var metadataTiers = map[string]struct {
 	"property":  {"Which device or account filled in the form (recorded by the device).", haven.Level2},
 	"meta":      {"Identifies the submission (protocol metadata).", haven.Public},
 	"uid":       {"Identifies the submission (protocol metadata).", haven.Public},
+	// An entity's label is built from answers (often a name), which this
+	// model does not trace: it gets the highest tier unless the form says.
+	"entity": {"Names the entity the submission creates or updates (entity list); built from answers.", haven.Level3},
 }
 
 // IsMetadata reports whether the device fills n in itself: the meta block
 // (instanceID, instanceName, audit...) and preloaded values (start, end,
 // today, deviceid, username...). Haven maps these itself.
 func (f *Form) IsMetadata(n *Node) bool {
-	return n.Preload != "" || strings.HasPrefix(n.Path, "/"+f.RootName+"/meta/")
+	if n.Preload != "" || strings.HasPrefix(n.Path, "/"+f.RootName+"/meta/") {
+		return true
+	}
+	// A repeat's own meta block: entities made once per item of a repeat.
+	segs := strings.Split(n.Path, "/")
+	for i := 2; i < len(segs)-1; i++ {
+		if segs[i] == "meta" {
+			if p := f.Node(strings.Join(segs[:i], "/")); p != nil && p.Repeat {
+				return true
+			}
+		}
+	}
+	return false
 }
+
+// isEntityLabel reports whether n is the label of the entity a submission
+// creates or updates (meta/entity/label): it is computed from answers.
+func isEntityLabel(n *Node) bool { return strings.HasSuffix(n.Path, "/meta/entity/label") }
 
 // IsNote reports whether n is a note: a read-only text shown to the
 // enumerator that holds no answer.
@@ -306,6 +325,8 @@ func (f *Form) Schema() []Field {
 				kind := "meta"
 				if c.Preload != "" {
 					kind = strings.Fields(c.Preload)[0]
+				} else if isEntityLabel(c) {
+					kind = "entity"
 				}
 				m, ok := metadataTiers[kind]
 				if !ok {

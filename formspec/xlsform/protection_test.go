@@ -137,3 +137,56 @@ func TestNoHavenNamespaceWithoutProtectionColumns(t *testing.T) {
 		t.Fatalf("unexpected haven namespace:\n%s", x)
 	}
 }
+
+// An entity made per item of a repeat passes the protection check (its meta
+// block is metadata Haven maps), and the entity's label, built from answers,
+// is kept at the highest tier wherever the entity is made.
+func TestEntityMetaProtection(t *testing.T) {
+	for _, md := range []string{
+		`| survey | | | | | | |
+| | type | name | label | purpose | sensitivity | save_to |
+| | begin_repeat | people | People | | | |
+| | text | pname | Name | Register the person | level_3 | |
+| | integer | age | Age | Plan services | level_1 | age |
+| | end_repeat | | | | | |
+| entities | | |
+| | list_name | label |
+| | people | ${pname} |
+| settings | |
+| | legal_basis |
+| | public_interest |`,
+		`| survey | | | | | |
+| | type | name | label | purpose | sensitivity |
+| | text | pname | Name | Register the person | level_3 |
+| entities | | |
+| | list_name | label |
+| | people | ${pname} |
+| settings | |
+| | legal_basis |
+| | public_interest |`,
+	} {
+		res := ConvertMarkdown(md, Options{})
+		if len(res.Errors) > 0 {
+			t.Fatal(res.Errors)
+		}
+		f, err := formspec.Parse(res.XForm)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if problems := f.CheckProtection(); len(problems) > 0 {
+			t.Fatalf("refused for publishing: %+v", problems)
+		}
+		found := false
+		for _, fd := range f.Schema() {
+			if strings.HasSuffix(fd.Path, "/meta/entity/label") {
+				found = true
+				if fd.Kind != "metadata" || fd.Effective != haven.Level3 {
+					t.Errorf("entity label %s: %+v", fd.Path, fd)
+				}
+			}
+		}
+		if !found {
+			t.Errorf("no entity label among the fields of:\n%s", res.XForm)
+		}
+	}
+}
