@@ -81,6 +81,9 @@ type node struct {
 	parent   *node
 	children []*node
 	external string // the external_choices list of a select_one_external
+	// fromAnswers names the question in a repeat whose answers, one per
+	// item, are the choices of "select_one ${question}".
+	fromAnswers string
 }
 
 type converter struct {
@@ -347,7 +350,7 @@ func (c *converter) readSurvey(sh *Sheet) {
 			continue
 		}
 		for long, short := range map[string]string{"select one ": "select_one ", "select multiple ": "select_multiple ", "select all that apply ": "select_multiple "} {
-			if len(typ) > len(long) && strings.EqualFold(typ[:len(long)], long) && !strings.HasPrefix(strings.TrimSpace(typ[len(long):]), "${") {
+			if len(typ) > len(long) && strings.EqualFold(typ[:len(long)], long) {
 				typ = short + typ[len(long):]
 			}
 		}
@@ -415,7 +418,10 @@ func (c *converter) readSurvey(sh *Sheet) {
 					c.errorf("survey", r.Num, "type", "%s needs the name of a choice list: write %s LISTNAME.", base, base)
 					continue
 				}
-				if strings.HasSuffix(list, ".csv") || strings.HasSuffix(list, ".xml") || strings.HasSuffix(list, ".geojson") {
+				if m := refPattern.FindStringSubmatch(list); m != nil && m[0] == list && base != "rank" {
+					n.fromAnswers = strings.TrimSpace(m[1]) // choices from a repeat's answers
+					list = ""
+				} else if strings.HasSuffix(list, ".csv") || strings.HasSuffix(list, ".xml") || strings.HasSuffix(list, ".geojson") {
 					n.list = list
 				} else if _, ok := c.choices[list]; !ok {
 					c.errorf("survey", r.Num, "type", "The choice list %q is not on the choices sheet. Add its choices there (list_name %s), or fix the name.", list, list)

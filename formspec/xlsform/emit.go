@@ -735,7 +735,9 @@ func (c *converter) build(n *node, inst, container *el, binds *[]*el, texts *[]*
 				ctl.attr("incremental", "true")
 			}
 			c.labels(ch, ctl, texts)
-			if isSelect(ch.typ) && c.searchLists[ch.list] == ch {
+			if ch.fromAnswers != "" {
+				ctl.add(c.answersItemset(ch))
+			} else if isSelect(ch.typ) && c.searchLists[ch.list] == ch {
 				for i, cr := range c.choices[ch.list] {
 					lbl := elem("label")
 					if c.listItext(ch.list) {
@@ -784,6 +786,38 @@ func (c *converter) build(n *node, inst, container *el, binds *[]*el, texts *[]*
 			container.add(ctl)
 		}
 	}
+}
+
+// answersItemset builds the itemset of "select_one ${q}": the answers to q
+// in the items of its repeat (the items where it is answered, or those the
+// choice_filter keeps, with references to the item's questions as ./path).
+func (c *converter) answersItemset(n *node) *el {
+	q := c.byName[n.fromAnswers]
+	rep := (*node)(nil)
+	if q != nil {
+		if r := c.nearestRepeat(q); r != c.root {
+			rep = r
+		}
+	}
+	if rep == nil {
+		c.errorf("survey", n.row.Num, "type", "%s ${%s} takes its choices from the answers to a question in a repeat: ${%s} is not one.", n.typ, n.fromAnswers, n.fromAnswers)
+		return nil
+	}
+	inItem := func(x *node) string { return strings.TrimPrefix(x.path, rep.path+"/") }
+	base := rep.path
+	if rel, ok := c.relative(n.path, rep.path); ok {
+		base = rel
+	}
+	pred := "./" + inItem(q) + " != ''"
+	if f := n.row.Get("choice_filter"); f != "" {
+		pred = refPattern.ReplaceAllStringFunc(f, func(ref string) string {
+			if x := c.byName[strings.TrimSpace(ref[2:len(ref)-1])]; x != nil && strings.HasPrefix(x.path, rep.path+"/") {
+				return " ./" + inItem(x) + " "
+			}
+			return c.exprFrom(ref, n.path, n.row.Num, "choice_filter", true)
+		})
+	}
+	return elem("itemset", "nodeset", base+"["+pred+"]").add(elem("value", "ref", inItem(q)), elem("label", "ref", inItem(q)))
 }
 
 // referenceGeometry builds the itemset of shapes a geo question shows for
