@@ -104,6 +104,7 @@ type converter struct {
 	lastSaved      bool // ${last-saved#name} is used: declare the last-saved instance
 	warnedItemsets bool
 	searchLists    map[string]*node // choice lists written inline by a search() select
+	texts          *[]*itextEntry   // itext entries being written, for binds' messages
 }
 
 // checkAliases refuses two headers that are names for the same column
@@ -306,7 +307,6 @@ func rowItext(r Row, choice bool) bool {
 	return false
 }
 
-func (c *converter) nodeItext(n *node) bool { return rowItext(n.row, false) }
 
 func (c *converter) listItext(list string) bool {
 	for _, r := range c.choices[list] {

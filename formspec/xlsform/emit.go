@@ -329,6 +329,7 @@ func (c *converter) emit() []byte {
 	c.triggers = c.collectTriggers()
 	ent := c.readEntities()
 	c.entity = ent
+	c.texts = &texts
 	c.build(c.root, rootEl, body, &binds, &texts)
 	meta := elem("meta")
 	if ent != nil && ent.scope == c.root {
@@ -788,6 +789,21 @@ func (c *converter) build(n *node, inst, container *el, binds *[]*el, texts *[]*
 	}
 }
 
+// colItext reports whether a row's column goes to itext, as pyxform decides
+// per column: when it is translated, a label when the row has media, a hint
+// when it has a guidance hint.
+func colItext(r Row, col string) bool {
+	for h, v := range r.Cells {
+		if strings.TrimSpace(v) == "" {
+			continue
+		}
+		if strings.HasPrefix(h, col+"::") || (col == "label" && strings.HasPrefix(h, "media::")) || (col == "hint" && strings.HasPrefix(h, "guidance_hint")) {
+			return true
+		}
+	}
+	return false
+}
+
 // answersItemset builds the itemset of "select_one ${q}": the answers to q
 // in the items of its repeat (the items where it is answered, or those the
 // choice_filter keeps, with references to the item's questions as ./path).
@@ -910,11 +926,15 @@ func (c *converter) bind(n *node, typ string, r Row) *el {
 			b.attr("entities:saveto", prop)
 		}
 	}
-	if v := r.Get("constraint_message"); v != "" && !c.nodeItext(n) {
-		b.attr("jr:constraintMsg", v)
-	}
-	if v := r.Get("required_message"); v != "" && !c.nodeItext(n) {
-		b.attr("jr:requiredMsg", v)
+	for _, m := range [][2]string{{"constraint_message", "jr:constraintMsg"}, {"required_message", "jr:requiredMsg"}} {
+		if colItext(r, m[0]) && c.texts != nil {
+			if t := c.textEntry(n.path+":"+m[1], r, m[0], n); t != nil {
+				*c.texts = append(*c.texts, t)
+				b.attr(m[1], "jr:itext('"+t.id+"')")
+			}
+		} else if v := r.Get(m[0]); v != "" {
+			b.attr(m[1], v)
+		}
 	}
 	if qt.preload != "" {
 		b.attr("jr:preload", qt.preload)
@@ -960,7 +980,7 @@ func (c *converter) bind(n *node, typ string, r Row) *el {
 // labels adds a control's label and hint, inline or through itext.
 func (c *converter) labels(n *node, ctl *el, texts *[]*itextEntry) {
 	for _, col := range []string{"label", "hint"} {
-		if c.nodeItext(n) {
+		if colItext(n.row, col) {
 			if t := c.textEntry(n.path+":"+col, n.row, col, n); t != nil {
 				*texts = append(*texts, t)
 				ctl.add(elem(col, "ref", "jr:itext('"+t.id+"')"))
