@@ -129,6 +129,77 @@ func (c *converter) checkAliases() {
 	}
 }
 
+// expandLoops writes each loop out: under the loop, one group per choice of
+// its list, named and labelled by the choice, holding a copy of the loop's
+// questions whose labels' %(label)s become the choice's label (pyxform's
+// loop; questions in groups inside the loop keep their labels as written).
+func (c *converter) expandLoops(n *node) {
+	for _, ch := range n.children {
+		c.expandLoops(ch)
+	}
+	if n.typ != "loop" {
+		return
+	}
+	body := n.children
+	// Every copy has the same names: ${name} cannot tell which one, and a
+	// repeat would have the same name twice in the form.
+	var mark func(x *node)
+	mark = func(x *node) {
+		for _, ch := range x.children {
+			if ch.kind == "repeat" {
+				c.errorf("survey", ch.row.Num, "type", "The repeat %q is inside the loop %q, which would copy it once per choice: repeat names must be unique in the form. Move the repeat out of the loop.", ch.name, n.name)
+			}
+			if len(c.choices[n.list]) > 1 {
+				c.dupNames[ch.name] = true
+			}
+			mark(ch)
+		}
+	}
+	mark(n)
+	n.children = nil
+	for _, choice := range c.choices[n.list] {
+		cells := map[string]string{}
+		for h, v := range choice.Cells {
+			if h == "label" || strings.HasPrefix(h, "label::") {
+				cells[h] = v
+			}
+		}
+		g := &node{kind: "group", typ: "group", name: choice.Get("name"), row: Row{Num: n.row.Num, Cells: cells}, parent: n, path: n.path + "/" + choice.Get("name")}
+		for _, q := range body {
+			g.children = append(g.children, copyNode(q, g, func(r Row) Row {
+				out := Row{Num: r.Num, Cells: map[string]string{}}
+				for h, v := range r.Cells {
+					if h == "label" || strings.HasPrefix(h, "label::") {
+						lbl := cells[h]
+						if lbl == "" {
+							lbl = choice.Get("label")
+						}
+						v = strings.ReplaceAll(v, "%(label)s", lbl)
+					}
+					out.Cells[h] = v
+				}
+				return out
+			}))
+		}
+		n.children = append(n.children, g)
+	}
+}
+
+// copyNode copies a subtree under a new parent; relabel rewrites the rows
+// of the top node only.
+func copyNode(n, parent *node, relabel func(Row) Row) *node {
+	cp := *n
+	cp.parent, cp.path = parent, parent.path+"/"+n.name
+	if relabel != nil && n.kind == "question" {
+		cp.row = relabel(n.row)
+	}
+	cp.children = nil
+	for _, ch := range n.children {
+		cp.children = append(cp.children, copyNode(ch, &cp, nil))
+	}
+	return &cp
+}
+
 // addOther makes "select_one LIST or_other" as pyxform does: an "other"
 // choice at the end of the list and, after the select, a text question
 // NAME_other shown when other is chosen. The text question declares the
@@ -307,7 +378,6 @@ func rowItext(r Row, choice bool) bool {
 	return false
 }
 
-
 func (c *converter) listItext(list string) bool {
 	for _, r := range c.choices[list] {
 		if rowItext(r, true) {
@@ -357,12 +427,18 @@ func (c *converter) readSurvey(sh *Sheet) {
 		low := strings.ToLower(typ)
 		parent := stack[len(stack)-1]
 		switch low {
-		case "end group", "end_group", "end repeat", "end_repeat":
-			kind := "group"
+		case "end group", "end_group", "end repeat", "end_repeat", "end loop", "end_loop":
+			kind := "group" // the kind of block this row ends
 			if strings.Contains(low, "repeat") {
 				kind = "repeat"
+			} else if strings.Contains(low, "loop") {
+				kind = "loop"
 			}
-			if parent.kind != kind {
+			open := parent.kind
+			if parent.typ == "loop" {
+				open = "loop"
+			}
+			if open != kind {
 				c.errorf("survey", r.Num, "type", "Unmatched %q: there is no open %s to end here. Check that every begin %s has its end %s, in the right order.", typ, kind, kind, kind)
 				return
 			}
@@ -375,7 +451,19 @@ func (c *converter) readSurvey(sh *Sheet) {
 		name := r.Get("name")
 		var n *node
 		orOther := false
+		loopList, isLoop := strings.CutPrefix(low, "begin_loop over ")
+		if !isLoop {
+			loopList, isLoop = strings.CutPrefix(low, "begin loop over ")
+		}
 		switch {
+		case isLoop:
+			// A group repeated once per choice of a list, written out in full.
+			loopList = strings.TrimSpace(typ[len(typ)-len(loopList):])
+			if c.choices[loopList] == nil {
+				c.errorf("survey", r.Num, "type", "The loop's choice list %q is not on the choices sheet. Add it there, or fix the name.", loopList)
+				continue
+			}
+			n = &node{kind: "group", typ: "loop", list: loopList}
 		case low == "begin group" || low == "begin_group", low == "begin repeat" || low == "begin_repeat":
 			n = &node{kind: "group", typ: "group"}
 			if strings.Contains(low, "repeat") {
@@ -508,6 +596,7 @@ func (c *converter) readSurvey(sh *Sheet) {
 			stack = append(stack, n)
 		}
 	}
+	c.expandLoops(c.root)
 	if len(stack) > 1 {
 		open := stack[len(stack)-1]
 		c.errorf("survey", open.row.Num, "type", "The %s %q is never ended: add an end %s row after its last question.", open.kind, open.name, open.kind)
