@@ -105,6 +105,7 @@ type converter struct {
 	warnedItemsets bool
 	searchLists    map[string]*node // choice lists written inline by a search() select
 	texts          *[]*itextEntry   // itext entries being written, for binds' messages
+	choiceColumns  []string         // the choices sheet's other columns, written into each item
 }
 
 // checkAliases refuses two headers that are names for the same column
@@ -310,6 +311,14 @@ func (c *converter) readChoices() {
 	sh := c.wb.sheet("choices")
 	if sh == nil {
 		return
+	}
+	for _, h := range sh.Headers {
+		switch {
+		case h == "" || h == "list_name" || h == "name" || h == "label" || strings.Contains(h, "::") || h == "image" || h == "audio" || h == "video":
+		case !xmlName.MatchString(h) || slices.Contains(c.choiceColumns, h):
+		default:
+			c.choiceColumns = append(c.choiceColumns, h)
+		}
 	}
 	dupOK := yes(c.settings["allow_choice_duplicates"])
 	seen := map[string]map[string]bool{}
@@ -517,6 +526,9 @@ func (c *converter) readSurvey(sh *Sheet) {
 				}
 				n.list = list
 			}
+		}
+		if name == "" && n.typ == "audit" {
+			name = "audit" // the only name an audit may have
 		}
 		if name == "" {
 			c.errorf("survey", r.Num, "name", "This %s has no name. Give it a name: letters, digits and _, starting with a letter.", typ)

@@ -277,6 +277,12 @@ func (c *converter) emit() []byte {
 		}
 	}
 	walk(c.root)
+	for _, list := range c.listOrder { // lists no question uses are written too, as pyxform does
+		if !used[list] && search[list] == nil {
+			used[list] = true
+			usedOrder = append(usedOrder, list)
+		}
+	}
 	for _, list := range slices.Sorted(maps.Keys(search)) {
 		if q, other := search[list], plain[list]; other != nil {
 			c.errorf("survey", other.row.Num, "type", "Question %q uses search(), which lists the choices of %q inline; question %q uses the same list without search(). Give one of them its own copy of the list.", q.name, list, other.name)
@@ -414,6 +420,12 @@ func (c *converter) emit() []byte {
 			item.add(&el{name: "name", text: r.Get("name")})
 			if !itext && r.Get("label") != "" {
 				item.add(&el{name: "label", text: r.Get("label")})
+			}
+			// Other columns (geometry, filter keys...) go in as written.
+			for _, h := range c.choiceColumns {
+				if v := r.Get(h); v != "" {
+					item.add(&el{name: h, text: v})
+				}
 			}
 			rt.add(item)
 		}
@@ -764,6 +776,13 @@ func (c *converter) build(n *node, inst, container *el, binds *[]*el, texts *[]*
 				nodeset := fmt.Sprintf("instance('%s')/root/item", id)
 				if f := r.Get("choice_filter"); f != "" {
 					nodeset += "[" + c.exprFrom(f, ch.path, ch.row.Num, "choice_filter", true) + "]"
+				}
+				if params["randomize"] == "true" {
+					if seed := params["seed"]; seed != "" {
+						nodeset = "randomize(" + nodeset + ", " + strings.TrimSpace(c.exprFrom(seed, ch.path, ch.row.Num, "parameters", false)) + ")"
+					} else {
+						nodeset = "randomize(" + nodeset + ")"
+					}
 				}
 				is := elem("itemset", "nodeset", nodeset).add(elem("value", "ref", valueRef))
 				if c.listItext(ch.list) {
