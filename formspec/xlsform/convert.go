@@ -346,6 +346,14 @@ func (c *converter) readChoices() {
 	}
 }
 
+func no(s string) bool {
+	switch strings.ToLower(strings.TrimSpace(s)) {
+	case "no", "false", "0", "false()":
+		return true
+	}
+	return false
+}
+
 func yes(s string) bool {
 	switch strings.ToLower(strings.TrimSpace(s)) {
 	case "yes", "true", "1", "true()":

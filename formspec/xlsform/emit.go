@@ -507,7 +507,7 @@ func (c *converter) externalInstances() []external {
 	var walk func(n *node)
 	walk = func(n *node) {
 		for _, ch := range n.children {
-			for _, col := range []string{"calculation", "relevant", "constraint", "default", "choice_filter"} {
+			for _, col := range []string{"calculation", "relevant", "constraint", "default", "choice_filter", "readonly", "required"} {
 				for _, m := range pulldataRef.FindAllStringSubmatch(ch.row.Get(col), -1) {
 					addOne(ch, m[1], "jr://file-csv/"+m[1]+".csv")
 				}
@@ -926,11 +926,16 @@ func (c *converter) bind(n *node, typ string, r Row) *el {
 		b.attr("type", typ)
 	}
 	qt := questionTypes[n.typ]
-	if n.typ == "note" || yes(r.Get("readonly")) {
-		b.attr("readonly", "true()")
-	}
-	if yes(r.Get("required")) {
-		b.attr("required", "true()")
+	// readonly and required: yes/no, or an expression written as given.
+	for _, col := range []string{"readonly", "required"} {
+		v := r.Get(col)
+		switch {
+		case yes(v) || (col == "readonly" && n.typ == "note"):
+			b.attr(col, "true()")
+		case v == "" || no(v):
+		default:
+			b.attr(col, c.expr(v, n, col))
+		}
 	}
 	for _, kv := range [][2]string{{"relevant", "relevant"}, {"constraint", "constraint"}, {"calculation", "calculate"}} {
 		if kv[0] == "calculation" && r.Get("trigger") != "" {
