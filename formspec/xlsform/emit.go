@@ -369,7 +369,20 @@ func (c *converter) emit() []byte {
 			if lang == c.settings["default_language"] || (c.settings["default_language"] == "" && lang == "default") {
 				tr.attr("default", "true()")
 			}
+			// Texts this language has, then those it lacks, filled with
+			// "-" (pyxform's order).
+			ordered := make([]*itextEntry, 0, len(texts))
 			for _, t := range texts {
+				if t.forms[lang] != nil {
+					ordered = append(ordered, t)
+				}
+			}
+			for _, t := range texts {
+				if t.forms[lang] == nil {
+					ordered = append(ordered, t)
+				}
+			}
+			for _, t := range ordered {
 				te := elem("text", "id", t.id)
 				forms := t.forms[lang]
 				if forms == nil {
