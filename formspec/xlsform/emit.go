@@ -776,6 +776,9 @@ func (c *converter) build(n *node, inst, container *el, binds *[]*el, texts *[]*
 			} else if isSelect(ch.typ) {
 				id, _ := fileList(ch.list)
 				valueRef, labelRef := "name", "label"
+				if strings.HasSuffix(ch.list, ".geojson") {
+					valueRef, labelRef = "id", "title" // GeoJSON features' id and title
+				}
 				if id != "" {
 					if v := params["value"]; v != "" {
 						valueRef = v
