@@ -330,6 +330,21 @@ func (c *converter) emit() []byte {
 	if v := c.settings["version"]; v != "" {
 		rootEl.attr("version", v)
 	}
+	// SMS settings, attribute::NAME settings and instance_xmlns.
+	if v := c.settings["prefix"]; v != "" {
+		rootEl.attr("odk:prefix", v)
+	}
+	if v := c.settings["delimiter"]; v != "" {
+		rootEl.attr("odk:delimiter", v)
+	}
+	for _, k := range slices.Sorted(maps.Keys(c.settings)) {
+		if name, ok := strings.CutPrefix(k, "attribute::"); ok && xmlName.MatchString(name) && c.settings[k] != "" {
+			rootEl.attr(name, c.settings[k])
+		}
+	}
+	if v := c.settings["instance_xmlns"]; v != "" {
+		rootEl.attr("xmlns", v)
+	}
 	var binds []*el
 	body := elem("h:body")
 	c.triggers = c.collectTriggers()
@@ -347,7 +362,9 @@ func (c *converter) emit() []byte {
 	for _, ch := range c.root.children {
 		if ch.typ == "audit" {
 			meta.add(elem("audit"))
-			binds = append(binds, c.bind(ch, "binary", ch.row))
+			under := *ch // the audit lives in meta
+			under.path = c.root.path + "/meta/audit"
+			binds = append(binds, c.bind(&under, "binary", ch.row))
 		}
 	}
 	if !yes(c.settings["omit_instanceID"]) {
@@ -388,7 +405,7 @@ func (c *converter) emit() []byte {
 				if forms == nil {
 					forms = map[string]string{"": "-"}
 				}
-				for _, f := range sortedKeys(forms) {
+				for _, f := range formOrder(forms) {
 					v := elem("value")
 					if f != "" {
 						v.attr("form", f)
@@ -606,7 +623,7 @@ func (c *converter) build(n *node, inst, container *el, binds *[]*el, texts *[]*
 			if container != nil {
 				ctl = elem("group", "ref", ch.path)
 				c.labels(ch, ctl, texts)
-				if a := r.Get("appearance"); a != "" {
+				if a := r.Get("appearance"); a != "" && ch.kind != "repeat" {
 					ctl.attr("appearance", a)
 				}
 			}
@@ -616,6 +633,9 @@ func (c *converter) build(n *node, inst, container *el, binds *[]*el, texts *[]*
 					ctl.add(elem("label")) // pyxform gives a repeat an empty label
 				}
 				inner = elem("repeat", "nodeset", ch.path)
+				if a := r.Get("appearance"); a != "" {
+					inner.attr("appearance", a) // a repeat's appearance is on the repeat
+				}
 				if rc := strings.TrimSpace(r.Get("repeat_count")); rc != "" {
 					if single := refPattern.FindString(rc); single == rc {
 						inner.attr("jr:count", c.expr(rc, ch, "repeat_count"))
@@ -684,6 +704,9 @@ func (c *converter) build(n *node, inst, container *el, binds *[]*el, texts *[]*
 			}
 			if d := r.Get("default"); d != "" && !dynamicDefault(d) {
 				ie.text = d
+				if ch.typ == "image" && !strings.HasPrefix(d, "jr://") {
+					ie.text = "jr://images/" + d // a default picture from the form's media
+				}
 			}
 			inst.add(ie)
 			if binds == nil {
@@ -822,6 +845,18 @@ func (c *converter) build(n *node, inst, container *el, binds *[]*el, texts *[]*
 			container.add(ctl)
 		}
 	}
+}
+
+// formOrder lists an itext entry's forms in pyxform's order: the text,
+// then audio, image, big-image, video and guidance.
+func formOrder(forms map[string]string) []string {
+	var out []string
+	for _, f := range []string{"", "audio", "image", "big-image", "video", "guidance"} {
+		if _, ok := forms[f]; ok {
+			out = append(out, f)
+		}
+	}
+	return out
 }
 
 // colItext reports whether a row's column goes to itext, as pyxform decides
