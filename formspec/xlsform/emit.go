@@ -381,7 +381,14 @@ func (c *converter) emit() []byte {
 
 	if len(texts) > 0 {
 		itext := elem("itext")
+		hasDefault := false // "default" is a language only if some text is in it
+		for _, t := range texts {
+			hasDefault = hasDefault || t.forms["default"] != nil
+		}
 		for _, lang := range langs {
+			if lang == "default" && !hasDefault {
+				continue
+			}
 			tr := elem("translation", "lang", lang)
 			if lang == c.settings["default_language"] || (c.settings["default_language"] == "" && lang == "default") {
 				tr.attr("default", "true()")
