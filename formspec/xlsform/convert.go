@@ -305,6 +305,9 @@ func (c *converter) readSettings() {
 	for k := range sh.Rows[0].Cells {
 		c.settings[k] = sh.Rows[0].Get(k)
 	}
+	if c.settings["form_title"] == "" && c.settings["title"] != "" {
+		c.settings["form_title"] = c.settings["title"] // another name for it, on this sheet only
+	}
 }
 
 func (c *converter) readChoices() {
