@@ -150,7 +150,7 @@ func (c *converter) withOutputs(s string, at *node, col string) (text string, ra
 		last = m[1]
 	}
 	b.WriteString(escText(s[last:]))
-	return "", b.String()
+	return "", " " + b.String() + " " // pyxform pads text holding an output
 }
 
 // translations of one column of a row: language -> text. An untranslated
@@ -704,6 +704,9 @@ func (c *converter) build(n *node, inst, container *el, binds *[]*el, texts *[]*
 			}
 			qt := questionTypes[ch.typ]
 			ie := elem(ch.name)
+			if v := r.Get("compact_tag"); v != "" {
+				ie.attr("odk:tag", v) // the field's tag in compact (SMS) submissions
+			}
 			for _, h := range sortedKeys(r.Cells) {
 				if k, ok := strings.CutPrefix(h, "instance::"); ok && r.Get(h) != "" {
 					ie.attr(k, r.Get(h))
@@ -1062,6 +1065,13 @@ func (c *converter) bind(n *node, typ string, r Row) *el {
 // labels adds a control's label and hint, inline or through itext.
 func (c *converter) labels(n *node, ctl *el, texts *[]*itextEntry) {
 	for _, col := range []string{"label", "hint"} {
+		if col == "hint" && n.kind == "repeat" {
+			continue // pyxform shows no hint for a repeat
+		}
+		if col == "label" && n.kind == "question" && !hasColumn(n.row, "label") && !colItext(n.row, "label") && hasText(n.row) {
+			ctl.add(elem("label")) // a question shown with only a hint still has a label
+			continue
+		}
 		if colItext(n.row, col) {
 			if t := c.textEntry(n.path+":"+col, n.row, col, n); t != nil {
 				*texts = append(*texts, t)

@@ -225,7 +225,7 @@ func normalizeHeader(h string) string {
 	case "label", "hint", "guidance_hint", "constraint_message", "required_message", "media::image", "media::audio", "media::video", "media::big-image",
 		"type", "name", "list_name", "required", "relevant", "constraint", "calculation", "default", "readonly", "appearance", "choice_filter",
 		"repeat_count", "parameters", "trigger", "form_title", "form_id", "version", "instance_name", "default_language", "style",
-		"public_key", "submission_url", "auto_send", "auto_delete", "client_editable", "prefix", "delimiter", "instance_xmlns", "namespaces", "allow_choice_duplicates", "clean_text_values", "omit_instanceID", "autoplay",
+		"public_key", "submission_url", "auto_send", "auto_delete", "client_editable", "prefix", "delimiter", "instance_xmlns", "compact_tag", "namespaces", "allow_choice_duplicates", "clean_text_values", "omit_instanceID", "autoplay",
 		"purpose", "sensitivity", "default_sensitivity", "legal_basis", "consent", "subject_id":
 		base = lb
 	}
