@@ -412,7 +412,7 @@ func (c *converter) emit() []byte {
 				if forms == nil {
 					forms = map[string]string{"": "-"}
 				}
-				for _, f := range formOrder(forms) {
+				for _, f := range c.formOrder(t.id, forms) {
 					v := elem("value")
 					if f != "" {
 						v.attr("form", f)
@@ -857,11 +857,33 @@ func (c *converter) build(n *node, inst, container *el, binds *[]*el, texts *[]*
 	}
 }
 
-// formOrder lists an itext entry's forms in pyxform's order: the text,
-// then audio, image, big-image, video and guidance.
-func formOrder(forms map[string]string) []string {
+// formOrder lists an itext entry's forms as pyxform writes them: the text,
+// then the media in the order of their columns on the entry's sheet (the
+// survey's for a question's texts, the choices' for a choice's), then a
+// guidance hint.
+func (c *converter) formOrder(id string, forms map[string]string) []string {
+	sheet := "survey"
+	if !strings.HasPrefix(id, "/") {
+		sheet = "choices"
+	}
+	order := []string{""}
+	if sh := c.wb.sheet(sheet); sh != nil {
+		for _, h := range sh.Headers {
+			if rest, ok := strings.CutPrefix(h, "media::"); ok {
+				f, _, _ := strings.Cut(rest, "::")
+				if !slices.Contains(order, f) {
+					order = append(order, f)
+				}
+			}
+		}
+	}
+	for _, f := range []string{"audio", "image", "big-image", "video", "guidance"} {
+		if !slices.Contains(order, f) {
+			order = append(order, f)
+		}
+	}
 	var out []string
-	for _, f := range []string{"", "audio", "image", "big-image", "video", "guidance"} {
+	for _, f := range order {
 		if _, ok := forms[f]; ok {
 			out = append(out, f)
 		}
