@@ -420,6 +420,9 @@ func (c *converter) emit() []byte {
 					v.text, v.raw = c.withOutputs(forms[f], t.at, "label")
 					te.add(v)
 				}
+				if _, ok := forms[""]; !ok && strings.HasSuffix(t.id, ":hint") {
+					te.add(&el{name: "value", text: "-"}) // a guidance hint without the hint itself
+				}
 				tr.add(te)
 			}
 			itext.add(tr)
@@ -901,6 +904,9 @@ func colItext(r Row, col string) bool {
 		}
 		if strings.HasPrefix(h, col+"::") || (col == "label" && strings.HasPrefix(h, "media::")) || (col == "hint" && strings.HasPrefix(h, "guidance_hint")) {
 			return true
+		}
+		if h == col && strings.HasSuffix(col, "_message") && refPattern.MatchString(v) {
+			return true // a message with an output cannot be an attribute
 		}
 	}
 	return false
