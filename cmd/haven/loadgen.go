@@ -9,7 +9,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"runtime/pprof"
 	"os/exec"
 	"path/filepath"
 	"strconv"
@@ -95,15 +94,12 @@ func loadgenCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	}
 
 	cfg.ServerURL = *url
-	if path := os.Getenv("HAVEN_LOADGEN_CPUPROFILE"); path != "" {
-		// A CPU profile of the load generator itself (HAVEN_CPUPROFILE is the server's).
-		f, err := os.Create(path)
-		if err != nil {
-			return err
-		}
-		pprof.StartCPUProfile(f)
-		defer func() { pprof.StopCPUProfile(); f.Close() }()
+	// The load generator's own profile (HAVEN_CPUPROFILE is the server's).
+	stopProfile, err := cpuProfile("HAVEN_LOADGEN_CPUPROFILE")
+	if err != nil {
+		return err
 	}
+	defer stopProfile()
 	rep, err := loadgen.Run(ctx, cfg)
 	if err != nil {
 		return err

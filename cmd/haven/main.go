@@ -169,15 +169,11 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	log := slog.New(slog.NewTextHandler(stderr, nil))
 	tuneGC()
-	if path := os.Getenv("HAVEN_CPUPROFILE"); path != "" {
-		// For benchmarking: a CPU profile of the whole run, written at shutdown.
-		f, err := os.Create(path)
-		if err != nil {
-			return err
-		}
-		pprof.StartCPUProfile(f)
-		defer func() { pprof.StopCPUProfile(); f.Close() }()
+	stopProfile, err := cpuProfile("HAVEN_CPUPROFILE")
+	if err != nil {
+		return err
 	}
+	defer stopProfile()
 	st, err := storage.OpenDir(ctx, *dataDir, storage.Options{S3: s3()})
 	if err != nil {
 		return err
@@ -211,6 +207,25 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	return nil
+}
+
+// cpuProfile starts, for benchmarking, a CPU profile of the whole run into
+// the file the environment variable names (none when it is unset); stop
+// writes it.
+func cpuProfile(env string) (stop func(), err error) {
+	path := os.Getenv(env)
+	if path == "" {
+		return func() {}, nil
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return func() { pprof.StopCPUProfile(); f.Close() }, nil
 }
 
 // tuneGC sets the server's garbage collector, unless GOGC or GOMEMLIMIT say
