@@ -159,6 +159,10 @@ func (c *converter) expandLoops(n *node) {
 	mark(n)
 	n.children = nil
 	for _, choice := range c.choices[n.list] {
+		if !xmlName.MatchString(choice.Get("name")) {
+			c.errorf("choices", choice.Num, "name", "The loop %q makes a group named after each choice of %q, and %q cannot be a name: names start with a letter or _ and hold only letters, digits, _, - and '.'.", n.name, n.list, choice.Get("name"))
+			continue
+		}
 		cells := map[string]string{}
 		for h, v := range choice.Cells {
 			if h == "label" || strings.HasPrefix(h, "label::") {
