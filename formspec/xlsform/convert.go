@@ -84,6 +84,7 @@ type node struct {
 	// fromAnswers names the question in a repeat whose answers, one per
 	// item, are the choices of "select_one ${question}".
 	fromAnswers string
+	osm         string // the osm sheet's list of tags of an osm question
 }
 
 type converter struct {
@@ -235,6 +236,21 @@ func (c *converter) addOther(n *node) {
 	} else {
 		c.dupNames[other.name] = true
 	}
+}
+
+// osmTags returns the osm sheet's rows of a list.
+func (c *converter) osmTags(list string) []Row {
+	sh := c.wb.sheet("osm")
+	if sh == nil || list == "" {
+		return nil
+	}
+	var out []Row
+	for _, r := range sh.Rows {
+		if r.Get("list_name") == list && r.Get("name") != "" {
+			out = append(out, r)
+		}
+	}
+	return out
 }
 
 // externalList reports whether the external_choices sheet has the list.
@@ -523,6 +539,13 @@ func (c *converter) readSurvey(sh *Sheet) {
 			if base == "select_one_external" {
 				n.external = list
 			}
+			if base == "osm" && strings.TrimSpace(list) != "" {
+				n.osm = strings.TrimSpace(list)
+				if len(c.osmTags(n.osm)) == 0 {
+					c.errorf("survey", r.Num, "type", "The list %q is not on the osm sheet. Add its tags there (list_name %s), or fix the name.", n.osm, n.osm)
+					continue
+				}
+			}
 			if isSelect(base) {
 				orOther = strings.HasSuffix(strings.TrimSpace(list), "or_other")
 				list = strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(list), "or_other"))
@@ -690,6 +713,8 @@ var questionTypes = map[string]qtype{
 	"background-geopoint": {bind: "geopoint"},
 	// Audio recorded while the form is filled in.
 	"background-audio": {bind: "binary"},
+	// OpenMapKit: an OSM feature, with the tags of a list on the osm sheet.
+	"osm": {bind: "binary", control: "upload", mediatype: "osm/*"},
 }
 
 var refPattern = regexp.MustCompile(`\$\{([^}]*)\}`)

@@ -797,6 +797,11 @@ func (c *converter) build(n *node, inst, container *el, binds *[]*el, texts *[]*
 				ctl.attr("incremental", "true")
 			}
 			c.labels(ch, ctl, texts)
+			for _, tag := range c.osmTags(ch.osm) {
+				lbl := &el{name: "label"}
+				lbl.text = tag.Get("label")
+				ctl.add(elem("tag", "key", tag.Get("name")).add(lbl))
+			}
 			if ch.fromAnswers != "" {
 				ctl.add(c.answersItemset(ch))
 			} else if isSelect(ch.typ) && c.searchLists[ch.list] == ch {
