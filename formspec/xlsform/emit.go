@@ -804,7 +804,7 @@ func (c *converter) build(n *node, inst, container *el, binds *[]*el, texts *[]*
 			}
 			if ch.fromAnswers != "" {
 				ctl.add(c.answersItemset(ch))
-			} else if isSelect(ch.typ) && c.searchLists[ch.list] == ch {
+			} else if isSelect(ch.typ) && c.searchLists[ch.list] != nil && strings.Contains(r.Get("appearance"), "search(") {
 				for i, cr := range c.choices[ch.list] {
 					lbl := elem("label")
 					if c.listItext(ch.list) {
