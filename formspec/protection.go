@@ -266,11 +266,15 @@ func (f *Form) IsMetadata(n *Node) bool {
 	if n.Preload != "" || strings.HasPrefix(n.Path, "/"+f.RootName+"/meta/") {
 		return true
 	}
-	// A repeat's own meta block: entities made once per item of a repeat.
+	// A meta block within a repeat (in it, or in a group in it): entities
+	// made once per item of a repeat.
 	segs := strings.Split(n.Path, "/")
 	for i := 2; i < len(segs)-1; i++ {
-		if segs[i] == "meta" {
-			if p := f.Node(strings.Join(segs[:i], "/")); p != nil && p.Repeat {
+		if segs[i] != "meta" {
+			continue
+		}
+		for j := i; j > 1; j-- {
+			if p := f.Node(strings.Join(segs[:j], "/")); p != nil && p.Repeat {
 				return true
 			}
 		}

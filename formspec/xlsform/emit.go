@@ -668,15 +668,16 @@ func (c *converter) build(n *node, inst, container *el, binds *[]*el, texts *[]*
 			}
 			fresh := elem(ch.name)
 			c.build(ch, fresh, inner, binds, texts)
-			if e := c.entity; e != nil && e.scope == ch && binds != nil {
-				// Each item of this repeat makes an entity: its meta goes
-				// last in the item, a new id with each new item.
+			if e := c.entity; e != nil && e.metaAt == ch && binds != nil {
+				// Each item of the repeat makes an entity: its meta goes
+				// last here (the repeat, or a group in it).
 				meta := elem("meta")
 				c.entityElements(e, meta, binds)
 				fresh.add(meta)
-				if inner != nil && e.id == "" {
-					inner.add(elem("setvalue", "ref", ch.path+"/meta/entity/@id", "event", "odk-new-repeat", "value", "uuid()"))
-				}
+			}
+			if e := c.entity; e != nil && e.scope == ch && inner != nil && e.id == "" {
+				// A new id with each new item.
+				inner.add(elem("setvalue", "ref", e.metaAt.path+"/meta/entity/@id", "event", "odk-new-repeat", "value", "uuid()"))
 			}
 			if ch.kind == "repeat" && inner != nil {
 				for _, q := range ch.children {

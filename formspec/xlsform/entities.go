@@ -10,6 +10,7 @@ type entity struct {
 	row                                    Row
 	dataset, label, id, createIf, updateIf string
 	scope                                  *node // the root, or the repeat each of whose items makes an entity
+	metaAt                                 *node // where its meta block goes: the scope, or a group in it
 }
 
 // readEntities reads the entities sheet (one row, as pyxform takes it).
@@ -56,7 +57,67 @@ func (c *converter) readEntities() *entity {
 	if e.scope = c.entityScope(e); e.scope == nil {
 		return nil
 	}
+	e.metaAt = c.entityMetaAt(e)
 	return e
+}
+
+// entityMetaAt places a repeat's entity as pyxform does: in the container
+// (the repeat, or a group in it) holding every question saved to it; with
+// none, in the container of the questions it refers to, the deepest when
+// they are nested in one another, the one holding them all when they sit
+// side by side.
+func (c *converter) entityMetaAt(e *entity) *node {
+	if e.scope == c.root {
+		return c.root
+	}
+	var best *node
+	above := func(a, b *node) bool { return a == b || strings.HasPrefix(b.path, a.path+"/") } // a is b or holds it
+	consider := func(n *node) {
+		if n == nil || c.nearestRepeat(n) != e.scope {
+			return
+		}
+		k := n.parent
+		switch {
+		case best == nil || above(best, k):
+			best = k
+		case above(k, best):
+		default:
+			for !above(best, k) {
+				best = best.parent
+			}
+		}
+	}
+	// Questions saved to the entity decide where it goes: the container
+	// holding them all. Without any, the references do, the deepest.
+	var saved []*node
+	var walk func(n *node)
+	walk = func(n *node) {
+		for _, ch := range n.children {
+			if ch.kind == "question" && ch.row.Get("save_to") != "" {
+				saved = append(saved, ch)
+			}
+			walk(ch)
+		}
+	}
+	walk(e.scope)
+	if len(saved) > 0 {
+		best = saved[0].parent
+		for _, q := range saved[1:] {
+			for !above(best, q.parent) {
+				best = best.parent
+			}
+		}
+		return best
+	}
+	for _, v := range []string{e.label, e.id, e.createIf, e.updateIf} {
+		for _, m := range refPattern.FindAllStringSubmatch(v, -1) {
+			consider(c.byName[strings.TrimSpace(m[1])])
+		}
+	}
+	if best == nil {
+		return e.scope
+	}
+	return best
 }
 
 // nearestRepeat returns the repeat n is in, or the root.
@@ -129,7 +190,7 @@ func (c *converter) entityScope(e *entity) *node {
 // entityElements adds the entity to meta and its binds, as pyxform does
 // for the entities spec 2024.1.0.
 func (c *converter) entityElements(e *entity, meta *el, binds *[]*el) {
-	path := e.scope.path + "/meta/entity"
+	path := e.metaAt.path + "/meta/entity"
 	row := e.row.Num
 	expr := func(s, context, col string, filter bool) string { return c.exprFrom(s, context, row, col, filter) }
 	ent := elem("entity", "dataset", e.dataset)
