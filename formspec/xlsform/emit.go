@@ -680,11 +680,20 @@ func (c *converter) build(n *node, inst, container *el, binds *[]*el, texts *[]*
 				inner.add(elem("setvalue", "ref", e.metaAt.path+"/meta/entity/@id", "event", "odk-new-repeat", "value", "uuid()"))
 			}
 			if ch.kind == "repeat" && inner != nil {
-				for _, q := range ch.children {
-					if d := q.row.Get("default"); q.kind == "question" && d != "" && dynamicDefault(d) {
-						inner.add(elem("setvalue", "ref", q.path, "event", "odk-new-repeat", "value", c.expr(d, q, "default")))
+				// Dynamic defaults of the item's questions, in its groups
+				// too (not in nested repeats, which set their own).
+				var defaults func(n *node)
+				defaults = func(n *node) {
+					for _, q := range n.children {
+						if d := q.row.Get("default"); q.kind == "question" && d != "" && dynamicDefault(d) {
+							inner.add(elem("setvalue", "ref", q.path, "event", "odk-new-repeat", "value", c.expr(d, q, "default")))
+						}
+						if q.kind == "group" {
+							defaults(q)
+						}
 					}
 				}
+				defaults(ch)
 			}
 			if ch.kind == "repeat" {
 				tmpl := elem(ch.name, "jr:template", "")
