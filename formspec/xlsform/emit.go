@@ -946,6 +946,11 @@ func (c *converter) answersItemset(n *node) *el {
 	base := rep.path
 	if rel, ok := c.relative(n.path, rep.path); ok {
 		base = rel
+	} else if strings.HasPrefix(n.path, rep.path+"/") && rep.parent != nil {
+		// The select is in an item of that repeat: up to the repeat's
+		// parent, then the repeat's items, as pyxform writes it.
+		up := strings.Count(strings.TrimPrefix(n.path, rep.parent.path+"/"), "/") + 1
+		base = strings.Repeat("../", up) + rep.name
 	}
 	pred := "./" + inItem(q) + " != ''"
 	if f := n.row.Get("choice_filter"); f != "" {
