@@ -571,7 +571,24 @@ func (c *converter) externalInstances() []external {
 // dynamicDefault reports whether a default is an expression to evaluate
 // (a function call or a reference) rather than a value.
 func dynamicDefault(d string) bool {
-	return strings.Contains(d, "(") || refPattern.MatchString(d)
+	return funcCall.MatchString(d) || refPattern.MatchString(d)
+}
+
+// funcCall finds a function call: a name then "(". A parenthesis after
+// anything else, "(https://...)" or "$(a)", is text.
+var funcCall = regexp.MustCompile(`(^|[^\w.:$-])[A-Za-z_][\w.:-]*\s*\(`)
+
+// dynamicDefaultOf is dynamicDefault for a question: for numbers,
+// arithmetic ("1 + 1") is computed too, as pyxform decides.
+func dynamicDefaultOf(n *node, d string) bool {
+	if dynamicDefault(d) {
+		return true
+	}
+	switch questionTypes[n.typ].bind {
+	case "int", "decimal":
+		return strings.ContainsAny(d, "+*/") || strings.Contains(d, " div ") || strings.Contains(d, " mod ") || strings.Contains(strings.TrimLeft(d, "- "), "-")
+	}
+	return false
 }
 
 // collectTriggers reads the trigger column: a question whose trigger names
@@ -685,7 +702,7 @@ func (c *converter) build(n *node, inst, container *el, binds *[]*el, texts *[]*
 				var defaults func(n *node)
 				defaults = func(n *node) {
 					for _, q := range n.children {
-						if d := q.row.Get("default"); q.kind == "question" && d != "" && dynamicDefault(d) {
+						if d := q.row.Get("default"); q.kind == "question" && d != "" && dynamicDefaultOf(q, d) {
 							inner.add(elem("setvalue", "ref", q.path, "event", "odk-new-repeat", "value", c.expr(d, q, "default")))
 						}
 						if q.kind == "group" {
@@ -725,7 +742,7 @@ func (c *converter) build(n *node, inst, container *el, binds *[]*el, texts *[]*
 					ie.attr(k, r.Get(h))
 				}
 			}
-			if d := r.Get("default"); d != "" && !dynamicDefault(d) {
+			if d := r.Get("default"); d != "" && !dynamicDefaultOf(ch, d) {
 				ie.text = d
 				if ch.typ == "image" && !strings.HasPrefix(d, "jr://") {
 					ie.text = "jr://images/" + d // a default picture from the form's media
@@ -740,7 +757,7 @@ func (c *converter) build(n *node, inst, container *el, binds *[]*el, texts *[]*
 				bt = "decimal"
 			}
 			*binds = append(*binds, c.bind(ch, bt, r))
-			if d := r.Get("default"); d != "" && dynamicDefault(d) {
+			if d := r.Get("default"); d != "" && dynamicDefaultOf(ch, d) {
 				*binds = append(*binds, elem("setvalue", "ref", ch.path, "event", "odk-instance-first-load", "value", c.expr(d, ch, "default")))
 			}
 			if ch.typ == "start-geopoint" {
