@@ -289,6 +289,17 @@ func (c *converter) emit() []byte {
 		}
 	}
 	c.searchLists = search
+	// A file's instance and a choice list must not share an id.
+	var files func(n *node)
+	files = func(n *node) {
+		for _, ch := range n.children {
+			if id, src := fileList(ch.list); id != "" && used[id] {
+				c.errorf("survey", ch.row.Num, "type", "The file %s would be the instance %q, which is also the name of a choice list on the choices sheet: rename the file or the list.", src, id)
+			}
+			files(ch)
+		}
+	}
+	files(c.root)
 	langs := c.languages()
 	for _, list := range usedOrder {
 		if !c.listItext(list) {
