@@ -587,7 +587,7 @@ func (c *converter) readSurvey(sh *Sheet) {
 			c.errorf("survey", r.Num, "calculation", "The calculate %q has no calculation: write the expression it computes (a default alone will do only when it is an expression).", name)
 			continue
 		}
-		if n.kind == "question" && questionTypes[n.typ].control != "" && !hasText(r) && r.Get("calculation") == "" {
+		if n.kind == "question" && questionTypes[n.typ].control != "" && !hasText(r) && r.Get("calculation") == "" && r.Get("trigger") == "" {
 			c.errorf("survey", r.Num, "label", "The question %q has no label or hint: write what the enumerator sees.", name)
 			continue
 		}
@@ -752,6 +752,10 @@ func (c *converter) exprFrom(s, context string, row int, col string, filter bool
 			name = strings.TrimSpace(saved)
 		}
 		target := c.byName[name]
+		if target == nil && name == "instanceID" && !yes(c.settings["omit_instanceID"]) {
+			b.WriteString(" " + c.root.path + "/meta/instanceID ") // the submission's id
+			continue
+		}
 		if target == nil {
 			c.errorf("survey", row, col, "There is no question named %q for ${%s} to refer to. Fix the name, or add the question.", name, name)
 			b.WriteString(ref)
