@@ -11,7 +11,7 @@ import (
 
 	"github.com/haven-org/haven"
 	"github.com/haven-org/haven/clients/collect"
-	"github.com/haven-org/haven/formspec/xlsform"
+	"github.com/haven-org/haven/formspec/xlsform/xlsxtest"
 )
 
 // matrixForm has one marked field per tier: PUBMARK (public), L1MARK
@@ -19,7 +19,7 @@ import (
 // L3MARK (level_3).
 func matrixForm(t *testing.T) []byte {
 	t.Helper()
-	b, err := xlsform.MarkdownToXLSX(`
+	b, err := xlsxtest.FromMarkdown(`
 | survey   |                     |          |          |             |             |
 |          | type                | name     | label    | purpose     | sensitivity |
 |          | select_one district | district | District | Planning    | public      |

@@ -13,7 +13,7 @@ import (
 	"testing"
 
 	"github.com/haven-org/haven/clients/collect"
-	"github.com/haven-org/haven/formspec/xlsform"
+	"github.com/haven-org/haven/formspec/xlsform/xlsxtest"
 )
 
 var ctx = context.Background()
@@ -314,7 +314,7 @@ func TestTooLarge(t *testing.T) {
 func TestXLSFormUpload(t *testing.T) {
 	e := newEnv(t)
 	pr := e.emptyProject()
-	good, _ := xlsform.MarkdownToXLSX(`
+	good, _ := xlsxtest.FromMarkdown(`
 | survey   |             |         |          |         |             |
 |          | type        | name    | label    | purpose | sensitivity |
 |          | integer     | members | Members  | Ration  | level_1     |
@@ -339,7 +339,7 @@ func TestXLSFormUpload(t *testing.T) {
 		t.Fatalf("a value outside the converted form's choices: %v", err)
 	}
 
-	bad, _ := xlsform.MarkdownToXLSX("| survey | | | |\n| | type | name | label |\n| | begin group | g | G |\n| | text | q | Q |")
+	bad, _ := xlsxtest.FromMarkdown("| survey | | | |\n| | type | name | label |\n| | begin group | g | G |\n| | text | q | Q |")
 	var body struct {
 		Message string
 		Details struct{ Errors []struct{ Row int } }

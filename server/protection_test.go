@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/haven-org/haven/clients/collect"
-	"github.com/haven-org/haven/formspec/xlsform"
+	"github.com/haven-org/haven/formspec/xlsform/xlsxtest"
 	"github.com/haven-org/haven/storage"
 )
 
@@ -20,7 +20,7 @@ import (
 // question's purpose cell.
 func consentForm(t *testing.T, purpose string) []byte {
 	t.Helper()
-	b, err := xlsform.MarkdownToXLSX(`
+	b, err := xlsxtest.FromMarkdown(`
 | survey   |               |          |                                   |                                  |                    |             |
 |          | type          | name     | label::English (en)               | label::Kiswahili (sw)            | purpose            | sensitivity |
 |          | start         | start    |                                   |                                  |                    |             |

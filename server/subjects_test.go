@@ -8,14 +8,14 @@ import (
 	"testing"
 
 	"github.com/haven-org/haven/clients/collect"
-	"github.com/haven-org/haven/formspec/xlsform"
+	"github.com/haven-org/haven/formspec/xlsform/xlsxtest"
 )
 
 // subjectForm is an XLSForm that records a household identifier as its
 // subject identifier, under a basis other than consent.
 func subjectForm(t *testing.T, id string) []byte {
 	t.Helper()
-	b, err := xlsform.MarkdownToXLSX(`
+	b, err := xlsxtest.FromMarkdown(`
 | survey   |         |         |            |                         |             |
 |          | type    | name    | label      | purpose                 | sensitivity |
 |          | text    | hh_id   | Household  | Links visits            | level_2     |

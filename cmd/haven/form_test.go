@@ -11,18 +11,18 @@ import (
 	"testing"
 
 	"github.com/haven-org/haven/formspec"
-	"github.com/haven-org/haven/formspec/xlsform"
+	"github.com/haven-org/haven/formspec/xlsform/xlsxtest"
 )
 
 func TestFormConvert(t *testing.T) {
 	dir := t.TempDir()
-	good, _ := xlsform.MarkdownToXLSX(`
+	good, _ := xlsxtest.FromMarkdown(`
 | survey |         |         |            |
 |        | type    | name    | label      |
 |        | integer | members | Members    |
 |        | image   | shelter | The roof   |
 `)
-	bad, _ := xlsform.MarkdownToXLSX(`
+	bad, _ := xlsxtest.FromMarkdown(`
 | survey |           |         |         |
 |        | type      | name    | label   |
 |        | integer   | members | Members |

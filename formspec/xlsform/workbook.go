@@ -4,11 +4,8 @@
 package xlsform
 
 import (
-	"bytes"
 	"fmt"
 	"strings"
-
-	"github.com/xuri/excelize/v2"
 )
 
 // Limits on what a workbook may cost to read.
@@ -40,7 +37,13 @@ type Row struct {
 
 // Get returns a cell's trimmed text, with typographic quotes made plain as
 // pyxform does (spreadsheets curl them as one types).
-func (r Row) Get(col string) string { return smartQuotes.Replace(strings.TrimSpace(r.Cells[col])) }
+func (r Row) Get(col string) string {
+	s := strings.TrimSpace(r.Cells[col])
+	if strings.IndexByte(s, 0xe2) < 0 { // no curly quote can be there
+		return s
+	}
+	return smartQuotes.Replace(s)
+}
 
 var smartQuotes = strings.NewReplacer("\u2018", "'", "\u2019", "'", "\u201c", `"`, "\u201d", `"`)
 
@@ -51,44 +54,6 @@ func (w *Workbook) sheet(name string) *Sheet {
 	return w.Sheets[name]
 }
 
-// ReadXLSX reads an .xlsx workbook within limits.
-func ReadXLSX(b []byte) (*Workbook, error) {
-	if len(b) > MaxWorkbookBytes {
-		return nil, fmt.Errorf("the workbook is %d bytes; Haven reads workbooks up to %d bytes", len(b), MaxWorkbookBytes)
-	}
-	f, err := excelize.OpenReader(bytes.NewReader(b), excelize.Options{UnzipSizeLimit: MaxUnzipped, UnzipXMLSizeLimit: MaxUnzipped / 2})
-	if err != nil {
-		return nil, fmt.Errorf("the file is not a readable .xlsx workbook (%v); save it again as Excel Workbook (.xlsx)", err)
-	}
-	defer f.Close()
-	wb := &Workbook{Sheets: map[string]*Sheet{}}
-	for _, name := range f.GetSheetList() {
-		rows, err := f.Rows(name)
-		if err != nil {
-			return nil, fmt.Errorf("sheet %s: %v", name, err)
-		}
-		var grid [][]string
-		for rows.Next() {
-			if len(grid) > MaxRows {
-				rows.Close()
-				return nil, fmt.Errorf("sheet %s has more than %d rows", name, MaxRows)
-			}
-			cols, err := rows.Columns()
-			if err != nil {
-				rows.Close()
-				return nil, fmt.Errorf("sheet %s: %v", name, err)
-			}
-			if len(cols) > MaxColumns {
-				cols = cols[:MaxColumns]
-			}
-			grid = append(grid, cols)
-		}
-		rows.Close()
-		wb.add(name, grid)
-	}
-	return wb, nil
-}
-
 // ReadMarkdown reads pyxform's markdown notation: a line whose first column
 // names a sheet starts it, the next line holds its headers, and lines with an
 // empty first column are its rows; '#' starts a comment.
@@ -96,7 +61,7 @@ func ReadMarkdown(s string) (*Workbook, error) {
 	wb := &Workbook{Sheets: map[string]*Sheet{}}
 	var name string
 	var grid [][]string
-	walkMarkdown(s, func(sheet string) error {
+	WalkMarkdown(s, func(sheet string) error {
 		if name != "" {
 			wb.add(name, grid)
 		}
@@ -115,9 +80,9 @@ func ReadMarkdown(s string) (*Workbook, error) {
 	return wb, nil
 }
 
-// walkMarkdown calls sheet for each sheet of a markdown workbook and row for
+// WalkMarkdown calls sheet for each sheet of a markdown workbook and row for
 // each of its rows (the header row first), cells trimmed.
-func walkMarkdown(md string, sheet func(name string) error, row func(cells []string) error) error {
+func WalkMarkdown(md string, sheet func(name string) error, row func(cells []string) error) error {
 	inSheet := false
 	for _, line := range strings.Split(md, "\n") {
 		line = strings.TrimSpace(line)
@@ -236,40 +201,4 @@ func normalizeHeader(h string) string {
 		return "media::" + lb
 	}
 	return base
-}
-
-// MarkdownToXLSX writes a workbook given in pyxform's markdown notation as a
-// real .xlsx file (sheets in the order they appear), so tests and examples
-// can be written readably and still go through the .xlsx reader.
-func MarkdownToXLSX(md string) ([]byte, error) {
-	f := excelize.NewFile()
-	defer f.Close()
-	var sheet string
-	row := 0
-	err := walkMarkdown(md, func(name string) error {
-		first := sheet == ""
-		sheet, row = name, 0
-		if first {
-			return f.SetSheetName("Sheet1", name)
-		}
-		_, err := f.NewSheet(name)
-		return err
-	}, func(cells []string) error {
-		row++
-		for j, v := range cells {
-			cell, _ := excelize.CoordinatesToCellName(j+1, row)
-			if err := f.SetCellStr(sheet, cell, v); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		return nil, err
-	}
-	buf, err := f.WriteToBuffer()
-	if err != nil {
-		return nil, err
-	}
-	return buf.Bytes(), nil
 }

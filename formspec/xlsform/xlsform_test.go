@@ -160,40 +160,6 @@ func FuzzConvertMarkdown(f *testing.F) {
 	})
 }
 
-// The markdown and .xlsx paths give the same XForm.
-func TestXLSXPathMatchesMarkdown(t *testing.T) {
-	x, err := MarkdownToXLSX(household)
-	if err != nil {
-		t.Fatal(err)
-	}
-	a, b := ConvertMarkdown(household, Options{}), ConvertXLSX(x, Options{})
-	if len(b.Errors) > 0 || !bytes.Equal(a.XForm, b.XForm) {
-		t.Fatalf("the .xlsx path differs: %v\n%s", b.Errors, b.XForm)
-	}
-}
-
-// BenchmarkConvert converts a 300-question form with two languages, groups,
-// repeats, relevance, calculations and choice filters (testdata/bench300.md,
-// written as a real .xlsx first): reading the workbook and converting.
-func BenchmarkConvert(b *testing.B) {
-	md, err := os.ReadFile("testdata/bench300.md")
-	if err != nil {
-		b.Fatal(err)
-	}
-	x, err := MarkdownToXLSX(string(md))
-	if err != nil {
-		b.Fatal(err)
-	}
-	if res := ConvertXLSX(x, Options{}); len(res.Errors) > 0 {
-		b.Fatal(res.Errors)
-	}
-	b.SetBytes(int64(len(x)))
-	b.ReportAllocs()
-	for b.Loop() {
-		ConvertXLSX(x, Options{})
-	}
-}
-
 // Choice labels survive conversion into itext-labelled itemsets, in every
 // language, for exports that write labels.
 func TestChoiceLabelsFromItemsets(t *testing.T) {
