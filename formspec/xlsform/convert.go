@@ -104,9 +104,10 @@ type converter struct {
 	repeatPaths    map[string]bool
 	lastSaved      bool // ${last-saved#name} is used: declare the last-saved instance
 	warnedItemsets bool
-	searchLists    map[string]*node // choice lists written inline by a search() select
-	texts          *[]*itextEntry   // itext entries being written, for binds' messages
-	choiceColumns  []string         // the choices sheet's other columns, written into each item
+	searchLists    map[string]*node    // choice lists written inline by a search() select
+	texts          *[]*itextEntry      // itext entries being written, for binds' messages
+	choiceColumns  []string            // the choices sheet's other columns, written into each item
+	formOrders     map[string][]string // sheet -> order of text forms (see formOrder)
 }
 
 // checkAliases refuses two headers that are names for the same column

@@ -16,9 +16,9 @@ import (
 // el is an element of the XForm being written.
 type el struct {
 	name     string
-	attrs    [][2]string
-	text     string // escaped when written
-	raw      string // pre-escaped mixed content (text with <output/>), written inline
+	attrs    []string // name, value, name, value...
+	text     string   // escaped when written
+	raw      string   // pre-escaped mixed content (text with <output/>), written inline
 	children []*el
 	copyOf   string // a repeat's instance element: "template" or "plain"
 }
@@ -68,11 +68,7 @@ func hasCopies(e *el) bool {
 }
 
 func elem(name string, attrs ...string) *el {
-	e := &el{name: name}
-	for i := 0; i+1 < len(attrs); i += 2 {
-		e.attrs = append(e.attrs, [2]string{attrs[i], attrs[i+1]})
-	}
-	return e
+	return &el{name: name, attrs: attrs[:len(attrs)&^1]}
 }
 
 func (e *el) add(children ...*el) *el {
@@ -85,13 +81,28 @@ func (e *el) add(children ...*el) *el {
 }
 
 func (e *el) attr(k, v string) *el {
-	e.attrs = append(e.attrs, [2]string{k, v})
+	e.attrs = append(e.attrs, k, v)
 	return e
 }
 
 // xmlChars replaces what XML 1.0 cannot hold (control characters, invalid
 // UTF-8, U+FFFE and U+FFFF) with U+FFFD, so the output is always well-formed.
+// plainXML reports whether s is printable ASCII with nothing to escape, the
+// usual case, which then needs no copying.
+func plainXML(s string) bool {
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case c < 0x20 || c >= 0x7f, c == '&', c == '<', c == '>', c == '"', c == '\'':
+			return false
+		}
+	}
+	return true
+}
+
 func xmlChars(s string) string {
+	if plainXML(s) {
+		return s
+	}
 	return strings.Map(func(r rune) rune {
 		switch {
 		case r == '\t' || r == '\n' || r == '\r':
@@ -104,6 +115,9 @@ func xmlChars(s string) string {
 }
 
 func escText(s string) string {
+	if plainXML(s) {
+		return s
+	}
 	var b strings.Builder
 	xml.EscapeText(&b, []byte(xmlChars(s)))
 	return strings.ReplaceAll(b.String(), "&#xA;", "\n")
@@ -111,29 +125,74 @@ func escText(s string) string {
 
 var attrEscaper = strings.NewReplacer("&", "&amp;", "<", "&lt;", ">", "&gt;", `"`, "&quot;", "\n", "&#10;", "\t", "&#9;", "\r", "&#13;")
 
-func escAttr(s string) string { return attrEscaper.Replace(xmlChars(s)) }
+func escAttr(s string) string {
+	if plainXML(s) {
+		return s
+	}
+	return attrEscaper.Replace(xmlChars(s))
+}
 
 // write prints e as pyxform does: two spaces per level, text inline.
 func (e *el) write(b *bytes.Buffer, depth int) {
-	pad := strings.Repeat("  ", depth)
-	b.WriteString(pad + "<" + xmlChars(e.name))
-	for _, a := range e.attrs {
-		fmt.Fprintf(b, ` %s="%s"`, a[0], escAttr(a[1]))
+	indent(b, depth)
+	b.WriteByte('<')
+	b.WriteString(xmlChars(e.name))
+	for i := 0; i < len(e.attrs); i += 2 {
+		b.WriteByte(' ')
+		b.WriteString(e.attrs[i])
+		b.WriteString(`="`)
+		b.WriteString(escAttr(e.attrs[i+1]))
+		b.WriteByte('"')
 	}
 	switch {
 	case e.raw != "":
-		b.WriteString(">" + e.raw + "</" + e.name + ">\n")
+		b.WriteByte('>')
+		b.WriteString(e.raw)
+		closeTag(b, e.name)
 	case len(e.children) == 0 && e.text == "":
 		b.WriteString("/>\n")
 	case len(e.children) == 0:
-		b.WriteString(">" + escText(e.text) + "</" + e.name + ">\n")
+		b.WriteByte('>')
+		b.WriteString(escText(e.text))
+		closeTag(b, e.name)
 	default:
 		b.WriteString(">\n")
 		for _, c := range e.children {
 			c.write(b, depth+1)
 		}
-		b.WriteString(pad + "</" + e.name + ">\n")
+		indent(b, depth)
+		closeTag(b, e.name)
 	}
+}
+
+const spaces = "                                                                "
+
+func indent(b *bytes.Buffer, depth int) {
+	for ; depth > len(spaces)/2; depth -= len(spaces) / 2 {
+		b.WriteString(spaces)
+	}
+	b.WriteString(spaces[:2*depth])
+}
+
+// sizeHint guesses the XForm's size from the workbook's, so that writing it
+// does not keep regrowing the buffer: each cell's text appears in a few
+// places (instance, bind, body, itext).
+func (c *converter) sizeHint() int {
+	n := 4096
+	for _, sh := range c.wb.Sheets {
+		for _, r := range sh.Rows {
+			for _, v := range r.Cells {
+				n += 3*len(v) + 64
+			}
+		}
+	}
+	return min(n, 64<<20)
+}
+
+func closeTag(b *bytes.Buffer, name string) {
+	b.WriteString("</")
+	b.WriteString(name)
+	b.WriteString(">\n")
 }
 
 // withOutputs renders label text, turning ${name} into <output value=" /path "/>.
@@ -497,6 +556,7 @@ func (c *converter) emit() []byte {
 		html.attr("xmlns:haven", formspec.Namespace)
 	}
 	var b bytes.Buffer
+	b.Grow(c.sizeHint())
 	b.WriteString("<?xml version=\"1.0\"?>\n")
 	html.write(&b, 0)
 	return b.Bytes()
@@ -912,6 +972,26 @@ func (c *converter) formOrder(id string, forms map[string]string) []string {
 	if !strings.HasPrefix(id, "/") {
 		sheet = "choices"
 	}
+	if c.formOrders == nil {
+		c.formOrders = map[string][]string{}
+	}
+	order, ok := c.formOrders[sheet]
+	if !ok {
+		order = c.sheetFormOrder(sheet)
+		c.formOrders[sheet] = order
+	}
+	out := make([]string, 0, len(forms))
+	for _, f := range order {
+		if _, ok := forms[f]; ok {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+// sheetFormOrder is the order of a sheet's text forms: the plain text,
+// then media in the order of the sheet's columns, then the rest.
+func (c *converter) sheetFormOrder(sheet string) []string {
 	order := []string{""}
 	if sh := c.wb.sheet(sheet); sh != nil {
 		for _, h := range sh.Headers {
@@ -928,13 +1008,7 @@ func (c *converter) formOrder(id string, forms map[string]string) []string {
 			order = append(order, f)
 		}
 	}
-	var out []string
-	for _, f := range order {
-		if _, ok := forms[f]; ok {
-			out = append(out, f)
-		}
-	}
-	return out
+	return order
 }
 
 // colItext reports whether a row's column goes to itext, as pyxform decides
@@ -1132,7 +1206,7 @@ func (c *converter) bind(n *node, typ string, r Row) *el {
 			}
 		}
 	}
-	if typ == "" && len(b.attrs) == 1 {
+	if typ == "" && len(b.attrs) == 2 {
 		return nil
 	}
 	return b
