@@ -175,14 +175,15 @@ func indent(b *bytes.Buffer, depth int) {
 }
 
 // sizeHint guesses the XForm's size from the workbook's, so that writing it
-// does not keep regrowing the buffer: each cell's text appears in a few
-// places (instance, bind, body, itext).
+// does not keep regrowing the buffer: a cell's text appears in a few places
+// (instance, bind, body, itext), wrapped in markup. bench300 writes 8.2
+// bytes per byte of cell text.
 func (c *converter) sizeHint() int {
 	n := 4096
 	for _, sh := range c.wb.Sheets {
 		for _, r := range sh.Rows {
 			for _, v := range r.Cells {
-				n += 3*len(v) + 64
+				n += 10 * len(v)
 			}
 		}
 	}
@@ -263,6 +264,13 @@ func (c *converter) languages() []string {
 }
 
 // textEntry collects the translations and media of one label or hint.
+var mediaForms = []struct{ form, column, prefix string }{
+	{"image", "media::image", "jr://images/"},
+	{"audio", "media::audio", "jr://audio/"},
+	{"video", "media::video", "jr://video/"},
+	{"big-image", "media::big-image", "jr://images/"},
+}
+
 func (c *converter) textEntry(id string, r Row, col string, at *node) *itextEntry {
 	e := &itextEntry{id: id, forms: map[string]map[string]string{}, at: at}
 	put := func(lang, form, v string) {
@@ -286,10 +294,9 @@ func (c *converter) textEntry(id string, r Row, col string, at *node) *itextEntr
 		}
 	}
 	if col == "label" {
-		for _, m := range []string{"image", "audio", "video", "big-image"} {
-			for _, t := range c.translations(r, "media::"+m) {
-				prefix := map[string]string{"image": "jr://images/", "big-image": "jr://images/", "audio": "jr://audio/", "video": "jr://video/"}[m]
-				put(t[0], m, prefix+t[1])
+		for _, m := range mediaForms {
+			for _, t := range c.translations(r, m.column) {
+				put(t[0], m.form, m.prefix+t[1])
 			}
 		}
 	}

@@ -109,7 +109,7 @@ func (p *pkg) read(name string) ([]byte, error) {
 	}
 	defer rc.Close()
 	// The declared size is a hint, not a promise: allocate by it only so far.
-	out := bytes.NewBuffer(make([]byte, 0, min(f.UncompressedSize64, 1<<20)))
+	out := bytes.NewBuffer(make([]byte, 0, min(f.UncompressedSize64, 1<<20)+bytes.MinRead))
 	n, err := io.Copy(out, io.LimitReader(rc, p.budget+1))
 	if err != nil {
 		return nil, notXLSX(fmt.Errorf("part %s: %v", name, err))

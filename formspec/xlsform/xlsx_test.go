@@ -274,15 +274,29 @@ func TestReadXLSXRefuses(t *testing.T) {
 	}
 }
 
-// BenchmarkConvert converts a 300-question form with two languages, groups,
-// repeats, relevance, calculations and choice filters (testdata/bench300.md,
-// written as a real .xlsx first): reading the workbook and converting.
-func BenchmarkConvert(b *testing.B) {
+// testdata/bench300.xlsx is testdata/bench300.md written by excelize, kept
+// as a file so that `haven form convert` can be timed on it; it must not
+// drift from the markdown.
+func TestBenchWorkbookMatchesMarkdown(t *testing.T) {
 	md, err := os.ReadFile("testdata/bench300.md")
 	if err != nil {
-		b.Fatal(err)
+		t.Fatal(err)
 	}
-	x, err := xlsxtest.FromMarkdown(string(md))
+	x, err := os.ReadFile("testdata/bench300.xlsx")
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, b := xlsform.ConvertMarkdown(string(md), xlsform.Options{}), xlsform.ConvertXLSX(x, xlsform.Options{})
+	if len(a.Errors) > 0 || len(b.Errors) > 0 || !bytes.Equal(a.XForm, b.XForm) {
+		t.Fatalf("testdata/bench300.xlsx no longer matches bench300.md (%v %v): write it again with xlsxtest.FromMarkdown", a.Errors, b.Errors)
+	}
+}
+
+// BenchmarkConvert converts a 300-question form with two languages, groups,
+// repeats, relevance, calculations and choice filters
+// (testdata/bench300.xlsx): reading the workbook and converting.
+func BenchmarkConvert(b *testing.B) {
+	x, err := os.ReadFile("testdata/bench300.xlsx")
 	if err != nil {
 		b.Fatal(err)
 	}
