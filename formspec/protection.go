@@ -267,11 +267,15 @@ func (f *Form) IsMetadata(n *Node) bool {
 		return true
 	}
 	// A meta block within a repeat (in it, or in a group in it): entities
-	// made once per item of a repeat.
+	// made once per item of a repeat; and an entity's meta block in any
+	// group (a form with several entity lists gives each its own).
 	segs := strings.Split(n.Path, "/")
 	for i := 2; i < len(segs)-1; i++ {
 		if segs[i] != "meta" {
 			continue
+		}
+		if segs[i+1] == "entity" {
+			return true
 		}
 		for j := i; j > 1; j-- {
 			if p := f.Node(strings.Join(segs[:j], "/")); p != nil && p.Repeat {

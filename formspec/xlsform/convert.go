@@ -99,7 +99,8 @@ type converter struct {
 	settings       map[string]string
 	triggers       map[string][]*el // setvalues to place in the controls of triggering questions
 	usesHaven      bool             // a haven: attribute was written: declare the namespace
-	entity         *entity          // the entities sheet's declaration, if any
+	entities       []*entity        // the entities sheet's declarations, placed
+	placed         []*entity        // entities whose meta is written, in document order
 	dupNames       map[string]bool  // names used more than once: ${name} cannot tell which
 	repeatPaths    map[string]bool
 	lastSaved      bool // ${last-saved#name} is used: declare the last-saved instance
@@ -838,6 +839,11 @@ func (c *converter) relative(context, target string) (string, bool) {
 	steps := 1
 	var tail string
 	if strings.Contains(cp, tp) {
+		// A context in a repeat nested in the target's repeat counts from
+		// the target's repeat, as pyxform does.
+		if outer := c.repeatAbove(cp); outer != "" && outer == tp {
+			cp = outer
+		}
 		contextParts := strings.Split(context[len(tp)+1:], "/")
 		remainder := target[len(tp):]
 		var targetParts []string

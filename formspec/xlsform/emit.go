@@ -425,16 +425,21 @@ func (c *converter) emit() []byte {
 	var binds []*el
 	body := elem("h:body")
 	c.triggers = c.collectTriggers()
-	ent := c.readEntities()
-	c.entity = ent
+	c.entities = c.readEntities()
 	c.texts = &texts
 	c.build(c.root, rootEl, body, &binds, &texts)
 	meta := elem("meta")
-	if ent != nil && ent.scope == c.root {
-		model.attr("entities:entities-version", "2024.1.0")
-		c.entityElements(ent, meta, &binds)
-	} else if ent != nil {
-		model.attr("entities:entities-version", "2025.1.0") // made in a repeat: see build
+	if len(c.entities) > 0 {
+		version := "2024.1.0"
+		for _, e := range c.entities {
+			if len(c.entities) > 1 || repeatsAbove(e.metaAt) > 0 {
+				version = "2025.1.0" // several lists, or made in a repeat: see build
+			}
+			if e.metaAt == c.root {
+				c.entityElements(e, meta, &binds)
+			}
+		}
+		model.attr("entities:entities-version", version)
 	}
 	for _, ch := range c.root.children {
 		if ch.typ == "audit" {
@@ -556,7 +561,7 @@ func (c *converter) emit() []byte {
 		"xmlns:ev", "http://www.w3.org/2001/xml-events", "xmlns:xsd", "http://www.w3.org/2001/XMLSchema",
 		"xmlns:jr", "http://openrosa.org/javarosa", "xmlns:orx", "http://openrosa.org/xforms",
 		"xmlns:odk", "http://www.opendatakit.org/xforms").add(head, body)
-	if ent != nil {
+	if len(c.entities) > 0 {
 		html.attr("xmlns:entities", "http://www.opendatakit.org/xforms/entities")
 	}
 	if c.usesHaven {
@@ -762,17 +767,25 @@ func (c *converter) build(n *node, inst, container *el, binds *[]*el, texts *[]*
 				ctl.add(inner)
 			}
 			fresh := elem(ch.name)
+			placedBefore := len(c.placed)
 			c.build(ch, fresh, inner, binds, texts)
-			if e := c.entity; e != nil && e.metaAt == ch && binds != nil {
-				// Each item of the repeat makes an entity: its meta goes
-				// last here (the repeat, or a group in it).
-				meta := elem("meta")
-				c.entityElements(e, meta, binds)
-				fresh.add(meta)
+			for _, e := range c.entities {
+				if e.metaAt == ch && binds != nil {
+					// The entity placed here (in a group, or made once per
+					// item of a repeat): its meta goes last.
+					meta := elem("meta")
+					c.entityElements(e, meta, binds)
+					fresh.add(meta)
+					c.placed = append(c.placed, e)
+				}
 			}
-			if e := c.entity; e != nil && e.scope == ch && inner != nil && e.id == "" {
-				// A new id with each new item.
-				inner.add(elem("setvalue", "ref", e.metaAt.path+"/meta/entity/@id", "event", "odk-new-repeat", "value", "uuid()"))
+			if ch.kind == "repeat" && inner != nil {
+				for _, e := range c.placed[placedBefore:] {
+					if e.scope == ch && e.id == "" {
+						// A new id with each new item.
+						inner.add(elem("setvalue", "ref", e.metaAt.path+"/meta/entity/@id", "event", "odk-new-repeat", "value", "uuid()"))
+					}
+				}
 			}
 			if ch.kind == "repeat" && inner != nil {
 				// Dynamic defaults of the item's questions, in its groups
@@ -1120,8 +1133,10 @@ func (c *converter) referenceGeometry(n *node, v string) *el {
 // instanceName reports whether a secondary instance of that name comes
 // from a file the form attaches or from the entity list.
 func (c *converter) instanceName(id string) bool {
-	if c.entity != nil && c.entity.dataset == id {
-		return true
+	for _, e := range c.entities {
+		if e.dataset == id {
+			return true
+		}
 	}
 	found := false
 	var walk func(n *node)
@@ -1164,7 +1179,7 @@ func (c *converter) bind(n *node, typ string, r Row) *el {
 		}
 	}
 	if r.Get("save_to") != "" {
-		if prop := c.saveTo(n, c.entity); prop != "" {
+		if prop := c.saveTo(n); prop != "" {
 			b.attr("entities:saveto", prop)
 		}
 	}

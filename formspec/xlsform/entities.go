@@ -1,10 +1,11 @@
 package xlsform
 
 import (
+	"slices"
 	"strings"
 )
 
-// entity is the entities sheet's one row: the entity list a submission
+// entity is one row of the entities sheet: the entity list a submission
 // creates or updates an entity of, and how.
 type entity struct {
 	row                                    Row
@@ -13,19 +14,35 @@ type entity struct {
 	metaAt                                 *node // where its meta block goes: the scope, or a group in it
 }
 
-// readEntities reads the entities sheet (one row, as pyxform takes it).
-// Entities declared inside repeats (pyxform's 2025.1.0 spec) are refused
-// for now with a clear message, rather than left out unnoticed.
-func (c *converter) readEntities() *entity {
+// readEntities reads the entities sheet and places each entity in the form
+// as pyxform 4.5 does (entities spec 2025.1.0 for more than one, or for one
+// made in a repeat). nil after an error.
+func (c *converter) readEntities() []*entity {
 	sh := c.wb.sheet("entities")
 	if sh == nil || len(sh.Rows) == 0 {
 		return nil
 	}
-	if len(sh.Rows) > 1 {
-		c.errorf("entities", sh.Rows[1].Num, "list_name", "Haven converts one entity per form for now: keep one row on the entities sheet, or convert this form with pyxform.")
+	var out []*entity
+	seen := map[string]int{}
+	for _, r := range sh.Rows {
+		e := c.readEntity(r)
+		if e == nil {
+			return nil
+		}
+		if first, ok := seen[e.dataset]; ok {
+			c.errorf("entities", r.Num, "list_name", "The entity list %q is declared twice (rows %d and %d): declare each list once.", e.dataset, first, r.Num)
+			return nil
+		}
+		seen[e.dataset] = r.Num
+		out = append(out, e)
+	}
+	if !c.placeEntities(out) {
 		return nil
 	}
-	r := sh.Rows[0]
+	return out
+}
+
+func (c *converter) readEntity(r Row) *entity {
 	dataset := r.Get("list_name")
 	if dataset == "" {
 		dataset = r.Get("dataset") // the column's older name
@@ -54,70 +71,56 @@ func (c *converter) readEntities() *entity {
 		c.errorf("entities", r.Num, "update_if", "The entity list %q has create_if and entity_id, which upserts (creates or updates) an entity, but no update_if: add an update_if, or remove entity_id to only create entities.", e.dataset)
 		return nil
 	}
-	if e.scope = c.entityScope(e); e.scope == nil {
-		return nil
-	}
-	e.metaAt = c.entityMetaAt(e)
 	return e
 }
 
-// entityMetaAt places a repeat's entity as pyxform does: in the container
-// (the repeat, or a group in it) holding every question saved to it; with
-// none, in the container of the questions it refers to, the deepest when
-// they are nested in one another, the one holding them all when they sit
-// side by side.
-func (c *converter) entityMetaAt(e *entity) *node {
-	if e.scope == c.root {
-		return c.root
+// entityRef ties an entity to a place in the form: a question saved to it
+// (prop is the property) or one its expressions refer to.
+type entityRef struct {
+	q    *node
+	prop string
+}
+
+// Container paths, as pyxform measures them: a container's boundary is the
+// nearest repeat at or above it (or the root).
+func boundary(n *node) *node {
+	for ; n.parent != nil && n.kind != "repeat"; n = n.parent {
 	}
-	var best *node
-	above := func(a, b *node) bool { return a == b || strings.HasPrefix(b.path, a.path+"/") } // a is b or holds it
-	consider := func(n *node) {
-		if n == nil || c.nearestRepeat(n) != e.scope {
-			return
-		}
-		k := n.parent
-		switch {
-		case best == nil || above(best, k):
-			best = k
-		case above(k, best):
-		default:
-			for !above(best, k) {
-				best = best.parent
-			}
+	return n
+}
+
+func repeatsAbove(n *node) int { // repeats from the root down to n, n included
+	k := 0
+	for ; n.parent != nil; n = n.parent {
+		if n.kind == "repeat" {
+			k++
 		}
 	}
-	// Questions saved to the entity decide where it goes: the container
-	// holding them all. Without any, the references do, the deepest.
-	var saved []*node
-	var walk func(n *node)
-	walk = func(n *node) {
-		for _, ch := range n.children {
-			if ch.kind == "question" && ch.row.Get("save_to") != "" {
-				saved = append(saved, ch)
-			}
-			walk(ch)
-		}
+	return k
+}
+
+func belowBoundary(n *node) int { // containers between n's boundary and n, n included
+	k := 0
+	for ; n.parent != nil && n.kind != "repeat"; n = n.parent {
+		k++
 	}
-	walk(e.scope)
-	if len(saved) > 0 {
-		best = saved[0].parent
-		for _, q := range saved[1:] {
-			for !above(best, q.parent) {
-				best = best.parent
-			}
-		}
-		return best
+	return k
+}
+
+func depthOf(n *node) int {
+	d := 1
+	for ; n.parent != nil; n = n.parent {
+		d++
 	}
-	for _, v := range []string{e.label, e.id, e.createIf, e.updateIf} {
-		for _, m := range refPattern.FindAllStringSubmatch(v, -1) {
-			consider(c.byName[strings.TrimSpace(m[1])])
-		}
+	return d
+}
+
+// ancestorAt is n's ancestor (or n) d containers deep, the root being 1.
+func ancestorAt(n *node, d int) *node {
+	for k := depthOf(n); k > d; k-- {
+		n = n.parent
 	}
-	if best == nil {
-		return e.scope
-	}
-	return best
+	return n
 }
 
 // nearestRepeat returns the repeat n is in, or the root.
@@ -130,61 +133,247 @@ func (c *converter) nearestRepeat(n *node) *node {
 	return c.root
 }
 
-// entityScope finds where the entity is made (entities spec 2025.1.0): in
-// the repeat holding the questions saved to it, or the deepest repeat its
-// expressions refer into; at the root when neither is in a repeat. Every
-// other reference must be in that scope or above it. nil after an error.
-func (c *converter) entityScope(e *entity) *node {
-	var saveScope *node
-	var saveAt *node
-	var bad bool
-	var walk func(n *node)
-	walk = func(n *node) {
-		for _, ch := range n.children {
-			if ch.kind == "question" && ch.row.Get("save_to") != "" {
-				s := c.nearestRepeat(ch)
-				if saveScope != nil && s != saveScope && !bad {
-					bad = true
-					c.errorf("survey", ch.row.Num, "save_to", "Questions saved to the entity list %q sit in different repeats (%s and %s): an entity is made once per item of one repeat. Move them into the same repeat, or copy the value there with a calculate and save that.", e.dataset, saveScope.path, s.path)
-				}
-				if saveScope == nil {
-					saveScope, saveAt = s, ch
+// placement is where references ask for one entity to go.
+type placement struct {
+	e         *entity
+	scope     *node   // the boundary the entity belongs to
+	requested *node   // the container it would best go in
+	lineages  []*node // containers of the questions saved to it
+}
+
+// request works out, from an entity's references in survey order, the
+// scope and the container pyxform asks for: questions saved to it decide
+// (the container holding them), else the deepest reference. Mixing scopes
+// that do not nest is an error.
+func (c *converter) request(e *entity, refs []entityRef) (placement, bool) {
+	var deepScope, deepScopeAt *node
+	var deepContainer, deepSave *entityRef
+	var lineages []*node
+	for i := range refs {
+		r := &refs[i]
+		at := r.q.parent
+		b := boundary(at)
+		if deepScope == nil || repeatsAbove(b) > repeatsAbove(deepScope) {
+			if b != deepScope {
+				deepContainer = r
+				if r.prop != "" {
+					deepSave = r
 				}
 			}
-			walk(ch)
+			deepScope, deepScopeAt = b, at
+		}
+		if deepContainer == nil || b == deepScope && belowBoundary(at) > belowBoundary(deepContainer.q.parent) {
+			deepContainer = r
+		}
+		if r.prop != "" {
+			if !slices.Contains(lineages, at) {
+				lineages = append(lineages, at)
+			}
+			if deepSave == nil || b == deepScope && belowBoundary(at) > belowBoundary(deepSave.q.parent) {
+				deepSave = r
+			}
+		}
+	}
+	requested := deepContainer.q.parent
+	if deepSave != nil {
+		requested = deepSave.q.parent
+	}
+	if len(lineages) > 0 {
+		minLen := depthOf(lineages[0])
+		for _, l := range lineages[1:] {
+			minLen = min(minLen, depthOf(l))
+		}
+		common := ancestorAt(lineages[0], minLen)
+		if len(lineages) > 1 {
+			// pyxform compares the paths position by position, by name.
+			for i := 1; i <= minLen; i++ {
+				target := ancestorAt(lineages[0], i)
+				for _, l := range lineages {
+					if o := ancestorAt(l, i); o.name != target.name || o.kind != target.kind {
+						common = ancestorAt(lineages[0], i-1)
+						break
+					}
+				}
+			}
+			// The deepest scope, or the deepest container in it.
+			a := boundary(deepSave.q.parent)
+			requested = a
+			if repeatsAbove(common) > repeatsAbove(a) || repeatsAbove(common) == repeatsAbove(a) && belowBoundary(common) > belowBoundary(a) {
+				requested = common
+			}
+		} else {
+			requested = common
+		}
+	}
+	reqScope := boundary(requested)
+	for _, r := range refs {
+		b := boundary(r.q.parent)
+		if depthOf(b) > depthOf(deepScope) || ancestorAt(deepScope, depthOf(b)) != b || r.prop != "" && b != reqScope {
+			if r.prop != "" {
+				c.errorf("survey", r.q.row.Num, "save_to", "This question is saved to the entity list %q from %s, but its other references are in %s: an entity is made once per item of one repeat. Save to it from questions in the same repeat, or copy the value there with a calculate.", e.dataset, r.q.parent.path, deepScopeAt.path)
+			} else {
+				c.errorf("entities", e.row.Num, "label", "The entity list %q refers to ${%s} in %s, which is not compatible with its other references in %s: an entity is made once per item of one repeat. Copy the value into that repeat with a calculate and refer to it.", e.dataset, r.q.name, r.q.parent.path, deepScopeAt.path)
+			}
+			return placement{}, false
+		}
+	}
+	return placement{e: e, scope: deepScope, requested: requested, lineages: lineages}, true
+}
+
+// placeEntities sets each entity's scope and meta container as pyxform's
+// allocation does: one entity per container; each as deep as its
+// references ask, moving up within its scope when the container is taken,
+// and never into containers between its saved questions and its place.
+func (c *converter) placeEntities(ents []*entity) bool {
+	byList := map[string]*entity{}
+	for _, e := range ents {
+		byList[e.dataset] = e
+	}
+	refs := map[*entity][]entityRef{}
+	var order []*entity // by first reference, as pyxform groups them
+	note := func(e *entity, r entityRef) {
+		if _, ok := refs[e]; !ok {
+			order = append(order, e)
+		}
+		refs[e] = append(refs[e], r)
+	}
+	vars := map[string][]*entity{} // question name -> entities whose expressions refer to it
+	for _, e := range ents {
+		seen := map[string]bool{}
+		for _, v := range []string{e.id, e.createIf, e.updateIf, e.label} {
+			for _, m := range refPattern.FindAllStringSubmatch(v, -1) {
+				if name := strings.TrimSpace(m[1]); !seen[name] {
+					seen[name] = true
+					vars[name] = append(vars[name], e)
+				}
+			}
+		}
+	}
+	ok := true
+	var walk func(n *node)
+	walk = func(n *node) {
+		for _, q := range n.children {
+			if q.kind == "question" {
+				if v := strings.TrimSpace(q.row.Get("save_to")); v != "" {
+					if e, prop := c.savedTo(q, ents, byList); e != nil {
+						for _, r := range refs[e] {
+							if r.prop == prop {
+								c.errorf("survey", q.row.Num, "save_to", "The entity property %q of %q is already saved from row %d: save each property from one question.", prop, e.dataset, r.q.row.Num)
+								ok = false
+							}
+						}
+						note(e, entityRef{q: q, prop: prop})
+					} else {
+						ok = false
+					}
+				}
+				for _, e := range vars[q.name] {
+					note(e, entityRef{q: q})
+				}
+			}
+			walk(q)
 		}
 	}
 	walk(c.root)
-	if bad {
-		return nil
+	if !ok {
+		return false
 	}
-	scope := c.root
-	if saveScope != nil {
-		scope = saveScope
+	// Requests grouped by scope, scopes in order of first appearance.
+	var scopes []*node
+	byScope := map[*node][]placement{}
+	add := func(p placement) {
+		if _, ok := byScope[p.scope]; !ok {
+			scopes = append(scopes, p.scope)
+		}
+		byScope[p.scope] = append(byScope[p.scope], p)
 	}
-	within := func(a, b *node) bool { return a == b || strings.HasPrefix(b.path, a.path+"/") } // a is b or above it
-	for _, v := range []string{e.label, e.id, e.createIf, e.updateIf} {
-		for _, m := range refPattern.FindAllStringSubmatch(v, -1) {
-			n := c.byName[strings.TrimSpace(m[1])]
-			if n == nil {
-				continue // reported when the expression is written
-			}
-			s := c.nearestRepeat(n)
-			switch {
-			case within(s, scope):
-			case within(scope, s) && (saveScope == nil || scope != saveScope):
-				scope = s // deeper: the entity moves down with its references
-			default:
-				at, row := scope.path, e.row.Num
-				if saveAt != nil {
-					row = saveAt.row.Num
+	for _, e := range order {
+		p, ok := c.request(e, refs[e])
+		if !ok {
+			return false
+		}
+		add(p)
+	}
+	for _, e := range ents {
+		if _, ok := refs[e]; !ok {
+			add(placement{e: e, scope: c.root, requested: c.root})
+		}
+	}
+	if len(scopes) == 1 && scopes[0] == c.root && len(byScope[c.root]) == 1 {
+		e := byScope[c.root][0].e
+		e.scope, e.metaAt = c.root, c.root
+		return true
+	}
+	taken := map[*node]*entity{}    // containers holding an entity
+	reserved := map[*node]*entity{} // containers between an entity's saved questions and its place
+	for _, scope := range scopes {
+		reqs := byScope[scope]
+		slices.SortStableFunc(reqs, func(a, b placement) int { return a.e.row.Num - b.e.row.Num })
+		for _, req := range reqs {
+			var conflict *entity
+			for d := depthOf(req.requested); d >= depthOf(scope); d-- {
+				at := ancestorAt(req.requested, d)
+				conflict = taken[at]
+				if conflict == nil {
+					conflict = reserved[at]
 				}
-				c.errorf("entities", row, "list_name", "The entity list %q refers to ${%s} in %s, which is not compatible with its other references in %s: an entity is made once per item of one repeat. Copy the value into that repeat with a calculate and refer to it.", e.dataset, n.name, s.path, at)
-				return nil
+				if conflict == nil {
+					taken[at], reserved[at] = req.e, req.e
+					for _, l := range req.lineages {
+						for n := l; n != nil && depthOf(n) >= d; n = n.parent {
+							reserved[n] = req.e
+						}
+					}
+					req.e.metaAt, req.e.scope = at, boundary(at)
+					break
+				}
+				if len(req.lineages) > 0 && reserved[req.lineages[0]] != nil {
+					conflict = reserved[req.lineages[0]]
+					break // its saved questions sit where another entity is
+				}
+			}
+			if conflict != nil {
+				c.errorf("entities", req.e.row.Num, "list_name", "The entity list %q has no container of its own in %s: the entity of row %d takes the one it needs. Put its questions in a group of their own (one entity per group or repeat).", req.e.dataset, scope.path, conflict.row.Num)
+				return false
 			}
 		}
 	}
-	return scope
+	return true
+}
+
+// savedTo finds the entity a question's save_to names (LIST#PROPERTY, or
+// PROPERTY when the form has one entity) and the property.
+func (c *converter) savedTo(q *node, ents []*entity, byList map[string]*entity) (*entity, string) {
+	v := strings.TrimSpace(q.row.Get("save_to"))
+	bad := func(format string, args ...any) (*entity, string) {
+		c.errorf("survey", q.row.Num, "save_to", format, args...)
+		return nil, ""
+	}
+	if strings.Count(v, "#") > 1 {
+		return bad("The save_to value %q has more than one '#': write PROPERTY, or LIST#PROPERTY.", v)
+	}
+	list, prop, named := strings.Cut(v, "#")
+	if !named {
+		if len(ents) > 1 {
+			return bad("The form declares %d entity lists, so save_to must say which: write LIST#%s.", len(ents), v)
+		}
+		if c.checkProperty(q, v) == "" {
+			return nil, ""
+		}
+		return ents[0], v
+	}
+	e := byList[list]
+	if e == nil {
+		names := make([]string, len(ents))
+		for i, x := range ents {
+			names[i] = x.dataset
+		}
+		return bad("The save_to value %q names the entity list %q, which is not on the entities sheet (it declares %s): check the spelling.", v, list, strings.Join(names, ", "))
+	}
+	if c.checkProperty(q, prop) == "" {
+		return nil, ""
+	}
+	return e, prop
 }
 
 // entityElements adds the entity to meta and its binds, as pyxform does
@@ -236,30 +425,11 @@ func (c *converter) entityElements(e *entity, meta *el, binds *[]*el) {
 	}
 }
 
-// saveTo checks a question's save_to value against the form's entity and
-// returns the entity property it names ("" after reporting a mistake). A
-// value may name the list too, as LIST#PROPERTY.
-func (c *converter) saveTo(n *node, e *entity) string {
-	v := strings.TrimSpace(n.row.Get("save_to"))
+// checkProperty checks an entity property's name; "" after reporting.
+func (c *converter) checkProperty(q *node, prop string) string {
 	bad := func(format string, args ...any) string {
-		c.errorf("survey", n.row.Num, "save_to", format, args...)
+		c.errorf("survey", q.row.Num, "save_to", format, args...)
 		return ""
-	}
-	if e == nil {
-		if sh := c.wb.sheet("entities"); sh == nil || len(sh.Rows) == 0 {
-			return bad("save_to saves an answer to an entity property, but the form declares no entity: add an entities sheet with the entity list, or remove the save_to value.")
-		}
-		return "" // the entities sheet's mistake is reported already
-	}
-	if strings.Count(v, "#") > 1 {
-		return bad("The save_to value %q has more than one '#': write PROPERTY, or LIST#PROPERTY.", v)
-	}
-	prop := v
-	if list, p, ok := strings.Cut(v, "#"); ok {
-		if list != e.dataset {
-			return bad("The save_to value %q names the entity list %q, which is not on the entities sheet (it declares %q): check the spelling.", v, list, e.dataset)
-		}
-		prop = p
 	}
 	switch {
 	case strings.EqualFold(prop, "name") || strings.EqualFold(prop, "label"):
@@ -270,4 +440,21 @@ func (c *converter) saveTo(n *node, e *entity) string {
 		return bad("The entity property %q cannot be used: names begin with a letter or underscore, then hold only letters, digits, underscores, hyphens or periods.", prop)
 	}
 	return prop
+}
+
+// saveTo gives the entity property a question saves to, for its bind: the
+// value without its list, if any ("" when readEntities refused the form's
+// entities, which reported why).
+func (c *converter) saveTo(n *node) string {
+	v := strings.TrimSpace(n.row.Get("save_to"))
+	if len(c.entities) == 0 {
+		if sh := c.wb.sheet("entities"); sh == nil || len(sh.Rows) == 0 {
+			c.errorf("survey", n.row.Num, "save_to", "save_to saves an answer to an entity property, but the form declares no entity: add an entities sheet with the entity list, or remove the save_to value.")
+		}
+		return ""
+	}
+	if _, p, ok := strings.Cut(v, "#"); ok {
+		return p
+	}
+	return v
 }

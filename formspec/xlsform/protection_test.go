@@ -164,10 +164,27 @@ func TestEntityMetaProtection(t *testing.T) {
 | settings | |
 | | legal_basis |
 | | public_interest |`,
+		// Two entity lists: the second one's meta block sits in a group.
+		`| survey | | | | | | |
+| | type | name | label | purpose | sensitivity | save_to |
+| | text | hname | Household | Register the household | level_2 | households#hh |
+| | begin_group | head | Head | | | |
+| | text | pname | Name | Register the person | level_3 | people#given |
+| | end_group | | | | | |
+| entities | | |
+| | list_name | label |
+| | households | ${hname} |
+| | people | ${pname} |
+| settings | |
+| | legal_basis |
+| | public_interest |`,
 	} {
 		res := ConvertMarkdown(md, Options{})
 		if len(res.Errors) > 0 {
 			t.Fatal(res.Errors)
+		}
+		if !bytes.Contains(res.XForm, []byte("/head/meta/entity/label")) && strings.Contains(md, "households") {
+			t.Fatalf("the second entity is not in its group:\n%s", res.XForm)
 		}
 		f, err := formspec.Parse(res.XForm)
 		if err != nil {

@@ -182,3 +182,46 @@ func TestChoiceLabelsFromItemsets(t *testing.T) {
 		t.Errorf("default language %q", f.DefaultLanguage)
 	}
 }
+
+// Several entity lists: each gets its own container as pyxform places
+// them, and save_to must say which list when there is more than one.
+func TestSeveralEntityLists(t *testing.T) {
+	form := func(saveTo string) string {
+		return `| survey | | | | |
+| | type | name | label | save_to |
+| | text | hname | Household | ` + saveTo + ` |
+| | begin_repeat | people | People | |
+| | text | pname | Name | people#given |
+| | end_repeat | | | |
+| entities | | |
+| | list_name | label |
+| | households | ${hname} |
+| | people | ${pname} |`
+	}
+	res := ConvertMarkdown(form("households#hh"), Options{})
+	if len(res.Errors) > 0 {
+		t.Fatal(res.Errors)
+	}
+	x := string(res.XForm)
+	for _, want := range []string{
+		`entities:entities-version="2025.1.0"`,
+		`<bind nodeset="/data/people/meta/entity/label" calculate=" ../../../pname " readonly="true()" type="string"/>`,
+		`<setvalue ref="/data/people/meta/entity/@id" event="odk-new-repeat" value="uuid()"/>`,
+		`<bind nodeset="/data/meta/entity/label" calculate=" /data/hname " readonly="true()" type="string"/>`,
+		`<bind nodeset="/data/hname" type="string" entities:saveto="hh"/>`,
+	} {
+		if !strings.Contains(x, want) {
+			t.Errorf("missing %s in\n%s", want, x)
+		}
+	}
+	for saveTo, says := range map[string]string{
+		"hh":          "must say which",
+		"houses#hh":   "not on the entities sheet",
+		"people#name": "reserved",
+	} {
+		res := ConvertMarkdown(form(saveTo), Options{})
+		if len(res.Errors) == 0 || !strings.Contains(res.Errors[0].Message, says) {
+			t.Errorf("save_to %s: %v, want an error saying %q", saveTo, res.Errors, says)
+		}
+	}
+}
