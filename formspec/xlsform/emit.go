@@ -80,6 +80,11 @@ func (e *el) add(children ...*el) *el {
 	return e
 }
 
+func (e *el) setText(s string) *el {
+	e.text = s
+	return e
+}
+
 func (e *el) attr(k, v string) *el {
 	e.attrs = append(e.attrs, k, v)
 	return e
@@ -237,6 +242,41 @@ type itextEntry struct {
 	at    *node
 }
 
+// has reports whether some language gives the entry that form.
+func (t *itextEntry) has(form string) bool {
+	for _, f := range t.forms {
+		if _, ok := f[form]; ok {
+			return true
+		}
+	}
+	return false
+}
+
+// textOrder orders the languages as pyxform writes translations: the
+// default language first, then each in the order a text first uses it
+// (choices before questions), then any no text uses.
+func textOrder(langs []string, texts []*itextEntry) []string {
+	if len(langs) < 3 {
+		return langs
+	}
+	out := []string{langs[0]}
+	seen := map[string]bool{langs[0]: true}
+	for _, t := range texts {
+		for _, l := range langs[1:] {
+			if !seen[l] && t.forms[l] != nil {
+				seen[l] = true
+				out = append(out, l)
+			}
+		}
+	}
+	for _, l := range langs {
+		if !seen[l] {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
 func (c *converter) languages() []string {
 	var langs []string
 	if d := c.settings["default_language"]; d != "" {
@@ -246,8 +286,9 @@ func (c *converter) languages() []string {
 	for _, sh := range []string{"survey", "choices"} {
 		if s := c.wb.sheet(sh); s != nil {
 			for _, h := range s.Headers {
-				if h == "label" || h == "hint" {
-					hasDefault = true
+				switch {
+				case h == "label", h == "hint", h == "guidance_hint", strings.HasPrefix(h, "media::") && !strings.Contains(h[len("media::"):], "::"):
+					hasDefault = true // an untranslated text or media column
 				}
 			}
 		}
@@ -467,7 +508,7 @@ func (c *converter) emit() []byte {
 		for _, t := range texts {
 			hasDefault = hasDefault || t.forms["default"] != nil
 		}
-		for _, lang := range langs {
+		for _, lang := range textOrder(langs, texts) {
 			if lang == "default" && !hasDefault {
 				continue
 			}
@@ -502,8 +543,13 @@ func (c *converter) emit() []byte {
 					v.text, v.raw = c.withOutputs(forms[f], t.at, "label")
 					te.add(v)
 				}
-				if _, ok := forms[""]; !ok && strings.HasSuffix(t.id, ":hint") {
-					te.add(&el{name: "value", text: "-"}) // a guidance hint without the hint itself
+				// The text and the guidance hint, when another language has
+				// them and this one does not, are "-" (media are not filled).
+				if _, ok := forms[""]; !ok && (strings.HasSuffix(t.id, ":hint") || t.has("")) {
+					te.add(&el{name: "value", text: "-"})
+				}
+				if _, ok := forms["guidance"]; !ok && t.has("guidance") {
+					te.add(elem("value", "form", "guidance").setText("-"))
 				}
 				tr.add(te)
 			}
