@@ -353,6 +353,16 @@ func TestXLSFormUpload(t *testing.T) {
 	if r2.StatusCode != 400 || !strings.Contains(body.Message, "never ended") || len(body.Details.Errors) != 1 || body.Details.Errors[0].Row != 2 {
 		t.Fatalf("broken XLSForm: %d %+v", r2.StatusCode, body)
 	}
+	// A form id pyxform takes but Haven cannot serve converts (with a
+	// warning), and publishing it is refused.
+	spaced, _ := xlsxtest.FromMarkdown("| survey | | | | | |\n| | type | name | label | purpose | sensitivity |\n| | text | q | Q | Why | level_1 |\n| settings | | |\n| | form_id | legal_basis |\n| | My Form | vital_interest |")
+	r3 := e.request("POST", base, e.token, xlsxType, bytes.NewReader(spaced))
+	body.Message = ""
+	json.NewDecoder(r3.Body).Decode(&body)
+	r3.Body.Close()
+	if r3.StatusCode != 400 || !strings.Contains(body.Message, `"My Form" cannot be used`) {
+		t.Fatalf("form id with a space: %d %+v", r3.StatusCode, body)
+	}
 	var list []struct{ XMLFormID string }
 	e.admin("GET", base, nil, &list)
 	if len(list) != 1 {

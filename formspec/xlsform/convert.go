@@ -290,12 +290,17 @@ func Convert(wb *Workbook, opt Options) *Result {
 	}
 	c.checkAliases()
 	c.readSettings()
+	if v := strings.ToLower(strings.TrimSpace(c.settings["clean_text_values"])); v != "no" && v != "false" && v != "false()" && v != "0" {
+		collapseSpaces(wb)
+	}
 	if name := c.settings["name"]; name != "" {
 		c.opt.RootName = name // the settings sheet names the instance's root
 	}
 	if id := c.settings["form_id"]; id != "" {
 		if err := formspec.CheckFormID(id); err != nil {
-			c.errorf("settings", 2, "form_id", "%s", haven.ErrorMessage(err))
+			// pyxform and Collect take it, so the conversion does; Haven
+			// refuses to publish it (it goes into URLs and file names).
+			c.warnf("settings", 2, "form_id", "%s Haven will refuse to publish the form until you change it.", haven.ErrorMessage(err))
 		}
 	}
 	c.readChoices()
@@ -378,6 +383,27 @@ func no(s string) bool {
 	}
 	return false
 }
+
+// collapseSpaces makes each run of spaces in the survey and choices one
+// space, as pyxform does unless clean_text_values is no. It changes wb;
+// doing it twice changes nothing more.
+func collapseSpaces(wb *Workbook) {
+	for _, name := range []string{"survey", "choices"} {
+		sh := wb.sheet(name)
+		if sh == nil {
+			continue
+		}
+		for _, r := range sh.Rows {
+			for k, v := range r.Cells {
+				if strings.Contains(v, "  ") {
+					r.Cells[k] = multiSpace.ReplaceAllString(v, " ")
+				}
+			}
+		}
+	}
+}
+
+var multiSpace = regexp.MustCompile(` {2,}`)
 
 func yes(s string) bool {
 	switch strings.ToLower(strings.TrimSpace(s)) {
@@ -785,7 +811,8 @@ func (c *converter) exprFrom(s, context string, row int, col string, filter bool
 	return b.String()
 }
 
-// indexedRepeatSpans returns where the indexed-repeat(...) calls of s are.
+// indexedRepeatSpans returns where the arguments of the indexed-repeat()
+// calls of s are that must refer absolutely: the value and the repeats.
 func indexedRepeatSpans(s string) [][2]int {
 	var spans [][2]int
 	for i := 0; ; {
@@ -804,7 +831,23 @@ func indexedRepeatSpans(s string) [][2]int {
 				}
 			}
 		}
-		spans = append(spans, [2]int{start, k})
+		// The value and the repeats stay absolute; the index arguments
+		// (third, fifth...) follow the usual rules, as pyxform has it.
+		argStart, arg, d := start+len("indexed-repeat("), 0, 0
+		for p := argStart; p <= k && p < len(s); p++ {
+			switch s[p] {
+			case '(':
+				d++
+			case ')':
+				d--
+			}
+			if p == k || s[p] == ',' && d == 0 {
+				if arg == 0 || arg%2 == 1 {
+					spans = append(spans, [2]int{argStart, p})
+				}
+				arg, argStart = arg+1, p+1
+			}
+		}
 		i = k
 		if i >= len(s) {
 			return spans
