@@ -2,14 +2,14 @@ package xlsform
 
 import (
 	"fmt"
+	"maps"
+	"regexp"
 	"slices"
+	"sort"
+	"strings"
 
 	"github.com/haven-org/haven"
 	"github.com/haven-org/haven/formspec"
-
-	"regexp"
-	"sort"
-	"strings"
 )
 
 // Options override what the workbook says (or does not say).
@@ -291,7 +291,8 @@ func Convert(wb *Workbook, opt Options) *Result {
 	c.checkAliases()
 	c.readSettings()
 	if v := strings.ToLower(strings.TrimSpace(c.settings["clean_text_values"])); v != "no" && v != "false" && v != "false()" && v != "0" {
-		collapseSpaces(wb)
+		c.wb = collapseSpaces(wb)
+		survey = c.wb.sheet("survey")
 	}
 	if name := c.settings["name"]; name != "" {
 		c.opt.RootName = name // the settings sheet names the instance's root
@@ -385,22 +386,45 @@ func no(s string) bool {
 }
 
 // collapseSpaces makes each run of spaces in the survey and choices one
-// space, as pyxform does unless clean_text_values is no. It changes wb;
-// doing it twice changes nothing more.
-func collapseSpaces(wb *Workbook) {
+// space, as pyxform does unless clean_text_values is no. wb is left as it
+// is: sheets that change are copied.
+func collapseSpaces(wb *Workbook) *Workbook {
+	out := wb
 	for _, name := range []string{"survey", "choices"} {
 		sh := wb.sheet(name)
 		if sh == nil {
 			continue
 		}
-		for _, r := range sh.Rows {
+		var rows []Row
+		for i, r := range sh.Rows {
+			var cells map[string]string
 			for k, v := range r.Cells {
 				if strings.Contains(v, "  ") {
-					r.Cells[k] = multiSpace.ReplaceAllString(v, " ")
+					if cells == nil {
+						cells = maps.Clone(r.Cells)
+					}
+					cells[k] = multiSpace.ReplaceAllString(v, " ")
 				}
 			}
+			if cells == nil {
+				continue
+			}
+			if rows == nil {
+				rows = slices.Clone(sh.Rows)
+			}
+			rows[i].Cells = cells
 		}
+		if rows == nil {
+			continue
+		}
+		if out == wb {
+			out = &Workbook{Sheets: maps.Clone(wb.Sheets)}
+		}
+		copied := *sh
+		copied.Rows = rows
+		out.Sheets[name] = &copied
 	}
+	return out
 }
 
 var multiSpace = regexp.MustCompile(` {2,}`)

@@ -225,3 +225,24 @@ func TestSeveralEntityLists(t *testing.T) {
 		}
 	}
 }
+
+// Runs of spaces become one, as pyxform makes them, unless the settings
+// say clean_text_values: no; the workbook given to Convert is not changed.
+func TestCleanTextValues(t *testing.T) {
+	md := "| survey | | | |\n| | type | name | label |\n| | note | n | Two  spaces |\n"
+	wb, err := ReadMarkdown(md)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res := Convert(wb, Options{})
+	if len(res.Errors) > 0 || !bytes.Contains(res.XForm, []byte("<label>Two spaces</label>")) {
+		t.Fatalf("%v\n%s", res.Errors, res.XForm)
+	}
+	if got := wb.Sheets["survey"].Rows[0].Cells["label"]; got != "Two  spaces" {
+		t.Fatalf("Convert changed its input: %q", got)
+	}
+	res = ConvertMarkdown(md+"| settings | |\n| | clean_text_values |\n| | no |\n", Options{})
+	if len(res.Errors) > 0 || !bytes.Contains(res.XForm, []byte("<label>Two  spaces</label>")) {
+		t.Fatalf("clean_text_values no: %v\n%s", res.Errors, res.XForm)
+	}
+}
