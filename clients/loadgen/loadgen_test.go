@@ -82,3 +82,17 @@ func TestInstanceFitsForm(t *testing.T) {
 		t.Fatalf("a benchmark submission is %d bytes, not about 2 KB", len(doc))
 	}
 }
+
+// BenchmarkInstance: filling in the benchmark form, once per simulated
+// submission, on the cores the server under test uses too.
+func BenchmarkInstance(b *testing.B) {
+	f, err := formspec.Parse(loadgen.BenchForm("1"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	r := rand.New(rand.NewPCG(1, 2))
+	b.ReportAllocs()
+	for b.Loop() {
+		loadgen.Instance(f, "uuid:x", "p.jpg", r)
+	}
+}
