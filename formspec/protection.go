@@ -277,10 +277,8 @@ func (f *Form) IsMetadata(n *Node) bool {
 		if segs[i+1] == "entity" {
 			return true
 		}
-		for j := i; j > 1; j-- {
-			if p := f.Node(strings.Join(segs[:j], "/")); p != nil && p.Repeat {
-				return true
-			}
+		if m := f.Node(strings.Join(segs[:i+1], "/")); m != nil && f.InRepeat(m) {
+			return true
 		}
 	}
 	return false

@@ -290,7 +290,7 @@ func Convert(wb *Workbook, opt Options) *Result {
 	}
 	c.checkAliases()
 	c.readSettings()
-	if v := strings.ToLower(strings.TrimSpace(c.settings["clean_text_values"])); v != "no" && v != "false" && v != "false()" && v != "0" {
+	if !no(c.settings["clean_text_values"]) {
 		c.wb = collapseSpaces(wb)
 		survey = c.wb.sheet("survey")
 	}

@@ -90,8 +90,6 @@ func (e *el) attr(k, v string) *el {
 	return e
 }
 
-// xmlChars replaces what XML 1.0 cannot hold (control characters, invalid
-// UTF-8, U+FFFE and U+FFFF) with U+FFFD, so the output is always well-formed.
 // plainXML reports whether s is printable ASCII with nothing to escape, the
 // usual case, which then needs no copying.
 func plainXML(s string) bool {
@@ -104,6 +102,8 @@ func plainXML(s string) bool {
 	return true
 }
 
+// xmlChars replaces what XML 1.0 cannot hold (control characters, invalid
+// UTF-8, U+FFFE and U+FFFF) with U+FFFD, so the output is always well-formed.
 func xmlChars(s string) string {
 	if plainXML(s) {
 		return s
@@ -218,8 +218,6 @@ func (c *converter) withOutputs(s string, at *node, col string) (text string, ra
 	return "", " " + b.String() + " " // pyxform pads text holding an output
 }
 
-// translations of one column of a row: language -> text. An untranslated
-// column counts as the language "default".
 // translations returns a column's texts by language: the untranslated
 // column first (as "default"), then each language in order, so that where
 // default is also a named language the named column wins.
@@ -304,7 +302,8 @@ func (c *converter) languages() []string {
 	return langs
 }
 
-// textEntry collects the translations and media of one label or hint.
+// mediaForms are a label's media columns: the itext form, the column and
+// the URI prefix of the file.
 var mediaForms = []struct{ form, column, prefix string }{
 	{"image", "media::image", "jr://images/"},
 	{"audio", "media::audio", "jr://audio/"},
@@ -312,6 +311,7 @@ var mediaForms = []struct{ form, column, prefix string }{
 	{"big-image", "media::big-image", "jr://images/"},
 }
 
+// textEntry collects the translations and media of one label or hint.
 func (c *converter) textEntry(id string, r Row, col string, at *node) *itextEntry {
 	e := &itextEntry{id: id, forms: map[string]map[string]string{}, at: at}
 	put := func(lang, form, v string) {
@@ -832,8 +832,6 @@ func (c *converter) build(n *node, inst, container *el, binds *[]*el, texts *[]*
 						inner.add(elem("setvalue", "ref", e.metaAt.path+"/meta/entity/@id", "event", "odk-new-repeat", "value", "uuid()"))
 					}
 				}
-			}
-			if ch.kind == "repeat" && inner != nil {
 				// Dynamic defaults of the item's questions, in its groups
 				// too (not in nested repeats, which set their own).
 				var defaults func(n *node)
@@ -1102,7 +1100,7 @@ func (c *converter) answersItemset(n *node) *el {
 	q := c.byName[n.fromAnswers]
 	rep := (*node)(nil)
 	if q != nil {
-		if r := c.nearestRepeat(q); r != c.root {
+		if r := boundary(q.parent); r != c.root {
 			rep = r
 		}
 	}

@@ -123,16 +123,6 @@ func ancestorAt(n *node, d int) *node {
 	return n
 }
 
-// nearestRepeat returns the repeat n is in, or the root.
-func (c *converter) nearestRepeat(n *node) *node {
-	for p := n.parent; p != nil; p = p.parent {
-		if p.kind == "repeat" {
-			return p
-		}
-	}
-	return c.root
-}
-
 // placement is where references ask for one entity to go.
 type placement struct {
 	e         *entity

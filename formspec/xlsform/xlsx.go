@@ -583,7 +583,7 @@ func (r *sheetReader) value(typ string, style []byte, v []xmlToken, is *textRuns
 			return "", fmt.Errorf("it refers to shared string %q, which the workbook does not have", raw)
 		}
 		return nbsp(r.shared[k]), nil
-	case "str", "e", "d", "inlineStr":
+	case "str", "e", "d":
 		return nbsp(unescapeOOXML(raw)), nil
 	case "b":
 		switch strings.TrimSpace(raw) {
