@@ -75,12 +75,19 @@ func ReadXLSX(b []byte) (*Workbook, error) {
 		}
 		grid, err := r.read(data)
 		if err != nil {
-			return nil, fmt.Errorf("sheet %s: %v", sh.name, err)
+			if errors.Is(err, errTooManyRows) {
+				return nil, fmt.Errorf("sheet %s: %w", sh.name, err)
+			}
+			return nil, notXLSX(fmt.Errorf("sheet %s: %v", sh.name, err)) // damaged: saving again mends it
+
 		}
 		wb.add(sh.name, grid)
 	}
 	return wb, nil
 }
+
+// errTooManyRows: a sheet's rows (or a formatted row far down) pass MaxRows.
+var errTooManyRows = fmt.Errorf("it has more than %d rows, which Haven does not read: delete the rows below the form (formatting alone makes a row count)", MaxRows)
 
 func notXLSX(err error) error {
 	return fmt.Errorf("the file is not a readable .xlsx workbook (%v); save it again as Excel Workbook (.xlsx)", err)
@@ -400,7 +407,7 @@ func (r *sheetReader) read(data []byte) ([][]string, error) {
 					}
 				}
 				if n > MaxRows+1 {
-					return fmt.Errorf("it has more than %d rows; Haven reads sheets up to that size", MaxRows)
+					return errTooManyRows
 				}
 				for len(grid) < n-1 {
 					grid = append(grid, nil)
