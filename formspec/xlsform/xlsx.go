@@ -25,7 +25,7 @@ import (
 // spent 11 ms of a 20 ms conversion decoding XML with reflection.
 func ReadXLSX(b []byte) (*Workbook, error) {
 	if len(b) > MaxWorkbookBytes {
-		return nil, fmt.Errorf("the workbook is %d bytes; Haven reads workbooks up to %d bytes", len(b), MaxWorkbookBytes)
+		return nil, fmt.Errorf("the workbook is %d bytes; Haven reads workbooks up to %d bytes: remove pictures and sheets the form does not use", len(b), MaxWorkbookBytes)
 	}
 	zr, err := zip.NewReader(bytes.NewReader(b), int64(len(b)))
 	if err != nil {
@@ -79,7 +79,6 @@ func ReadXLSX(b []byte) (*Workbook, error) {
 				return nil, fmt.Errorf("sheet %s: %w", sh.name, err)
 			}
 			return nil, notXLSX(fmt.Errorf("sheet %s: %v", sh.name, err)) // damaged: saving again mends it
-
 		}
 		wb.add(sh.name, grid)
 	}
