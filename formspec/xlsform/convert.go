@@ -296,6 +296,11 @@ func Convert(wb *Workbook, opt Options) *Result {
 	}
 	if name := c.settings["name"]; name != "" {
 		c.opt.RootName = name // the settings sheet names the instance's root
+		if !xmlName.MatchString(name) {
+			c.errorf("settings", 2, "name", "The name %q cannot be the form's root element: names start with a letter or _ and hold only letters, digits, _, - and '.'. Change it, or leave the cell empty to use \"data\".", name)
+		}
+	} else if !xmlName.MatchString(c.opt.RootName) {
+		c.errorf("", 0, "", "The root name %q cannot be an XML element name: names start with a letter or _ and hold only letters, digits, _, - and '.'. Choose another.", c.opt.RootName)
 	}
 	if id := c.settings["form_id"]; id != "" {
 		if err := formspec.CheckFormID(id); err != nil {

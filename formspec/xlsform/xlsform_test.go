@@ -65,9 +65,16 @@ func TestConvertRefusals(t *testing.T) {
 		{"| survey | | | |\n| | type | name | label |\n| | select_one nope | q | Q |", "not on the choices sheet"},
 		{"| survey | | | |\n| | type | name | label |\n| | text | q | ${nothere} |", "no question named"},
 		{"| settings | |\n| | form_title |\n| | x |", "no sheet named survey"},
+		{"| survey | | | |\n| | type | name | label |\n| | text | q | Q |\n| settings | |\n| | name |\n| | 0 |", "root element"},
+		{"| survey | | | |\n| | type | name | label |\n| | text | q | Q |\n| settings | |\n| | name |\n| | a b |", "root element"},
+		{"| survey | | | |\n| | type | name | label |\n| | text | q | Q |", "root name \"<x>\""},
 	}
 	for _, c := range cases {
-		res := ConvertMarkdown(c.md, Options{})
+		opt := Options{}
+		if strings.Contains(c.says, "<x>") {
+			opt.RootName = "<x>"
+		}
+		res := ConvertMarkdown(c.md, opt)
 		if len(res.Errors) == 0 || !strings.Contains(res.Errors[0].Message, c.says) || res.XForm != nil {
 			t.Errorf("%q: %+v, want an error saying %q", c.md, res.Errors, c.says)
 		}
