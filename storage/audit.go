@@ -52,8 +52,9 @@ func nullID(v int64) sql.NullInt64 { return sql.NullInt64{Int64: v, Valid: v != 
 func (a *Audit) Append(tx *Tx, e *haven.AuditEvent) error {
 	var prevID int64
 	var prev []byte
-	err := tx.QueryRow(`SELECT id, hash FROM audits ORDER BY id DESC LIMIT 1`).Scan(&prevID, &prev)
-	if err != nil && !errors.Is(err, sql.ErrNoRows) {
+	if t := tx.batch.auditTail; t != nil {
+		prevID, prev = t.id, t.hash
+	} else if err := tx.QueryRow(`SELECT id, hash FROM audits ORDER BY id DESC LIMIT 1`).Scan(&prevID, &prev); err != nil && !errors.Is(err, sql.ErrNoRows) {
 		return err
 	}
 	details := ""
@@ -69,13 +70,15 @@ func (a *Audit) Append(tx *Tx, e *haven.AuditEvent) error {
 	}
 	e.ID, e.At = prevID+1, tx.Now().Truncate(time.Millisecond)
 	h := a.link(prev, e.ID, ms(e.At), nullID(e.ActorID), e.Actor, e.Action, nullID(e.ProjectID), e.Object, e.Address, e.Outcome, details)
-	_, err = tx.Exec(`INSERT INTO audits (id, at, actor_id, actor, action, project_id, object, address, outcome, details, hash)
+	if _, err := tx.Exec(`INSERT INTO audits (id, at, actor_id, actor, action, project_id, object, address, outcome, details, hash)
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, e.ID, ms(e.At), nullID(e.ActorID), e.Actor, e.Action, nullID(e.ProjectID),
-		e.Object, e.Address, e.Outcome, details, h)
-	if err == nil {
-		e.Recorded = true
+		e.Object, e.Address, e.Outcome, details, h); err != nil {
+		tx.batch.auditTail = nil
+		return err
 	}
-	return err
+	tx.batch.auditTail = &auditLink{id: e.ID, hash: h}
+	e.Recorded = true
+	return nil
 }
 
 // Log writes e in a transaction of its own.

@@ -2,10 +2,11 @@ package storage_test
 
 import (
 	"bytes"
+	"crypto/rand"
 	"fmt"
-	"sync/atomic"
 	"testing"
 
+	"github.com/haven-org/haven"
 	"github.com/haven-org/haven/storage"
 )
 
@@ -60,10 +61,14 @@ func BenchmarkIngest(b *testing.B) {
 			return nil
 		})
 		doc := bytes.Repeat([]byte("x"), 2048)
-		var n atomic.Int64
 		ingest := func() {
+			// As the server does: a random instanceID (so indexes take
+			// random leaves, as they do with real devices), a consent record
+			// and an audit event.
 			in := &storage.Incoming{ProjectID: pr.ID, FormID: formID, FormVersionID: versionID,
-				InstanceID: fmt.Sprintf("uuid:%d", n.Add(1)), XML: doc, SubmitterID: 1}
+				InstanceID: "uuid:" + rand.Text(), XML: doc, SubmitterID: 1, DeviceID: "collect:bench",
+				Consent: &haven.ConsentRecord{Outcome: "given", LegalBasis: haven.BasisConsent, DeviceUserID: 1},
+				Audit:   &haven.AuditEvent{ActorID: 1, Actor: "bench", Action: "submission.create", ProjectID: pr.ID, Object: "f"}}
 			if _, err := st.Submissions.Ingest(ctx, in); err != nil {
 				b.Error(err)
 			}

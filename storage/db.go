@@ -196,6 +196,14 @@ type Tx struct {
 // batchState is what the writes of one batch ask of its commit.
 type batchState struct {
 	needSync bool // a write recorded a blob that must be durable before the commit
+	// auditTail is the last audit event this transaction wrote, so the next
+	// one chains to it without reading it back. A rolled-back write forgets it.
+	auditTail *auditLink
+}
+
+type auditLink struct {
+	id   int64
+	hash []byte
 }
 
 // Now is the transaction's time: every row it writes carries the same instant.
@@ -398,6 +406,7 @@ func (db *DB) runBatch(batch []writeReq) {
 		}
 		if err := runWrite(r.fn, tx); err != nil {
 			results[i] = err
+			tx.batch.auditTail = nil // it may have been the rolled-back write's
 			if _, rerr := tx.Exec(`ROLLBACK TO w`); rerr != nil {
 				results[i] = errors.Join(err, rerr)
 			}

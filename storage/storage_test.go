@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/haven-org/haven"
 	"github.com/haven-org/haven/storage"
@@ -253,6 +254,54 @@ func TestGroupCommit(t *testing.T) {
 	cancel()
 	if err := st.DB.Write(cctx, func(tx *storage.Tx) error { t.Error("ran"); return nil }); err == nil {
 		t.Fatal("a cancelled write returned no error")
+	}
+}
+
+// TestAuditChainInOneBatch holds the committer so that many writes share
+// one transaction, some of them appending an audit event and then failing:
+// the chain must link each kept event to the kept one before it, never to
+// an event a failed write rolled back.
+func TestAuditChainInOneBatch(t *testing.T) {
+	st := open(t, t.TempDir())
+	release := make(chan struct{})
+	held := make(chan error, 1)
+	go func() { held <- st.DB.Write(ctx, func(tx *storage.Tx) error { <-release; return nil }) }()
+	const n = 60
+	errs := make(chan error, n)
+	for i := 0; i < n; i++ {
+		go func(i int) {
+			errs <- st.DB.Write(ctx, func(tx *storage.Tx) error {
+				if err := st.Audit.Append(tx, &haven.AuditEvent{Action: "test.write", Object: fmt.Sprint(i)}); err != nil {
+					return err
+				}
+				if i%4 == 1 {
+					return errors.New("refused after auditing")
+				}
+				return nil
+			})
+		}(i)
+	}
+	time.Sleep(200 * time.Millisecond) // let every write queue behind the held one
+	close(release)
+	if err := <-held; err != nil {
+		t.Fatal(err)
+	}
+	ok := 0
+	for i := 0; i < n; i++ {
+		if err := <-errs; err == nil {
+			ok++
+		}
+	}
+	v, err := st.Audit.Verify(ctx)
+	if err != nil || !v.OK || v.Events != int64(ok) {
+		t.Fatalf("chain after %d kept writes: %+v, %v", ok, v, err)
+	}
+	// The next transaction chains to what the last one kept.
+	if err := st.Audit.Log(ctx, &haven.AuditEvent{Action: "test.after"}); err != nil {
+		t.Fatal(err)
+	}
+	if v, err := st.Audit.Verify(ctx); err != nil || !v.OK || v.Events != int64(ok)+1 {
+		t.Fatalf("chain after one more event: %+v, %v", v, err)
 	}
 }
 

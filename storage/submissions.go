@@ -99,8 +99,19 @@ func (s *Submissions) Ingest(ctx context.Context, in *Incoming) (*IngestResult, 
 		res = &IngestResult{}
 		var versionID, submissionID int64
 		var storedMAC []byte
-		err := tx.QueryRow(`SELECT id, submission_id, xml_mac FROM submission_versions WHERE form_id = ? AND instance_id = ?`,
-			in.FormID, in.InstanceID).Scan(&versionID, &submissionID, &storedMAC)
+		// One statement answers both "was this received already?" and "was
+		// it removed on request?": statements are most of the committer's time.
+		var found, foundSubmission sql.NullInt64
+		var withdrawn, erased bool
+		err := tx.QueryRow(`SELECT v.id, v.submission_id, v.xml_mac,
+				EXISTS (SELECT 1 FROM consent_withdrawals WHERE form_id = ?1 AND instance_mac = ?3),
+				EXISTS (SELECT 1 FROM erased_instances WHERE form_id = ?1 AND instance_mac = ?4)
+			FROM (SELECT 1) LEFT JOIN submission_versions v ON v.form_id = ?1 AND v.instance_id = ?2`,
+			in.FormID, in.InstanceID, withdrawalMAC(pk, in.InstanceID), erasedMAC(pk, in.InstanceID)).Scan(&found, &foundSubmission, &storedMAC, &withdrawn, &erased)
+		if err == nil && !found.Valid {
+			err = sql.ErrNoRows
+		}
+		versionID, submissionID = found.Int64, foundSubmission.Int64
 		switch {
 		case err == nil:
 			if !bytes.Equal(storedMAC, mac) {
@@ -145,10 +156,11 @@ func (s *Submissions) Ingest(ctx context.Context, in *Incoming) (*IngestResult, 
 				return err
 			}
 			res.Created = true
+		case withdrawn:
+			return s.notKept(tx, res, "withdrawn", in, nil)
+		case erased:
+			return s.notKept(tx, res, "erased", in, nil)
 		default:
-			if gone, err := tx.gone(pk, in.FormID, in.InstanceID); err != nil || gone != "" {
-				return s.notKept(tx, res, gone, in, err)
-			}
 			if err := tx.checkObjection(pk, in); err != nil {
 				return err
 			}
