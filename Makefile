@@ -1,0 +1,58 @@
+# Benchmarks: each target reproduces one figure of BENCHMARKS.md on this
+# machine. The load targets start a throwaway server (--spawn) on a fresh
+# temporary data directory and report throughput, latency and peak RSS.
+# Setup and tests are in the README; nothing here is needed for them.
+
+HAVEN := ./haven
+LOADGEN := $(HAVEN) loadgen --spawn --duration 15s
+
+.PHONY: haven bench bench-small-32 bench-small-256 bench-small-256-nopause bench-photo \
+	bench-formlist bench-flaky bench-micro bench-convert bench-convert-cli bench-export \
+	bench-large-object crash-test
+
+haven:
+	go build -o $(HAVEN) ./cmd/haven
+
+# Every device-load figure, one after the other (about two minutes).
+bench: bench-small-32 bench-small-256 bench-small-256-nopause bench-photo bench-formlist bench-flaky
+
+bench-small-32: haven
+	$(LOADGEN) --devices 32
+
+bench-small-256: haven
+	$(LOADGEN) --devices 256 --think 60ms
+
+bench-small-256-nopause: haven
+	$(LOADGEN) --devices 256
+
+bench-photo: haven
+	$(LOADGEN) --devices 32 --photo 100000
+
+bench-formlist: haven
+	$(LOADGEN) --devices 256 --mode formlist --think 100ms
+
+bench-flaky: haven
+	$(LOADGEN) --devices 32 --flaky 0.1
+
+# Hot paths: parse and validate, encryption, blob writes, database insert.
+# Compare two builds with: go run golang.org/x/perf/cmd/benchstat@latest old.txt new.txt
+bench-micro:
+	go test ./formspec ./storage -run '^$$' -bench . -benchtime 2s -count 6 | tee bench-micro.txt
+
+bench-convert:
+	go test ./formspec/xlsform -run '^$$' -bench Convert -benchtime 3s -count 4
+
+# The whole `haven form convert` process; needs perf (Debian: linux-perf).
+bench-convert-cli: haven
+	perf stat -r 60 $(HAVEN) form convert formspec/xlsform/testdata/bench300.xlsx -o /tmp/haven-bench300.xml
+
+bench-export:
+	go test ./sync -run '^$$' -bench BenchmarkExportCSV -benchtime 1x
+
+# Streams a 500 MB file through encryption into a real MinIO server.
+bench-large-object:
+	HAVEN_LARGE_OBJECT_MB=500 go test ./storage -run TestS3LargeObjectStreams -count 1 -v
+
+# Kills the server with SIGKILL under load and checks nothing acknowledged was lost.
+crash-test:
+	go test ./cmd/haven -run TestCrash -count 1 -v
