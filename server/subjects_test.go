@@ -198,6 +198,12 @@ func TestSubjectRequests(t *testing.T) {
 	if e.blobRows() != rows-2 {
 		t.Fatal("a resend of an erased submission stored its file")
 	}
+	// An edit of it, from a device that still had it, is not kept either.
+	edit := bytes.Replace(subjectInstance("registration", "uuid:r1-edit", "HH-0001", "Amina Y.", ""),
+		[]byte("</instanceID>"), []byte("</instanceID><deprecatedID>uuid:r1</deprecatedID>"), 1)
+	if res, _ := dev.Submit(ctx, edit, nil); res == nil || res.Status != 201 || !strings.Contains(res.Message, "erased") {
+		t.Fatalf("an edit after erasure: %+v", res)
+	}
 	e.admin("GET", base+"/subjects/HH-0001", nil, &rep)
 	if len(rep.Submissions) != 0 {
 		t.Fatalf("an erased submission came back: %+v", rep)

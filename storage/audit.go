@@ -73,8 +73,7 @@ func (a *Audit) Append(tx *Tx, e *haven.AuditEvent) error {
 	if _, err := tx.Exec(`INSERT INTO audits (id, at, actor_id, actor, action, project_id, object, address, outcome, details, hash)
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, e.ID, ms(e.At), nullID(e.ActorID), e.Actor, e.Action, nullID(e.ProjectID),
 		e.Object, e.Address, e.Outcome, details, h); err != nil {
-		tx.batch.auditTail = nil
-		return err
+		return err // the statement left nothing: the tail still holds
 	}
 	tx.batch.auditTail = &auditLink{id: e.ID, hash: h}
 	e.Recorded = true

@@ -98,48 +98,35 @@ func (s *Submissions) Ingest(ctx context.Context, in *Incoming) (*IngestResult, 
 	err = s.DB.Write(ctx, func(tx *Tx) error {
 		res = &IngestResult{}
 		var versionID, submissionID int64
-		var storedMAC []byte
-		// One statement answers both "was this received already?" and "was
-		// it removed on request?": statements are most of the committer's time.
-		var found, foundSubmission sql.NullInt64
-		var withdrawn, erased bool
-		err := tx.QueryRow(`SELECT v.id, v.submission_id, v.xml_mac,
-				EXISTS (SELECT 1 FROM consent_withdrawals WHERE form_id = ?1 AND instance_mac = ?3),
-				EXISTS (SELECT 1 FROM erased_instances WHERE form_id = ?1 AND instance_mac = ?4)
-			FROM (SELECT 1) LEFT JOIN submission_versions v ON v.form_id = ?1 AND v.instance_id = ?2`,
-			in.FormID, in.InstanceID, withdrawalMAC(pk, in.InstanceID), erasedMAC(pk, in.InstanceID)).Scan(&found, &foundSubmission, &storedMAC, &withdrawn, &erased)
-		if err == nil && !found.Valid {
-			err = sql.ErrNoRows
+		have, err := tx.lookup(pk, in.FormID, in.InstanceID)
+		if err != nil {
+			return err
 		}
-		versionID, submissionID = found.Int64, foundSubmission.Int64
 		switch {
-		case err == nil:
-			if !bytes.Equal(storedMAC, mac) {
+		case have.versionID != 0:
+			if !bytes.Equal(have.mac, mac) {
 				return haven.Errorf(haven.ECONFLICT, "A different submission with the same instanceID (%s) was already received. It was not saved. If you edited a sent form, finalize it again so it gets a new instanceID.", in.InstanceID)
 			}
+			versionID, submissionID = have.versionID, have.submissionID
 			res.Duplicate = true
-		case !errors.Is(err, sql.ErrNoRows):
-			return err
 		case in.DeprecatedID != "":
-			var prevID int64
-			var current bool
-			err := tx.QueryRow(`SELECT id, submission_id, current FROM submission_versions WHERE form_id = ? AND instance_id = ?`,
-				in.FormID, in.DeprecatedID).Scan(&prevID, &submissionID, &current)
-			if errors.Is(err, sql.ErrNoRows) {
-				// An edit of a submission erased on request is not kept either.
-				if gone, err := tx.gone(pk, in.FormID, in.DeprecatedID); err != nil || gone != "" {
-					return s.notKept(tx, res, gone, in, err)
-				}
-				return haven.Errorf(haven.ENOTFOUND, "This is an edit of submission %s, which this server does not have. Send the original first.", in.DeprecatedID)
-			} else if err != nil {
+			prev, err := tx.lookup(pk, in.FormID, in.DeprecatedID)
+			switch {
+			case err != nil:
 				return err
+			case prev.versionID == 0 && prev.gone != "":
+				return s.notKept(tx, res, prev.gone, in) // an edit of a submission erased on request is not kept either
+			case prev.versionID == 0:
+				return haven.Errorf(haven.ENOTFOUND, "This is an edit of submission %s, which this server does not have. Send the original first.", in.DeprecatedID)
 			}
-			if !current {
+			if !prev.current {
 				return haven.Errorf(haven.ECONFLICT, "This is an edit of %s, but that version was already replaced by a later edit. Download the latest version and edit that.", in.DeprecatedID)
 			}
 			if err := tx.checkObjection(pk, in); err != nil {
 				return err
 			}
+			prevID := prev.versionID
+			submissionID = prev.submissionID
 			if _, err := tx.Exec(`UPDATE submission_versions SET current = 0 WHERE id = ?`, prevID); err != nil {
 				return err
 			}
@@ -156,10 +143,8 @@ func (s *Submissions) Ingest(ctx context.Context, in *Incoming) (*IngestResult, 
 				return err
 			}
 			res.Created = true
-		case withdrawn:
-			return s.notKept(tx, res, "withdrawn", in, nil)
-		case erased:
-			return s.notKept(tx, res, "erased", in, nil)
+		case have.gone != "":
+			return s.notKept(tx, res, have.gone, in)
 		default:
 			if err := tx.checkObjection(pk, in); err != nil {
 				return err

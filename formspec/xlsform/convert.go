@@ -163,7 +163,7 @@ func (c *converter) expandLoops(n *node) {
 	n.children = nil
 	for _, choice := range c.choices[n.list] {
 		if !xmlName.MatchString(choice.Get("name")) {
-			c.errorf("choices", choice.Num, "name", "The loop %q makes a group named after each choice of %q, and %q cannot be a name: names start with a letter or _ and hold only letters, digits, _, - and '.'.", n.name, n.list, choice.Get("name"))
+			c.errorf("choices", choice.Num, "name", "The loop %q makes a group named after each choice of %q, and %q cannot be a name: %s.", n.name, n.list, choice.Get("name"), nameRule)
 			continue
 		}
 		cells := map[string]string{}
@@ -297,10 +297,10 @@ func Convert(wb *Workbook, opt Options) *Result {
 	if name := c.settings["name"]; name != "" {
 		c.opt.RootName = name // the settings sheet names the instance's root
 		if !xmlName.MatchString(name) {
-			c.errorf("settings", 2, "name", "The name %q cannot be the form's root element: names start with a letter or _ and hold only letters, digits, _, - and '.'. Change it, or leave the cell empty to use \"data\".", name)
+			c.errorf("settings", 2, "name", "The name %q cannot be the form's root element: %s. Change it, or leave the cell empty to use \"data\".", name, nameRule)
 		}
 	} else if !xmlName.MatchString(c.opt.RootName) {
-		c.errorf("", 0, "", "The root name %q cannot be an XML element name: names start with a letter or _ and hold only letters, digits, _, - and '.'. Choose another.", c.opt.RootName)
+		c.errorf("", 0, "", "The root name %q cannot be an XML element name: %s. Choose another.", c.opt.RootName, nameRule)
 	}
 	if id := c.settings["form_id"]; id != "" {
 		if err := formspec.CheckFormID(id); err != nil {
@@ -495,6 +495,9 @@ func (c *converter) addLang(l string) {
 
 var xmlName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_.\-]*$`)
 
+// nameRule says in words what xmlName accepts.
+const nameRule = "names start with a letter or _ and hold only letters, digits, _, - and '.'"
+
 func (c *converter) readSurvey(sh *Sheet) {
 	c.noteLanguages(sh.Headers)
 	hasType := false
@@ -663,7 +666,7 @@ func (c *converter) readSurvey(sh *Sheet) {
 			continue
 		}
 		if !xmlName.MatchString(name) {
-			c.errorf("survey", r.Num, "name", "The name %q cannot be used: names start with a letter or _ and hold only letters, digits, _, - and '.'.", name)
+			c.errorf("survey", r.Num, "name", "The name %q cannot be used: %s.", name, nameRule)
 			continue
 		}
 		for _, sib := range parent.children {

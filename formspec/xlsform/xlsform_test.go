@@ -67,20 +67,19 @@ func TestConvertRefusals(t *testing.T) {
 		{"| settings | |\n| | form_title |\n| | x |", "no sheet named survey"},
 		{"| survey | | | |\n| | type | name | label |\n| | text | q | Q |\n| settings | |\n| | name |\n| | 0 |", "root element"},
 		{"| survey | | | |\n| | type | name | label |\n| | text | q | Q |\n| settings | |\n| | name |\n| | a b |", "root element"},
-		{"| survey | | | |\n| | type | name | label |\n| | text | q | Q |", "root name \"<x>\""},
 	}
 	for _, c := range cases {
-		opt := Options{}
-		if strings.Contains(c.says, "<x>") {
-			opt.RootName = "<x>"
-		}
-		res := ConvertMarkdown(c.md, opt)
+		res := ConvertMarkdown(c.md, Options{})
 		if len(res.Errors) == 0 || !strings.Contains(res.Errors[0].Message, c.says) || res.XForm != nil {
 			t.Errorf("%q: %+v, want an error saying %q", c.md, res.Errors, c.says)
 		}
 		if len(res.Errors) > 0 && res.Errors[0].Sheet != "" && res.Errors[0].Row == 0 {
 			t.Errorf("%q: the error does not say which row: %+v", c.md, res.Errors[0])
 		}
+	}
+	res := ConvertMarkdown("| survey | | | |\n| | type | name | label |\n| | text | q | Q |", Options{RootName: "<x>"})
+	if len(res.Errors) == 0 || !strings.Contains(res.Errors[0].Message, `root name "<x>"`) || res.XForm != nil {
+		t.Errorf("--root-name <x>: %+v", res.Errors)
 	}
 }
 
