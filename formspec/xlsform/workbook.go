@@ -6,6 +6,7 @@ package xlsform
 import (
 	"fmt"
 	"strings"
+	"unicode/utf8"
 )
 
 // Limits on what a workbook may cost to read.
@@ -54,10 +55,26 @@ func (w *Workbook) sheet(name string) *Sheet {
 	return w.Sheets[name]
 }
 
+// firstInvalid is the offset of s's first byte that is not UTF-8.
+func firstInvalid(s string) int {
+	for i, r := range s {
+		if r == utf8.RuneError {
+			if _, n := utf8.DecodeRuneInString(s[i:]); n == 1 {
+				return i
+			}
+		}
+	}
+	return len(s)
+}
+
 // ReadMarkdown reads pyxform's markdown notation: a line whose first column
 // names a sheet starts it, the next line holds its headers, and lines with an
 // empty first column are its rows; '#' starts a comment.
 func ReadMarkdown(s string) (*Workbook, error) {
+	if !utf8.ValidString(s) {
+		line := 1 + strings.Count(s[:firstInvalid(s)], "\n")
+		return nil, fmt.Errorf("line %d is not UTF-8 text: save the file as UTF-8", line)
+	}
 	wb := &Workbook{Sheets: map[string]*Sheet{}}
 	var name string
 	var grid [][]string
