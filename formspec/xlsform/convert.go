@@ -643,7 +643,7 @@ func (c *converter) readSurvey(sh *Sheet) {
 			}
 			repeats[name] = r.Num
 		}
-		if n.kind == "question" && n.typ == "calculate" && r.Get("calculation") == "" && !dynamicDefault(r.Get("default")) {
+		if n.kind == "question" && n.typ == "calculate" && r.Get("calculation") == "" && !dynamicDefault(r.Get("default"), n.typ) {
 			c.errorf("survey", r.Num, "calculation", "The calculate %q has no calculation: write the expression it computes (a default alone will do only when it is an expression).", name)
 			continue
 		}

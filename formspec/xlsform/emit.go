@@ -201,20 +201,30 @@ func closeTag(b *bytes.Buffer, name string) {
 	b.WriteString(">\n")
 }
 
-// withOutputs renders label text, turning ${name} into <output value=" /path "/>.
+// withOutputs renders label text, turning ${name} into <output value=" /path "/>
+// and an instance('list')/... expression into one output of its own.
 func (c *converter) withOutputs(s string, at *node, col string) (text string, raw string) {
-	if !refPattern.MatchString(s) {
+	spans := instanceSpans(s)
+	if spans == nil && !refPattern.MatchString(s) {
 		return s, ""
 	}
 	var b strings.Builder
-	last := 0
-	for _, m := range refPattern.FindAllStringSubmatchIndex(s, -1) {
-		b.WriteString(escText(s[last:m[0]]))
-		ref := c.expr(s[m[0]:m[1]], at, col)
-		fmt.Fprintf(&b, `<output value="%s"/>`, escAttr(ref))
-		last = m[1]
+	refs := func(s string) {
+		last := 0
+		for _, m := range refPattern.FindAllStringSubmatchIndex(s, -1) {
+			b.WriteString(escText(s[last:m[0]]))
+			fmt.Fprintf(&b, `<output value="%s"/>`, escAttr(c.expr(s[m[0]:m[1]], at, col)))
+			last = m[1]
+		}
+		b.WriteString(escText(s[last:]))
 	}
-	b.WriteString(escText(s[last:]))
+	last := 0
+	for _, sp := range spans {
+		refs(s[last:sp[0]])
+		fmt.Fprintf(&b, `<output value="%s"/>`, escAttr(c.expr(s[sp[0]:sp[1]], at, col)))
+		last = sp[1]
+	}
+	refs(s[last:])
 	return "", " " + b.String() + " " // pyxform pads text holding an output
 }
 
@@ -697,29 +707,6 @@ func (c *converter) externalInstances() []external {
 	return out
 }
 
-// dynamicDefault reports whether a default is an expression to evaluate
-// (a function call or a reference) rather than a value.
-func dynamicDefault(d string) bool {
-	return funcCall.MatchString(d) || refPattern.MatchString(d)
-}
-
-// funcCall finds a function call: a name then "(". A parenthesis after
-// anything else, "(https://...)" or "$(a)", is text.
-var funcCall = regexp.MustCompile(`(^|[^\w.:$-])[A-Za-z_][\w.:-]*\s*\(`)
-
-// dynamicDefaultOf is dynamicDefault for a question: for numbers,
-// arithmetic ("1 + 1") is computed too, as pyxform decides.
-func dynamicDefaultOf(n *node, d string) bool {
-	if dynamicDefault(d) {
-		return true
-	}
-	switch questionTypes[n.typ].bind {
-	case "int", "decimal":
-		return strings.ContainsAny(d, "+*/") || strings.Contains(d, " div ") || strings.Contains(d, " mod ") || strings.Contains(strings.TrimLeft(d, "- "), "-")
-	}
-	return false
-}
-
 // collectTriggers reads the trigger column: a question whose trigger names
 // other questions is (re)calculated when they change, by a setvalue placed in
 // their controls. It returns those setvalues by the triggering question's path.
@@ -837,7 +824,7 @@ func (c *converter) build(n *node, inst, container *el, binds *[]*el, texts *[]*
 				var defaults func(n *node)
 				defaults = func(n *node) {
 					for _, q := range n.children {
-						if d := q.row.Get("default"); q.kind == "question" && d != "" && dynamicDefaultOf(q, d) {
+						if d := q.row.Get("default"); q.kind == "question" && d != "" && dynamicDefault(d, q.typ) {
 							inner.add(elem("setvalue", "ref", q.path, "event", "odk-new-repeat", "value", c.expr(d, q, "default")))
 						}
 						if q.kind == "group" {
@@ -877,7 +864,7 @@ func (c *converter) build(n *node, inst, container *el, binds *[]*el, texts *[]*
 					ie.attr(k, r.Get(h))
 				}
 			}
-			if d := r.Get("default"); d != "" && !dynamicDefaultOf(ch, d) {
+			if d := r.Get("default"); d != "" && !dynamicDefault(d, ch.typ) {
 				ie.text = d
 				if ch.typ == "image" && !strings.HasPrefix(d, "jr://") {
 					ie.text = "jr://images/" + d // a default picture from the form's media
@@ -892,7 +879,7 @@ func (c *converter) build(n *node, inst, container *el, binds *[]*el, texts *[]*
 				bt = "decimal"
 			}
 			*binds = append(*binds, c.bind(ch, bt, r))
-			if d := r.Get("default"); d != "" && dynamicDefaultOf(ch, d) {
+			if d := r.Get("default"); d != "" && dynamicDefault(d, ch.typ) {
 				*binds = append(*binds, elem("setvalue", "ref", ch.path, "event", "odk-instance-first-load", "value", c.expr(d, ch, "default")))
 			}
 			if ch.typ == "start-geopoint" {
