@@ -109,6 +109,7 @@ type converter struct {
 	texts          *[]*itextEntry      // itext entries being written, for binds' messages
 	choiceColumns  []string            // the choices sheet's other columns, written into each item
 	formOrders     map[string][]string // sheet -> order of text forms (see formOrder)
+	namespaces     [][2]string         // the namespaces setting: prefix, URI, in order
 }
 
 // checkAliases refuses two headers that are names for the same column
@@ -290,6 +291,7 @@ func Convert(wb *Workbook, opt Options) *Result {
 	}
 	c.checkAliases()
 	c.readSettings()
+	c.readNamespaces()
 	if !no(c.settings["clean_text_values"]) {
 		c.wb = collapseSpaces(wb)
 		survey = c.wb.sheet("survey")
@@ -341,6 +343,58 @@ func (c *converter) readSettings() {
 	if c.settings["form_title"] == "" && c.settings["title"] != "" {
 		c.settings["form_title"] = c.settings["title"] // another name for it, on this sheet only
 	}
+}
+
+const entitiesNamespace = "http://www.opendatakit.org/xforms/entities"
+
+// standardPrefixes are the namespace prefixes every XForm declares.
+var standardPrefixes = map[string]bool{"h": true, "ev": true, "xsd": true, "jr": true, "orx": true, "odk": true}
+
+// readNamespaces reads the namespaces setting, prefix="URI" pairs separated
+// by spaces, declared on the form's root element for attribute:: settings
+// and bind::/instance:: columns that use them. A standard prefix keeps its
+// standard URI, as pyxform keeps it.
+func (c *converter) readNamespaces() {
+	v := c.settings["namespaces"]
+	seen := map[string]bool{}
+	for _, pair := range strings.Fields(v) {
+		prefix, uri, ok := strings.Cut(pair, "=")
+		uri = strings.NewReplacer(`"`, "", "'", "").Replace(uri)
+		if !ok || strings.Contains(uri, "=") || uri == "" || !xmlName.MatchString(prefix) || strings.HasPrefix(strings.ToLower(prefix), "xml") {
+			c.errorf("settings", 2, "namespaces", "%q is not a namespace declaration: write each as prefix=\"URI\" (for example esri=\"http://esri.com/xforms\"), separated by spaces, with a prefix that is an XML name not starting with xml.", pair)
+			continue
+		}
+		if prefix == "haven" && uri != formspec.Namespace || prefix == "entities" && uri != entitiesNamespace {
+			c.errorf("settings", 2, "namespaces", "The prefix %q is Haven's for %s: choose another prefix for %s.", prefix, map[string]string{"haven": formspec.Namespace, "entities": entitiesNamespace}[prefix], uri)
+			continue
+		}
+		if standardPrefixes[prefix] || seen[prefix] {
+			continue
+		}
+		seen[prefix] = true
+		c.namespaces = append(c.namespaces, [2]string{prefix, uri})
+	}
+}
+
+// declaredName reports whether name is an XML name whose prefix, if it has
+// one, is declared on the form.
+func (c *converter) declaredName(name string) bool {
+	prefix, local, ok := strings.Cut(name, ":")
+	if !ok {
+		return xmlName.MatchString(name)
+	}
+	if !xmlName.MatchString(prefix) || !xmlName.MatchString(local) {
+		return false
+	}
+	if standardPrefixes[prefix] {
+		return true
+	}
+	for _, ns := range c.namespaces {
+		if ns[0] == prefix {
+			return true
+		}
+	}
+	return false
 }
 
 func (c *converter) readChoices() {

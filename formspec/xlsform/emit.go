@@ -466,7 +466,11 @@ func (c *converter) emit() []byte {
 		rootEl.attr("odk:delimiter", v)
 	}
 	for _, k := range slices.Sorted(maps.Keys(c.settings)) {
-		if name, ok := strings.CutPrefix(k, "attribute::"); ok && xmlName.MatchString(name) && c.settings[k] != "" {
+		if name, ok := strings.CutPrefix(k, "attribute::"); ok && c.settings[k] != "" {
+			if !c.declaredName(name) {
+				c.warnf("settings", 2, k, "%q is not an attribute name Haven can write (an XML name, with a prefix declared in the namespaces setting if it has one): the setting is left out.", name)
+				continue
+			}
 			rootEl.attr(name, c.settings[k])
 		}
 	}
@@ -617,10 +621,13 @@ func (c *converter) emit() []byte {
 		"xmlns:ev", "http://www.w3.org/2001/xml-events", "xmlns:xsd", "http://www.w3.org/2001/XMLSchema",
 		"xmlns:jr", "http://openrosa.org/javarosa", "xmlns:orx", "http://openrosa.org/xforms",
 		"xmlns:odk", "http://www.opendatakit.org/xforms").add(head, body)
-	if len(c.entities) > 0 {
-		html.attr("xmlns:entities", "http://www.opendatakit.org/xforms/entities")
+	for _, ns := range c.namespaces {
+		html.attr("xmlns:"+ns[0], ns[1])
 	}
-	if c.usesHaven {
+	if len(c.entities) > 0 && !c.declaredName("entities:x") {
+		html.attr("xmlns:entities", entitiesNamespace)
+	}
+	if c.usesHaven && !c.declaredName("haven:x") {
 		html.attr("xmlns:haven", formspec.Namespace)
 	}
 	var b bytes.Buffer

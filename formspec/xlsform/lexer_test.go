@@ -84,6 +84,30 @@ func TestInstanceExpressionInLabel(t *testing.T) {
 	}
 }
 
+// The namespaces setting declares prefixes on the root, for attribute::
+// settings that use them; a malformed declaration or Haven's own prefix is
+// refused, and an attribute whose prefix is undeclared is left out with a
+// warning (the XForm would not parse).
+func TestNamespacesSetting(t *testing.T) {
+	const survey = "| survey | | | |\n| | type | name | label |\n| | text | q | Q |\n"
+	xf := convertOK(t, survey+"| settings | | | |\n| | namespaces | attribute::ex:xyz | attribute::jr:a |\n| | ex=\"http://example.com/x\" jr='http://other' | 1234 | b |", Options{})
+	for _, want := range []string{`xmlns:ex="http://example.com/x"`, `xmlns:jr="http://openrosa.org/javarosa"`, `<data id="data" ex:xyz="1234" jr:a="b"`} {
+		if !strings.Contains(xf, want) {
+			t.Errorf("want %s in:\n%s", want, xf)
+		}
+	}
+	res := ConvertMarkdown(survey+"| settings | |\n| | attribute::nope:x |\n| | 1 |", Options{})
+	if len(res.Errors) > 0 || len(res.Warnings) != 1 || !strings.Contains(res.Warnings[0].Message, "namespaces setting") || strings.Contains(string(res.XForm), "nope:x") {
+		t.Errorf("undeclared prefix: %+v %+v", res.Errors, res.Warnings)
+	}
+	for _, bad := range []string{`ex`, `ex=`, `1x="u"`, `xmlfoo="u"`, `haven="http://elsewhere"`, `a=b=c`} {
+		res := ConvertMarkdown(survey+"| settings | |\n| | namespaces |\n| | "+bad+" |", Options{})
+		if len(res.Errors) != 1 || res.Errors[0].Column != "namespaces" || res.XForm != nil {
+			t.Errorf("namespaces %s: %+v", bad, res.Errors)
+		}
+	}
+}
+
 // convertOK converts a markdown form that must convert cleanly.
 func convertOK(t *testing.T, md string, opt Options) string {
 	t.Helper()
