@@ -352,26 +352,33 @@ var standardPrefixes = map[string]bool{"h": true, "ev": true, "xsd": true, "jr":
 
 // readNamespaces reads the namespaces setting, prefix="URI" pairs separated
 // by spaces, declared on the form's root element for attribute:: settings
-// and bind::/instance:: columns that use them. A standard prefix keeps its
-// standard URI, as pyxform keeps it.
+// and bind::/instance:: columns that use them. As in pyxform, a standard
+// prefix keeps its standard URI, a prefix given twice takes the later URI,
+// and an entry that is not a declaration is skipped (with a warning here:
+// pyxform skips it silently). Haven's own prefix may not point elsewhere.
 func (c *converter) readNamespaces() {
-	v := c.settings["namespaces"]
-	seen := map[string]bool{}
-	for _, pair := range strings.Fields(v) {
+	at := map[string]int{}
+	for _, pair := range strings.Fields(c.settings["namespaces"]) {
 		prefix, uri, ok := strings.Cut(pair, "=")
 		uri = strings.NewReplacer(`"`, "", "'", "").Replace(uri)
-		if !ok || strings.Contains(uri, "=") || uri == "" || !xmlName.MatchString(prefix) || strings.HasPrefix(strings.ToLower(prefix), "xml") {
-			c.errorf("settings", 2, "namespaces", "%q is not a namespace declaration: write each as prefix=\"URI\" (for example esri=\"http://esri.com/xforms\"), separated by spaces, with a prefix that is an XML name not starting with xml.", pair)
+		switch {
+		case prefix == "haven" && uri != formspec.Namespace:
+			c.errorf("settings", 2, "namespaces", "The prefix \"haven\" is Haven's own, for %s: choose another prefix for %s.", formspec.Namespace, uri)
+			continue
+		case !ok || strings.Contains(uri, "=") || uri == "" || !xmlName.MatchString(prefix) || strings.HasPrefix(strings.ToLower(prefix), "xml"):
+			c.warnf("settings", 2, "namespaces", "%q is not a namespace declaration, so it is left out: write each as prefix=\"URI\" (for example esri=\"http://esri.com/xforms\"), separated by spaces, with a prefix that is an XML name not starting with xml.", pair)
+			continue
+		case prefix == "entities" && uri != entitiesNamespace:
+			c.warnf("settings", 2, "namespaces", "The prefix \"entities\" is for %s, so %s is left out: choose another prefix for it.", entitiesNamespace, uri)
+			continue
+		case standardPrefixes[prefix]:
 			continue
 		}
-		if prefix == "haven" && uri != formspec.Namespace || prefix == "entities" && uri != entitiesNamespace {
-			c.errorf("settings", 2, "namespaces", "The prefix %q is Haven's for %s: choose another prefix for %s.", prefix, map[string]string{"haven": formspec.Namespace, "entities": entitiesNamespace}[prefix], uri)
+		if i, ok := at[prefix]; ok {
+			c.namespaces[i][1] = uri
 			continue
 		}
-		if standardPrefixes[prefix] || seen[prefix] {
-			continue
-		}
-		seen[prefix] = true
+		at[prefix] = len(c.namespaces)
 		c.namespaces = append(c.namespaces, [2]string{prefix, uri})
 	}
 }

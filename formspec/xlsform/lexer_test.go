@@ -85,13 +85,13 @@ func TestInstanceExpressionInLabel(t *testing.T) {
 }
 
 // The namespaces setting declares prefixes on the root, for attribute::
-// settings that use them; a malformed declaration or Haven's own prefix is
-// refused, and an attribute whose prefix is undeclared is left out with a
-// warning (the XForm would not parse).
+// settings that use them. An entry that is not a declaration is left out
+// with a warning (pyxform skips it), as is an attribute whose prefix is
+// undeclared (the XForm would not parse); Haven's own prefix is refused.
 func TestNamespacesSetting(t *testing.T) {
 	const survey = "| survey | | | |\n| | type | name | label |\n| | text | q | Q |\n"
-	xf := convertOK(t, survey+"| settings | | | |\n| | namespaces | attribute::ex:xyz | attribute::jr:a |\n| | ex=\"http://example.com/x\" jr='http://other' | 1234 | b |", Options{})
-	for _, want := range []string{`xmlns:ex="http://example.com/x"`, `xmlns:jr="http://openrosa.org/javarosa"`, `<data id="data" ex:xyz="1234" jr:a="b"`} {
+	xf := convertOK(t, survey+"| settings | | | |\n| | namespaces | attribute::ex:xyz | attribute::jr:a |\n| | ex=\"http://example.com/x\" jr='http://other' ex='http://example.com/y' | 1234 | b |", Options{})
+	for _, want := range []string{`xmlns:ex="http://example.com/y"`, `xmlns:jr="http://openrosa.org/javarosa"`, `<data id="data" ex:xyz="1234" jr:a="b"`} {
 		if !strings.Contains(xf, want) {
 			t.Errorf("want %s in:\n%s", want, xf)
 		}
@@ -100,11 +100,15 @@ func TestNamespacesSetting(t *testing.T) {
 	if len(res.Errors) > 0 || len(res.Warnings) != 1 || !strings.Contains(res.Warnings[0].Message, "namespaces setting") || strings.Contains(string(res.XForm), "nope:x") {
 		t.Errorf("undeclared prefix: %+v %+v", res.Errors, res.Warnings)
 	}
-	for _, bad := range []string{`ex`, `ex=`, `1x="u"`, `xmlfoo="u"`, `haven="http://elsewhere"`, `a=b=c`} {
-		res := ConvertMarkdown(survey+"| settings | |\n| | namespaces |\n| | "+bad+" |", Options{})
-		if len(res.Errors) != 1 || res.Errors[0].Column != "namespaces" || res.XForm != nil {
-			t.Errorf("namespaces %s: %+v", bad, res.Errors)
+	for _, bad := range []string{`ex`, `ex=`, `1x="u"`, `xmlfoo="u"`, `entities="http://elsewhere"`, `a=b=c`} {
+		res := ConvertMarkdown(survey+"| settings | |\n| | namespaces |\n| | "+bad+" ok=\"u\" |", Options{})
+		if len(res.Errors) > 0 || len(res.Warnings) != 1 || res.Warnings[0].Column != "namespaces" || !strings.Contains(string(res.XForm), `xmlns:ok="u">`) {
+			t.Errorf("namespaces %s: %+v %+v", bad, res.Errors, res.Warnings)
 		}
+	}
+	res = ConvertMarkdown(survey+"| settings | |\n| | namespaces |\n| | haven=\"http://elsewhere\" |", Options{})
+	if len(res.Errors) != 1 || res.Errors[0].Column != "namespaces" || res.XForm != nil {
+		t.Errorf("haven prefix: %+v", res.Errors)
 	}
 }
 
