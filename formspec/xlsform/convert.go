@@ -894,7 +894,7 @@ func (c *converter) exprFrom(s, context string, row int, col string, filter bool
 		}
 		if rel, ok := c.relative(context, target.path); ok && !inside {
 			path = rel
-			if filter {
+			if filter || inInstancePredicate(s, m[0], m[1]) {
 				path = "current()/" + rel
 			}
 		}
@@ -903,6 +903,27 @@ func (c *converter) exprFrom(s, context string, row int, col string, filter bool
 	b.WriteString(s[last:])
 	return b.String()
 }
+
+// inInstancePredicate reports whether s[start:end], a reference, is inside
+// brackets in an expression that reads a secondary instance, as in
+// instance('list')/root/item[name = ${q}]. There the context is the item,
+// so a relative path must start from current(), as pyxform writes it.
+func inInstancePredicate(s string, start, end int) bool {
+	if !instanceCall.MatchString(s) {
+		return false
+	}
+	for _, b := range bracketed.FindAllStringIndex(s, -1) {
+		if start >= b[0] && end <= b[1] {
+			return true
+		}
+	}
+	return false
+}
+
+var (
+	instanceCall = regexp.MustCompile(`instance\([^)]+.+`)
+	bracketed    = regexp.MustCompile(`\[[^\]]+\]`)
+)
 
 // indexedRepeatSpans returns where the arguments of the indexed-repeat()
 // calls of s are that must refer absolutely: the value and the repeats.

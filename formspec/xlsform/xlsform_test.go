@@ -272,3 +272,32 @@ func TestMarkdownNotUTF8(t *testing.T) {
 		t.Errorf("%+v", res.Errors)
 	}
 }
+
+// Inside a repeat, a reference in the predicate of a secondary-instance
+// path starts from current(): there the context is the list's item, so
+// "../pos" alone would look for pos beside the item, not the question.
+func TestInstancePredicateUsesCurrent(t *testing.T) {
+	res := ConvertMarkdown(`
+| survey |              |       |       |                                                 |
+|        | type         | name  | label | calculation                                     |
+|        | xml-external | item  |       |                                                 |
+|        | begin repeat | rep   | Rep   |                                                 |
+|        | calculate    | pos   |       | position(..)                                    |
+|        | begin group  | grp   | Grp   |                                                 |
+|        | calculate    | item3 |       | instance('item')/root/item[index=${pos}]/label |
+|        | calculate    | twice |       | ${pos} * 2                                      |
+|        | end group    |       |       |                                                 |
+|        | end repeat   |       |       |                                                 |
+`, Options{})
+	if len(res.Errors) > 0 {
+		t.Fatal(res.Errors)
+	}
+	for _, want := range []string{
+		`calculate="instance('item')/root/item[index= current()/../../pos ]/label"`,
+		`calculate=" ../../pos  * 2"`,
+	} {
+		if !strings.Contains(strings.ReplaceAll(string(res.XForm), "&#39;", "'"), want) {
+			t.Errorf("want %s in:\n%s", want, res.XForm)
+		}
+	}
+}
