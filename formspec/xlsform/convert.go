@@ -504,7 +504,7 @@ func yes(s string) bool {
 }
 
 // translated columns: label, hint and media, with ::Language.
-var translatable = []string{"label", "hint", "guidance_hint", "media::image", "media::audio", "media::video", "media::big-image", "constraint_message", "required_message"}
+var translatable = []string{"label", "hint", "guidance_hint", "media::image", "media::audio", "media::video", "media::big-image", "constraint_message", "required_message", "noAppErrorString"}
 
 func (c *converter) noteLanguages(headers []string) {
 	for _, h := range headers {

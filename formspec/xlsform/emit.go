@@ -776,6 +776,9 @@ func (c *converter) build(n *node, inst, container *el, binds *[]*el, texts *[]*
 				if a := r.Get("appearance"); a != "" && ch.kind != "repeat" {
 					ctl.attr("appearance", a)
 				}
+				if v := r.Get("intent"); v != "" && ch.kind != "repeat" {
+					ctl.attr("intent", c.expr(v, ch, "intent")) // an external app shows the group
+				}
 			}
 			inner := ctl
 			if ch.kind == "repeat" && ctl != nil {
@@ -785,6 +788,9 @@ func (c *converter) build(n *node, inst, container *el, binds *[]*el, texts *[]*
 				inner = elem("repeat", "nodeset", ch.path)
 				if a := r.Get("appearance"); a != "" {
 					inner.attr("appearance", a) // a repeat's appearance is on the repeat
+				}
+				if v := r.Get("intent"); v != "" {
+					inner.attr("intent", c.expr(v, ch, "intent"))
 				}
 				if rc := strings.TrimSpace(r.Get("repeat_count")); rc != "" {
 					if single := refPattern.FindString(rc); single == rc {
@@ -942,12 +948,21 @@ func (c *converter) build(n *node, inst, container *el, binds *[]*el, texts *[]*
 			if v, ok := params["rows"]; ok {
 				ctl.attr("rows", v)
 			}
+			// The intent column names an external app that fills the
+			// question; an image's app parameter overrides it.
+			intent := r.Get("intent")
+			if intent != "" {
+				intent = c.expr(intent, ch, "intent")
+			}
 			if v, ok := params["app"]; ok {
 				// Another app takes the picture only when no drawing
 				// appearance asks Collect to (pyxform's rule).
 				if a := r.Get("appearance"); a == "" || a == "annotate" {
-					ctl.attr("intent", v)
+					intent = v
 				}
+			}
+			if intent != "" {
+				ctl.attr("intent", intent)
 			}
 			if v, ok := params["incremental"]; ok && yes(v) {
 				ctl.attr("incremental", "true")
@@ -1221,7 +1236,7 @@ func (c *converter) bind(n *node, typ string, r Row) *el {
 			b.attr("entities:saveto", prop)
 		}
 	}
-	for _, m := range [][2]string{{"constraint_message", "jr:constraintMsg"}, {"required_message", "jr:requiredMsg"}} {
+	for _, m := range [][2]string{{"constraint_message", "jr:constraintMsg"}, {"required_message", "jr:requiredMsg"}, {"noAppErrorString", "jr:noAppErrorString"}} {
 		if colItext(r, m[0]) && c.texts != nil {
 			if t := c.textEntry(n.path+":"+m[1], r, m[0], n); t != nil {
 				*c.texts = append(*c.texts, t)
@@ -1275,8 +1290,8 @@ func (c *converter) bind(n *node, typ string, r Row) *el {
 // labels adds a control's label and hint, inline or through itext.
 func (c *converter) labels(n *node, ctl *el, texts *[]*itextEntry) {
 	for _, col := range []string{"label", "hint"} {
-		if col == "hint" && n.kind == "repeat" {
-			continue // pyxform shows no hint for a repeat
+		if col == "hint" && n.kind != "question" {
+			continue // pyxform shows no hint for a group or a repeat
 		}
 		if col == "label" && n.kind == "question" && !hasColumn(n.row, "label") && !colItext(n.row, "label") && hasText(n.row) {
 			ctl.add(elem("label")) // a question shown with only a hint still has a label

@@ -301,3 +301,35 @@ func TestInstancePredicateUsesCurrent(t *testing.T) {
 		}
 	}
 }
+
+// Controls as pyxform writes them: a group shows no hint; the intent column
+// names an external app for a group or a question, its references resolved;
+// noAppErrorString is a bind message, translated through itext.
+func TestGroupHintIntentAndAppError(t *testing.T) {
+	res := ConvertMarkdown(`
+| survey |             |     |       |           |                    |                            |
+|        | type        | name| label | hint      | intent             | noAppErrorString::English  |
+|        | text        | a   | A     |           |                    |                            |
+|        | begin group | g   | G     | Not shown | ex:org.x.Y(v=${a}) |                            |
+|        | integer     | q   | Q     | Shown     | ex:org.x.Z         | Install ${a}               |
+|        | end group   |     |       |           |                    |                            |
+`, Options{})
+	if len(res.Errors) > 0 {
+		t.Fatal(res.Errors)
+	}
+	xf := string(res.XForm)
+	for _, want := range []string{
+		`<group ref="/data/g" intent="ex:org.x.Y(v= /data/a )">`,
+		`<input ref="/data/g/q" intent="ex:org.x.Z">`,
+		`<hint>Shown</hint>`,
+		`jr:noAppErrorString="jr:itext('/data/g/q:jr:noAppErrorString')"`,
+		`<text id="/data/g/q:jr:noAppErrorString">`,
+	} {
+		if !strings.Contains(xf, want) {
+			t.Errorf("want %s in:\n%s", want, xf)
+		}
+	}
+	if strings.Contains(xf, "Not shown") {
+		t.Errorf("the group's hint is shown:\n%s", xf)
+	}
+}
