@@ -19,7 +19,7 @@ import (
 const (
 	achievedRefused  = 1.000 // (1) refused when pyxform refuses: target 100%
 	achievedAsserted = 1.000 // (2) converted with every XPath assertion holding: target 100%
-	achievedSameTree = 0.991 // (3) the same XML tree as pyxform, up to attribute order: target 95%
+	achievedSameTree = 0.992 // (3) the same XML tree as pyxform, up to attribute order: target 95%
 )
 
 var corpus = filepath.Join("..", "..", "..", "shared", "conformance", "xlsform", "cases")

@@ -370,8 +370,6 @@ func (c *converter) emit() []byte {
 		title = formID
 	}
 	var texts []*itextEntry
-	used := map[string]bool{}
-	var usedOrder []string
 	// A select with a search() appearance lists its choices inline, so its
 	// list needs no instance; a list cannot serve both kinds of select.
 	search, plain := map[string]*node{}, map[string]*node{}
@@ -386,20 +384,10 @@ func (c *converter) emit() []byte {
 			} else if ch.list != "" {
 				plain[ch.list] = ch
 			}
-			if ch.list != "" && c.choices[ch.list] != nil && !used[ch.list] {
-				used[ch.list] = true
-				usedOrder = append(usedOrder, ch.list)
-			}
 			walk(ch)
 		}
 	}
 	walk(c.root)
-	for _, list := range c.listOrder { // lists no question uses are written too, as pyxform does
-		if !used[list] && search[list] == nil {
-			used[list] = true
-			usedOrder = append(usedOrder, list)
-		}
-	}
 	for _, list := range slices.Sorted(maps.Keys(search)) {
 		if q, other := search[list], plain[list]; other != nil {
 			c.errorf("survey", other.row.Num, "type", "Question %q uses search(), which lists the choices of %q inline; question %q uses the same list without search(). Give one of them its own copy of the list.", q.name, list, other.name)
@@ -410,7 +398,7 @@ func (c *converter) emit() []byte {
 	var files func(n *node)
 	files = func(n *node) {
 		for _, ch := range n.children {
-			if id, src := fileList(ch.list); id != "" && used[id] {
+			if id, src := fileList(ch.list); id != "" && c.choices[id] != nil {
 				c.errorf("survey", ch.row.Num, "type", "The file %s would be the instance %q, which is also the name of a choice list on the choices sheet: rename the file or the list.", src, id)
 			}
 			files(ch)
@@ -418,7 +406,9 @@ func (c *converter) emit() []byte {
 	}
 	files(c.root)
 	langs := c.languages()
-	for _, list := range usedOrder {
+	// Choice lists are written in the order of the choices sheet, those no
+	// question uses too, as pyxform writes them.
+	for _, list := range c.listOrder {
 		if !c.listItext(list) {
 			continue
 		}
@@ -588,7 +578,7 @@ func (c *converter) emit() []byte {
 	for _, x := range externals {
 		model.add(elem("instance", "id", x.id, "src", x.src))
 	}
-	for _, list := range usedOrder {
+	for _, list := range c.listOrder {
 		if c.searchLists[list] != nil {
 			continue // written inline in the select
 		}

@@ -333,3 +333,25 @@ func TestGroupHintIntentAndAppError(t *testing.T) {
 		t.Errorf("the group's hint is shown:\n%s", xf)
 	}
 }
+
+// Choice lists' instances follow the choices sheet, not the order questions
+// use them, as pyxform writes them.
+func TestChoiceInstancesInSheetOrder(t *testing.T) {
+	res := ConvertMarkdown(`
+| survey  |              |      |       |
+|         | type         | name | label |
+|         | select_one b | q1   | Q1    |
+|         | select_one a | q2   | Q2    |
+| choices |           |      |       |
+|         | list_name | name | label |
+|         | a         | x    | X     |
+|         | b         | y    | Y     |
+`, Options{})
+	if len(res.Errors) > 0 {
+		t.Fatal(res.Errors)
+	}
+	xf := string(res.XForm)
+	if a, b := strings.Index(xf, `<instance id="a">`), strings.Index(xf, `<instance id="b">`); a < 0 || b < 0 || a > b {
+		t.Errorf("instances out of the sheet's order:\n%s", xf)
+	}
+}
