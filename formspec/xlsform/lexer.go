@@ -3,6 +3,7 @@ package xlsform
 import (
 	"regexp"
 	"strings"
+	"sync"
 )
 
 // pyxform decides some things about a cell (is this default an expression
@@ -13,7 +14,9 @@ import (
 // rule gives the token pyxform's would; \d and \s are widened to Python's
 // Unicode classes. The name-start class leaves out U+00C0-U+00D6 as
 // pyxform's does (a bracket is missing there), so "Àb(" is no function call.
-var exprRules = func() []exprRule {
+// They are compiled on first use: at start they would cost every process,
+// the CLI's one conversion included, a millisecond.
+var exprRules = sync.OnceValue(func() []exprRule {
 	const (
 		digit     = `\p{Nd}`
 		space     = `[\t\n\x{0b}\f\r \x{1c}-\x{1f}\x{85}\x{a0}\x{1680}\x{2000}-\x{200a}\x{2028}\x{2029}\x{202f}\x{205f}\x{3000}]`
@@ -57,7 +60,7 @@ var exprRules = func() []exprRule {
 		out[i] = exprRule{r.kind, regexp.MustCompile(`^(?:` + r.re + `)`)}
 	}
 	return out
-}()
+})
 
 type exprRule struct {
 	kind string
@@ -70,7 +73,7 @@ type exprToken struct{ kind, text string }
 func exprTokens(s string) []exprToken {
 	var out []exprToken
 	for s != "" {
-		for _, r := range exprRules {
+		for _, r := range exprRules() {
 			if m := r.re.FindString(s); m != "" {
 				out = append(out, exprToken{r.kind, m})
 				s = s[len(m):]
