@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bytes"
 	"encoding/xml"
 	"fmt"
 	"io"
@@ -8,7 +9,6 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
-	"unicode/utf8"
 
 	"github.com/haven-org/haven"
 	"github.com/haven-org/haven/sync"
@@ -59,71 +59,54 @@ type mediaFile struct {
 
 // formListXML is the OpenRosa form list of forms.
 func formListXML(forms []xformEntry) []byte {
-	b := make([]byte, 0, 128+256*len(forms))
-	b = append(b, xml.Header...)
-	b = append(b, `<xforms xmlns="http://openrosa.org/xforms/xformsList">`...)
+	var d xmlDoc
+	d.Grow(128 + 256*len(forms))
+	d.WriteString(xml.Header + `<xforms xmlns="http://openrosa.org/xforms/xformsList">`)
 	for _, f := range forms {
-		b = append(b, "<xform>"...)
-		b = appendElem(b, "formID", f.FormID)
-		b = appendElem(b, "name", f.Name)
-		b = appendElem(b, "version", f.Version)
-		b = appendElem(b, "hash", f.Hash)
-		b = appendElem(b, "downloadUrl", f.DownloadURL)
+		d.WriteString("<xform>")
+		d.elem("formID", f.FormID)
+		d.elem("name", f.Name)
+		d.elem("version", f.Version)
+		d.elem("hash", f.Hash)
+		d.elem("downloadUrl", f.DownloadURL)
 		if f.ManifestURL != "" {
-			b = appendElem(b, "manifestUrl", f.ManifestURL)
+			d.elem("manifestUrl", f.ManifestURL)
 		}
-		b = append(b, "</xform>"...)
+		d.WriteString("</xform>")
 	}
-	return append(b, "</xforms>"...)
+	d.WriteString("</xforms>")
+	return d.Bytes()
 }
 
 // manifestXML is the OpenRosa manifest of a form's media files.
 func manifestXML(files []mediaFile) []byte {
-	b := make([]byte, 0, 128+192*len(files))
-	b = append(b, xml.Header...)
-	b = append(b, `<manifest xmlns="http://openrosa.org/xforms/xformsManifest">`...)
+	var d xmlDoc
+	d.Grow(128 + 192*len(files))
+	d.WriteString(xml.Header + `<manifest xmlns="http://openrosa.org/xforms/xformsManifest">`)
 	for _, f := range files {
-		b = append(b, "<mediaFile>"...)
-		b = appendElem(b, "filename", f.Filename)
-		b = appendElem(b, "hash", f.Hash)
-		b = appendElem(b, "downloadUrl", f.DownloadURL)
-		b = append(b, "</mediaFile>"...)
+		d.WriteString("<mediaFile>")
+		d.elem("filename", f.Filename)
+		d.elem("hash", f.Hash)
+		d.elem("downloadUrl", f.DownloadURL)
+		d.WriteString("</mediaFile>")
 	}
-	return append(b, "</manifest>"...)
+	d.WriteString("</manifest>")
+	return d.Bytes()
 }
 
-// appendElem appends <name>text</name>, the text escaped as encoding/xml
-// escapes it: markup characters as references, characters XML cannot
-// carry (and invalid UTF-8) as U+FFFD.
-func appendElem(b []byte, name, text string) []byte {
-	b = append(append(append(b, '<'), name...), '>')
-	for i := 0; i < len(text); {
-		r, n := utf8.DecodeRuneInString(text[i:])
-		i += n
-		switch {
-		case r == '&':
-			b = append(b, "&amp;"...)
-		case r == '<':
-			b = append(b, "&lt;"...)
-		case r == '>':
-			b = append(b, "&gt;"...)
-		case r == '"':
-			b = append(b, "&#34;"...)
-		case r == '\'':
-			b = append(b, "&#39;"...)
-		case r == '\t':
-			b = append(b, "&#x9;"...)
-		case r == '\n':
-			b = append(b, "&#xA;"...)
-		case r == '\r':
-			b = append(b, "&#xD;"...)
-		case r == utf8.RuneError && n == 1, r < 0x20, r >= 0xD800 && r <= 0xDFFF, r == 0xFFFE, r == 0xFFFF:
-			b = append(b, "\uFFFD"...)
-		default:
-			b = append(b, text[i-n:i]...)
-		}
-	}
-	return append(append(append(b, "</"...), name...), '>')
+// xmlDoc is a small XML document written in order.
+type xmlDoc struct{ bytes.Buffer }
+
+// elem writes <name>text</name>, the text escaped by encoding/xml's own
+// escaper (a bytes.Buffer never fails a write).
+func (d *xmlDoc) elem(name, text string) {
+	d.WriteByte('<')
+	d.WriteString(name)
+	d.WriteByte('>')
+	xml.EscapeText(d, []byte(text))
+	d.WriteString("</")
+	d.WriteString(name)
+	d.WriteByte('>')
 }
 
 func writeDoc(c echo.Context, b []byte) error {

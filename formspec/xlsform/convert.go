@@ -390,18 +390,12 @@ func (c *converter) declaredName(name string) bool {
 	if !ok {
 		return xmlName.MatchString(name)
 	}
-	if !xmlName.MatchString(prefix) || !xmlName.MatchString(local) {
-		return false
-	}
-	if standardPrefixes[prefix] {
-		return true
-	}
-	for _, ns := range c.namespaces {
-		if ns[0] == prefix {
-			return true
-		}
-	}
-	return false
+	return xmlName.MatchString(prefix) && xmlName.MatchString(local) && (standardPrefixes[prefix] || c.declares(prefix))
+}
+
+// declares reports whether the namespaces setting declares prefix.
+func (c *converter) declares(prefix string) bool {
+	return slices.ContainsFunc(c.namespaces, func(ns [2]string) bool { return ns[0] == prefix })
 }
 
 func (c *converter) readChoices() {
@@ -852,6 +846,7 @@ func (c *converter) expr(s string, at *node, col string) string {
 // start from current().
 func (c *converter) exprFrom(s, context string, row int, col string, filter bool) string {
 	absolute := indexedRepeatSpans(s)
+	predicates := instancePredicates(s)
 	matches := refPattern.FindAllStringSubmatchIndex(s, -1)
 	if matches == nil {
 		return s
@@ -894,7 +889,7 @@ func (c *converter) exprFrom(s, context string, row int, col string, filter bool
 		}
 		if rel, ok := c.relative(context, target.path); ok && !inside {
 			path = rel
-			if filter || inInstancePredicate(s, m[0], m[1]) {
+			if filter || within(predicates, m[0], m[1]) {
 				path = "current()/" + rel
 			}
 		}
@@ -904,16 +899,25 @@ func (c *converter) exprFrom(s, context string, row int, col string, filter bool
 	return b.String()
 }
 
-// inInstancePredicate reports whether s[start:end], a reference, is inside
-// brackets in an expression that reads a secondary instance, as in
-// instance('list')/root/item[name = ${q}]. There the context is the item,
-// so a relative path must start from current(), as pyxform writes it.
-func inInstancePredicate(s string, start, end int) bool {
+// instancePredicates returns where the bracketed predicates of s are when
+// s reads a secondary instance, as in instance('list')/root/item[name = ${q}]:
+// there the context is the item, so a relative path must start from
+// current(), as pyxform writes it.
+func instancePredicates(s string) [][2]int {
 	if !instanceCall.MatchString(s) {
-		return false
+		return nil
 	}
+	var out [][2]int
 	for _, b := range bracketed.FindAllStringIndex(s, -1) {
-		if start >= b[0] && end <= b[1] {
+		out = append(out, [2]int{b[0], b[1]})
+	}
+	return out
+}
+
+// within reports whether s[start:end] lies inside one of spans.
+func within(spans [][2]int, start, end int) bool {
+	for _, sp := range spans {
+		if start >= sp[0] && end <= sp[1] {
 			return true
 		}
 	}

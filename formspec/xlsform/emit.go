@@ -614,10 +614,10 @@ func (c *converter) emit() []byte {
 	for _, ns := range c.namespaces {
 		html.attr("xmlns:"+ns[0], ns[1])
 	}
-	if len(c.entities) > 0 && !c.declaredName("entities:x") {
+	if len(c.entities) > 0 && !c.declares("entities") {
 		html.attr("xmlns:entities", entitiesNamespace)
 	}
-	if c.usesHaven && !c.declaredName("haven:x") {
+	if c.usesHaven && !c.declares("haven") {
 		html.attr("xmlns:haven", formspec.Namespace)
 	}
 	var b bytes.Buffer

@@ -3,6 +3,8 @@ package xlsform
 import (
 	"strings"
 	"testing"
+
+	"github.com/haven-org/haven/formspec"
 )
 
 // A default is a value written into the instance or an expression set when
@@ -105,6 +107,12 @@ func TestNamespacesSetting(t *testing.T) {
 		if len(res.Errors) > 0 || len(res.Warnings) != 1 || res.Warnings[0].Column != "namespaces" || !strings.Contains(string(res.XForm), `xmlns:ok="u">`) {
 			t.Errorf("namespaces %s: %+v %+v", bad, res.Errors, res.Warnings)
 		}
+	}
+	// Declaring Haven's own prefix with its own URI is harmless: it is
+	// declared once.
+	xf = convertOK(t, "| survey | | | | |\n| | type | name | label | purpose |\n| | text | q | Q | eligibility |\n| settings | |\n| | namespaces |\n| | haven=\""+formspec.Namespace+"\" |", Options{})
+	if n := strings.Count(xf, "xmlns:haven="); n != 1 {
+		t.Errorf("xmlns:haven declared %d times:\n%s", n, xf)
 	}
 	res = ConvertMarkdown(survey+"| settings | |\n| | namespaces |\n| | haven=\"http://elsewhere\" |", Options{})
 	if len(res.Errors) != 1 || res.Errors[0].Column != "namespaces" || res.XForm != nil {
