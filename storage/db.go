@@ -167,22 +167,61 @@ func (db *DB) migrate(ctx context.Context) error {
 		if seen > 0 {
 			continue
 		}
+		if migrationsUpTo > 0 && n > migrationsUpTo {
+			break
+		}
 		body, err := migrations.FS.ReadFile(name)
 		if err != nil {
 			return err
 		}
-		err = db.Write(ctx, func(tx *Tx) error {
-			if _, err := tx.ExecContext(ctx, string(body)); err != nil {
-				return fmt.Errorf("migration %s: %w", name, err)
-			}
-			_, err := tx.ExecContext(ctx, `INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)`, n, name, tx.Now().UnixMilli())
-			return err
-		})
-		if err != nil {
+		if err := db.applyMigration(ctx, n, name, string(body)); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// migrationsUpTo stops migrate after that version when above zero: tests
+// build a database as an older Haven left it, then open it with this one.
+var migrationsUpTo int
+
+// fkOffMarker opens a migration that rebuilds a table other tables refer to.
+const fkOffMarker = "-- haven: foreign keys off\n"
+
+// applyMigration runs one migration and records it, in one transaction. A
+// migration that rebuilds a referenced table runs with foreign keys off, as
+// SQLite requires (they can only be switched outside a transaction), and
+// commits only if every reference still holds afterwards.
+func (db *DB) applyMigration(ctx context.Context, n int, name, body string) (err error) {
+	fkOff := strings.HasPrefix(body, fkOffMarker)
+	if fkOff {
+		if _, err := db.write.ExecContext(ctx, `PRAGMA foreign_keys = OFF`); err != nil {
+			return fmt.Errorf("migration %s: %w", name, err)
+		}
+		defer func() {
+			// Not ctx: they must come back on even when it was cancelled.
+			if _, onErr := db.write.ExecContext(context.Background(), `PRAGMA foreign_keys = ON`); onErr != nil {
+				err = errors.Join(err, fmt.Errorf("migration %s: switching foreign keys back on: %w", name, onErr))
+			}
+		}()
+	}
+	return db.Write(ctx, func(tx *Tx) error {
+		if _, err := tx.ExecContext(ctx, body); err != nil {
+			return fmt.Errorf("migration %s: %w", name, err)
+		}
+		if fkOff {
+			var table string
+			var rowid sql.NullInt64
+			err := tx.QueryRowContext(ctx, `SELECT "table", rowid FROM pragma_foreign_key_check`).Scan(&table, &rowid)
+			if err == nil {
+				return fmt.Errorf("migration %s: row %d of %s refers to a row that is no longer there; nothing was changed", name, rowid.Int64, table)
+			} else if !errors.Is(err, sql.ErrNoRows) {
+				return fmt.Errorf("migration %s: checking references: %w", name, err)
+			}
+		}
+		_, err := tx.ExecContext(ctx, `INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)`, n, name, tx.Now().UnixMilli())
+		return err
+	})
 }
 
 // Tx is a write transaction.

@@ -421,7 +421,7 @@ type erased struct {
 // records, consent record and blobs.
 func eraseSubmission(tx *Tx, formID int64, instanceID string) (*erased, error) {
 	var id, created int64
-	err := tx.QueryRow(`SELECT id, created_at FROM submissions WHERE form_id = ? AND instance_id = ?`, formID, instanceID).Scan(&id, &created)
+	err := tx.QueryRow(`SELECT s.id, s.created_at FROM submissions s WHERE `+firstInstanceID, formID, instanceID, instanceID).Scan(&id, &created)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, notFound(fmt.Sprintf("Submission %s", instanceID))
 	} else if err != nil {
@@ -513,6 +513,11 @@ const submissionColumns = `s.id, s.form_id, s.instance_id, s.submitter_id, s.dev
 	(SELECT count(*) FROM submission_attachments a WHERE a.version_id = v.id),
 	(SELECT count(*) FROM submission_attachments a WHERE a.version_id = v.id AND a.blob_id IS NOT NULL)`
 
+// firstInstanceID finds submission s by the instanceID of its first version
+// (form, instanceID, instanceID), through the versions' index: the only
+// index of instanceIDs (migration 0009).
+const firstInstanceID = `s.id = (SELECT sv.submission_id FROM submission_versions sv WHERE sv.form_id = ? AND sv.instance_id = ?) AND s.instance_id = ?`
+
 const submissionJoins = ` FROM submissions s JOIN submission_versions v ON v.submission_id = s.id AND v.current = 1
 	JOIN form_versions fv ON fv.id = v.form_version_id`
 
@@ -583,7 +588,7 @@ func (s *Submissions) Get(ctx context.Context, projectID, formID int64, instance
 	if err != nil {
 		return nil, err
 	}
-	sub, err := s.scan(s.DB.read.QueryRowContext(ctx, `SELECT `+submissionColumns+submissionJoins+` WHERE s.form_id = ? AND s.instance_id = ?`, formID, instanceID), pk)
+	sub, err := s.scan(s.DB.read.QueryRowContext(ctx, `SELECT `+submissionColumns+submissionJoins+` WHERE `+firstInstanceID, formID, instanceID, instanceID), pk)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, notFound(fmt.Sprintf("Submission %s", instanceID))
 	}
