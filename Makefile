@@ -8,7 +8,7 @@ LOADGEN := $(HAVEN) loadgen --spawn --duration 15s
 
 .PHONY: haven bench bench-small-32 bench-small-256 bench-small-256-nopause bench-photo \
 	bench-formlist bench-flaky bench-micro bench-convert bench-convert-cli bench-export \
-	bench-large-object crash-test
+	bench-aggregate bench-large-object crash-test
 
 haven:
 	go build -o $(HAVEN) ./cmd/haven
@@ -48,6 +48,9 @@ bench-convert-cli: haven
 
 bench-export:
 	go test ./sync -run '^$$' -bench BenchmarkExportCSV -benchtime 1x
+
+bench-aggregate:
+	go test ./sync -run '^$$' -bench BenchmarkAggregate -benchtime 1x
 
 # Streams a 500 MB file through encryption into a real MinIO server.
 bench-large-object:

@@ -79,14 +79,15 @@ func BenchmarkExportCSV(b *testing.B) {
 	})
 }
 
-// benchExport stores n submissions of a form (publishing xform first when
-// given; made by gen) and times their export.
-func benchExport(b *testing.B, n int, formID string, xform []byte, rowsPer int, gen func(i int64, id string) string) {
+// benchStore stores n submissions of a form (publishing xform first when
+// given; made by gen), then folds the write-ahead log into the database and
+// collects the ingest's garbage, so that what follows is measured alone, as
+// on a server some time after the submissions arrived.
+func benchStore(b *testing.B, n int, formID string, xform []byte, gen func(i int64, id string) string) (*sync.Service, int64) {
 	svc, pid, _, _ := setup(b)
 	ctx := context.Background()
-	admin := &haven.Principal{Admin: true}
 	if xform != nil {
-		if _, err := svc.CreateForm(ctx, admin, pid, xform, true, nil); err != nil {
+		if _, err := svc.CreateForm(ctx, &haven.Principal{Admin: true}, pid, xform, true, nil); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -115,55 +116,69 @@ func benchExport(b *testing.B, n int, formID string, xform []byte, rowsPer int, 
 		}()
 	}
 	wg.Wait()
-	// Measure the export alone: the write-ahead log folded into the
-	// database and the ingest's garbage collected first, as they are on a
-	// server some time after the submissions arrived.
 	if err := svc.Submissions.DB.Checkpoint(ctx); err != nil {
 		b.Fatal(err)
 	}
 	runtime.GC()
+	return svc, pid
+}
+
+// measured runs fn and returns how long it took and how far the process's
+// RSS rose above where it started (sampled every 10 ms). When the variable
+// profileEnv is set, fn alone is profiled into the file it names.
+func measured(b *testing.B, profileEnv string, fn func() error) (time.Duration, int64) {
+	base := rssKB()
+	done, peakc := make(chan struct{}), make(chan int64)
+	go func() {
+		peak := int64(0)
+		for {
+			select {
+			case <-done:
+				peakc <- peak
+				return
+			case <-time.After(10 * time.Millisecond):
+				if r := rssKB(); r > peak {
+					peak = r
+				}
+			}
+		}
+	}()
+	if path := os.Getenv(profileEnv); path != "" {
+		f, err := os.Create(path)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer f.Close()
+		pprof.StartCPUProfile(f)
+	}
+	start := time.Now()
+	err := fn()
+	elapsed := time.Since(start)
+	pprof.StopCPUProfile()
+	close(done)
+	peak := <-peakc
+	if err != nil {
+		b.Fatal(err)
+	}
+	return elapsed, max(peak-base, 0)
+}
+
+// benchExport stores n submissions of a form and times their export.
+func benchExport(b *testing.B, n int, formID string, xform []byte, rowsPer int, gen func(i int64, id string) string) {
+	svc, pid := benchStore(b, n, formID, xform, gen)
+	ctx := context.Background()
+	admin := &haven.Principal{Admin: true}
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		exp, err := svc.Export(ctx, admin, pid, formID, sync.ExportOptions{Format: "csv"})
 		if err != nil {
 			b.Fatal(err)
 		}
-		base := rssKB()
-		done, peakc := make(chan struct{}), make(chan int64)
-		go func() {
-			peak := int64(0)
-			for {
-				select {
-				case <-done:
-					peakc <- peak
-					return
-				case <-time.After(10 * time.Millisecond):
-					if r := rssKB(); r > peak {
-						peak = r
-					}
-				}
-			}
-		}()
-		if path := os.Getenv("HAVEN_EXPORT_CPUPROFILE"); path != "" {
-			f, err := os.Create(path)
-			if err != nil {
-				b.Fatal(err)
-			}
-			pprof.StartCPUProfile(f)
-			defer f.Close()
-		}
 		var out counter
-		start := time.Now()
-		if err := exp.Write(ctx, &out); err != nil {
-			b.Fatal(err)
-		}
-		elapsed := time.Since(start)
-		pprof.StopCPUProfile()
-		close(done)
-		peak := <-peakc
+		elapsed, growth := measured(b, "HAVEN_EXPORT_CPUPROFILE", func() error { return exp.Write(ctx, &out) })
 		b.ReportMetric(float64(rowsPer*n)/elapsed.Seconds(), "rows/s")
 		b.ReportMetric(float64(out.n)/1e6, "MB-zip")
-		b.ReportMetric(float64(max(peak-base, 0))/1024, "MB-rss-growth")
+		b.ReportMetric(float64(growth)/1024, "MB-rss-growth")
 	}
 }
 
