@@ -180,15 +180,7 @@ func (s *Service) Aggregate(ctx context.Context, p *haven.Principal, projectID i
 		sum     float64
 	}
 	raw := map[[3]int]*acc{}
-	err = s.Submissions.Each(ctx, projectID, form.ID, storage.Filter{}, func(sub *haven.Submission, sealed storage.SealedXML, _ *haven.ConsentRecord) error {
-		xml, err := sealed.Open()
-		if err != nil {
-			return err
-		}
-		inst, err := formspec.ParseInstance(xml, s.Limits.XML)
-		if err != nil {
-			return err
-		}
+	err = s.eachParsed(ctx, form, storage.Filter{}, func(sub *haven.Submission, inst *formspec.Instance, _ *haven.ConsentRecord) error {
 		key := [3]int{-1, -1, -1}
 		for i, d := range dims {
 			v := d.value(sub, inst)

@@ -525,10 +525,17 @@ func zipEntries(z *zip.Writer, names []string, spool func() (*storage.Spool, err
 	return nil
 }
 
-// each walks the submissions the export covers, parsed. Three stages run
-// at once, so both cores work: reading, decrypting and parsing, and the
-// caller's writing. Bounded queues between them keep memory flat.
+// each walks the submissions the export covers, parsed.
 func (e *Export) each(ctx context.Context, fn func(sub *haven.Submission, inst *formspec.Instance, consent *haven.ConsentRecord) error) error {
+	f := storage.Filter{Since: e.opts.Since, Until: e.opts.Until, Version: e.opts.Version}
+	return e.s.eachParsed(ctx, e.form, f, fn)
+}
+
+// eachParsed walks a form's submissions, parsed, for exports and
+// aggregates. Three stages run at once, so both cores work: reading,
+// decrypting and parsing, and the caller's fn. Bounded queues between them
+// keep memory flat.
+func (s *Service) eachParsed(ctx context.Context, form *haven.Form, f storage.Filter, fn func(sub *haven.Submission, inst *formspec.Instance, consent *haven.ConsentRecord) error) error {
 	type item struct {
 		sub     *haven.Submission
 		xml     storage.SealedXML
@@ -540,10 +547,9 @@ func (e *Export) each(ctx context.Context, fn func(sub *haven.Submission, inst *
 	defer cancel()
 	read, parsed := make(chan item, 64), make(chan item, 64)
 	done := make(chan error, 1)
-	f := storage.Filter{Since: e.opts.Since, Until: e.opts.Until, Version: e.opts.Version}
 	go func() {
 		defer close(read)
-		done <- e.s.Submissions.Each(ctx, e.form.ProjectID, e.form.ID, f, func(sub *haven.Submission, xml storage.SealedXML, consent *haven.ConsentRecord) error {
+		done <- s.Submissions.Each(ctx, form.ProjectID, form.ID, f, func(sub *haven.Submission, xml storage.SealedXML, consent *haven.ConsentRecord) error {
 			select {
 			case read <- item{sub: sub, xml: xml, consent: consent}:
 				return nil
@@ -557,7 +563,7 @@ func (e *Export) each(ctx context.Context, fn func(sub *haven.Submission, inst *
 		for it := range read {
 			var xml []byte
 			if xml, it.err = it.xml.Open(); it.err == nil {
-				it.inst, it.err = formspec.ParseInstance(xml, e.s.Limits.XML)
+				it.inst, it.err = formspec.ParseInstance(xml, s.Limits.XML)
 			}
 			it.xml = storage.SealedXML{}
 			select {
