@@ -3,8 +3,6 @@ package sync_test
 import (
 	"context"
 	mrand "math/rand/v2"
-	"os"
-	"runtime/debug"
 	"strconv"
 	"testing"
 
@@ -21,16 +19,7 @@ import (
 // questions and a date by month, 108 cells and their margins) with a mean.
 // HAVEN_AGGREGATE_CPUPROFILE profiles the query alone.
 func BenchmarkAggregate(b *testing.B) {
-	n := 100_000
-	if v, err := strconv.Atoi(os.Getenv("HAVEN_EXPORT_N")); err == nil && v > 0 {
-		n = v
-	}
-	if os.Getenv("GOGC") == "" {
-		defer debug.SetGCPercent(debug.SetGCPercent(400))
-	}
-	if os.Getenv("GOMEMLIMIT") == "" {
-		defer debug.SetMemoryLimit(debug.SetMemoryLimit(128 << 20))
-	}
+	n := asServer(b)
 	xform := loadgen.BenchForm("1")
 	schema, err := formspec.Parse(xform)
 	if err != nil {

@@ -47,18 +47,7 @@ func rssKB() int64 {
 // row) and bench30 (haven loadgen's 30-question form: one row of about
 // 1 KB per submission).
 func BenchmarkExportCSV(b *testing.B) {
-	n := 100_000
-	if v, err := strconv.Atoi(os.Getenv("HAVEN_EXPORT_N")); err == nil && v > 0 {
-		n = v
-	}
-	// The garbage collector as haven serve sets it (tuneGC in cmd/haven),
-	// unless GOGC or GOMEMLIMIT say otherwise.
-	if os.Getenv("GOGC") == "" {
-		defer debug.SetGCPercent(debug.SetGCPercent(400))
-	}
-	if os.Getenv("GOMEMLIMIT") == "" {
-		defer debug.SetMemoryLimit(debug.SetMemoryLimit(128 << 20))
-	}
+	n := asServer(b)
 	b.Run("household", func(b *testing.B) {
 		benchExport(b, n, "household", nil, 2, func(i int64, id string) string {
 			return fmt.Sprintf(`<household id="household" version="2026110101"><start>2026-11-20T09:15:00.000+03:00</start>`+
@@ -77,6 +66,24 @@ func BenchmarkExportCSV(b *testing.B) {
 			return string(loadgen.Instance(schema, id, "", mrand.New(mrand.NewPCG(uint64(i), 1))))
 		})
 	})
+}
+
+// asServer sets the garbage collector as haven serve sets it (tuneGC in
+// cmd/haven), unless GOGC or GOMEMLIMIT say otherwise, until b ends, and
+// returns how many submissions to store: HAVEN_EXPORT_N, 100,000 by default.
+func asServer(b *testing.B) int {
+	if os.Getenv("GOGC") == "" {
+		old := debug.SetGCPercent(400)
+		b.Cleanup(func() { debug.SetGCPercent(old) })
+	}
+	if os.Getenv("GOMEMLIMIT") == "" {
+		old := debug.SetMemoryLimit(128 << 20)
+		b.Cleanup(func() { debug.SetMemoryLimit(old) })
+	}
+	if v, err := strconv.Atoi(os.Getenv("HAVEN_EXPORT_N")); err == nil && v > 0 {
+		return v
+	}
+	return 100_000
 }
 
 // benchStore stores n submissions of a form (publishing xform first when
