@@ -1,19 +1,14 @@
 package server
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/xml"
-	"errors"
 	"fmt"
 	"io"
-	"mime"
-	"mime/multipart"
 	"net/http"
 	"net/url"
 	"strconv"
 	"strings"
-	gosync "sync"
 
 	"github.com/haven-org/haven"
 	"github.com/haven-org/haven/sync"
@@ -245,11 +240,6 @@ func (s *Server) submissionPreflight(c echo.Context) error {
 	return c.NoContent(http.StatusNoContent)
 }
 
-// uploadBuffers sit between a submission's connection and its multipart
-// parser, which reads 4 KB at a time: through them a 100 KB photo comes in a
-// few large reads (each also renews the body's idle deadline) instead of 25.
-var uploadBuffers = gosync.Pool{New: func() any { return bufio.NewReaderSize(nil, 64<<10) }}
-
 // submit ingests a submission POST.
 func (s *Server) submit(c echo.Context) error {
 	pid, err := projectID(c)
@@ -263,21 +253,13 @@ func (s *Server) submit(c echo.Context) error {
 	if r.ContentLength > s.sync.Limits.MaxBody+multipartSlack {
 		return haven.Errorf(haven.ETOOLARGE, "The upload is %d bytes; this server accepts up to %d in one request. Update ODK Collect so it splits large uploads.", r.ContentLength, s.sync.Limits.MaxBody)
 	}
-	_, params, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
-	if err == nil && params["boundary"] == "" {
-		err = errors.New("no boundary in its Content-Type")
-	}
+	r.Body = http.MaxBytesReader(c.Response(), r.Body, s.sync.Limits.MaxBody+multipartSlack)
+	mr, err := r.MultipartReader()
 	if err != nil {
 		return haven.Errorf(haven.EINVALID, "The upload is not valid multipart/form-data (%v). Send the form again.", err)
 	}
-	body := uploadBuffers.Get().(*bufio.Reader)
-	body.Reset(http.MaxBytesReader(c.Response(), r.Body, s.sync.Limits.MaxBody+multipartSlack))
-	defer func() {
-		body.Reset(nil)
-		uploadBuffers.Put(body)
-	}()
 	receipt, err := s.sync.Submit(r.Context(), sync.SubmitRequest{
-		Principal: principal(c), ProjectID: pid, DeviceID: deviceID(c), Parts: multipart.NewReader(body, params["boundary"]),
+		Principal: principal(c), ProjectID: pid, DeviceID: deviceID(c), Parts: mr,
 	})
 	if err != nil {
 		return err
