@@ -17,7 +17,8 @@ import (
 // reports submissions/s and the growth of the process's RSS during the
 // query. Queries: one dimension counted; three dimensions (two select_one
 // questions and a date by month, 108 cells and their margins) with a mean.
-// HAVEN_AGGREGATE_CPUPROFILE profiles the query alone.
+// HAVEN_AGGREGATE_CPUPROFILE profiles the query alone; each query
+// overwrites the file, so pick one with -bench BenchmarkAggregate/mean-by-3.
 func BenchmarkAggregate(b *testing.B) {
 	n := asServer(b)
 	xform := loadgen.BenchForm("1")
