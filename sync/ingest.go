@@ -8,6 +8,7 @@ import (
 	"mime"
 	"mime/multipart"
 	"strings"
+	"time"
 
 	"github.com/haven-org/haven"
 	"github.com/haven-org/haven/formspec"
@@ -61,7 +62,7 @@ type ingestion struct {
 	s          *Service
 	req        SubmitRequest
 	xml        []byte
-	inst       *formspec.Instance
+	inst       *formspec.Instance // its header only: the tree is dropped once checked
 	form       *haven.Form
 	version    *haven.FormVersion
 	val        formspec.Validation
@@ -72,6 +73,8 @@ type ingestion struct {
 	incomplete bool
 	schema     *formspec.Form
 	consent    string // the consent outcome of the instance
+	start, end *time.Time
+	subject    string
 }
 
 // kept reports whether the submission may be stored: consent given, or a
@@ -138,8 +141,7 @@ func (in *ingestion) run(ctx context.Context) (*Receipt, error) {
 			NotKept: "Consent was not recorded as given, so nothing of this form was kept on the server. It can be removed from the device."}, nil
 	}
 	expected := in.val.Files
-	start, end := in.schema.DeviceTimes(in.inst)
-	consent := &haven.ConsentRecord{Outcome: in.consent, LegalBasis: in.schema.LegalBasis, DeviceStart: start, DeviceEnd: end,
+	consent := &haven.ConsentRecord{Outcome: in.consent, LegalBasis: in.schema.LegalBasis, DeviceStart: in.start, DeviceEnd: in.end,
 		DeviceUserID: in.req.Principal.ActorID, DeviceID: in.req.DeviceID}
 	if in.schema.Consent != nil {
 		consent.LegalBasis, consent.Field, consent.StatementVersion = haven.BasisConsent, in.schema.Consent.Path, in.schema.StatementVersion
@@ -161,7 +163,7 @@ func (in *ingestion) run(ctx context.Context) (*Receipt, error) {
 		Files:         in.files,
 		Consent:       consent,
 		Audit:         audit,
-		Subject:       in.schema.SubjectID(in.inst),
+		Subject:       in.subject,
 	})
 	if err != nil {
 		return nil, err
@@ -293,6 +295,14 @@ func (in *ingestion) readXML(ctx context.Context, part *multipart.Part) error {
 	if len(b) > max {
 		return haven.Errorf(haven.ETOOLARGE, "The form data is larger than %d bytes, more than Haven accepts.", max)
 	}
+	// The parsed tree lives only inside this function, within the parse
+	// budget: what the rest of the request needs is taken from it here.
+	release, err := in.s.parseSlot(ctx, len(b))
+	if err != nil {
+		return &haven.Error{Code: haven.EUNAVAILABLE, Err: err,
+			Message: "The server was busy checking other large forms and the request ended before this one's turn came. Nothing was saved. Send the form again."}
+	}
+	defer release()
 	inst, err := formspec.ParseInstance(b, in.s.Limits.XML)
 	if err != nil {
 		return err
@@ -322,8 +332,12 @@ func (in *ingestion) readXML(ctx context.Context, part *multipart.Part) error {
 	if err := val.Error(inst.FormID); err != nil {
 		return err
 	}
-	in.xml, in.inst, in.form, in.version, in.val, in.schema = b, inst, form, version, val, schema
 	in.consent = schema.ConsentOutcome(inst)
+	in.start, in.end = schema.DeviceTimes(inst)
+	in.subject = schema.SubjectID(inst)
+	meta := *inst
+	meta.Root = nil
+	in.xml, in.inst, in.form, in.version, in.val, in.schema = b, &meta, form, version, val, schema
 	in.expected = map[string]bool{}
 	for _, f := range val.Files {
 		in.expected[f] = true

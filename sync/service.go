@@ -15,6 +15,7 @@ import (
 	"github.com/haven-org/haven"
 	"github.com/haven-org/haven/formspec"
 	"github.com/haven-org/haven/storage"
+	"golang.org/x/sync/semaphore"
 )
 
 // Limits bound what one request may carry.
@@ -28,11 +29,19 @@ type Limits struct {
 	XML formspec.Limits
 	// MaxMedia is the largest form media file.
 	MaxMedia int64
+	// ParseBudget bounds the bytes of submission XML being parsed and
+	// checked at once, across all requests. A parsed document can take 20
+	// times its size in memory, so a crowd of large documents waits its turn
+	// rather than exhausting memory; a document larger than the budget is
+	// parsed alone. Small submissions (a few KB) never wait in practice.
+	ParseBudget int64
 }
 
 // DefaultLimits matches what ODK Central accepts (100 MB requests) and what
-// Collect sends (at most 100 files per request).
-var DefaultLimits = Limits{MaxBody: 100_000_000, MaxAttachments: 100, XML: formspec.DefaultLimits, MaxMedia: 100_000_000}
+// Collect sends (at most 100 files per request). Parsing 4 MiB of XML at once
+// takes at most about 100 MB.
+var DefaultLimits = Limits{MaxBody: 100_000_000, MaxAttachments: 100, XML: formspec.DefaultLimits, MaxMedia: 100_000_000,
+	ParseBudget: 4 << 20}
 
 // Service is device sync and form publication over Haven's storage.
 type Service struct {
@@ -45,6 +54,28 @@ type Service struct {
 	Now func() time.Time
 
 	schemas gosync.Map // form version id -> *formspec.Form (published versions never change)
+
+	parseOnce gosync.Once
+	parsing   *semaphore.Weighted // Limits.ParseBudget
+}
+
+// parseSlot waits until n more bytes of submission XML may be parsed within
+// Limits.ParseBudget, and returns the function that gives them back. The
+// wait ends early, with ctx's error, when the request is given up.
+func (s *Service) parseSlot(ctx context.Context, n int) (release func(), err error) {
+	s.parseOnce.Do(func() {
+		if s.Limits.ParseBudget > 0 {
+			s.parsing = semaphore.NewWeighted(s.Limits.ParseBudget)
+		}
+	})
+	if s.parsing == nil {
+		return func() {}, nil
+	}
+	w := min(int64(n), s.Limits.ParseBudget)
+	if err := s.parsing.Acquire(ctx, w); err != nil {
+		return nil, err
+	}
+	return func() { s.parsing.Release(w) }, nil
 }
 
 // schema returns the parsed model of a published form version.
