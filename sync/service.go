@@ -56,7 +56,8 @@ type Service struct {
 	schemas gosync.Map // form version id -> *formspec.Form (published versions never change)
 
 	parseOnce gosync.Once
-	parsing   *semaphore.Weighted // Limits.ParseBudget
+	parsing   *semaphore.Weighted // of parseSize bytes
+	parseSize int64               // Limits.ParseBudget when first used
 }
 
 // parseSlot waits until n more bytes of submission XML may be parsed within
@@ -65,13 +66,16 @@ type Service struct {
 func (s *Service) parseSlot(ctx context.Context, n int) (release func(), err error) {
 	s.parseOnce.Do(func() {
 		if s.Limits.ParseBudget > 0 {
-			s.parsing = semaphore.NewWeighted(s.Limits.ParseBudget)
+			s.parseSize = s.Limits.ParseBudget
+			s.parsing = semaphore.NewWeighted(s.parseSize)
 		}
 	})
 	if s.parsing == nil {
 		return func() {}, nil
 	}
-	w := min(int64(n), s.Limits.ParseBudget)
+	// Against the semaphore's own size, never more: asking for more than
+	// it holds would wait until the request ends.
+	w := min(int64(n), s.parseSize)
 	if err := s.parsing.Acquire(ctx, w); err != nil {
 		return nil, err
 	}
