@@ -50,6 +50,21 @@ func (s Sensitivity) Rank() int {
 	}
 }
 
+// MaxSensitivity is the stricter of two tiers (level_0 counts as level_3,
+// and is kept as itself when it is the stricter); "" is no tier at all.
+func MaxSensitivity(a, b Sensitivity) Sensitivity {
+	switch {
+	case a == "":
+		return b
+	case b == "":
+		return a
+	}
+	if b.Rank() > a.Rank() || (b.Rank() == a.Rank() && b == Level0) {
+		return b
+	}
+	return a
+}
+
 // ClassificationDeadline is how long a field may stay at level_0 before its
 // form is flagged "classification overdue" (the seed's 24-hour rule).
 const ClassificationDeadline = 24 * time.Hour

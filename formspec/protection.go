@@ -88,6 +88,9 @@ func readBind(n *Node, bind *etree.Element) {
 			n.Readonly = isTrue(a.Value)
 		case "calculate":
 			n.Calculated = strings.TrimSpace(a.Value) != ""
+			if n.Calculated {
+				n.exprs = append(n.exprs, a.Value)
+			}
 		}
 	}
 }
@@ -191,6 +194,11 @@ func (f *Form) resolveConsent() {
 		f.StatementVersion = statementVersion(f.Consent.Label)
 	}
 	f.subject = f.findSubject()
+	base := map[string]haven.Sensitivity{}
+	for _, fd := range f.Schema() {
+		base[fd.Path] = fd.Effective
+	}
+	f.deriveTiers(base)
 	f.tiers = map[string]haven.Sensitivity{}
 	for _, fd := range f.Schema() {
 		f.tiers[fd.Path] = fd.Effective
@@ -254,8 +262,9 @@ var metadataTiers = map[string]struct {
 	"property":  {"Which device or account filled in the form (recorded by the device).", haven.Level2},
 	"meta":      {"Identifies the submission (protocol metadata).", haven.Public},
 	"uid":       {"Identifies the submission (protocol metadata).", haven.Public},
-	// An entity's label is built from answers (often a name), which this
-	// model does not trace: it gets the highest tier unless the form says.
+	// An entity's label is built from answers (often a name): it takes the
+	// tier of what its expression reads (derive.go); one whose expression
+	// Haven cannot see gets the highest tier unless the form says.
 	"entity": {"Names the entity the submission creates or updates (entity list); built from answers.", haven.Level3},
 }
 
@@ -302,7 +311,11 @@ type Field struct {
 	Kind        string            `json:"kind"` // data, note, metadata
 	Purpose     string            `json:"purpose"`
 	Sensitivity haven.Sensitivity `json:"sensitivity"`
-	// Effective is the tier access control applies (level_0 is level_3).
+	// Derived is the highest tier among the fields a computed value reads
+	// (calculate, dynamic default, instance name); "" for answers.
+	Derived haven.Sensitivity `json:"derivedSensitivity,omitempty"`
+	// Effective is the tier access control applies: the declared tier or
+	// the derived one, whichever is stricter (level_0 counts as level_3).
 	Effective haven.Sensitivity `json:"effectiveSensitivity"`
 	Repeat    bool              `json:"inRepeat"`
 	Binary    bool              `json:"binary"`
@@ -338,6 +351,9 @@ func (f *Form) Schema() []Field {
 				if !ok {
 					m = metadataTiers["property"]
 				}
+				if kind == "entity" && len(c.exprs) > 0 {
+					m.tier = haven.Public // the label's expression decides (derived)
+				}
 				if fd.Purpose == "" {
 					fd.Purpose = m.purpose
 				}
@@ -356,6 +372,10 @@ func (f *Form) Schema() []Field {
 			fd.Effective = fd.Sensitivity.Effective()
 			if !fd.Sensitivity.Valid() {
 				fd.Effective = haven.Level3
+			}
+			if c.derived != "" {
+				fd.Derived = c.derived
+				fd.Effective = haven.MaxSensitivity(fd.Effective, c.derived.Effective())
 			}
 			out = append(out, fd)
 		}

@@ -57,6 +57,11 @@ type Node struct {
 
 	consentMark, subjectMark bool // haven:consent="true", haven:subject="true"
 
+	// exprs are the expressions that compute the field's value (calculate,
+	// setvalue actions); derived is the highest tier they read (derive.go).
+	exprs   []string
+	derived haven.Sensitivity
+
 	byName map[string]*Node
 }
 
@@ -179,8 +184,12 @@ func Parse(xml []byte) (*Form, error) {
 		}
 	}
 
+	bindRefs := map[string]string{}
 	for _, bind := range children(model, "bind") {
 		n := f.Node(stripPredicates(bind.SelectAttrValue("nodeset", "")))
+		if id := bind.SelectAttrValue("id", ""); id != "" {
+			bindRefs[id] = bind.SelectAttrValue("nodeset", "")
+		}
 		if n == nil || n.IsGroup() {
 			continue
 		}
@@ -197,6 +206,7 @@ func Parse(xml []byte) (*Form, error) {
 			return nil, err
 		}
 	}
+	f.readSetvalues(html, bindRefs)
 	f.resolveConsent()
 	f.Media = expectedMedia(doc)
 	return f, nil
