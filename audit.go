@@ -1,9 +1,6 @@
 package haven
 
-import (
-	"context"
-	"time"
-)
+import "time"
 
 // AuditEvent is one entry of the audit trail: who did what to which object,
 // when, from where, and how it ended. It names objects by id and never holds
@@ -23,17 +20,4 @@ type AuditEvent struct {
 	// Recorded is set by a layer that wrote the event in its own
 	// transaction, with the change it describes.
 	Recorded bool `json:"-"`
-}
-
-type auditKey struct{}
-
-// WithAudit returns a context carrying the audit event of the request it serves.
-func WithAudit(ctx context.Context, e *AuditEvent) context.Context {
-	return context.WithValue(ctx, auditKey{}, e)
-}
-
-// AuditFrom returns the audit event a context carries, or nil.
-func AuditFrom(ctx context.Context) *AuditEvent {
-	e, _ := ctx.Value(auditKey{}).(*AuditEvent)
-	return e
 }

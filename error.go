@@ -15,6 +15,7 @@ const (
 	ECONFLICT     = "conflict"  // clashes with what is stored (duplicate, closed form)
 	ETOOLARGE     = "too_large" // over a size limit
 	ETOOMANY      = "too_many"  // too many attempts: wait (Details["retryAfterSeconds"])
+	ETIMEOUT      = "timeout"   // the request did not arrive in time
 	EUNAVAILABLE  = "unavailable"
 	EINTERNAL     = "internal"
 )

@@ -173,6 +173,10 @@ type Submission struct {
 	CreatedAt   time.Time         `json:"createdAt"`
 	UpdatedAt   *time.Time        `json:"updatedAt"`
 	Current     SubmissionVersion `json:"currentVersion"`
+	// FormVersionIDs are the form versions the submission's versions were
+	// filled in with: it is read under the strictest tier any of them (or
+	// the form's current version) gives a field.
+	FormVersionIDs []int64 `json:"-"`
 }
 
 // SubmissionVersion is one version of a submission's XML: the first, or an

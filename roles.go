@@ -88,6 +88,12 @@ func (p *Principal) Can(action Action, projectID int64) bool {
 	return false
 }
 
+// Member reports whether p holds a role in the project (a site
+// administrator holds every one).
+func (p *Principal) Member(projectID int64) bool {
+	return p != nil && (p.Admin || len(p.Roles[projectID]) > 0)
+}
+
 // Clearance is the most sensitive tier p may read in the project.
 func (p *Principal) Clearance(projectID int64) Sensitivity {
 	switch {
@@ -105,8 +111,13 @@ func (p *Principal) Clearance(projectID int64) Sensitivity {
 // Cleared reports whether p may read values of the tier in the project
 // (an undecided tier counts as the strictest).
 func (p *Principal) Cleared(projectID int64, tier Sensitivity) bool {
-	return tier.Rank() <= p.Clearance(projectID).Rank()
+	return p.Clearance(projectID).Covers(tier)
 }
+
+// Covers reports whether a reader with clearance c may read values of the
+// tier: the one comparison of clearances and tiers (an undecided tier
+// counts as the strictest).
+func (c Sensitivity) Covers(tier Sensitivity) bool { return tier.Rank() <= c.Rank() }
 
 // Clearances a user can be given, least to most.
 var Clearances = []Sensitivity{Public, Level1, Level2, Level3}

@@ -2,10 +2,12 @@ package server_test
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -109,13 +111,17 @@ func TestAllowlists(t *testing.T) {
 	if len(refused) != 2 || refused[0].Address != "198.51.100.7" || refused[0].Details["refused"] != "site device allowlist" || refused[0].Outcome != haven.EFORBIDDEN {
 		t.Fatalf("form list refusal audit: %+v", refused)
 	}
-	// A submission posted without the preflight is refused in its own audited event.
+	// A submission posted without the preflight is refused and audited, with its route.
 	if st, body := e.from("198.51.100.7", "POST", strings.TrimPrefix(au.ServerURL, e.srv.URL)+"/submission", "", "x"); st != 403 || !strings.Contains(body, "OpenRosaResponse") {
 		t.Fatalf("posted submission: %d %s", st, body)
 	}
-	subs := e.events("submission.create")
-	if len(subs) != 1 || subs[0].Outcome != haven.EFORBIDDEN || subs[0].Details["refused"] != "site device allowlist" {
+	subs := e.events("request.refused")
+	if len(subs) != 3 || subs[0].Outcome != haven.EFORBIDDEN || subs[0].Details["refused"] != "site device allowlist" ||
+		subs[0].Details["method"] != "POST" || subs[0].Details["route"] != "/v1/key/:key/projects/:pid/submission" {
 		t.Fatalf("submission refusal audit: %+v", subs)
+	}
+	if got := e.events("submission.create"); len(got) != 0 {
+		t.Fatalf("a refused request reached the use case: %+v", got)
 	}
 	// A spoofed chain: only the address the trusted proxy saw counts. From
 	// 192.0.2.9 alone the request passes the list (and asks for credentials).
@@ -191,39 +197,93 @@ func TestForwardedForIgnored(t *testing.T) {
 	}
 }
 
+// Password guessing is slowed with growing waits, per account and address,
+// per address and per account; a stranger's guesses never lock the owner
+// out of their usual place.
 func TestLoginThrottle(t *testing.T) {
 	ctx := context.Background()
-	e := newEnv(t)
+	e := newEnvConfig(t, server.Config{TrustedProxies: mustAllow(t, "127.0.0.1")}, storage.Options{})
 	now := time.Now()
 	e.st.DB.Now = func() time.Time { return now }
 	pid, _ := e.project()
 	e.collector(pid, "ana@example.org", "ana's long password")
 	e.collector(pid, "ben@example.org", "ben's long password")
 
-	login := func(email, password string) (int, string) {
-		return e.from("", "POST", "/v1/sessions", "", fmt.Sprintf(`{"email":%q,"password":%q}`, email, password))
+	type answer struct {
+		status     int
+		retry, msg string
 	}
-	for i := 0; i < 10; i++ {
-		if st, _ := login("ana@example.org", "guess"); st != 401 {
-			t.Fatalf("wrong password %d: %d", i, st)
+	login := func(addr, email, password string) answer {
+		req, _ := http.NewRequest("POST", e.srv.URL+"/v1/sessions", strings.NewReader(fmt.Sprintf(`{"email":%q,"password":%q}`, email, password)))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("X-Forwarded-For", addr)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var body struct{ Message string }
+		json.NewDecoder(resp.Body).Decode(&body)
+		return answer{resp.StatusCode, resp.Header.Get("Retry-After"), body.Message}
+	}
+	const home, stranger, elsewhere = "203.0.113.1", "198.51.100.9", "192.0.2.44"
+
+	// Ana signs in from home: that address is hers from now on.
+	if a := login(home, "ana@example.org", "ana's long password"); a.status != 200 {
+		t.Fatalf("first login: %+v", a)
+	}
+	// Five mistakes from home are free; the sixth attempt waits, even with
+	// the right password, and says how long.
+	for i := 0; i < 5; i++ {
+		if a := login(home, "ana@example.org", "typo"); a.status != 401 {
+			t.Fatalf("mistake %d: %+v", i, a)
 		}
 	}
-	// The right password no longer helps until the window ends.
-	req, _ := http.NewRequest("POST", e.srv.URL+"/v1/sessions", strings.NewReader(`{"email":"ANA@example.org","password":"ana's long password"}`))
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
+	if a := login(home, "ANA@example.org", "ana's long password"); a.status != 429 || a.retry != "1" || !strings.Contains(a.msg, "this account") {
+		t.Fatalf("after five mistakes: %+v", a)
 	}
-	var body struct{ Message string }
-	json.NewDecoder(resp.Body).Decode(&body)
-	resp.Body.Close()
-	if resp.StatusCode != 429 || resp.Header.Get("Retry-After") == "" || !strings.Contains(body.Message, "this account") {
-		t.Fatalf("throttled login: %d %q %q", resp.StatusCode, resp.Header.Get("Retry-After"), body.Message)
+	now = now.Add(time.Second)
+	if a := login(home, "ana@example.org", "ana's long password"); a.status != 200 {
+		t.Fatalf("after the wait: %+v", a)
 	}
-	// Another account from the same address is not held up.
-	if st, _ := login("ben@example.org", "ben's long password"); st != 200 {
-		t.Fatalf("other account: %d", st)
+
+	// A stranger guesses Ana's password: each guess past the free ones waits
+	// twice as long as the one before.
+	var waits []string
+	for i := 0; i < 14; i++ {
+		a := login(stranger, "ana@example.org", fmt.Sprintf("guess %d", i))
+		if a.status == 429 {
+			t.Fatalf("guess %d held back although its wait was over: %+v", i, a)
+		}
+		if a := login(stranger, "ana@example.org", "guess"); a.status == 429 {
+			waits = append(waits, a.retry)
+			n, _ := strconv.Atoi(a.retry)
+			now = now.Add(time.Duration(n) * time.Second)
+		}
+	}
+	if strings.Join(waits, ",") != "1,2,4,8,16,32,64,128,256,512,900,900" {
+		t.Fatalf("waits between guesses (doubling, never over 15 minutes): %v", waits)
+	}
+	// A guess just now: the account as a whole waits too.
+	if a := login(stranger, "ana@example.org", "one more guess"); a.status != 401 {
+		t.Fatalf("a guess after the wait: %+v", a)
+	}
+	// Ana is not locked out at home...
+	if a := login(home, "ana@example.org", "ana's long password"); a.status != 200 {
+		t.Fatalf("the owner at home during a guessing run: %+v", a)
+	}
+	// ...but a place she never signed in from waits, as the account is under attack.
+	if a := login(elsewhere, "ana@example.org", "ana's long password"); a.status != 429 || !strings.Contains(a.msg, "this account") {
+		t.Fatalf("a new address during a guessing run: %+v", a)
+	}
+	// Another account from the stranger's address is not held up.
+	if a := login(stranger, "ben@example.org", "ben's long password"); a.status != 200 {
+		t.Fatalf("other account: %+v", a)
+	}
+	// The waits never exceed 15 minutes, and an hour without failures forgets them.
+	now = now.Add(time.Hour)
+	if a := login(elsewhere, "ana@example.org", "ana's long password"); a.status != 200 {
+		t.Fatalf("an hour later: %+v", a)
 	}
 
 	// Digest (ODK Collect) guesses count too, and are answered in an OpenRosaResponse.
@@ -231,37 +291,34 @@ func TestLoginThrottle(t *testing.T) {
 	dev.Username, dev.Password = "ben@example.org", "guess"
 	for i := 0; ; i++ {
 		_, err := dev.FormList(ctx)
-		if collect.StatusOf(err) == 429 && i >= 4 {
-			break // Collect answers a 401 by retrying with the new challenge: two tries per request
+		if collect.StatusOf(err) == 429 {
+			if !strings.Contains(err.Error(), "Too many failed logins") {
+				t.Fatalf("digest refusal: %v", err)
+			}
+			break
 		}
 		if collect.StatusOf(err) != 401 || i > 10 {
 			t.Fatalf("digest guess %d: %v", i, err)
 		}
 	}
+	now = now.Add(time.Hour)
 	dev.Password = "ben's long password"
-	if _, err := dev.FormList(ctx); collect.StatusOf(err) != 429 || !strings.Contains(err.Error(), "Too many failed logins") {
-		t.Fatalf("digest after guesses: %v", err)
-	}
-
-	now = now.Add(loginWindow())
-	if st, _ := login("ana@example.org", "ana's long password"); st != 200 {
-		t.Fatalf("after the window: %d", st)
-	}
 	if _, err := dev.FormList(ctx); err != nil {
-		t.Fatalf("digest after the window: %v", err)
+		t.Fatalf("digest after the wait: %v", err)
 	}
 
-	// Guessing across many accounts from one address is held up too.
-	for i := 0; i < 30; i++ {
-		login(fmt.Sprintf("nobody%d@example.org", i), "guess")
+	// Guessing across many accounts from one address is held back too.
+	for i := 0; i < 31; i++ {
+		login(stranger, fmt.Sprintf("nobody%d@example.org", i), "guess")
 	}
-	if st, body := login(adminEmail, adminPassword); st != 429 || !strings.Contains(body, "your address") {
-		t.Fatalf("address limit: %d %s", st, body)
+	if a := login(stranger, adminEmail, adminPassword); a.status != 429 || !strings.Contains(a.msg, "your address") {
+		t.Fatalf("address limit: %+v", a)
+	}
+	// The administrator, elsewhere, is not.
+	if a := login(home, adminEmail, adminPassword); a.status != 200 {
+		t.Fatalf("administrator from another address: %+v", a)
 	}
 }
-
-func loginWindow() time.Duration { return 15*time.Minute + time.Second }
-
 func TestSessionsRefreshAndRevoke(t *testing.T) {
 	ctx := context.Background()
 	e := newEnv(t)
@@ -317,9 +374,28 @@ func TestSessionsRefreshAndRevoke(t *testing.T) {
 		t.Fatal("the session's latest refresh token still works after a replay")
 	}
 
-	// Logout ends access and refresh at once.
+	// An access token alone neither renews nor ends its session: the
+	// session's id is inside it, but a made-up secret beside it is only
+	// refused, and logging out needs the refresh token.
 	t3 := login()
-	if st := e.call("DELETE", "/v1/sessions/current", t3.Token, nil, nil); st != 200 {
+	claims := strings.Split(t3.Token, ".")[1]
+	raw, _ := base64.RawURLEncoding.DecodeString(claims)
+	var sid struct{ Sid string }
+	json.Unmarshal(raw, &sid)
+	if sid.Sid == "" || !strings.HasPrefix(t3.RefreshToken, sid.Sid+".") {
+		t.Fatalf("session id %q, refresh token %q", sid.Sid, t3.RefreshToken)
+	}
+	if _, st := refresh(sid.Sid + ".made-up"); st != 401 || me(t3.Token) != 200 {
+		t.Fatalf("a made-up refresh token: %d; the session must survive it", st)
+	}
+	if st := e.call("DELETE", "/v1/sessions/current", t3.Token, nil, nil); st != 400 || me(t3.Token) != 200 {
+		t.Fatalf("logout with an access token alone: %d; the session must survive it", st)
+	}
+	if st := e.call("DELETE", "/v1/sessions/"+sid.Sid+".made-up", "", nil, nil); st != 401 || me(t3.Token) != 200 {
+		t.Fatalf("logout with a made-up refresh token: %d", st)
+	}
+	// Logout with the refresh token ends access and refresh at once.
+	if st := e.call("DELETE", "/v1/sessions/current", t3.Token, map[string]string{"refreshToken": t3.RefreshToken}, nil); st != 200 {
 		t.Fatalf("logout: %d", st)
 	}
 	if me(t3.Token) != 401 {
@@ -327,6 +403,11 @@ func TestSessionsRefreshAndRevoke(t *testing.T) {
 	}
 	if _, st := refresh(t3.RefreshToken); st != 401 {
 		t.Fatal("refresh works after logout")
+	}
+	// The refresh token alone ends its session too (no access token needed).
+	t5 := login()
+	if st := e.call("DELETE", "/v1/sessions/"+t5.RefreshToken, "", nil, nil); st != 200 || me(t5.Token) != 401 {
+		t.Fatalf("logout by refresh token: %d", st)
 	}
 
 	// Disabling a user ends their sessions and stops every credential.

@@ -1,49 +1,40 @@
 package server
 
 import (
-	"crypto/hmac"
-	"crypto/md5"
 	"crypto/rand"
-	"crypto/sha256"
-	"crypto/subtle"
 	"encoding/base64"
-	"encoding/binary"
 	"encoding/hex"
 	"fmt"
+	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/haven-org/haven"
-	"github.com/haven-org/haven/storage"
+	"github.com/haven-org/haven/app"
 	"github.com/labstack/echo/v4"
 )
 
+// Authentication: who is calling. A Bearer token (a JWT within a session),
+// HTTP Basic (over TLS), HTTP Digest (devices only, as ODK Collect sends
+// it) or an app user's token in the URL. The application layer checks the
+// passwords, the sessions and the Digest nonces; this file reads them off
+// the request.
+
 const keyPrincipal = "principal"
 
-// principal returns who is calling, or nil.
-// setPrincipal records who is making the request, for handlers and for the
-// request's audit event, which a lower layer may write before the handler returns.
-func setPrincipal(c echo.Context, p *haven.Principal) {
-	c.Set(keyPrincipal, p)
-	if e := haven.AuditFrom(c.Request().Context()); e != nil && p != nil {
-		e.ActorID, e.Actor = p.ActorID, p.Name
-	}
-}
+func setPrincipal(c echo.Context, p *haven.Principal) { c.Set(keyPrincipal, p) }
 
+// principal returns who is calling, or nil.
 func principal(c echo.Context) *haven.Principal {
 	p, _ := c.Get(keyPrincipal).(*haven.Principal)
 	return p
 }
 
-// A login opens a session of SessionLifetime. Its access tokens (JWTs) live
-// AccessLifetime: the client swaps its refresh token for a new pair
-// (POST /v1/sessions/refresh) as they expire. Every request checks that the
-// session is still open, so logging out or disabling the user revokes at once.
-const (
-	SessionLifetime = 24 * time.Hour
-	AccessLifetime  = 15 * time.Minute
-)
+// AccessLifetime is how long an access token (a JWT) lives within its
+// session: the client swaps its refresh token for a new pair as they expire.
+const AccessLifetime = 15 * time.Minute
 
 type sessionClaims struct {
 	jwt.RegisteredClaims
@@ -68,67 +59,24 @@ type tokens struct {
 	CreatedAt        time.Time `json:"createdAt"`
 }
 
-func randomHex(n int) string {
-	b := make([]byte, n)
-	rand.Read(b)
-	return hex.EncodeToString(b)
-}
-
-// newRefresh makes a refresh token for a session: the session id and a
-// secret, of which only the SHA-256 is stored.
-func newRefresh(sid string) (token string, hash []byte) {
-	secret := randomHex(32)
-	sum := sha256.Sum256([]byte(secret))
-	return sid + "." + secret, sum[:]
-}
-
-// startSession opens a session for a user and returns its first tokens.
-func (s *Server) startSession(c echo.Context, userID int64) (*tokens, error) {
-	sid := randomHex(16)
-	refresh, hash := newRefresh(sid)
-	end := s.now().Add(SessionLifetime)
-	if err := s.users.CreateSession(c.Request().Context(), sid, userID, end.UnixMilli(), hash); err != nil {
-		return nil, err
-	}
-	return s.accessToken(userID, sid, refresh, end)
-}
-
 // accessToken signs a short-lived JWT within a session.
-func (s *Server) accessToken(userID int64, sid, refresh string, sessionEnd time.Time) (*tokens, error) {
-	now := s.now()
+func (s *Server) accessToken(se *app.Session) (*tokens, error) {
+	now := s.app.Now()
 	exp := now.Add(AccessLifetime)
-	if exp.After(sessionEnd) {
-		exp = sessionEnd
+	if exp.After(se.ExpiresAt) {
+		exp = se.ExpiresAt
 	}
+	var id [16]byte
+	rand.Read(id[:])
 	claims := sessionClaims{RegisteredClaims: jwt.RegisteredClaims{
-		Issuer: "haven", Subject: fmt.Sprint(userID), ID: randomHex(16),
+		Issuer: "haven", Subject: strconv.FormatInt(se.User.ID, 10), ID: hex.EncodeToString(id[:]),
 		IssuedAt: jwt.NewNumericDate(now), ExpiresAt: jwt.NewNumericDate(exp),
-	}, SessionID: sid}
+	}, SessionID: se.ID}
 	token, err := jwt.NewWithClaims(jwt.SigningMethodHS256, claims).SignedString(s.jwtKey)
 	if err != nil {
 		return nil, err
 	}
-	return &tokens{Token: token, ExpiresAt: exp.UTC(), RefreshToken: refresh, SessionExpiresAt: sessionEnd.UTC(), CreatedAt: now.UTC()}, nil
-}
-
-// refreshSession swaps a refresh token for new tokens in the same session.
-func (s *Server) refreshSession(c echo.Context, refresh string) (*tokens, error) {
-	sid, secret, ok := strings.Cut(strings.TrimSpace(refresh), ".")
-	if !ok || sid == "" || secret == "" {
-		return nil, haven.Errorf(haven.EUNAUTHORIZED, "This refresh token is not valid. Log in again.")
-	}
-	old := sha256.Sum256([]byte(secret))
-	next, hash := newRefresh(sid)
-	userID, end, err := s.users.RefreshSession(c.Request().Context(), sid, old[:], hash)
-	if err != nil {
-		return nil, err
-	}
-	if e := haven.AuditFrom(c.Request().Context()); e != nil {
-		if u, err := s.users.Get(c.Request().Context(), userID); err == nil {
-			e.ActorID, e.Actor = u.ID, u.Email
-		}
-	}
-	return s.accessToken(userID, sid, next, time.UnixMilli(end))
+	return &tokens{Token: token, ExpiresAt: exp.UTC(), RefreshToken: se.RefreshToken, SessionExpiresAt: se.ExpiresAt, CreatedAt: now.UTC()}, nil
 }
 
 // parseToken checks a JWT's signature and times and returns its claims.
@@ -136,12 +84,17 @@ func (s *Server) parseToken(token string) (*sessionClaims, error) {
 	var claims sessionClaims
 	_, err := jwt.ParseWithClaims(token, &claims, func(t *jwt.Token) (any, error) { return s.jwtKey, nil },
 		jwt.WithValidMethods([]string{"HS256"}), jwt.WithIssuer("haven"), jwt.WithExpirationRequired(),
-		jwt.WithTimeFunc(s.now))
+		jwt.WithTimeFunc(s.app.Now))
 	if err != nil {
 		return nil, haven.Errorf(haven.EUNAUTHORIZED, "Your session token is not valid or has expired. Log in again (POST /v1/sessions).")
 	}
 	return &claims, nil
 }
+
+const (
+	keyAuthError = "authError"
+	keySession   = "session"
+)
 
 // authenticate establishes the principal from a Bearer token, HTTP Digest or
 // HTTP Basic credentials. A request without credentials goes on without a
@@ -176,30 +129,17 @@ func (s *Server) authenticate(next echo.HandlerFunc) echo.HandlerFunc {
 	}
 }
 
-const keyAuthError = "authError"
-
 func (s *Server) bearer(c echo.Context, token string) (*haven.Principal, error) {
 	claims, err := s.parseToken(token)
 	if err != nil {
 		return nil, err
 	}
-	ctx := c.Request().Context()
-	ok, err := s.users.SessionActive(ctx, claims.session())
+	id, err := strconv.ParseInt(claims.Subject, 10, 64)
 	if err != nil {
-		return nil, err
+		return nil, haven.Errorf(haven.EUNAUTHORIZED, "Your session token is not valid. Log in again.")
 	}
-	if !ok {
-		return nil, haven.Errorf(haven.EUNAUTHORIZED, "Your session has ended (logged out or expired). Log in again.")
-	}
-	var id int64
-	fmt.Sscan(claims.Subject, &id)
-	return s.livePrincipal(c, id)
-}
-
-// secure reports whether the request reached Haven over TLS (directly or
-// through a proxy the operator vouched for).
-func (s *Server) secure(c echo.Context) bool {
-	return c.Request().TLS != nil || s.cfg.BehindTLS
+	c.Set(keySession, claims.session())
+	return s.app.SessionPrincipal(c.Request().Context(), claims.session(), id)
 }
 
 func (s *Server) basic(c echo.Context, rest string) (*haven.Principal, error) {
@@ -214,54 +154,24 @@ func (s *Server) basic(c echo.Context, rest string) (*haven.Principal, error) {
 	if !ok {
 		return nil, haven.Errorf(haven.EUNAUTHORIZED, "The Basic credentials must be email:password.")
 	}
-	var id int64
-	err = s.guarded(c, email, func() (err error) {
-		id, err = s.users.AuthenticateBasic(c.Request().Context(), email, password)
-		return err
-	})
-	if err != nil {
-		return nil, err
-	}
-	return s.livePrincipal(c, id)
+	return s.app.BasicPrincipal(c.Request().Context(), email, password)
 }
 
-// Digest nonces are stateless: a timestamp and an HMAC of it under a server secret.
-const nonceLifetime = 15 * time.Minute
-
-func (s *Server) newNonce() string {
-	var b [8 + 16]byte
-	binary.BigEndian.PutUint64(b[:8], uint64(s.now().Unix()))
-	m := hmac.New(sha256.New, s.nonceKey)
-	m.Write(b[:8])
-	copy(b[8:], m.Sum(nil))
-	return base64.RawURLEncoding.EncodeToString(b[:])
-}
-
-// checkNonce reports whether a nonce is ours, and whether it is still fresh.
-func (s *Server) checkNonce(nonce string) (valid, fresh bool) {
-	b, err := base64.RawURLEncoding.DecodeString(nonce)
-	if err != nil || len(b) != 24 {
-		return false, false
+// digest reads HTTP Digest credentials (RFC 2617), which only the device
+// endpoints take: the API takes tokens, or Basic over TLS.
+func (s *Server) digest(c echo.Context, rest string) (*haven.Principal, error) {
+	if !s.devicePaths[c.Path()] {
+		return nil, haven.Errorf(haven.EUNAUTHORIZED, "Digest authentication is for devices (form lists, forms and submissions). Log in with POST /v1/sessions and send the token as Bearer.")
 	}
-	m := hmac.New(sha256.New, s.nonceKey)
-	m.Write(b[:8])
-	if !hmac.Equal(m.Sum(nil)[:16], b[8:]) {
-		return false, false
+	f := parseDigest(rest)
+	p, err := s.app.DigestPrincipal(c.Request().Context(), app.Digest{
+		Username: f["username"], Realm: f["realm"], Nonce: f["nonce"], URI: f["uri"], NC: f["nc"], CNonce: f["cnonce"],
+		QOP: f["qop"], Response: f["response"], Algorithm: f["algorithm"], Method: c.Request().Method, RequestURI: c.Request().RequestURI})
+	if app.ErrStale(err) {
+		// Right password, spent nonce: ask again with stale=true, so the client retries without prompting.
+		s.challenge(c, true)
 	}
-	issued := time.Unix(int64(binary.BigEndian.Uint64(b[:8])), 0)
-	return true, s.now().Sub(issued) < nonceLifetime
-}
-
-// challenge sets the WWW-Authenticate headers: Digest always, Basic when the
-// connection is secure enough to carry it.
-func (s *Server) challenge(c echo.Context, stale bool) {
-	h := c.Response().Header()
-	d := fmt.Sprintf(`Digest realm="%s", qop="auth", algorithm=MD5, nonce="%s", opaque="%s"`, storage.DigestRealm, s.newNonce(), "haven")
-	if stale {
-		d += `, stale=true`
-	}
-	h.Add("WWW-Authenticate", d)
-	h.Add("WWW-Authenticate", fmt.Sprintf(`Basic realm="%s", charset="UTF-8"`, storage.DigestRealm))
+	return p, err
 }
 
 // parseDigest reads the comma-separated key=value pairs of a Digest header.
@@ -298,75 +208,33 @@ func parseDigest(s string) map[string]string {
 	return out
 }
 
-func md5hex(s string) string {
-	sum := md5.Sum([]byte(s))
-	return hex.EncodeToString(sum[:])
-}
-
-// digest checks HTTP Digest credentials (RFC 2617: MD5, qop=auth).
-func (s *Server) digest(c echo.Context, rest string) (*haven.Principal, error) {
-	f := parseDigest(rest)
-	bad := func(why string) error {
-		return haven.Errorf(haven.EUNAUTHORIZED, "The Digest credentials were refused: %s.", why)
-	}
-	if f["realm"] != storage.DigestRealm {
-		return nil, bad("wrong realm")
-	}
-	if a := f["algorithm"]; a != "" && !strings.EqualFold(a, "MD5") {
-		return nil, bad("only MD5 is supported")
-	}
-	if f["qop"] != "auth" || f["nc"] == "" || f["cnonce"] == "" {
-		return nil, bad("qop=auth with nc and cnonce is required")
-	}
-	valid, fresh := s.checkNonce(f["nonce"])
-	if !valid {
-		return nil, bad("unknown nonce")
-	}
-	if f["uri"] != c.Request().RequestURI {
-		return nil, bad("the uri does not match the request")
-	}
-	ctx := c.Request().Context()
-	var id int64
-	err := s.guarded(c, f["username"], func() error {
-		var ha1 []byte
-		var err error
-		if id, ha1, err = s.users.DigestHA1(ctx, f["username"]); err != nil {
-			return err
+// challenge sets the WWW-Authenticate headers: Digest on device routes,
+// Bearer on the API, and Basic when the connection is secure enough to
+// carry it.
+func (s *Server) challenge(c echo.Context, stale bool) {
+	h := c.Response().Header()
+	h.Del("WWW-Authenticate")
+	if s.devicePaths[c.Path()] {
+		d := fmt.Sprintf(`Digest realm="%s", qop="auth", algorithm=MD5, nonce="%s", opaque="%s"`, app.DigestRealm, s.app.DigestNonce(), "haven")
+		if stale {
+			d += `, stale=true`
 		}
-		ha2 := md5hex(c.Request().Method + ":" + f["uri"])
-		want := md5hex(strings.Join([]string{hex.EncodeToString(ha1), f["nonce"], f["nc"], f["cnonce"], "auth", ha2}, ":"))
-		if subtle.ConstantTimeCompare([]byte(want), []byte(strings.ToLower(f["response"]))) != 1 {
-			return haven.Errorf(haven.EUNAUTHORIZED, "The username or password is wrong.")
-		}
-		return nil
-	})
-	if err != nil {
-		return nil, err
+		h.Add("WWW-Authenticate", d)
+	} else {
+		h.Add("WWW-Authenticate", fmt.Sprintf(`Bearer realm="%s"`, app.DigestRealm))
 	}
-	if !fresh {
-		// Right password, old nonce: ask again with stale=true, so the client retries without prompting.
-		s.challenge(c, true)
-		return nil, &haven.Error{Code: haven.EUNAUTHORIZED, Message: "The Digest nonce has expired; retry with the new one."}
+	if s.secure(c) {
+		h.Add("WWW-Authenticate", fmt.Sprintf(`Basic realm="%s", charset="UTF-8"`, app.DigestRealm))
 	}
-	return s.livePrincipal(c, id)
-}
-
-// livePrincipal loads the principal of a user who just proved a password;
-// one disabled meanwhile is refused as unauthorized, not "not found".
-func (s *Server) livePrincipal(c echo.Context, id int64) (*haven.Principal, error) {
-	p, err := s.users.Principal(c.Request().Context(), id)
-	if haven.ErrorCode(err) == haven.ENOTFOUND {
-		return nil, haven.Errorf(haven.EUNAUTHORIZED, "This account has been disabled. Ask an administrator.")
-	}
-	return p, err
 }
 
 // keyAuth authenticates the app user whose token is in the URL (/v1/key/{token}/...).
 func (s *Server) keyAuth(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		s.markOpenRosa(c)
-		p, err := s.users.AppUserPrincipal(c.Request().Context(), c.Param("key"))
+		p, err := s.app.AppUserPrincipal(c.Request().Context(), c.Param("key"))
 		if err != nil {
+			s.refuse(c, "credentials", err)
 			return err
 		}
 		setPrincipal(c, p)
@@ -374,12 +242,16 @@ func (s *Server) keyAuth(next echo.HandlerFunc) echo.HandlerFunc {
 	}
 }
 
-// requireAuth answers a request without credentials with 401 and a challenge.
+// requireAuth answers a request without credentials with 401 and a
+// challenge; one whose credentials did not hold is refused, and audited.
 func (s *Server) requireAuth(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		if err, _ := c.Get(keyAuthError).(error); err != nil {
 			if haven.ErrorCode(err) == haven.EUNAUTHORIZED && c.Response().Header().Get("WWW-Authenticate") == "" {
 				s.challenge(c, false)
+			}
+			if !app.ErrStale(err) {
+				s.refuse(c, "credentials", err)
 			}
 			return err
 		}
@@ -389,4 +261,86 @@ func (s *Server) requireAuth(next echo.HandlerFunc) echo.HandlerFunc {
 		}
 		return next(c)
 	}
+}
+
+// deviceCredentials marks /v1 device requests as OpenRosa and challenges
+// those without credentials, as ODK Collect expects.
+func (s *Server) deviceCredentials(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		s.markOpenRosa(c)
+		return s.requireAuth(next)(c)
+	}
+}
+
+// refuse records a request refused before its use case ran.
+func (s *Server) refuse(c echo.Context, why string, err error) {
+	pid, _ := strconv.ParseInt(c.Param("pid"), 10, 64)
+	s.app.RefuseRequest(c.Request().Context(), principal(c), pid, c.Request().Method, c.Path(), why, err)
+}
+
+// login answers POST /v1/sessions {email, password}: an access token, a
+// refresh token and the session's end.
+func (s *Server) login(c echo.Context) error {
+	var body struct{ Email, Password string }
+	if err := bind(c, &body); err != nil {
+		return err
+	}
+	se, err := s.app.Login(c.Request().Context(), body.Email, body.Password)
+	if err != nil {
+		return err
+	}
+	t, err := s.accessToken(se)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, t)
+}
+
+// refresh answers POST /v1/sessions/refresh {refreshToken}: new tokens for
+// the same session; the old refresh token no longer works.
+func (s *Server) refresh(c echo.Context) error {
+	var body struct {
+		RefreshToken string `json:"refreshToken"`
+	}
+	if err := bind(c, &body); err != nil {
+		return err
+	}
+	se, err := s.app.Refresh(c.Request().Context(), body.RefreshToken)
+	if err != nil {
+		return err
+	}
+	t, err := s.accessToken(se)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, t)
+}
+
+// logout answers DELETE /v1/sessions/{refreshToken}, or DELETE
+// /v1/sessions/current with {"refreshToken"} (and the session's access
+// token): only the holder of the refresh token ends a session.
+func (s *Server) logout(c echo.Context) error {
+	token, sid := c.Param("token"), ""
+	if token == "current" {
+		if err, _ := c.Get(keyAuthError).(error); err != nil {
+			return err
+		}
+		sid, _ = c.Get(keySession).(string)
+		if sid == "" {
+			return haven.Errorf(haven.EUNAUTHORIZED, "Send the session's access token as Bearer, and its refresh token in the body, to end it.")
+		}
+		var body struct {
+			RefreshToken string `json:"refreshToken"`
+		}
+		if c.Request().ContentLength != 0 {
+			if err := bind(c, &body); err != nil {
+				return err
+			}
+		}
+		token = body.RefreshToken
+	}
+	if err := s.app.EndSession(c.Request().Context(), principal(c), sid, token); err != nil {
+		return err
+	}
+	return success(c)
 }

@@ -111,7 +111,8 @@ func TestClearanceMatrix(t *testing.T) {
 		{form + "/export?format=geojson", haven.ActionSubmissionRead, haven.Level2, true},
 		{form + "/aggregate?by=district", haven.ActionAggregate, "", false},
 		{form + "/aggregate?by=sex&format=csv", haven.ActionAggregate, haven.Level1, false},
-		{base + "/subjects/HH-0", haven.ActionSubjectRequest, "", true},
+		// Looking a person up by their identifier (hh_id, level_2) needs its clearance.
+		{base + "/subjects/HH-0", haven.ActionSubjectRequest, haven.Level2, true},
 	}
 	n := 0
 	for _, role := range haven.Roles {

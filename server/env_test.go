@@ -13,12 +13,11 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
-	"time"
 
+	"github.com/haven-org/haven/app"
 	"github.com/haven-org/haven/clients/collect"
 	"github.com/haven-org/haven/server"
 	"github.com/haven-org/haven/storage"
-	"github.com/haven-org/haven/sync"
 )
 
 // env is a Haven server on a real SQLite file in a temporary data directory,
@@ -33,19 +32,19 @@ type env struct {
 
 const adminEmail, adminPassword = "admin@example.org", "correct horse battery"
 
-func newEnv(t *testing.T, limits ...sync.Limits) *env {
+func newEnv(t *testing.T, limits ...app.Limits) *env {
 	t.Helper()
 	return newEnvWith(t, storage.Options{}, limits...)
 }
 
 // newEnvWith is newEnv with storage options (an object store).
-func newEnvWith(t *testing.T, opts storage.Options, limits ...sync.Limits) *env {
+func newEnvWith(t *testing.T, opts storage.Options, limits ...app.Limits) *env {
 	t.Helper()
 	return newEnvConfig(t, server.Config{}, opts, limits...)
 }
 
 // newEnvConfig is newEnv with the server's configuration and storage options.
-func newEnvConfig(t *testing.T, cfg server.Config, opts storage.Options, limits ...sync.Limits) *env {
+func newEnvConfig(t *testing.T, cfg server.Config, opts storage.Options, limits ...app.Limits) *env {
 	t.Helper()
 	dir := t.TempDir()
 	st, err := storage.OpenDir(context.Background(), dir, opts)
@@ -56,12 +55,11 @@ func newEnvConfig(t *testing.T, cfg server.Config, opts storage.Options, limits 
 		t.Fatal(err)
 	}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	svc := &sync.Service{Projects: st.Projects, Forms: st.Forms, Submissions: st.Submissions, Blobs: st.Blobs, Limits: sync.DefaultLimits, Now: func() time.Time { return st.DB.Now() }}
+	var aopts app.Options
 	if len(limits) > 0 {
-		svc.Limits = limits[0]
+		aopts.Limits = &limits[0]
 	}
-	h := server.New(cfg, server.Deps{Users: st.Users, Projects: st.Projects, Submissions: st.Submissions,
-		Blobs: st.Blobs, Sync: svc, Audit: st.Audit, Store: st, MasterKey: st.MasterKey, Log: log, Now: func() time.Time { return st.DB.Now() }})
+	h := server.New(cfg, app.New(st, aopts), log)
 	e := &env{t: t, dir: dir, st: st, srv: httptest.NewServer(h)}
 	t.Cleanup(func() { e.srv.Close(); st.Close() })
 	e.token = e.login(adminEmail, adminPassword)
@@ -69,11 +67,17 @@ func newEnvConfig(t *testing.T, cfg server.Config, opts storage.Options, limits 
 }
 
 func (e *env) login(email, password string) string {
-	var out struct{ Token string }
+	token, _ := e.session(email, password)
+	return token
+}
+
+// session logs in and returns the access token and the refresh token.
+func (e *env) session(email, password string) (token, refresh string) {
+	var out struct{ Token, RefreshToken string }
 	if st := e.call("POST", "/v1/sessions", "", map[string]string{"email": email, "password": password}, &out); st != 200 {
 		e.t.Fatalf("login %s: %d", email, st)
 	}
-	return out.Token
+	return out.Token, out.RefreshToken
 }
 
 // request sends a raw request; token "" sends no credentials.
@@ -241,7 +245,7 @@ func (e *env) blobFiles() []string {
 // scanFor reports every file under the data directory that contains marker.
 func (e *env) scanFor(marker string) []string { return scanDirFor(e.dir, marker) }
 
-func testLimits() sync.Limits { return sync.DefaultLimits }
+func testLimits() app.Limits { return app.DefaultLimits }
 
 func newBasicRequest(url, user, password string) (*http.Response, error) {
 	req, _ := http.NewRequest("GET", url, nil)

@@ -1,9 +1,13 @@
 package server
 
 import (
+	"context"
+	"encoding/json"
 	"encoding/xml"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"net/http"
 	"strconv"
 
@@ -25,6 +29,7 @@ var status = map[string]struct {
 	haven.ECONFLICT:     {http.StatusConflict, 409.1},
 	haven.ETOOLARGE:     {http.StatusRequestEntityTooLarge, 413.1},
 	haven.ETOOMANY:      {http.StatusTooManyRequests, 429.1},
+	haven.ETIMEOUT:      {http.StatusRequestTimeout, 408.1},
 	haven.EUNAVAILABLE:  {http.StatusServiceUnavailable, 503.1},
 	haven.EINTERNAL:     {http.StatusInternalServerError, 500.1},
 }
@@ -49,10 +54,32 @@ type openRosaResponse struct {
 // keyOpenRosa marks a request as a device's: its errors travel as an OpenRosaResponse.
 const keyOpenRosa = "openrosa"
 
+// bodyError turns what went wrong reading a request body into an answer:
+// too large, too slow, or cut off. It returns nil for other errors.
+func bodyError(err error) error {
+	var mbe *http.MaxBytesError
+	var ne net.Error
+	switch {
+	case errors.As(err, &mbe):
+		return haven.Errorf(haven.ETOOLARGE, "The request body is larger than the %d bytes this address takes. Nothing was stored.", mbe.Limit)
+	case errors.As(err, &ne) && ne.Timeout():
+		return &haven.Error{Code: haven.ETIMEOUT, Err: err, Message: "The request body did not arrive in time, so the server stopped waiting for it. Nothing was stored; send it again."}
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		return &haven.Error{Code: haven.EINVALID, Err: err, Message: "The request body was cut off. Nothing was stored; send it again."}
+	}
+	return nil
+}
+
 // handleError writes err as the answer to the request, in the request's language.
 func (s *Server) handleError(err error, c echo.Context) {
 	if c.Response().Committed {
 		return
+	}
+	// A client that went away (or stopped sending) is no failure of the
+	// server's: it is answered, if anyone still listens, but not logged as one.
+	gone := errors.Is(err, context.Canceled) || c.Request().Context().Err() != nil
+	if be := bodyError(err); be != nil && haven.ErrorCode(err) == haven.EINTERNAL {
+		err = be
 	}
 	code, msg := haven.ErrorCode(err), haven.ErrorMessage(err)
 	var details map[string]any
@@ -80,21 +107,29 @@ func (s *Server) handleError(err error, c echo.Context) {
 	} else if !ok {
 		st = status[haven.EINTERNAL]
 	}
-	if st.http >= 500 {
-		s.log.Error("request failed", "method", c.Request().Method, "path", c.Request().URL.Path, "err", err)
+	if st.http >= 500 && gone {
+		s.log.Debug("client gone", "method", c.Request().Method, "path", logPath(c))
+	} else if st.http >= 500 {
+		s.log.Error("request failed", "method", c.Request().Method, "path", logPath(c), "err", err)
 	}
+	h := c.Response().Header()
 	if code == haven.EUNAVAILABLE {
-		c.Response().Header().Set("Retry-After", "30")
+		h.Set("Retry-After", "30")
 	}
 	if n, ok := details["retryAfterSeconds"].(int); ok {
-		c.Response().Header().Set("Retry-After", strconv.Itoa(n))
+		h.Set("Retry-After", strconv.Itoa(n))
+	}
+	if unread(c) {
+		// Answer, then close: reading what is left of a refused body could
+		// hold the connection for as long as the client cares to trickle it.
+		h.Set("Connection", "close")
 	}
 	if c.Get(keyOpenRosa) != nil {
 		writeOpenRosa(c, st.http, "error", msg)
 		return
 	}
 	if err := c.JSON(st.http, errorBody{Code: st.central, Message: msg, Details: details}); err != nil {
-		s.log.Warn("writing error response", "err", err)
+		s.log.Debug("writing error response", "err", err)
 	}
 }
 
@@ -107,3 +142,18 @@ func writeOpenRosa(c echo.Context, httpStatus int, nature, message string) error
 	}
 	return c.Blob(httpStatus, "text/xml; charset=utf-8", append([]byte(xml.Header), b...))
 }
+
+// bind decodes a JSON body of at most jsonBody bytes into v.
+func bind(c echo.Context, v any) error {
+	dec := json.NewDecoder(io.LimitReader(c.Request().Body, jsonBody))
+	if err := dec.Decode(v); err != nil {
+		if be := bodyError(err); be != nil {
+			return be
+		}
+		return haven.Errorf(haven.EINVALID, "The request body is not the JSON this endpoint expects: %v.", err)
+	}
+	return nil
+}
+
+// success is the answer of a change that has nothing else to say.
+func success(c echo.Context) error { return c.JSON(http.StatusOK, map[string]bool{"success": true}) }

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+	"github.com/haven-org/haven/app"
 	"github.com/haven-org/haven/server"
 	"github.com/haven-org/haven/storage"
 )
@@ -101,8 +102,8 @@ func TestHostileInputs(t *testing.T) {
 	e.collector(pid, "d@example.org", "collector pass")
 
 	// The same data directory behind Haven's own http.Server, timeouts shortened.
-	h := server.FromStore(server.Config{ReadHeaderTimeout: 300 * time.Millisecond, BodyIdleTimeout: 300 * time.Millisecond},
-		e.st, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	h := server.New(server.Config{ReadHeaderTimeout: 300 * time.Millisecond, BodyIdleTimeout: 300 * time.Millisecond},
+		app.New(e.st, app.Options{}), slog.New(slog.NewTextHandler(io.Discard, nil)))
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

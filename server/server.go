@@ -1,7 +1,9 @@
 // Package server is Haven's HTTP layer (echo): the OpenRosa endpoints devices
-// use, the REST API at ODK Central's paths, and the middleware for
-// authentication and limits. It turns requests into calls on sync and
-// storage, and errors into HTTP in one place (errors.go).
+// use, the REST API at ODK Central's paths, and the middleware that bounds
+// what a request may cost. Each handler reads its request, calls one use
+// case of the application layer (app) and writes the answer; rights,
+// clearances and the audit trail are decided there, never here. Errors
+// become HTTP in one place (errors.go).
 package server
 
 import (
@@ -9,13 +11,13 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/haven-org/haven"
-	"github.com/haven-org/haven/storage"
-	"github.com/haven-org/haven/sync"
+	"github.com/haven-org/haven/app"
 	"github.com/labstack/echo/v4"
 )
 
@@ -30,8 +32,9 @@ type Config struct {
 	// arrive (default 10 s: slow-loris).
 	ReadHeaderTimeout time.Duration
 	// BodyIdleTimeout bounds how long a request body may go without a byte
-	// (default 60 s, as ODK Collect's own read and write timeouts). A slow
-	// upload that keeps moving is never cut.
+	// (default 60 s, as ODK Collect's own read and write timeouts), and how
+	// long after a request starts its body must begin. A slow upload that
+	// keeps moving is never cut; a small JSON body must arrive whole within it.
 	BodyIdleTimeout time.Duration
 	// APIAllow and DeviceAllow are the addresses that may reach the API and
 	// console, and the device endpoints (empty: any). Projects may narrow them.
@@ -43,52 +46,19 @@ type Config struct {
 
 // Server is Haven's HTTP server.
 type Server struct {
-	cfg      Config
-	echo     *echo.Echo
-	log      *slog.Logger
-	users    *storage.Users
-	projects *storage.Projects
-	subs     *storage.Submissions
-	blobs    *storage.Blobs
-	sync     *sync.Service
-	auditLog *storage.Audit
-	store    *storage.Store
-	jwtKey   []byte
-	nonceKey []byte
-	now      func() time.Time
-	// devicePaths are the routes devices use, for the device allowlist.
+	cfg    Config
+	echo   *echo.Echo
+	log    *slog.Logger
+	app    *app.Service
+	jwtKey []byte
+	// devicePaths are the routes devices use, for the device allowlist and
+	// Digest authentication.
 	devicePaths map[string]bool
-	logins      *loginGuard
 }
 
-// Deps are the services the server calls.
-type Deps struct {
-	Users       *storage.Users
-	Projects    *storage.Projects
-	Submissions *storage.Submissions
-	Blobs       *storage.Blobs
-	Sync        *sync.Service
-	Audit       *storage.Audit
-	Store       *storage.Store // destruction certificates
-	// MasterKey seeds the server's own secrets (JWT signing, Digest nonces).
-	MasterKey []byte
-	Log       *slog.Logger
-	Now       func() time.Time
-}
-
-// New builds the server and its routes.
-func New(cfg Config, d Deps) *Server {
-	s := &Server{
-		cfg: cfg, log: d.Log, users: d.Users, projects: d.Projects, subs: d.Submissions, blobs: d.Blobs, sync: d.Sync, auditLog: d.Audit, store: d.Store,
-		jwtKey:      storage.DeriveSecret(d.MasterKey, "jwt"),
-		nonceKey:    storage.DeriveSecret(d.MasterKey, "digest nonce"),
-		now:         d.Now,
-		devicePaths: map[string]bool{},
-	}
-	if s.now == nil {
-		s.now = time.Now
-	}
-	s.logins = &loginGuard{now: s.now}
+// New builds the server and its routes over the application layer.
+func New(cfg Config, svc *app.Service, log *slog.Logger) *Server {
+	s := &Server{cfg: cfg, log: log, app: svc, jwtKey: svc.Secret("jwt"), devicePaths: map[string]bool{}}
 	if s.log == nil {
 		s.log = slog.Default()
 	}
@@ -104,7 +74,7 @@ func New(cfg Config, d Deps) *Server {
 	// The client address is the connection's: X-Forwarded-For is not
 	// trusted unless a trusted proxy is configured.
 	e.IPExtractor = ipExtractor(cfg.TrustedProxies)
-	e.Use(s.recoverPanics, s.bodyIdleTimeout, s.audit, s.checkAddress)
+	e.Use(s.recoverPanics, s.headers, s.client, s.bodyLimits, s.checkAddress)
 	s.echo = e
 	s.routes()
 	return s
@@ -114,10 +84,10 @@ func New(cfg Config, d Deps) *Server {
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.echo.ServeHTTP(w, r) }
 
 // HTTPServer returns an http.Server for addr with deliberate timeouts: headers
-// must arrive within ReadHeaderTimeout (slow-loris), a body may not stall for
-// longer than BodyIdleTimeout, idle keep-alive connections close after 2
-// minutes. Bodies have no overall deadline, because a 100 MB upload over a
-// slow 3G link legitimately takes many minutes.
+// must arrive within ReadHeaderTimeout (slow-loris), a body must begin within
+// BodyIdleTimeout and may not stall for longer, idle keep-alive connections
+// close after 2 minutes. Uploads have no overall deadline, because a 100 MB
+// upload over a slow 3G link legitimately takes many minutes.
 func (s *Server) HTTPServer(addr string) *http.Server {
 	return &http.Server{
 		Addr:              addr,
@@ -129,45 +99,6 @@ func (s *Server) HTTPServer(addr string) *http.Server {
 	}
 }
 
-func (s *Server) recoverPanics(next echo.HandlerFunc) echo.HandlerFunc {
-	return func(c echo.Context) (err error) {
-		defer func() {
-			if r := recover(); r != nil {
-				if r == http.ErrAbortHandler {
-					panic(r)
-				}
-				s.log.Error("panic", "path", c.Request().URL.Path, "panic", r)
-				err = errors.New("internal panic")
-			}
-		}()
-		return next(c)
-	}
-}
-
-// bodyIdleTimeout cuts a request whose body stops arriving: every read of
-// the body pushes the connection's read deadline BodyIdleTimeout ahead.
-func (s *Server) bodyIdleTimeout(next echo.HandlerFunc) echo.HandlerFunc {
-	return func(c echo.Context) error {
-		r := c.Request()
-		if r.Body != nil && r.Body != http.NoBody {
-			rc := http.NewResponseController(c.Response().Writer)
-			r.Body = &idleBody{ReadCloser: r.Body, rc: rc, idle: s.cfg.BodyIdleTimeout}
-		}
-		return next(c)
-	}
-}
-
-type idleBody struct {
-	io.ReadCloser
-	rc   *http.ResponseController
-	idle time.Duration
-}
-
-func (b *idleBody) Read(p []byte) (int, error) {
-	b.rc.SetReadDeadline(time.Now().Add(b.idle)) // unsupported writers (tests' recorders) just keep no deadline
-	return b.ReadCloser.Read(p)
-}
-
 func (s *Server) routes() {
 	e := s.echo
 	e.GET("/", s.home)
@@ -175,7 +106,7 @@ func (s *Server) routes() {
 	e.POST("/v1/sessions/refresh", s.refresh)
 
 	v1 := e.Group("/v1", s.authenticate)
-	v1.DELETE("/sessions/:token", s.logout, s.requireAuth)
+	v1.DELETE("/sessions/:token", s.logout)
 	v1.GET("/users/current", s.currentUser, s.requireAuth)
 	v1.GET("/users", s.listUsers, s.requireAuth)
 	v1.POST("/users", s.createUser, s.requireAuth)
@@ -192,50 +123,12 @@ func (s *Server) routes() {
 	s.deviceRoutes(e.Group("/v1/key/:key", s.keyAuth), s.noop, s.noop)
 
 	p := v1.Group("/projects/:pid", s.requireAuth)
-	p.GET("", s.getProject)
-	p.PATCH("", s.updateProject)
-	p.POST("/legal-hold", s.placeHold)
-	p.DELETE("/legal-hold", s.liftHold)
-	p.GET("/destruction-certificate", s.destructionCertificate)
-	p.GET("/forms", s.listForms)
-	p.POST("/forms", s.createForm)
-	p.PATCH("/forms/:formId", s.setFormState)
-	p.GET("/forms/:formId/versions", s.formVersions)
-	p.GET("/forms/:formId/fields", s.formFields)
-	p.GET("/forms/:formId/draft/fields", s.draftFields)
-	p.GET("/forms/:formId/consent-refusals", s.consentRefusals)
-	p.GET("/classification", s.classification)
-	p.GET("/forms/:formId/attachments", s.formAttachments)
-	p.POST("/forms/:formId/draft", s.newDraft)
-	p.GET("/forms/:formId/draft", s.getDraft)
-	p.GET("/forms/:formId/draft.xml", s.getDraftXML)
-	p.DELETE("/forms/:formId/draft", s.deleteDraft)
-	p.POST("/forms/:formId/draft/publish", s.publishDraft)
-	p.GET("/forms/:formId/draft/attachments", s.draftAttachments)
-	p.POST("/forms/:formId/draft/attachments/:name", s.uploadDraftAttachment)
-	p.GET("/forms/:formId/submissions", s.listSubmissions)
-	p.GET("/forms/:formId/export", s.exportSubmissions)
-	p.GET("/forms/:formId/aggregate", s.aggregate)
-	p.GET("/forms/:formId/submissions/:instanceId", s.getSubmission)
-	p.DELETE("/forms/:formId/submissions/:instanceId", s.deleteSubmission)
-	p.POST("/forms/:formId/submissions/:instanceId/withdraw-consent", s.withdrawConsent)
-	p.GET("/forms/:formId/submissions/:instanceId/versions", s.submissionVersions)
-	p.GET("/forms/:formId/submissions/:instanceId/attachments", s.submissionAttachments)
-	p.GET("/forms/:formId/submissions/:instanceId/attachments/:name", s.submissionAttachment)
-	p.POST("/forms/:formId/submissions/:instanceId/corrections", s.correctSubmission)
-	p.GET("/subjects/:subject", s.subjectAccess)
-	p.DELETE("/subjects/:subject", s.subjectErase)
-	p.POST("/subjects/:subject/objection", s.subjectObject)
-	p.DELETE("/subjects/:subject/objection", s.subjectLiftObjection)
-	p.GET("/subject-erasures", s.subjectErasures)
-	p.GET("/app-users", s.listAppUsers)
-	p.POST("/app-users", s.createAppUser)
-	p.DELETE("/app-users/:id", s.revokeAppUser)
-	p.GET("/assignments", s.listAssignments)
-	p.GET("/clearances", s.listClearances)
-	p.PUT("/clearances/:actorId", s.setClearance)
-	p.POST("/assignments/:role/:actorId", s.assign)
-	p.DELETE("/assignments/:role/:actorId", s.unassign)
+	s.projectRoutes(p)
+	s.formRoutes(p)
+	s.submissionRoutes(p)
+	s.subjectRoutes(p)
+	s.appUserRoutes(p)
+	s.assignmentRoutes(p)
 }
 
 // deviceRoutes registers the endpoints ODK Collect uses. openrosa marks a
@@ -258,17 +151,137 @@ func (s *Server) deviceRoutes(g *echo.Group, openrosa, auth echo.MiddlewareFunc)
 
 func (s *Server) noop(next echo.HandlerFunc) echo.HandlerFunc { return next }
 
-// deviceCredentials marks /v1 device requests as OpenRosa and challenges
-// those without credentials, as ODK Collect expects.
-func (s *Server) deviceCredentials(next echo.HandlerFunc) echo.HandlerFunc {
-	return func(c echo.Context) error {
-		s.markOpenRosa(c)
-		return s.requireAuth(next)(c)
+func (s *Server) home(c echo.Context) error {
+	return c.String(http.StatusOK, "Haven is running. Devices connect at /v1/key/{token}/projects/{id}; the API is under /v1.\n")
+}
+
+func (s *Server) recoverPanics(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) (err error) {
+		defer func() {
+			if r := recover(); r != nil {
+				if r == http.ErrAbortHandler {
+					panic(r)
+				}
+				s.log.Error("panic", "path", logPath(c), "panic", r)
+				err = errors.New("internal panic")
+			}
+		}()
+		return next(c)
 	}
 }
 
-func (s *Server) home(c echo.Context) error {
-	return c.String(http.StatusOK, "Haven is running. Devices connect at /v1/key/{token}/projects/{id}; the API is under /v1.\n")
+// headers sets what every answer carries: no content sniffing, no framing,
+// no referrer; collected data is never kept in a cache (every /v1 answer
+// says no-store); HSTS when Haven is reached over TLS.
+func (s *Server) headers(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		h := c.Response().Header()
+		h.Set("X-Content-Type-Options", "nosniff")
+		h.Set("X-Frame-Options", "DENY")
+		h.Set("Referrer-Policy", "no-referrer")
+		if strings.HasPrefix(c.Request().URL.Path, "/v1/") {
+			h.Set("Cache-Control", "no-store")
+		}
+		if s.secure(c) {
+			h.Set("Strict-Transport-Security", "max-age=63072000")
+		}
+		return next(c)
+	}
+}
+
+// client records the client's address in the request's context, for the
+// audit trail and the login guard.
+func (s *Server) client(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		r := c.Request()
+		c.SetRequest(r.WithContext(app.WithClient(r.Context(), c.RealIP())))
+		return next(c)
+	}
+}
+
+// jsonBody is the most a JSON request body may hold.
+const jsonBody = 1 << 20
+
+// multipartSlack is what Haven accepts beyond the advertised accept length:
+// Collect sizes its batches by file sizes and adds multipart headers and the
+// XML on top.
+const multipartSlack = 1 << 20
+
+// bodyLimit is the most a route's request body may hold, and whether it is
+// an upload (a body that may take long, as long as it keeps moving).
+func (s *Server) bodyLimit(c echo.Context) (limit int64, upload bool) {
+	r := c.Request()
+	if r.Method != http.MethodPost && r.Method != http.MethodPut && r.Method != http.MethodPatch {
+		return jsonBody, false
+	}
+	switch route := strings.Replace(c.Path(), "/v1/key/:key/", "/v1/", 1); route {
+	case "/v1/projects/:pid/submission":
+		return s.app.Limits.MaxBody + multipartSlack, true
+	case "/v1/projects/:pid/forms/:formId/draft/attachments/:name":
+		return s.app.Limits.MaxMedia, true
+	case "/v1/projects/:pid/forms", "/v1/projects/:pid/forms/:formId/draft":
+		return app.UploadLimit(r.Header.Get("Content-Type")), true
+	}
+	return jsonBody, false
+}
+
+// bodyLimits bounds every request body before any of it is read: a body
+// declared larger than its route takes is refused at once (413, and the
+// connection closes rather than read it), and a body must begin within
+// BodyIdleTimeout of the request. After that an upload may take as long as
+// it keeps moving (every read pushes the deadline on); any other body must
+// arrive whole within BodyIdleTimeout.
+func (s *Server) bodyLimits(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		r := c.Request()
+		limit, upload := s.bodyLimit(c)
+		if r.ContentLength > limit {
+			c.Response().Header().Set("Connection", "close")
+			if s.devicePaths[c.Path()] {
+				s.markOpenRosa(c)
+				return haven.Errorf(haven.ETOOLARGE, "The upload is %d bytes, larger than this server accepts in one request (%d). Nothing was saved. Update ODK Collect so it splits large uploads.", r.ContentLength, s.app.Limits.MaxBody)
+			}
+			return haven.Errorf(haven.ETOOLARGE, "The request body is %d bytes, larger than the %d this address takes. Nothing was read or stored.", r.ContentLength, limit)
+		}
+		rc := http.NewResponseController(c.Response().Writer)
+		rc.SetReadDeadline(time.Now().Add(s.cfg.BodyIdleTimeout)) // test recorders keep no deadline
+		if r.Body != nil && r.Body != http.NoBody {
+			b := &body{ReadCloser: http.MaxBytesReader(c.Response(), r.Body, limit), rc: rc}
+			if upload {
+				b.idle = s.cfg.BodyIdleTimeout
+			}
+			r.Body = b
+			c.Set(keyBody, b)
+		}
+		return next(c)
+	}
+}
+
+const keyBody = "body"
+
+// body is a request body under the server's deadlines.
+type body struct {
+	io.ReadCloser
+	rc   *http.ResponseController
+	idle time.Duration // for uploads: each read pushes the deadline this far on
+	done bool          // read to its end
+}
+
+func (b *body) Read(p []byte) (int, error) {
+	if b.idle > 0 {
+		b.rc.SetReadDeadline(time.Now().Add(b.idle))
+	}
+	n, err := b.ReadCloser.Read(p)
+	if err == io.EOF {
+		b.done = true
+	}
+	return n, err
+}
+
+// unread reports whether the request's body was left (partly) unread.
+func unread(c echo.Context) bool {
+	b, _ := c.Get(keyBody).(*body)
+	return b != nil && !b.done
 }
 
 // baseURL is the address clients reach this server at.
@@ -283,6 +296,12 @@ func (s *Server) baseURL(c echo.Context) string {
 	return scheme + "://" + c.Request().Host
 }
 
+// secure reports whether the request reached Haven over TLS (directly or
+// through a proxy the operator vouched for).
+func (s *Server) secure(c echo.Context) bool {
+	return c.Request().TLS != nil || s.cfg.BehindTLS
+}
+
 func pathInt(c echo.Context, name string) (int64, error) {
 	v, err := strconv.ParseInt(c.Param(name), 10, 64)
 	if err != nil || v <= 0 {
@@ -293,11 +312,12 @@ func pathInt(c echo.Context, name string) (int64, error) {
 
 func projectID(c echo.Context) (int64, error) { return pathInt(c, "pid") }
 
-// FromStore builds the server over an opened data directory, with default limits.
-func FromStore(cfg Config, st *storage.Store, log *slog.Logger) *Server {
-	svc := &sync.Service{Projects: st.Projects, Forms: st.Forms, Submissions: st.Submissions, Blobs: st.Blobs, Limits: sync.DefaultLimits, Now: st.DB.Now}
-	return New(cfg, Deps{
-		Users: st.Users, Projects: st.Projects, Submissions: st.Submissions, Blobs: st.Blobs, Sync: svc, Audit: st.Audit, Store: st,
-		MasterKey: st.MasterKey, Log: log, Now: st.DB.Now,
-	})
+// secretPath finds the parts of a path that are secrets or personal data:
+// a device token, a session token, a data subject's identifier.
+var secretPath = regexp.MustCompile(`(/v1/key/|/sessions/|/subjects/)[^/?]+`)
+
+// logPath is a request's path as it may be written to the log: device
+// tokens, session tokens and subject identifiers masked.
+func logPath(c echo.Context) string {
+	return secretPath.ReplaceAllString(c.Request().URL.Path, "${1}***")
 }

@@ -3,21 +3,27 @@ package server
 import (
 	"net/http"
 
-	"github.com/haven-org/haven"
-	"github.com/haven-org/haven/sync"
 	"github.com/labstack/echo/v4"
 )
 
-// Data subject requests: access, correction, erasure and objection, by the
-// identifier a project's forms record for the person (the subject_id
-// setting). The identifier is never stored or audited, only its keyed hash.
+// Data subject requests: access, erasure and objection, by the identifier a
+// project's forms record for the person. The identifier is in the path, so
+// the log masks it (logPath).
+
+func (s *Server) subjectRoutes(p *echo.Group) {
+	p.GET("/subjects/:subject", s.subjectAccess)
+	p.DELETE("/subjects/:subject", s.subjectErase)
+	p.POST("/subjects/:subject/objection", s.subjectObject)
+	p.DELETE("/subjects/:subject/objection", s.subjectLiftObjection)
+	p.GET("/subject-erasures", s.subjectErasures)
+}
 
 func (s *Server) subjectAccess(c echo.Context) error {
 	pid, err := projectID(c)
 	if err != nil {
 		return err
 	}
-	rep, err := s.sync.Subject(c.Request().Context(), principal(c), pid, c.Param("subject"))
+	rep, err := s.app.Subject(c.Request().Context(), principal(c), pid, c.Param("subject"))
 	if err != nil {
 		return err
 	}
@@ -29,7 +35,7 @@ func (s *Server) subjectErase(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	e, err := s.sync.EraseSubject(c.Request().Context(), principal(c), pid, c.Param("subject"))
+	e, err := s.app.EraseSubject(c.Request().Context(), principal(c), pid, c.Param("subject"))
 	if err != nil {
 		return err
 	}
@@ -42,7 +48,7 @@ func (s *Server) subjectObject(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	if err := s.sync.ObjectSubject(c.Request().Context(), principal(c), pid, c.Param("subject")); err != nil {
+	if err := s.app.ObjectSubject(c.Request().Context(), principal(c), pid, c.Param("subject")); err != nil {
 		return err
 	}
 	return c.JSON(http.StatusOK, map[string]any{"success": true,
@@ -54,10 +60,10 @@ func (s *Server) subjectLiftObjection(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	if err := s.sync.LiftObjection(c.Request().Context(), principal(c), pid, c.Param("subject")); err != nil {
+	if err := s.app.LiftObjection(c.Request().Context(), principal(c), pid, c.Param("subject")); err != nil {
 		return err
 	}
-	return c.JSON(http.StatusOK, map[string]bool{"success": true})
+	return success(c)
 }
 
 func (s *Server) subjectErasures(c echo.Context) error {
@@ -65,33 +71,9 @@ func (s *Server) subjectErasures(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	if !principal(c).Can(haven.ActionSubjectRequest, pid) {
-		return forbidden()
-	}
-	es, err := s.subs.Erasures(c.Request().Context(), pid)
+	es, err := s.app.SubjectErasures(c.Request().Context(), principal(c), pid)
 	if err != nil {
 		return err
 	}
 	return c.JSON(http.StatusOK, es)
-}
-
-// correctSubmission stores a corrected version of a submission with a reason.
-func (s *Server) correctSubmission(c echo.Context) error {
-	pid, err := projectID(c)
-	if err != nil {
-		return err
-	}
-	var body struct {
-		Values map[string]string `json:"values"`
-		Reason string            `json:"reason"`
-	}
-	if err := bind(c, &body); err != nil {
-		return err
-	}
-	sub, err := s.sync.Correct(c.Request().Context(), principal(c), pid, sync.Correction{
-		FormID: c.Param("formId"), InstanceID: c.Param("instanceId"), Values: body.Values, Reason: body.Reason})
-	if err != nil {
-		return err
-	}
-	return c.JSON(http.StatusOK, sub)
 }

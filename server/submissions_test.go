@@ -7,10 +7,12 @@ import (
 	"io"
 	"log/slog"
 	"mime/multipart"
+	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
 
+	"github.com/haven-org/haven/app"
 	"github.com/haven-org/haven/clients/collect"
 	"github.com/haven-org/haven/server"
 )
@@ -186,10 +188,10 @@ func TestDigestAndBasic(t *testing.T) {
 	e.admin("POST", "/v1/users", map[string]string{"email": "enum@example.org", "password": "enumerator pass 1"}, &u)
 	url := fmt.Sprintf("%s/v1/projects/%d", e.srv.URL, pid)
 
-	// Without a role in the project: forbidden.
+	// Without a role in the project: the project is not there for them.
 	dev := collect.New(url)
 	dev.Username, dev.Password = "enum@example.org", "enumerator pass 1"
-	if _, err := dev.FormList(ctx); collect.StatusOf(err) != 403 {
+	if _, err := dev.FormList(ctx); collect.StatusOf(err) != 404 {
 		t.Fatalf("user without a role: %v", err)
 	}
 	e.admin("POST", fmt.Sprintf("/v1/projects/%d/assignments/formfill/%d", pid, u.ID), nil, nil)
@@ -221,11 +223,12 @@ func TestDigestAndBasic(t *testing.T) {
 	if _, err := bad.FormList(ctx); collect.StatusOf(err) != 401 {
 		t.Fatalf("wrong password: %v", err)
 	}
-	// No credentials: 401 with both challenges.
+	// No credentials: 401 with a Digest challenge, and over plain http no
+	// invitation to send the password in clear (Basic).
 	resp := e.request("GET", fmt.Sprintf("/v1/projects/%d/formList", pid), "", "", nil)
 	resp.Body.Close()
 	ch := strings.Join(resp.Header.Values("WWW-Authenticate"), "|")
-	if resp.StatusCode != 401 || !strings.Contains(ch, "Digest ") || !strings.Contains(ch, "Basic ") || !strings.Contains(ch, `qop="auth"`) {
+	if resp.StatusCode != 401 || !strings.Contains(ch, "Digest ") || strings.Contains(ch, "Basic ") || !strings.Contains(ch, `qop="auth"`) {
 		t.Fatalf("challenge: %d %q", resp.StatusCode, ch)
 	}
 	// Basic over plain http is refused, even with the right password.
@@ -267,16 +270,16 @@ func TestAccessControl(t *testing.T) {
 	var au struct{ ServerURL string }
 	e.admin("POST", fmt.Sprintf("/v1/projects/%d/app-users", other.ID), map[string]string{"displayName": "T"}, &au)
 	otherDev := collect.New(strings.Replace(au.ServerURL, fmt.Sprintf("/projects/%d", other.ID), fmt.Sprintf("/projects/%d", pid), 1))
-	if _, err := otherDev.FormList(ctx); collect.StatusOf(err) != 403 {
+	if _, err := otherDev.FormList(ctx); collect.StatusOf(err) != 404 {
 		t.Fatalf("an app user of another project listing forms: %v", err)
 	}
-	if _, err := otherDev.Submit(ctx, instance("uuid:ac2", "A"), nil); collect.StatusOf(err) != 403 {
+	if _, err := otherDev.Submit(ctx, instance("uuid:ac2", "A"), nil); collect.StatusOf(err) != 404 {
 		t.Fatalf("an app user of another project submitting: %v", err)
 	}
 	// Every read path of collected data: without credentials 401, as an app
 	// user (token in the URL) 403, as a data collector 403.
 	e.collector(pid, "c@example.org", "collector pass")
-	collector := e.login("c@example.org", "collector pass")
+	collector, collectorRefresh := e.session("c@example.org", "collector pass")
 	key := strings.TrimSuffix(dev.ServerURL[strings.Index(dev.ServerURL, "/v1/key/"):], fmt.Sprintf("/projects/%d", pid))
 	paths := []string{
 		"/forms/household/submissions",
@@ -312,7 +315,7 @@ func TestAccessControl(t *testing.T) {
 		t.Errorf("data collector creating a project: %d", st)
 	}
 	// A logged-out token stops working at once.
-	e.admin("DELETE", "/v1/sessions/"+collector, nil, nil)
+	e.admin("DELETE", "/v1/sessions/"+collectorRefresh, nil, nil)
 	if st := e.call("GET", "/v1/users/current", collector, nil, nil); st != 401 {
 		t.Errorf("token after logout: %d", st)
 	}
@@ -359,7 +362,7 @@ func TestBasicBehindTLS(t *testing.T) {
 	pid, _ := e.project()
 	e.collector(pid, "k@example.org", "kobo collect pass")
 	// The same data directory served by a server told a TLS proxy sits in front.
-	tls := httptest.NewServer(server.FromStore(server.Config{BehindTLS: true}, e.st, slog.New(slog.NewTextHandler(io.Discard, nil))))
+	tls := httptest.NewServer(server.New(server.Config{BehindTLS: true}, app.New(e.st, app.Options{}), slog.New(slog.NewTextHandler(io.Discard, nil))))
 	defer tls.Close()
 	url := fmt.Sprintf("/v1/projects/%d/formList", pid)
 	if r, _ := newBasicRequest(tls.URL+url, "k@example.org", "kobo collect pass"); r.StatusCode != 200 {
@@ -370,6 +373,16 @@ func TestBasicBehindTLS(t *testing.T) {
 	}
 	if r, _ := newBasicRequest(e.srv.URL+url, "k@example.org", "kobo collect pass"); r.StatusCode != 401 {
 		t.Fatalf("Basic over plain http: %d", r.StatusCode)
+	}
+	// Behind TLS both challenges are offered, and browsers are told to keep to https.
+	resp, err := http.Get(tls.URL + url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	ch := strings.Join(resp.Header.Values("WWW-Authenticate"), "|")
+	if resp.StatusCode != 401 || !strings.Contains(ch, "Digest ") || !strings.Contains(ch, "Basic ") || resp.Header.Get("Strict-Transport-Security") == "" {
+		t.Fatalf("challenge behind TLS: %d %q, HSTS %q", resp.StatusCode, ch, resp.Header.Get("Strict-Transport-Security"))
 	}
 }
 

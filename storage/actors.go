@@ -340,25 +340,27 @@ func (u *Users) CreateSession(ctx context.Context, id string, actorID int64, exp
 	})
 }
 
-// SessionActive reports whether the session id exists, is not revoked and has not expired.
-func (u *Users) SessionActive(ctx context.Context, id string) (bool, error) {
+// SessionActive reports whether the session id exists for the actor, is
+// not revoked and has not expired.
+func (u *Users) SessionActive(ctx context.Context, id string, actorID int64) (bool, error) {
 	var n int
-	err := u.DB.read.QueryRowContext(ctx, `SELECT count(*) FROM sessions WHERE id = ? AND revoked_at IS NULL AND expires_at > ?`,
-		id, ms(u.DB.Now())).Scan(&n)
+	err := u.DB.read.QueryRowContext(ctx, `SELECT count(*) FROM sessions WHERE id = ? AND actor_id = ? AND revoked_at IS NULL AND expires_at > ?`,
+		id, actorID, ms(u.DB.Now())).Scan(&n)
 	return n > 0, err
 }
 
 // RefreshSession swaps a live session's refresh token (by its SHA-256) for
-// a new one and returns the session's user and end (Unix ms). A refresh
-// token that is not the session's current one was stolen or replayed: the
-// session is ended, and the answer is EUNAUTHORIZED.
+// a new one and returns the session's user and end (Unix ms). The token the
+// session had before its last refresh was copied if it comes back: the
+// session is ended. Any other token is refused and ends nothing. The user
+// is returned whenever the session is known, for the audit trail.
 func (u *Users) RefreshSession(ctx context.Context, id string, oldHash, newHash []byte) (actorID, expires int64, err error) {
 	ended := false
 	err = u.DB.Write(ctx, func(tx *Tx) error {
-		var current []byte
+		var current, previous []byte
 		var revoked sql.NullInt64
-		err := tx.QueryRow(`SELECT s.actor_id, s.expires_at, s.refresh_hash, s.revoked_at FROM sessions s JOIN actors a ON a.id = s.actor_id
-			WHERE s.id = ? AND a.deleted_at IS NULL`, id).Scan(&actorID, &expires, &current, &revoked)
+		err := tx.QueryRow(`SELECT s.actor_id, s.expires_at, s.refresh_hash, s.previous_refresh_hash, s.revoked_at FROM sessions s
+			JOIN actors a ON a.id = s.actor_id WHERE s.id = ? AND a.deleted_at IS NULL`, id).Scan(&actorID, &expires, &current, &previous, &revoked)
 		if errors.Is(err, sql.ErrNoRows) {
 			return haven.Errorf(haven.EUNAUTHORIZED, "This refresh token is not valid. Log in again.")
 		} else if err != nil {
@@ -367,13 +369,16 @@ func (u *Users) RefreshSession(ctx context.Context, id string, oldHash, newHash 
 		if revoked.Valid || expires <= ms(tx.Now()) {
 			return haven.Errorf(haven.EUNAUTHORIZED, "Your session has ended (logged out or expired). Log in again.")
 		}
-		if current == nil || subtle.ConstantTimeCompare(current, oldHash) != 1 {
+		switch {
+		case current != nil && subtle.ConstantTimeCompare(current, oldHash) == 1:
+			_, err = tx.Exec(`UPDATE sessions SET refresh_hash = ?, previous_refresh_hash = ? WHERE id = ?`, newHash, current, id)
+			return err
+		case previous != nil && subtle.ConstantTimeCompare(previous, oldHash) == 1:
 			ended = true
 			_, err := tx.Exec(`UPDATE sessions SET revoked_at = ? WHERE id = ?`, ms(tx.Now()), id)
 			return err
 		}
-		_, err = tx.Exec(`UPDATE sessions SET refresh_hash = ? WHERE id = ?`, newHash, id)
-		return err
+		return haven.Errorf(haven.EUNAUTHORIZED, "This refresh token is not valid. Log in again.")
 	})
 	if err == nil && ended {
 		err = haven.Errorf(haven.EUNAUTHORIZED, "This refresh token was already used, so it may have been copied: the session is ended to be safe. Log in again.")
@@ -381,12 +386,24 @@ func (u *Users) RefreshSession(ctx context.Context, id string, oldHash, newHash 
 	return actorID, expires, err
 }
 
-// RevokeSession ends a session.
-func (u *Users) RevokeSession(ctx context.Context, id string) error {
-	return u.DB.Write(ctx, func(tx *Tx) error {
-		_, err := tx.Exec(`UPDATE sessions SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL`, ms(tx.Now()), id)
+// EndSession ends a session by its current refresh token (logging out),
+// and returns its user.
+func (u *Users) EndSession(ctx context.Context, id string, refreshHash []byte) (actorID int64, err error) {
+	err = u.DB.Write(ctx, func(tx *Tx) error {
+		var current []byte
+		err := tx.QueryRow(`SELECT actor_id, refresh_hash FROM sessions WHERE id = ? AND revoked_at IS NULL`, id).Scan(&actorID, &current)
+		if errors.Is(err, sql.ErrNoRows) {
+			return haven.Errorf(haven.EUNAUTHORIZED, "This session has already ended, or the refresh token is not valid.")
+		} else if err != nil {
+			return err
+		}
+		if current == nil || subtle.ConstantTimeCompare(current, refreshHash) != 1 {
+			return haven.Errorf(haven.EUNAUTHORIZED, "This refresh token is not the session's current one: nothing was ended.")
+		}
+		_, err = tx.Exec(`UPDATE sessions SET revoked_at = ? WHERE id = ?`, ms(tx.Now()), id)
 		return err
 	})
+	return actorID, err
 }
 
 // Disable turns a user off: their sessions end at once, their password and

@@ -190,3 +190,6 @@ func (a *Audit) Verify(ctx context.Context) (*Verification, error) {
 	}
 	return v, rows.Err()
 }
+
+// VerifyAudit checks the audit trail's chain.
+func (s *Store) VerifyAudit(ctx context.Context) (*Verification, error) { return s.Audit.Verify(ctx) }

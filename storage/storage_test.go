@@ -200,12 +200,20 @@ func TestUsersAndSessions(t *testing.T) {
 	if _, err := st.Users.Authenticate(ctx, "ana@example.org", "wrong"); haven.ErrorCode(err) != haven.EUNAUTHORIZED {
 		t.Fatalf("wrong password: %v", err)
 	}
-	st.Users.CreateSession(ctx, "jti-1", u.ID, st.DB.Now().Add(1e9).UnixMilli())
-	if ok, _ := st.Users.SessionActive(ctx, "jti-1"); !ok {
+	st.Users.CreateSession(ctx, "jti-1", u.ID, st.DB.Now().Add(1e9).UnixMilli(), []byte("refresh hash"))
+	if ok, _ := st.Users.SessionActive(ctx, "jti-1", u.ID); !ok {
 		t.Fatal("new session inactive")
 	}
-	st.Users.RevokeSession(ctx, "jti-1")
-	if ok, _ := st.Users.SessionActive(ctx, "jti-1"); ok {
+	if ok, _ := st.Users.SessionActive(ctx, "jti-1", u.ID+1); ok {
+		t.Fatal("a session is active for another user")
+	}
+	if _, err := st.Users.EndSession(ctx, "jti-1", []byte("another hash")); haven.ErrorCode(err) != haven.EUNAUTHORIZED {
+		t.Fatalf("ending a session with a wrong refresh token: %v", err)
+	}
+	if id, err := st.Users.EndSession(ctx, "jti-1", []byte("refresh hash")); err != nil || id != u.ID {
+		t.Fatalf("ending a session: %d %v", id, err)
+	}
+	if ok, _ := st.Users.SessionActive(ctx, "jti-1", u.ID); ok {
 		t.Fatal("revoked session active")
 	}
 }

@@ -6,6 +6,8 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/haven-org/haven"
@@ -511,7 +513,8 @@ func (s *Submissions) KnownFiles(ctx context.Context, formID int64, instanceID s
 const submissionColumns = `s.id, s.form_id, s.instance_id, s.submitter_id, s.device_id, s.review_state, s.created_at, s.updated_at,
 	v.id, v.form_version_id, v.instance_id, v.deprecated_id, v.instance_name, v.submitter_id, v.device_id, v.created_at, fv.version,
 	(SELECT count(*) FROM submission_attachments a WHERE a.version_id = v.id),
-	(SELECT count(*) FROM submission_attachments a WHERE a.version_id = v.id AND a.blob_id IS NOT NULL)`
+	(SELECT count(*) FROM submission_attachments a WHERE a.version_id = v.id AND a.blob_id IS NOT NULL),
+	(SELECT group_concat(DISTINCT x.form_version_id) FROM submission_versions x WHERE x.submission_id = s.id)`
 
 // firstInstanceID finds submission s by the instanceID of its first version
 // (form, instanceID, instanceID), through the versions' index: the only
@@ -527,12 +530,18 @@ func (s *Submissions) scan(row interface{ Scan(...any) error }, pk *ProjectKey) 
 	var created, vcreated int64
 	var updated sql.NullInt64
 	var sealedName, subDevice, verDevice []byte
+	var versionIDs string
 	v := &sub.Current
 	err := row.Scan(&sub.ID, &sub.FormID, &sub.InstanceID, &sub.SubmitterID, &subDevice, &review, &created, &updated,
 		&v.ID, &v.FormVersionID, &v.InstanceID, &v.DeprecatedID, &sealedName, &v.SubmitterID, &verDevice, &vcreated, &v.FormVersion,
-		&v.AttachmentsExpected, &v.AttachmentsPresent)
+		&v.AttachmentsExpected, &v.AttachmentsPresent, &versionIDs)
 	if err != nil {
 		return nil, err
+	}
+	for _, id := range strings.Split(versionIDs, ",") {
+		if n, err := strconv.ParseInt(id, 10, 64); err == nil {
+			sub.FormVersionIDs = append(sub.FormVersionIDs, n)
+		}
 	}
 	if sub.DeviceID, err = openString(pk, subDevice, deviceAAD(sub.FormID, sub.InstanceID)); err != nil {
 		return nil, err

@@ -10,11 +10,11 @@ import (
 	"time"
 
 	"github.com/haven-org/haven"
+	"github.com/haven-org/haven/app"
 	"github.com/haven-org/haven/clients/loadgen"
 	"github.com/haven-org/haven/formspec"
 	"github.com/haven-org/haven/server"
 	"github.com/haven-org/haven/storage"
-	"github.com/haven-org/haven/sync"
 )
 
 // TestRun loads a real server for a moment with flaky devices: every
@@ -26,12 +26,12 @@ func TestRun(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer st.Close()
-	srv := httptest.NewServer(server.FromStore(server.Config{}, st, slog.New(slog.NewTextHandler(io.Discard, nil))))
+	svc := app.New(st, app.Options{})
+	srv := httptest.NewServer(server.New(server.Config{}, svc, slog.New(slog.NewTextHandler(io.Discard, nil))))
 	defer srv.Close()
-	svc := &sync.Service{Projects: st.Projects, Forms: st.Forms, Submissions: st.Submissions, Blobs: st.Blobs, Limits: sync.DefaultLimits}
 	pr, _ := st.Projects.Create(ctx, "P", "")
 	admin := &haven.Principal{Admin: true}
-	if _, err := svc.CreateForm(ctx, admin, pr.ID, loadgen.BenchForm("1"), true, nil); err != nil {
+	if _, err := svc.CreateForm(ctx, admin, pr.ID, app.Upload{Body: loadgen.BenchForm("1")}, true); err != nil {
 		t.Fatal(err)
 	}
 	au, _ := st.Users.CreateAppUser(ctx, pr.ID, "T")

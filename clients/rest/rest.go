@@ -86,9 +86,17 @@ func Login(ctx context.Context, baseURL, email, password string) (*Client, error
 	return c, nil
 }
 
-// Logout ends the session on the server.
+// Logout ends the session on the server. Only the holder of its refresh
+// token can: an access token alone does not end a session.
 func (c *Client) Logout(ctx context.Context) error {
-	return c.Do(ctx, "DELETE", "/v1/sessions/current", "", nil, nil)
+	if c.Session == nil || c.Session.RefreshToken == "" {
+		return &Error{Status: 400, Message: "This client has no refresh token, so it cannot end its session; it ends by itself when it expires."}
+	}
+	if err := c.fresh(ctx); err != nil {
+		return err
+	}
+	body, _ := json.Marshal(map[string]string{"refreshToken": c.Session.RefreshToken})
+	return c.send(ctx, "DELETE", "/v1/sessions/current", "application/json", bytes.NewReader(body), nil)
 }
 
 // Stream fetches path and copies the body to w as it arrives (exports have

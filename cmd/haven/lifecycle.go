@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/haven-org/haven"
+	"github.com/haven-org/haven/app"
 	"github.com/haven-org/haven/storage"
 )
 
@@ -23,15 +24,10 @@ func reapLoop(ctx context.Context, st *storage.Store, log *slog.Logger) {
 			log.Error("destroying the data of ended projects", "err", err)
 		}
 		for _, d := range due {
-			switch {
-			case d.Due:
+			if d.Due {
 				log.Info("project data destroyed; certificate at GET /v1/projects/{id}/destruction-certificate", "project", d.Project.ID, "name", d.Project.Name)
-			case d.Project.Hold != nil:
-				log.Info("project past or near its destruction date is on legal hold", "project", d.Project.ID, "reference", d.Project.Hold.Reference)
-			case d.DaysLeft <= 7:
-				log.Warn("project data will be destroyed within 7 days", "project", d.Project.ID, "name", d.Project.Name, "days_left", d.DaysLeft)
-			case d.DaysLeft <= 30:
-				log.Warn("project data will be destroyed within 30 days", "project", d.Project.ID, "name", d.Project.Name, "days_left", d.DaysLeft)
+			} else if w := app.Warning(d.Project, st.DB.Now()); w != "" {
+				log.Warn(w, "project", d.Project.ID, "name", d.Project.Name, "days_left", d.DaysLeft)
 			}
 		}
 		select {

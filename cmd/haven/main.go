@@ -29,6 +29,7 @@ import (
 	"time"
 
 	"github.com/haven-org/haven"
+	"github.com/haven-org/haven/app"
 	"github.com/haven-org/haven/server"
 	"github.com/haven-org/haven/storage"
 )
@@ -182,7 +183,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err := firstAdmin(ctx, st, stdout); err != nil {
 		return err
 	}
-	srv := server.FromStore(cfg, st, log)
+	srv := server.New(cfg, app.New(st, app.Options{Log: log}), log)
 	ln, err := net.Listen("tcp", *listen)
 	if err != nil {
 		return fmt.Errorf("listening on %s: %w", *listen, err)

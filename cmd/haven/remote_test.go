@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/haven-org/haven/app"
 	"github.com/haven-org/haven/clients/collect"
 	"github.com/haven-org/haven/clients/rest"
 	"github.com/haven-org/haven/server"
@@ -33,7 +34,7 @@ func TestLoginExportLogout(t *testing.T) {
 	if _, err := st.Users.Create(ctx, "lead@example.org", "a long enough password", "", true); err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewServer(server.FromStore(server.Config{}, st, slog.New(slog.NewTextHandler(io.Discard, nil))))
+	srv := httptest.NewServer(server.New(server.Config{}, app.New(st, app.Options{}), slog.New(slog.NewTextHandler(io.Discard, nil))))
 	defer srv.Close()
 
 	// A project with a form and two submissions, set up through the API.

@@ -1,4 +1,4 @@
-package sync_test
+package app_test
 
 import (
 	"context"
@@ -7,9 +7,9 @@ import (
 	"testing"
 
 	"github.com/haven-org/haven"
+	"github.com/haven-org/haven/app"
 	"github.com/haven-org/haven/clients/loadgen"
 	"github.com/haven-org/haven/formspec"
-	"github.com/haven-org/haven/sync"
 )
 
 // BenchmarkAggregate answers aggregate queries over HAVEN_EXPORT_N
@@ -33,14 +33,14 @@ func BenchmarkAggregate(b *testing.B) {
 	admin := &haven.Principal{Admin: true}
 	for _, q := range []struct {
 		name string
-		opts sync.AggregateOptions
+		opts app.AggregateOptions
 	}{
-		{"count-by-1", sync.AggregateOptions{By: []string{"choice_01"}}},
-		{"mean-by-3", sync.AggregateOptions{By: []string{"choice_01", "choice_02", "arrival_date:month"}, Measure: "mean:income"}},
+		{"count-by-1", app.AggregateOptions{By: []string{"choice_01"}}},
+		{"mean-by-3", app.AggregateOptions{By: []string{"choice_01", "choice_02", "arrival_date:month"}, Measure: "mean:income"}},
 	} {
 		b.Run(q.name, func(b *testing.B) {
 			for i := 0; i < b.N; i++ {
-				var agg *sync.Aggregate
+				var agg *app.Aggregate
 				elapsed, growth := measured(b, "HAVEN_AGGREGATE_CPUPROFILE", func() (err error) {
 					agg, err = svc.Aggregate(ctx, admin, pid, "bench", q.opts)
 					return err

@@ -1,4 +1,4 @@
-package sync
+package app
 
 import (
 	"context"
@@ -40,19 +40,24 @@ type SubmitRequest struct {
 // straight into the blob store, encrypted, in bounded memory; nothing becomes
 // visible until the database transaction that records the submission and
 // its files commits, and on any refusal the files written are removed.
-func (s *Service) Submit(ctx context.Context, req SubmitRequest) (*Receipt, error) {
-	if err := allowed(req.Principal, haven.ActionSubmit, req.ProjectID); err != nil {
+//
+// The submission's audit event is written in the transaction that stores
+// it; a refusal is audited with its reason.
+func (s *Service) Submit(ctx context.Context, req SubmitRequest) (_ *Receipt, err error) {
+	e := s.event(ctx, req.Principal, "submission.create", req.ProjectID, objProject(req.ProjectID))
+	defer func() { s.record(ctx, e, err) }()
+	if err := s.authorize(req.Principal, haven.ActionSubmit, req.ProjectID); err != nil {
 		return nil, err
 	}
-	if pr, err := s.Projects.Get(ctx, req.ProjectID); err != nil {
+	if pr, err := s.projects.Get(ctx, req.ProjectID); err != nil {
 		return nil, err
 	} else if pr.Closed(s.now()) {
 		return nil, haven.Errorf(haven.ECONFLICT, "Project %q has ended and no longer accepts submissions. Nothing was saved. Ask your supervisor what to do with this form.", pr.Name)
 	}
-	in := &ingestion{s: s, req: req, files: map[string]*storage.Blob{}}
+	in := &ingestion{s: s, req: req, files: map[string]*storage.Blob{}, audit: e}
 	rec, err := in.run(ctx)
 	if err != nil {
-		s.Blobs.Discard(ctx, in.blobs()...)
+		s.blobs.Discard(ctx, in.blobs()...)
 		return nil, err
 	}
 	return rec, nil
@@ -75,6 +80,7 @@ type ingestion struct {
 	consent    string // the consent outcome of the instance
 	start, end *time.Time
 	subject    string
+	audit      *haven.AuditEvent
 }
 
 // kept reports whether the submission may be stored: consent given, or a
@@ -116,24 +122,20 @@ func (in *ingestion) run(ctx context.Context) (*Receipt, error) {
 			return nil, unreferenced(name)
 		}
 	}
-	audit := haven.AuditFrom(ctx)
-	if audit != nil {
-		audit.Object = fmt.Sprintf("project/%d/form/%s/submission/%s", in.req.ProjectID, in.form.XMLFormID, in.inst.InstanceID)
-		audit.Details = map[string]any{"formVersion": in.version.Version}
-		if in.inst.DeprecatedID != "" {
-			audit.Details["deprecatedId"] = in.inst.DeprecatedID
-		}
+	audit := in.audit
+	audit.Object = objSubmission(in.req.ProjectID, in.form.XMLFormID, in.inst.InstanceID)
+	detail(audit, "formVersion", in.version.Version)
+	if in.inst.DeprecatedID != "" {
+		detail(audit, "deprecatedId", in.inst.DeprecatedID)
 	}
 	if !in.kept() {
 		// Nothing of it is stored. Collect sends a large form in several
 		// requests; the tally counts the form once, on its last request.
-		in.s.Blobs.Discard(ctx, in.blobs()...)
+		in.s.blobs.Discard(ctx, in.blobs()...)
 		in.files = nil
-		if audit != nil {
-			audit.Details["consent"] = in.consent
-		}
+		detail(audit, "consent", in.consent)
 		if !in.incomplete {
-			if err := in.s.Submissions.RecordRefusal(ctx, in.form.ID, audit); err != nil {
+			if err := in.s.submissions.RecordRefusal(ctx, in.form.ID, audit); err != nil {
 				return nil, err
 			}
 		}
@@ -149,7 +151,7 @@ func (in *ingestion) run(ctx context.Context) (*Receipt, error) {
 			consent.Language = in.schema.Languages[0]
 		}
 	}
-	res, err := in.s.Submissions.Ingest(ctx, &storage.Incoming{
+	res, err := in.s.submissions.Ingest(ctx, &storage.Incoming{
 		ProjectID:     in.req.ProjectID,
 		FormID:        in.form.ID,
 		FormVersionID: in.version.ID,
@@ -168,7 +170,7 @@ func (in *ingestion) run(ctx context.Context) (*Receipt, error) {
 	if err != nil {
 		return nil, err
 	}
-	in.s.Blobs.Discard(ctx, res.Unused...)
+	in.s.blobs.Discard(ctx, res.Unused...)
 	switch {
 	case res.Withdrawn:
 		return &Receipt{FormID: in.form.XMLFormID, InstanceID: in.inst.InstanceID, Incomplete: in.incomplete,
@@ -253,7 +255,7 @@ func (in *ingestion) part(ctx context.Context, part *multipart.Part) error {
 			return nil
 		}
 	}
-	blob, err := in.s.Blobs.Put(ctx, in.req.ProjectID, part, storage.PutOptions{})
+	blob, err := in.s.blobs.Put(ctx, in.req.ProjectID, part, storage.PutOptions{})
 	if err != nil {
 		var he *haven.Error
 		if errors.As(err, &he) {
@@ -272,7 +274,7 @@ func (in *ingestion) loadKnown(ctx context.Context) error {
 		return nil
 	}
 	var err error
-	in.known, err = in.s.Submissions.KnownFiles(ctx, in.form.ID, in.inst.InstanceID)
+	in.known, err = in.s.submissions.KnownFiles(ctx, in.form.ID, in.inst.InstanceID)
 	return err
 }
 
@@ -307,10 +309,11 @@ func (in *ingestion) readXML(ctx context.Context, part *multipart.Part) error {
 	if err != nil {
 		return err
 	}
+	in.audit.Object = objSubmission(in.req.ProjectID, inst.FormID, inst.InstanceID) // a refusal names what it refused
 	if inst.Encrypted {
 		return haven.Errorf(haven.EINVALID, "This submission is encrypted on the device; Haven does not accept ODK-encrypted submissions. Ask your supervisor for the current form.")
 	}
-	form, err := in.s.Forms.Get(ctx, in.req.ProjectID, inst.FormID)
+	form, err := in.s.forms.Get(ctx, in.req.ProjectID, inst.FormID)
 	if err != nil && haven.ErrorCode(err) != haven.ENOTFOUND {
 		return err
 	}
@@ -320,7 +323,7 @@ func (in *ingestion) readXML(ctx context.Context, part *multipart.Part) error {
 	if form.State == haven.FormClosed {
 		return haven.Errorf(haven.ECONFLICT, "The form %q is closed and no longer accepts submissions. Nothing was saved.", inst.FormID)
 	}
-	version, err := in.s.Forms.PublishedVersion(ctx, form.ID, inst.Version)
+	version, err := in.s.forms.PublishedVersion(ctx, form.ID, inst.Version)
 	if err != nil {
 		return haven.Errorf(haven.ENOTFOUND, "Version %q of form %q is not on this server. Nothing was saved. Ask your supervisor; the form may have been replaced before it was published.", inst.Version, inst.FormID)
 	}
@@ -349,7 +352,7 @@ func (in *ingestion) readXML(ctx context.Context, part *multipart.Part) error {
 		}
 		for name, blob := range in.files {
 			if in.known[name] {
-				in.s.Blobs.Discard(ctx, blob)
+				in.s.blobs.Discard(ctx, blob)
 				delete(in.files, name)
 			}
 		}

@@ -1,4 +1,4 @@
-package sync
+package export
 
 import (
 	"archive/zip"
@@ -8,8 +8,6 @@ import (
 	"fmt"
 	"io"
 	"strings"
-
-	"github.com/haven-org/haven/storage"
 )
 
 // A minimal streaming XLSX writer: one worksheet per table, cells as inline
@@ -77,7 +75,7 @@ func (e *Export) writeXLSX(ctx context.Context, w io.Writer) error {
 	if len(e.Omitted) > 0 {
 		names = append(names, "omitted fields")
 	}
-	return writeWorkbook(w, names, e.s.Submissions.DB.Spool, func(sws []*sheetWriter) error {
+	return writeWorkbook(w, names, e.src.Scratch, func(sws []*sheetWriter) error {
 		if len(e.Omitted) > 0 {
 			sw := sws[len(e.layout.tables)]
 			sw.row([]string{"Fields above your clearance, left out"})
@@ -99,7 +97,7 @@ func (e *Export) writeXLSX(ctx context.Context, w io.Writer) error {
 // writeWorkbook writes an XLSX workbook with the named sheets, all filled by
 // one call of fill (see zipEntries: spool gives scratch space to every sheet
 // but the first, and may be nil for a workbook of one sheet).
-func writeWorkbook(w io.Writer, sheetNames []string, spool func() (*storage.Spool, error), fill func(sws []*sheetWriter) error) error {
+func writeWorkbook(w io.Writer, sheetNames []string, spool func() (Scratch, error), fill func(sws []*sheetWriter) error) error {
 	z := newZip(w)
 	used := map[string]bool{}
 	var names []string

@@ -1,4 +1,4 @@
-package sync
+package export
 
 import (
 	"math/rand"

@@ -1,4 +1,4 @@
-package sync_test
+package app_test
 
 import (
 	"bytes"
@@ -10,8 +10,8 @@ import (
 	"testing"
 
 	"github.com/haven-org/haven"
+	"github.com/haven-org/haven/app"
 	"github.com/haven-org/haven/storage"
-	"github.com/haven-org/haven/sync"
 )
 
 // objects counts what is stored of encrypted objects: rows in the database
@@ -29,7 +29,7 @@ func (o objects) count() int {
 
 // setup opens a data directory with the household form published and returns
 // the service, the project id and a principal allowed to submit.
-func setup(t testing.TB) (*sync.Service, int64, *haven.Principal, objects) {
+func setup(t testing.TB) (*app.Service, int64, *haven.Principal, objects) {
 	t.Helper()
 	dir := t.TempDir()
 	ctx := context.Background()
@@ -38,7 +38,7 @@ func setup(t testing.TB) (*sync.Service, int64, *haven.Principal, objects) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	svc := &sync.Service{Projects: st.Projects, Forms: st.Forms, Submissions: st.Submissions, Blobs: st.Blobs, Limits: sync.DefaultLimits}
+	svc := app.New(st, app.Options{})
 	pr, err := st.Projects.Create(ctx, "P", "")
 	if err != nil {
 		t.Fatal(err)
@@ -48,7 +48,7 @@ func setup(t testing.TB) (*sync.Service, int64, *haven.Principal, objects) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := svc.CreateForm(ctx, admin, pr.ID, xform, true, nil); err != nil {
+	if _, err := svc.CreateForm(ctx, admin, pr.ID, app.Upload{Body: xform}, true); err != nil {
 		t.Fatal(err)
 	}
 	au, err := st.Users.CreateAppUser(ctx, pr.ID, "T")
@@ -99,7 +99,7 @@ func FuzzSubmit(f *testing.F) {
 	f.Fuzz(func(t *testing.T, b []byte) {
 		before := blobs.count()
 		mr := multipart.NewReader(bytes.NewReader(b), "BOUNDARY")
-		rec, err := svc.Submit(context.Background(), sync.SubmitRequest{Principal: p, ProjectID: pid, Parts: mr})
+		rec, err := svc.Submit(context.Background(), app.SubmitRequest{Principal: p, ProjectID: pid, Parts: mr})
 		if err != nil {
 			if haven.ErrorCode(err) == haven.EINTERNAL {
 				t.Fatalf("internal error on bad input: %v", err)
@@ -120,17 +120,17 @@ func TestSubmitFileBeforeXML(t *testing.T) {
 	ctx := context.Background()
 	// Files may come before the XML; an unreferenced one is still refused and removed.
 	bad := body([3]string{"q.jpg", "q.jpg", "x"}, [3]string{"xml_submission_file", "s.xml", seedXML})
-	_, err := svc.Submit(ctx, sync.SubmitRequest{Principal: p, ProjectID: pid, Parts: multipart.NewReader(bytes.NewReader(bad), "BOUNDARY")})
+	_, err := svc.Submit(ctx, app.SubmitRequest{Principal: p, ProjectID: pid, Parts: multipart.NewReader(bytes.NewReader(bad), "BOUNDARY")})
 	if haven.ErrorCode(err) != haven.EINVALID || blobs.count() != 0 {
 		t.Fatalf("unreferenced file before XML: %v, %d files", err, blobs.count())
 	}
 	good := body([3]string{"p.jpg", "p.jpg", "jpeg"}, [3]string{"xml_submission_file", "s.xml", seedXML})
-	rec, err := svc.Submit(ctx, sync.SubmitRequest{Principal: p, ProjectID: pid, Parts: multipart.NewReader(bytes.NewReader(good), "BOUNDARY")})
+	rec, err := svc.Submit(ctx, app.SubmitRequest{Principal: p, ProjectID: pid, Parts: multipart.NewReader(bytes.NewReader(good), "BOUNDARY")})
 	if err != nil || !rec.Created || len(rec.Missing) != 0 || blobs.count() != 1 {
 		t.Fatalf("file before XML: %+v %v, %d files", rec, err, blobs.count())
 	}
 	// The same again: a duplicate, and the file is not stored twice.
-	rec, err = svc.Submit(ctx, sync.SubmitRequest{Principal: p, ProjectID: pid, Parts: multipart.NewReader(bytes.NewReader(good), "BOUNDARY")})
+	rec, err = svc.Submit(ctx, app.SubmitRequest{Principal: p, ProjectID: pid, Parts: multipart.NewReader(bytes.NewReader(good), "BOUNDARY")})
 	if err != nil || !rec.Duplicate || blobs.count() != 1 {
 		t.Fatalf("resend with file before XML: %+v %v, %d files", rec, err, blobs.count())
 	}
@@ -139,12 +139,13 @@ func TestSubmitFileBeforeXML(t *testing.T) {
 func TestSubmitNeedsRight(t *testing.T) {
 	svc, pid, _, _ := setup(t)
 	stranger := &haven.Principal{ActorID: 99, Type: haven.ActorFieldKey, Roles: map[int64][]string{pid + 1: {haven.RoleAppUser}}}
-	_, err := svc.Submit(context.Background(), sync.SubmitRequest{Principal: stranger, ProjectID: pid,
+	_, err := svc.Submit(context.Background(), app.SubmitRequest{Principal: stranger, ProjectID: pid,
 		Parts: multipart.NewReader(bytes.NewReader(body([3]string{"xml_submission_file", "s.xml", seedXML})), "BOUNDARY")})
-	if haven.ErrorCode(err) != haven.EFORBIDDEN {
+	// A device of another project is told this one is not there.
+	if haven.ErrorCode(err) != haven.ENOTFOUND {
 		t.Fatalf("stranger: %v", err)
 	}
-	if _, err := svc.FormList(context.Background(), stranger, pid, ""); haven.ErrorCode(err) != haven.EFORBIDDEN {
+	if _, err := svc.FormList(context.Background(), stranger, pid, ""); haven.ErrorCode(err) != haven.ENOTFOUND {
 		t.Fatalf("stranger's form list: %v", err)
 	}
 }

@@ -1,4 +1,9 @@
-package sync
+// Package export writes what Haven hands out of a form's data: raw exports
+// (a zip of CSV tables, an XLSX workbook, GeoJSON) and aggregates with
+// small-cell suppression. It decides no permission: the application layer
+// gives it the reader's view (which fields they see) and the rows to write,
+// and it writes them in one pass with flat memory.
+package export
 
 import (
 	"archive/zip"
@@ -17,7 +22,6 @@ import (
 
 	"github.com/haven-org/haven"
 	"github.com/haven-org/haven/formspec"
-	"github.com/haven-org/haven/storage"
 )
 
 // Raw exports stream: submissions are read, decrypted and written one at a
@@ -26,11 +30,9 @@ import (
 // others wait in encrypted spools with a key held only in memory (see
 // zipEntries), so no plaintext reaches the disk.
 
-// ExportOptions say what a raw export holds.
-type ExportOptions struct {
-	Format       string // csv (a zip), xlsx or geojson
-	Since, Until *time.Time
-	Version      string // one form version only
+// Options say what a raw export holds.
+type Options struct {
+	Format string // csv (a zip), xlsx or geojson
 	// SplitSelectMultiples adds a 0/1 column per choice of a select_multiple.
 	SplitSelectMultiples bool
 	// Attachments adds the submissions' files (within clearance) to a csv zip.
@@ -41,6 +43,62 @@ type ExportOptions struct {
 	// Language (the form's default language when empty).
 	Labels   bool
 	Language string
+	// RawCSV writes CSV cells exactly as stored, for machine readers; by
+	// default a cell a spreadsheet would run as a formula is neutralised.
+	RawCSV bool
+}
+
+// SafeCell neutralises a cell that a spreadsheet program would run as a
+// formula (one starting with =, +, -, @, a tab or a carriage return), as
+// OWASP recommends: a leading ' makes it text. A plain number (-3, +2.5)
+// is no formula and stays as it is.
+func SafeCell(v string) string {
+	if v == "" {
+		return v
+	}
+	switch v[0] {
+	case '=', '+', '-', '@', '\t', '\r':
+		if _, err := strconv.ParseFloat(v, 64); err == nil {
+			return v
+		}
+		return "'" + v
+	}
+	return v
+}
+
+// View is what the reader may see, as the application layer decided it.
+type View interface {
+	// Sees reports whether the reader may see the field at path.
+	Sees(path string) bool
+	// DeviceIDs reports whether the reader may see device ids.
+	DeviceIDs() bool
+}
+
+// Row is one submission to write: its record, its parsed XML, its consent
+// record, and the schema of the form version it was filled in with.
+type Row struct {
+	Sub     *haven.Submission
+	Inst    *formspec.Instance
+	Consent *haven.ConsentRecord
+	Schema  *formspec.Form
+}
+
+// Source gives an export what it writes: the rows (every call walks them
+// again, in the same order), the files of a submission version, and
+// scratch space for the tables that wait while the first one streams.
+type Source interface {
+	Rows(ctx context.Context, fn func(Row) error) error
+	Attachments(ctx context.Context, versionID int64) ([]haven.Attachment, error)
+	OpenFile(ctx context.Context, blobID int64) (io.ReadCloser, error)
+	Scratch() (Scratch, error)
+}
+
+// Scratch is space to write a table into and read it back from, once,
+// which no one can read after it is closed (storage.Spool).
+type Scratch interface {
+	io.Writer
+	Reader() (io.Reader, error)
+	Close() error
 }
 
 // Export is a raw export ready to stream.
@@ -49,11 +107,10 @@ type Export struct {
 	// Omitted lists the fields left out because they are above the
 	// reader's clearance (in every version exported).
 	Omitted   []string
-	s         *Service
-	form      *haven.Form
-	opts      ExportOptions
+	opts      Options
 	layout    *layout
 	deviceIDs bool // the reader may see device ids
+	src       Source
 }
 
 // column is one column of an export table.
@@ -77,6 +134,7 @@ type table struct {
 type layout struct {
 	tables  []*table
 	repeats map[string]bool
+	visible map[string]bool // the paths of the columns the reader sees
 	geo     []column
 	// selects holds, for a labels export, each select's node in every
 	// version (newest first), to find a choice's label in the newest that has it.
@@ -136,13 +194,11 @@ func (l *layout) index() {
 	l.values = make([]string, slots)
 }
 
-// Export prepares a raw export of a form for the reader: the columns are
-// the union of the fields of every published version (newest first), less
-// those above the reader's clearance in any version.
-func (s *Service) Export(ctx context.Context, p *haven.Principal, projectID int64, xmlFormID string, opts ExportOptions) (*Export, error) {
-	if err := allowed(p, haven.ActionSubmissionRead, projectID); err != nil {
-		return nil, err
-	}
+// New lays out a raw export of a form: versions are the schemas of the
+// form versions it covers, newest first; the columns are the union of
+// their fields, less those the view leaves out. Languages names every
+// language of the form's versions, for checking opts.Language.
+func New(formID string, versions []*formspec.Form, opts Options, view View) (*Export, error) {
 	switch opts.Format {
 	case "", "csv":
 		opts.Format = "csv"
@@ -150,34 +206,14 @@ func (s *Service) Export(ctx context.Context, p *haven.Principal, projectID int6
 	default:
 		return nil, haven.Errorf(haven.EINVALID, "The export format %q is not one Haven writes: use csv, xlsx or geojson.", opts.Format)
 	}
-	form, err := s.Forms.Get(ctx, projectID, xmlFormID)
-	if err != nil {
-		return nil, err
-	}
-	versions, err := s.Forms.Versions(ctx, form.ID)
-	if err != nil {
-		return nil, err
-	}
-	if len(versions) == 0 {
-		return nil, haven.Errorf(haven.ENOTFOUND, "Form %q has never been published, so it has no submissions to export.", xmlFormID)
-	}
-	clearance := p.Clearance(projectID)
-	lay := &layout{repeats: map[string]bool{}}
+	lay := &layout{repeats: map[string]bool{}, visible: map[string]bool{}}
 	if opts.Labels {
 		lay.selects, lay.lang = map[string][]*formspec.Node{}, opts.Language
 	}
 	tables := map[string]*table{}
-	tier := map[string]int{}
 	seen := map[string]bool{}
 	var omitted, langs []string
-	for _, v := range versions {
-		if opts.Version != "" && v.Version != opts.Version {
-			continue
-		}
-		schema, err := s.schema(ctx, v.ID)
-		if err != nil {
-			return nil, err
-		}
+	for _, schema := range versions {
 		if opts.Labels && lay.lang == "" {
 			lay.lang = schema.DefaultLanguage // the newest version's
 		}
@@ -186,28 +222,26 @@ func (s *Service) Export(ctx context.Context, p *haven.Principal, projectID int6
 				langs = append(langs, l)
 			}
 		}
-		lay.add(schema, schema.Root, "", tables, seen, tier, opts.SplitSelectMultiples, form.XMLFormID)
-	}
-	if len(lay.tables) == 0 {
-		return nil, haven.Errorf(haven.ENOTFOUND, "Form %q has no published version %q.", xmlFormID, opts.Version)
+		lay.add(schema, schema.Root, "", tables, seen, opts.SplitSelectMultiples, formID)
 	}
 	if opts.Language != "" && !slices.Contains(langs, opts.Language) {
 		if len(langs) == 0 {
-			return nil, haven.Errorf(haven.EINVALID, "Form %q has no translations, so there is no language %q to choose: leave language out.", xmlFormID, opts.Language)
+			return nil, haven.Errorf(haven.EINVALID, "Form %q has no translations, so there is no language %q to choose: leave language out.", formID, opts.Language)
 		}
-		return nil, haven.Errorf(haven.EINVALID, "Form %q has no language %q; its languages are: %s.", xmlFormID, opts.Language, strings.Join(langs, ", "))
+		return nil, haven.Errorf(haven.EINVALID, "Form %q has no language %q; its languages are: %s.", formID, opts.Language, strings.Join(langs, ", "))
 	}
-	// Leave out what is above the clearance in any version.
+	// Leave out what the reader may not see.
 	for _, t := range lay.tables {
 		kept := t.cols[:0]
 		for _, c := range t.cols {
-			if tier[c.path] > clearance.Rank() {
+			if !view.Sees(c.path) {
 				if c.choice == "" {
 					omitted = append(omitted, c.path)
 				}
 				continue
 			}
 			kept = append(kept, c)
+			lay.visible[c.path] = true
 			if c.geo != "" && t.repeat == "" {
 				lay.geo = append(lay.geo, c)
 			}
@@ -215,17 +249,17 @@ func (s *Service) Export(ctx context.Context, p *haven.Principal, projectID int6
 		t.cols = kept
 	}
 	lay.index()
-	e := &Export{s: s, form: form, opts: opts, layout: lay, Omitted: omitted, deviceIDs: haven.Level2.Rank() <= clearance.Rank()}
+	e := &Export{opts: opts, layout: lay, Omitted: omitted, deviceIDs: view.DeviceIDs()}
 	if e.Omitted == nil {
 		e.Omitted = []string{}
 	}
 	switch opts.Format {
 	case "csv":
-		e.ContentType, e.FileName = "application/zip", form.XMLFormID+".csv.zip"
+		e.ContentType, e.FileName = "application/zip", formID+".csv.zip"
 	case "xlsx":
-		e.ContentType, e.FileName = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet", form.XMLFormID+".xlsx"
+		e.ContentType, e.FileName = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet", formID+".xlsx"
 	case "geojson":
-		e.ContentType, e.FileName = "application/geo+json", form.XMLFormID+".geojson"
+		e.ContentType, e.FileName = "application/geo+json", formID+".geojson"
 		if err := e.pickGeo(); err != nil {
 			return nil, err
 		}
@@ -234,7 +268,7 @@ func (s *Service) Export(ctx context.Context, p *haven.Principal, projectID int6
 }
 
 // add walks a version's schema into tables and columns.
-func (l *layout) add(f *formspec.Form, n *formspec.Node, repeat string, tables map[string]*table, seen map[string]bool, tier map[string]int, split bool, formID string) {
+func (l *layout) add(f *formspec.Form, n *formspec.Node, repeat string, tables map[string]*table, seen map[string]bool, split bool, formID string) {
 	t := tables[repeat]
 	if t == nil {
 		t = &table{name: formID, repeat: repeat}
@@ -247,15 +281,12 @@ func (l *layout) add(f *formspec.Form, n *formspec.Node, repeat string, tables m
 	for _, c := range n.Children {
 		if c.Repeat {
 			l.repeats[c.Path] = true
-			l.add(f, c, c.Path, tables, seen, tier, split, formID)
+			l.add(f, c, c.Path, tables, seen, split, formID)
 			continue
 		}
 		if c.IsGroup() {
-			l.add(f, c, repeat, tables, seen, tier, split, formID)
+			l.add(f, c, repeat, tables, seen, split, formID)
 			continue
-		}
-		if r := f.Tier(c.Path).Rank(); r > tier[c.Path] {
-			tier[c.Path] = r
 		}
 		if l.selects != nil && len(c.ChoiceLabels) > 0 {
 			l.selects[c.Path] = append(l.selects[c.Path], c)
@@ -375,7 +406,8 @@ func (l *layout) label(nodes []*formspec.Node, v string) string {
 
 // rows calls emit for every row of table t in one submission. emit must
 // not keep the row: its slice is reused.
-func (e *Export) rows(t *table, sub *haven.Submission, inst *formspec.Instance, consent *haven.ConsentRecord, emit func([]string) error) error {
+func (e *Export) rows(t *table, r Row, emit func([]string) error) error {
+	sub, inst, consent := r.Sub, r.Inst, r.Consent
 	lay := e.layout
 	root := lay.paths.kids[inst.Root.Name]
 	if root == nil {
@@ -449,9 +481,9 @@ func (e *Export) rows(t *table, sub *haven.Submission, inst *formspec.Instance, 
 // allRows makes one pass over the submissions, giving each table's rows to
 // its emit (emit[i] for table i).
 func (e *Export) allRows(ctx context.Context, emit []func([]string) error) error {
-	return e.each(ctx, func(sub *haven.Submission, inst *formspec.Instance, consent *haven.ConsentRecord) error {
+	return e.src.Rows(ctx, func(r Row) error {
 		for i, t := range e.layout.tables {
-			if err := e.rows(t, sub, inst, consent, emit[i]); err != nil {
+			if err := e.rows(t, r, emit[i]); err != nil {
 				return err
 			}
 		}
@@ -483,9 +515,9 @@ func createEntry(z *zip.Writer, name string, method uint16) (io.Writer, error) {
 // nothing can read after the export, see storage.Spool) and are copied into
 // their entries after it. So every submission is read, decrypted and parsed
 // once, whatever the number of tables, and memory stays flat.
-func zipEntries(z *zip.Writer, names []string, spool func() (*storage.Spool, error), fill func(ws []io.Writer) error) error {
+func zipEntries(z *zip.Writer, names []string, spool func() (Scratch, error), fill func(ws []io.Writer) error) error {
 	ws := make([]io.Writer, len(names))
-	spools := make([]*storage.Spool, len(names))
+	spools := make([]Scratch, len(names))
 	defer func() {
 		for _, sp := range spools {
 			if sp != nil {
@@ -525,75 +557,9 @@ func zipEntries(z *zip.Writer, names []string, spool func() (*storage.Spool, err
 	return nil
 }
 
-// each walks the submissions the export covers, parsed.
-func (e *Export) each(ctx context.Context, fn func(sub *haven.Submission, inst *formspec.Instance, consent *haven.ConsentRecord) error) error {
-	f := storage.Filter{Since: e.opts.Since, Until: e.opts.Until, Version: e.opts.Version}
-	return e.s.eachParsed(ctx, e.form, f, fn)
-}
-
-// eachParsed walks a form's submissions, parsed, for exports and
-// aggregates. Three stages run at once, so both cores work: reading,
-// decrypting and parsing, and the caller's fn. Bounded queues between them
-// keep memory flat.
-func (s *Service) eachParsed(ctx context.Context, form *haven.Form, f storage.Filter, fn func(sub *haven.Submission, inst *formspec.Instance, consent *haven.ConsentRecord) error) error {
-	type item struct {
-		sub     *haven.Submission
-		xml     storage.SealedXML
-		inst    *formspec.Instance
-		consent *haven.ConsentRecord
-		err     error
-	}
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	read, parsed := make(chan item, 64), make(chan item, 64)
-	done := make(chan error, 1)
-	go func() {
-		defer close(read)
-		done <- s.Submissions.Each(ctx, form.ProjectID, form.ID, f, func(sub *haven.Submission, xml storage.SealedXML, consent *haven.ConsentRecord) error {
-			select {
-			case read <- item{sub: sub, xml: xml, consent: consent}:
-				return nil
-			case <-ctx.Done():
-				return ctx.Err()
-			}
-		})
-	}()
-	go func() {
-		defer close(parsed)
-		for it := range read {
-			var xml []byte
-			if xml, it.err = it.xml.Open(); it.err == nil {
-				it.inst, it.err = formspec.ParseInstance(xml, s.Limits.XML)
-			}
-			it.xml = storage.SealedXML{}
-			select {
-			case parsed <- it:
-			case <-ctx.Done():
-			}
-		}
-	}()
-	var failed error
-	for it := range parsed {
-		if failed != nil {
-			continue // drain, so the stages see the cancellation and stop
-		}
-		err := it.err
-		if err == nil {
-			err = fn(it.sub, it.inst, it.consent)
-		}
-		if err != nil {
-			failed = err
-			cancel()
-		}
-	}
-	if err := <-done; failed == nil {
-		return err
-	}
-	return failed
-}
-
-// Write streams the export to w.
-func (e *Export) Write(ctx context.Context, w io.Writer) error {
+// Write streams the export to w, reading what it writes from src.
+func (e *Export) Write(ctx context.Context, w io.Writer, src Source) error {
+	e.src = src
 	switch e.opts.Format {
 	case "xlsx":
 		return e.writeXLSX(ctx, w)
@@ -609,7 +575,7 @@ func (e *Export) writeCSV(ctx context.Context, w io.Writer) error {
 	for _, t := range e.layout.tables {
 		names = append(names, t.name+".csv")
 	}
-	err := zipEntries(z, names, e.s.Submissions.DB.Spool, func(ws []io.Writer) error {
+	err := zipEntries(z, names, e.src.Scratch, func(ws []io.Writer) error {
 		cws := make([]*csv.Writer, len(ws))
 		emit := make([]func([]string) error, len(ws))
 		for i, t := range e.layout.tables {
@@ -618,6 +584,15 @@ func (e *Export) writeCSV(ctx context.Context, w io.Writer) error {
 				return err
 			}
 			emit[i] = cws[i].Write
+			if !e.opts.RawCSV {
+				w := cws[i]
+				emit[i] = func(row []string) error {
+					for j := range row {
+						row[j] = SafeCell(row[j])
+					}
+					return w.Write(row)
+				}
+			}
 		}
 		if err := e.allRows(ctx, emit); err != nil {
 			return err
@@ -654,23 +629,15 @@ func (e *Export) writeMedia(ctx context.Context, z *zip.Writer) error {
 		blobID int64
 	}
 	var files []file
-	omitted := map[string]bool{}
-	for _, p := range e.Omitted {
-		omitted[p] = true
-	}
-	err := e.each(ctx, func(sub *haven.Submission, inst *formspec.Instance, _ *haven.ConsentRecord) error {
-		as, err := e.s.Submissions.Attachments(ctx, sub.Current.ID)
+	err := e.src.Rows(ctx, func(r Row) error {
+		as, err := e.src.Attachments(ctx, r.Sub.Current.ID)
 		if err != nil || len(as) == 0 {
 			return err
 		}
-		schema, err := e.s.schema(ctx, sub.Current.FormVersionID)
-		if err != nil {
-			return err
-		}
-		fields := schema.FileFields(inst)
+		fields := r.Schema.FileFields(r.Inst)
 		for _, a := range as {
-			if path, ok := fields[a.Name]; a.Exists && ok && !omitted[path] {
-				files = append(files, file{strings.TrimPrefix(sub.InstanceID, "uuid:") + "/" + a.Name, a.BlobID})
+			if path, ok := fields[a.Name]; a.Exists && ok && e.layout.visible[path] {
+				files = append(files, file{strings.TrimPrefix(r.Sub.InstanceID, "uuid:") + "/" + a.Name, a.BlobID})
 			}
 		}
 		return nil
@@ -679,7 +646,7 @@ func (e *Export) writeMedia(ctx context.Context, z *zip.Writer) error {
 		return err
 	}
 	for _, f := range files {
-		rc, _, err := e.s.Blobs.Open(ctx, f.blobID)
+		rc, err := e.src.OpenFile(ctx, f.blobID)
 		if err != nil {
 			return err
 		}
@@ -704,8 +671,8 @@ func (e *Export) writeGeoJSON(ctx context.Context, w io.Writer) error {
 	}
 	enc := json.NewEncoder(w)
 	first := true
-	err := e.each(ctx, func(sub *haven.Submission, inst *formspec.Instance, consent *haven.ConsentRecord) error {
-		return e.rows(main, sub, inst, consent, func(row []string) error {
+	err := e.src.Rows(ctx, func(r Row) error {
+		return e.rows(main, r, func(row []string) error {
 			geom := geometry(geo.geo, row[geoIndex(main, geo)+1])
 			if geom == nil {
 				return nil // no location recorded
@@ -720,7 +687,7 @@ func (e *Export) writeGeoJSON(ctx context.Context, w io.Writer) error {
 				}
 			}
 			first = false
-			return enc.Encode(map[string]any{"type": "Feature", "id": sub.InstanceID, "geometry": geom, "properties": props})
+			return enc.Encode(map[string]any{"type": "Feature", "id": r.Sub.InstanceID, "geometry": geom, "properties": props})
 		})
 	})
 	if err != nil {

@@ -1,4 +1,4 @@
-package sync_test
+package app_test
 
 import (
 	"archive/zip"
@@ -13,8 +13,8 @@ import (
 	"github.com/xuri/excelize/v2"
 
 	"github.com/haven-org/haven"
+	"github.com/haven-org/haven/app"
 	"github.com/haven-org/haven/storage"
-	"github.com/haven-org/haven/sync"
 )
 
 // A form with a repeat nested in a repeat and a second top-level repeat:
@@ -48,13 +48,13 @@ const nestedForm = `<h:html xmlns="http://www.w3.org/2002/xforms" xmlns:h="http:
 // Every table of a nested form comes out whole and linked by keys, in CSV
 // and in XLSX, from one pass over the submissions.
 func TestExportNestedRepeats(t *testing.T) {
-	svc, pid, _, _ := setup(t)
+	svc, pid, _, o := setup(t)
 	ctx := context.Background()
 	admin := &haven.Principal{Admin: true}
-	if _, err := svc.CreateForm(ctx, admin, pid, []byte(nestedForm), true, nil); err != nil {
+	if _, err := svc.CreateForm(ctx, admin, pid, app.Upload{Body: []byte(nestedForm)}, true); err != nil {
 		t.Fatal(err)
 	}
-	form, err := svc.Forms.Get(ctx, pid, "visit")
+	form, err := o.st.Forms.Get(ctx, pid, "visit")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -66,7 +66,7 @@ func TestExportNestedRepeats(t *testing.T) {
 	for i, body := range subs {
 		id := fmt.Sprintf("uuid:v%d", i)
 		xml := fmt.Sprintf(`<visit id="visit" version="1"><village>V%d</village>%s<meta><instanceID>%s</instanceID></meta></visit>`, i, body, id)
-		if _, err := svc.Submissions.Ingest(ctx, &storage.Incoming{ProjectID: pid, FormID: form.ID, FormVersionID: form.CurrentVersionID,
+		if _, err := o.st.Submissions.Ingest(ctx, &storage.Incoming{ProjectID: pid, FormID: form.ID, FormVersionID: form.CurrentVersionID,
 			InstanceID: id, XML: []byte(xml), SubmitterID: 1}); err != nil {
 			t.Fatal(err)
 		}
@@ -97,7 +97,7 @@ func TestExportNestedRepeats(t *testing.T) {
 		return out
 	}
 	export := func(format string) []byte {
-		exp, err := svc.Export(ctx, admin, pid, "visit", sync.ExportOptions{Format: format})
+		exp, err := svc.Export(ctx, admin, pid, "visit", app.ExportOptions{Format: format})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -1,4 +1,4 @@
-package sync_test
+package app_test
 
 import (
 	"bytes"
@@ -14,7 +14,7 @@ import (
 	"time"
 
 	"github.com/haven-org/haven"
-	"github.com/haven-org/haven/sync"
+	"github.com/haven-org/haven/app"
 )
 
 // denseXML is a submission of the household form padded with n small
@@ -74,7 +74,7 @@ func TestParseBudgetBoundsMemory(t *testing.T) {
 			for i := range bodies {
 				wg.Go(func() {
 					mr := multipart.NewReader(bytes.NewReader(bodies[i]), "BOUNDARY")
-					_, errs[i] = svc.Submit(context.Background(), sync.SubmitRequest{Principal: p, ProjectID: pid, Parts: mr})
+					_, errs[i] = svc.Submit(context.Background(), app.SubmitRequest{Principal: p, ProjectID: pid, Parts: mr})
 				})
 			}
 			wg.Wait()

@@ -1,8 +1,10 @@
-package sync
+package export
 
 import (
 	"context"
+	"encoding/csv"
 	"fmt"
+	"io"
 	"math"
 	"sort"
 	"strconv"
@@ -11,7 +13,6 @@ import (
 
 	"github.com/haven-org/haven"
 	"github.com/haven-org/haven/formspec"
-	"github.com/haven-org/haven/storage"
 )
 
 // Aggregates count submissions (or sum or average a number) by up to three
@@ -52,6 +53,57 @@ type AggregateCell struct {
 	Value *string  `json:"value,omitempty"` // the sum or mean; absent when hidden
 }
 
+// Table is the aggregate as rows: a header, then one row per cell. A
+// margin's dimension reads "(all)"; a count-only aggregate has no value column.
+func (a *Aggregate) Table() [][]string {
+	header := append(append([]string{}, a.Dimensions...), "count")
+	if a.Measure != "count" {
+		header = append(header, a.Measure)
+	}
+	rows := [][]string{header}
+	for _, cell := range a.Cells {
+		row := make([]string, 0, len(cell.Keys)+2)
+		for _, k := range cell.Keys {
+			if k == "" {
+				k = "(all)"
+			}
+			row = append(row, k)
+		}
+		row = append(row, cell.Count)
+		if a.Measure != "count" {
+			v := ""
+			if cell.Value != nil {
+				v = *cell.Value
+			}
+			row = append(row, v)
+		}
+		rows = append(rows, row)
+	}
+	return rows
+}
+
+// WriteCSV writes the aggregate's table as CSV.
+func (a *Aggregate) WriteCSV(w io.Writer) error { return writeCSV(w, a.Table()) }
+
+// WriteXLSX writes the aggregate's table as a one-sheet workbook.
+func (a *Aggregate) WriteXLSX(w io.Writer) error { return WriteTable(w, "aggregate", a.Table()) }
+
+// writeCSV writes rows as CSV, cells a spreadsheet would run as a formula
+// neutralised (see SafeCell).
+func writeCSV(w io.Writer, rows [][]string) error {
+	cw := csv.NewWriter(w)
+	for _, r := range rows {
+		for i := range r {
+			r[i] = SafeCell(r[i])
+		}
+		if err := cw.Write(r); err != nil {
+			return err
+		}
+	}
+	cw.Flush()
+	return cw.Error()
+}
+
 type dim struct {
 	name   string
 	node   *formspec.Node // nil for submissionDate
@@ -82,31 +134,23 @@ func (d *dim) value(sub *haven.Submission, inst *formspec.Instance) string {
 	return fmt.Sprintf("%d-W%02d", y, w)
 }
 
-// Aggregate answers an aggregate query on a form.
-func (s *Service) Aggregate(ctx context.Context, p *haven.Principal, projectID int64, xmlFormID string, opts AggregateOptions) (*Aggregate, error) {
-	if err := allowed(p, haven.ActionAggregate, projectID); err != nil {
-		return nil, err
-	}
-	pr, err := s.Projects.Get(ctx, projectID)
-	if err != nil {
-		return nil, err
-	}
-	form, err := s.Forms.Get(ctx, projectID, xmlFormID)
-	if err != nil {
-		return nil, err
-	}
-	if form.CurrentVersionID == 0 {
-		return nil, haven.Errorf(haven.ENOTFOUND, "Form %q has never been published.", xmlFormID)
-	}
-	schema, err := s.schema(ctx, form.CurrentVersionID)
-	if err != nil {
-		return nil, err
-	}
+// Query is an aggregate query resolved against a form: its dimensions
+// and its measure.
+type Query struct {
+	opts    AggregateOptions
+	dims    []*dim
+	measure string         // count, sum or mean
+	mfield  *formspec.Node // the summed or averaged field; nil for count
+}
+
+// Plan resolves an aggregate query against the schema of a form's current
+// version: one to three dimensions (select_one questions or date buckets,
+// never free text), and a measure.
+func Plan(schema *formspec.Form, formID string, opts AggregateOptions) (*Query, error) {
 	if len(opts.By) == 0 || len(opts.By) > 3 {
 		return nil, haven.Errorf(haven.EINVALID, "Give one to three dimensions in by= (select_one questions, or date fields with :week or :month).")
 	}
-	clearance := p.Clearance(projectID)
-	field := func(ref, use string) (*formspec.Node, error) {
+	field := func(ref string) (*formspec.Node, error) {
 		var n *formspec.Node
 		if strings.HasPrefix(ref, "/") {
 			n = schema.Node(ref)
@@ -120,15 +164,13 @@ func (s *Service) Aggregate(ctx context.Context, p *haven.Principal, projectID i
 		}
 		switch {
 		case n == nil || n.IsGroup():
-			return nil, haven.Errorf(haven.EINVALID, "%q is not a field of form %q.", ref, xmlFormID)
-		case schema.Tier(n.Path).Rank() > clearance.Rank():
-			return nil, haven.Errorf(haven.EFORBIDDEN, "%q is %s, above your clearance (%s), so it cannot be used %s.", ref, schema.Tier(n.Path), clearance, use)
+			return nil, haven.Errorf(haven.EINVALID, "%q is not a field of form %q.", ref, formID)
 		case schema.InRepeat(n):
 			return nil, haven.Errorf(haven.EINVALID, "%q is inside a repeat; aggregates count submissions, so use fields outside repeats.", ref)
 		}
 		return n, nil
 	}
-	var dims []*dim
+	q := &Query{opts: opts, measure: "count"}
 	for _, b := range opts.By {
 		name, bucket, _ := strings.Cut(strings.TrimSpace(b), ":")
 		d := &dim{name: strings.TrimSpace(b), bucket: bucket, index: map[string]int{}}
@@ -140,7 +182,7 @@ func (s *Service) Aggregate(ctx context.Context, p *haven.Principal, projectID i
 				return nil, haven.Errorf(haven.EINVALID, "submissionDate groups by :week or :month, never by exact time.")
 			}
 		} else {
-			n, err := field(name, "as a dimension")
+			n, err := field(name)
 			if err != nil {
 				return nil, err
 			}
@@ -156,31 +198,53 @@ func (s *Service) Aggregate(ctx context.Context, p *haven.Principal, projectID i
 			}
 			sort.Strings(d.cats)
 		}
-		dims = append(dims, d)
+		q.dims = append(q.dims, d)
 	}
-	measure, mfield := "count", (*formspec.Node)(nil)
 	if opts.Measure != "" && opts.Measure != "count" {
 		kind, ref, _ := strings.Cut(opts.Measure, ":")
 		if (kind != "sum" && kind != "mean") || ref == "" {
 			return nil, haven.Errorf(haven.EINVALID, "measure is count, sum:field or mean:field, not %q.", opts.Measure)
 		}
-		n, err := field(ref, "as a measure")
+		n, err := field(ref)
 		if err != nil {
 			return nil, err
 		}
 		if n.Type != "int" && n.Type != "decimal" {
 			return nil, haven.Errorf(haven.EINVALID, "%q is not a number (integer or decimal), so it cannot be summed or averaged.", ref)
 		}
-		measure, mfield = kind, n
+		q.measure, q.mfield = kind, n
 	}
+	return q, nil
+}
 
+// Fields lists the fields the query reads (its dimensions and measure),
+// for the caller to check against the reader's clearance.
+func (q *Query) Fields() []*formspec.Node {
+	var out []*formspec.Node
+	for _, d := range q.dims {
+		if d.node != nil {
+			out = append(out, d.node)
+		}
+	}
+	if q.mfield != nil {
+		out = append(out, q.mfield)
+	}
+	return out
+}
+
+// Run counts the rows in one pass and applies the small-cell rule with k;
+// with hideZero, zero counts are hidden too (a form whose data is all
+// level_3). A query whose base is under 2k is refused.
+func (q *Query) Run(ctx context.Context, rows func(ctx context.Context, fn func(Row) error) error, k int, hideZero bool) (*Aggregate, error) {
+	dims, measure, mfield, opts := q.dims, q.measure, q.mfield, q.opts
 	// One pass: count every combination seen.
 	type acc struct {
 		n, vals int
 		sum     float64
 	}
 	raw := map[[3]int]*acc{}
-	err = s.eachParsed(ctx, form, storage.Filter{}, func(sub *haven.Submission, inst *formspec.Instance, _ *haven.ConsentRecord) error {
+	err := rows(ctx, func(r Row) error {
+		sub, inst := r.Sub, r.Inst
 		key := [3]int{-1, -1, -1}
 		for i, d := range dims {
 			v := d.value(sub, inst)
@@ -235,7 +299,6 @@ func (s *Service) Aggregate(ctx context.Context, p *haven.Principal, projectID i
 			remap[i][j] = pos[v]
 		}
 	}
-	k := pr.MinCellSize
 	if k < 3 {
 		k = 5
 	}
@@ -264,7 +327,7 @@ func (s *Service) Aggregate(ctx context.Context, p *haven.Principal, projectID i
 	if total < 2*k {
 		return nil, haven.Errorf(haven.EFORBIDDEN, "This form has %d submissions, fewer than %d (twice the smallest count shown, %d): too few to aggregate without singling people out.", total, 2*k, k)
 	}
-	hidden := cube.suppress(k, schema.DefaultSensitivity == haven.Level3)
+	hidden := cube.suppress(k, hideZero)
 
 	out := &Aggregate{Measure: opts.Measure, K: k, Cells: []AggregateCell{}}
 	if out.Measure == "" {

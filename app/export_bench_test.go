@@ -1,4 +1,4 @@
-package sync_test
+package app_test
 
 import (
 	"bufio"
@@ -17,10 +17,10 @@ import (
 	"time"
 
 	"github.com/haven-org/haven"
+	"github.com/haven-org/haven/app"
 	"github.com/haven-org/haven/clients/loadgen"
 	"github.com/haven-org/haven/formspec"
 	"github.com/haven-org/haven/storage"
-	"github.com/haven-org/haven/sync"
 )
 
 // rssKB reads this process's resident set size.
@@ -90,15 +90,15 @@ func asServer(b *testing.B) int {
 // given; made by gen), then folds the write-ahead log into the database and
 // collects the ingest's garbage, so that what follows is measured alone, as
 // on a server some time after the submissions arrived.
-func benchStore(b *testing.B, n int, formID string, xform []byte, gen func(i int64, id string) string) (*sync.Service, int64) {
-	svc, pid, _, _ := setup(b)
+func benchStore(b *testing.B, n int, formID string, xform []byte, gen func(i int64, id string) string) (*app.Service, int64) {
+	svc, pid, _, o := setup(b)
 	ctx := context.Background()
 	if xform != nil {
-		if _, err := svc.CreateForm(ctx, &haven.Principal{Admin: true}, pid, xform, true, nil); err != nil {
+		if _, err := svc.CreateForm(ctx, &haven.Principal{Admin: true}, pid, app.Upload{Body: xform}, true); err != nil {
 			b.Fatal(err)
 		}
 	}
-	form, err := svc.Forms.Get(ctx, pid, formID)
+	form, err := o.st.Forms.Get(ctx, pid, formID)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -114,7 +114,7 @@ func benchStore(b *testing.B, n int, formID string, xform []byte, gen func(i int
 					return
 				}
 				id := fmt.Sprintf("uuid:%d", i)
-				if _, err := svc.Submissions.Ingest(ctx, &storage.Incoming{ProjectID: pid, FormID: form.ID, FormVersionID: form.CurrentVersionID,
+				if _, err := o.st.Submissions.Ingest(ctx, &storage.Incoming{ProjectID: pid, FormID: form.ID, FormVersionID: form.CurrentVersionID,
 					InstanceID: id, XML: []byte(gen(i, id)), SubmitterID: 1}); err != nil {
 					b.Error(err)
 					return
@@ -123,7 +123,7 @@ func benchStore(b *testing.B, n int, formID string, xform []byte, gen func(i int
 		}()
 	}
 	wg.Wait()
-	if err := svc.Submissions.DB.Checkpoint(ctx); err != nil {
+	if err := o.st.DB.Checkpoint(ctx); err != nil {
 		b.Fatal(err)
 	}
 	runtime.GC()
@@ -177,7 +177,7 @@ func benchExport(b *testing.B, n int, formID string, xform []byte, rowsPer int, 
 	admin := &haven.Principal{Admin: true}
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		exp, err := svc.Export(ctx, admin, pid, formID, sync.ExportOptions{Format: "csv"})
+		exp, err := svc.Export(ctx, admin, pid, formID, app.ExportOptions{Format: "csv"})
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -5,27 +5,23 @@ import (
 	"encoding/xml"
 	"fmt"
 	"io"
+	"mime"
 	"net/http"
 	"net/url"
 	"strconv"
 	"strings"
 
 	"github.com/haven-org/haven"
-	"github.com/haven-org/haven/sync"
+	"github.com/haven-org/haven/app"
 	"github.com/labstack/echo/v4"
 )
-
-// multipartSlack is what Haven accepts beyond the advertised accept length:
-// Collect sizes its batches by file sizes and adds multipart headers and the
-// XML on top.
-const multipartSlack = 1 << 20
 
 // markOpenRosa makes the request's answer, errors included, speak OpenRosa.
 func (s *Server) markOpenRosa(c echo.Context) {
 	c.Set(keyOpenRosa, true)
 	h := c.Response().Header()
 	h.Set("X-OpenRosa-Version", "1.0")
-	h.Set("X-OpenRosa-Accept-Content-Length", strconv.FormatInt(s.sync.Limits.MaxBody, 10))
+	h.Set("X-OpenRosa-Accept-Content-Length", strconv.FormatInt(s.app.Limits.MaxBody, 10))
 }
 
 // devicePrefix is the URL prefix of the request's device routes, so the URLs
@@ -119,7 +115,7 @@ func (s *Server) formList(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	forms, err := s.sync.FormList(c.Request().Context(), principal(c), pid, c.QueryParam("formID"))
+	forms, err := s.app.FormList(c.Request().Context(), principal(c), pid, c.QueryParam("formID"))
 	if err != nil {
 		return err
 	}
@@ -147,13 +143,13 @@ func (s *Server) getForm(c echo.Context) error {
 	ctx := c.Request().Context()
 	if id, ok := strings.CutSuffix(c.Param("formId"), ".xml"); ok {
 		s.markOpenRosa(c)
-		b, err := s.sync.FormXML(ctx, principal(c), pid, id)
+		b, err := s.app.FormXML(ctx, principal(c), pid, id)
 		if err != nil {
 			return err
 		}
 		return c.Blob(http.StatusOK, "text/xml; charset=utf-8", b)
 	}
-	f, err := s.sync.Form(ctx, principal(c), pid, c.Param("formId"))
+	f, err := s.app.Form(ctx, principal(c), pid, c.Param("formId"))
 	if err != nil {
 		return err
 	}
@@ -166,7 +162,7 @@ func (s *Server) manifest(c echo.Context) error {
 		return err
 	}
 	id := c.Param("formId")
-	files, err := s.sync.Manifest(c.Request().Context(), principal(c), pid, id)
+	files, err := s.app.Manifest(c.Request().Context(), principal(c), pid, id)
 	if err != nil {
 		return err
 	}
@@ -188,7 +184,7 @@ func (s *Server) formAttachment(c echo.Context) error {
 	if err != nil {
 		return haven.Errorf(haven.EINVALID, "The file name in the URL is not valid.")
 	}
-	rc, a, err := s.sync.DeviceMedia(c.Request().Context(), principal(c), pid, c.Param("formId"), name)
+	rc, a, err := s.app.FormMedia(c.Request().Context(), principal(c), pid, c.Param("formId"), name)
 	if err != nil {
 		return err
 	}
@@ -199,9 +195,13 @@ func (s *Server) formAttachment(c echo.Context) error {
 func streamFile(c echo.Context, name string, size int64, r io.Reader) error {
 	h := c.Response().Header()
 	h.Set("Content-Length", strconv.FormatInt(size, 10))
-	h.Set("Content-Disposition", fmt.Sprintf("attachment; filename=%q", name))
-	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("Content-Disposition", attachment(name))
 	return c.Stream(http.StatusOK, contentType(name), r)
+}
+
+// attachment is a Content-Disposition that saves a download as name.
+func attachment(name string) string {
+	return mime.FormatMediaType("attachment", map[string]string{"filename": name})
 }
 
 func contentType(name string) string {
@@ -234,8 +234,8 @@ func (s *Server) submissionPreflight(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	if !principal(c).Can(haven.ActionSubmit, pid) {
-		return haven.Errorf(haven.EFORBIDDEN, "You may not send forms to project %d. Ask your supervisor for access.", pid)
+	if err := s.app.CanSubmit(c.Request().Context(), principal(c), pid); err != nil {
+		return err
 	}
 	return c.NoContent(http.StatusNoContent)
 }
@@ -250,15 +250,11 @@ func (s *Server) submit(c echo.Context) error {
 	if !strings.HasPrefix(strings.ToLower(r.Header.Get("Content-Type")), "multipart/form-data") {
 		return haven.Errorf(haven.EINVALID, "A submission must be sent as multipart/form-data with an xml_submission_file part.")
 	}
-	if r.ContentLength > s.sync.Limits.MaxBody+multipartSlack {
-		return haven.Errorf(haven.ETOOLARGE, "The upload is %d bytes; this server accepts up to %d in one request. Update ODK Collect so it splits large uploads.", r.ContentLength, s.sync.Limits.MaxBody)
-	}
-	r.Body = http.MaxBytesReader(c.Response(), r.Body, s.sync.Limits.MaxBody+multipartSlack)
 	mr, err := r.MultipartReader()
 	if err != nil {
 		return haven.Errorf(haven.EINVALID, "The upload is not valid multipart/form-data (%v). Send the form again.", err)
 	}
-	receipt, err := s.sync.Submit(r.Context(), sync.SubmitRequest{
+	receipt, err := s.app.Submit(r.Context(), app.SubmitRequest{
 		Principal: principal(c), ProjectID: pid, DeviceID: deviceID(c), Parts: mr,
 	})
 	if err != nil {
@@ -276,7 +272,7 @@ func deviceID(c echo.Context) string {
 	return id
 }
 
-func receiptMessage(r *sync.Receipt) string {
+func receiptMessage(r *app.Receipt) string {
 	switch {
 	case r.NotKept != "":
 		return r.NotKept

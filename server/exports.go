@@ -1,0 +1,95 @@
+package server
+
+import (
+	"net/http"
+	"strconv"
+	"strings"
+
+	"github.com/haven-org/haven"
+	"github.com/haven-org/haven/app"
+	"github.com/labstack/echo/v4"
+)
+
+// exportSubmissions streams a raw export: GET .../forms/{id}/export?format=
+// csv|xlsx|geojson&since=&until=&version=&splitSelectMultiples=true&
+// attachments=true&labels=true&language=&geoField=&escapeFormulas=false.
+// Fields above the reader's clearance are left out (listed in the export
+// and in X-Haven-Omitted-Fields).
+func (s *Server) exportSubmissions(c echo.Context) error {
+	pid, err := projectID(c)
+	if err != nil {
+		return err
+	}
+	q := c.QueryParams()
+	opts := app.ExportOptions{Format: q.Get("format"), GeoField: q.Get("geoField"),
+		SplitSelectMultiples: q.Get("splitSelectMultiples") == "true", Attachments: q.Get("attachments") == "true",
+		Labels: q.Get("labels") == "true", Language: q.Get("language"), RawCSV: q.Get("escapeFormulas") == "false",
+		Version: q.Get("version")}
+	if v := q.Get("since"); v != "" {
+		if opts.Since, err = app.ParseWhen("since", v); err != nil {
+			return err
+		}
+	}
+	if v := q.Get("until"); v != "" {
+		if opts.Until, err = app.ParseWhen("until", v); err != nil {
+			return err
+		}
+	}
+	ctx := c.Request().Context()
+	exp, err := s.app.Export(ctx, principal(c), pid, c.Param("formId"), opts)
+	if err != nil {
+		return err
+	}
+	h := c.Response().Header()
+	h.Set("Content-Type", exp.ContentType)
+	h.Set("Content-Disposition", attachment(exp.FileName))
+	h.Set("X-Haven-Omitted-Fields", strconv.Itoa(len(exp.Omitted)))
+	c.Response().WriteHeader(http.StatusOK)
+	if err := exp.Write(ctx, c.Response()); err != nil {
+		// The status is sent: cut the connection so the client gets a
+		// broken download, never a complete-looking partial file.
+		if ctx.Err() == nil {
+			s.log.Error("export failed mid-stream", "path", logPath(c), "err", err)
+		}
+		panic(http.ErrAbortHandler)
+	}
+	return nil
+}
+
+// aggregate answers GET .../forms/{id}/aggregate?by=a,b&measure=count|sum:x|
+// mean:x&format=json|csv|xlsx with small-cell suppression.
+func (s *Server) aggregate(c echo.Context) error {
+	pid, err := projectID(c)
+	if err != nil {
+		return err
+	}
+	q := c.QueryParams()
+	format := q.Get("format")
+	if format != "" && format != "json" && format != "csv" && format != "xlsx" {
+		return haven.Errorf(haven.EINVALID, "format is json, csv or xlsx, not %q.", format)
+	}
+	var by []string
+	for _, b := range strings.Split(q.Get("by"), ",") {
+		if b = strings.TrimSpace(b); b != "" {
+			by = append(by, b)
+		}
+	}
+	agg, err := s.app.Aggregate(c.Request().Context(), principal(c), pid, c.Param("formId"), app.AggregateOptions{By: by, Measure: q.Get("measure")})
+	if err != nil {
+		return err
+	}
+	name := c.Param("formId") + "-aggregate"
+	switch format {
+	case "csv":
+		c.Response().Header().Set("Content-Disposition", attachment(name+".csv"))
+		c.Response().Header().Set("Content-Type", "text/csv; charset=utf-8")
+		c.Response().WriteHeader(http.StatusOK)
+		return agg.WriteCSV(c.Response())
+	case "xlsx":
+		c.Response().Header().Set("Content-Disposition", attachment(name+".xlsx"))
+		c.Response().Header().Set("Content-Type", "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet")
+		c.Response().WriteHeader(http.StatusOK)
+		return agg.WriteXLSX(c.Response())
+	}
+	return c.JSON(http.StatusOK, agg)
+}
