@@ -15,8 +15,7 @@ import (
 // above them; the domain package at the root imports nothing of Haven's.
 //
 // allowed lists, for each of Haven's packages, the Haven packages it may
-// import directly. A package missing from the list may import none, and a
-// new package must be placed here before it builds into the tree.
+// import directly; a new package must be placed here before the test passes.
 var allowed = map[string][]string{
 	"":                          {},
 	"migrations":                {},
@@ -26,6 +25,7 @@ var allowed = map[string][]string{
 	"export":                    {"", "formspec"},
 	"storage":                   {"", "migrations"},
 	"storage/miniotest":         {"storage"},
+	"storage/storagetest":       {},
 	"app":                       {"", "formspec", "formspec/xlsform", "export", "storage"},
 	"server":                    {"", "app"},
 	"clients/collect":           {},

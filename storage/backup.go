@@ -17,6 +17,8 @@ import (
 // The master key and the key store (keys/) are left out on purpose. A
 // backup is restored beside the live key store, so a project destroyed after
 // the backup was taken stays unreadable in it: its key no longer exists.
+// key.json is copied: it opens nothing (it names the master key's file and
+// holds a passphrase's salt and a check value), and a restore needs it.
 func (s *Store) Backup(ctx context.Context, dir string) (objects int, err error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return 0, err
@@ -30,6 +32,9 @@ func (s *Store) Backup(ctx context.Context, dir string) (objects int, err error)
 	dbPath := filepath.Join(dir, "haven.db")
 	if _, err := s.DB.ckpt.ExecContext(ctx, `VACUUM INTO ?`, dbPath); err != nil {
 		return 0, fmt.Errorf("copying the database: %w", err)
+	}
+	if err := copyFile(filepath.Join(s.Dir, "key.json"), filepath.Join(dir, "key.json")); err != nil && !os.IsNotExist(err) {
+		return 0, err
 	}
 	src := filepath.Join(s.Dir, "blobs")
 	err = filepath.WalkDir(src, func(p string, d fs.DirEntry, err error) error {

@@ -10,6 +10,7 @@ import (
 	"database/sql"
 	"encoding/base64"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -18,6 +19,7 @@ import (
 	"sync"
 
 	"github.com/haven-org/haven"
+	"golang.org/x/crypto/argon2"
 )
 
 // KeySize is the size of every key Haven makes: AES-256.
@@ -49,34 +51,255 @@ type ProjectKey struct {
 	mac       []byte // key for HMACs of plaintext (dedupe), derived from the data key
 }
 
-// LoadMasterKey returns the master key: from HAVEN_MASTER_KEY (base64 or hex
-// of 32 bytes) when set, else from dataDir/master.key, creating that file
-// (mode 0600) with a random key on first start.
-func LoadMasterKey(dataDir string) ([]byte, error) {
-	if v := strings.TrimSpace(os.Getenv("HAVEN_MASTER_KEY")); v != "" {
-		key, err := decodeKey(v)
+// The master key. A copy of the data directory alone must not open
+// itself, so the key is never kept inside it. It comes from one of:
+//   - a key file outside the data directory (KeySource.File);
+//   - the key itself, base64 or hex (KeySource.Value, e.g. HAVEN_MASTER_KEY);
+//   - a passphrase given at start, stretched with argon2id under a salt
+//     kept in the data directory (KeySource.Passphrase);
+//   - by default, a key file in the user's configuration folder
+//     (haven/master-ID.key), made on the first start.
+// The data directory keeps key.json: an id for the default key file, the
+// passphrase's salt, and a check value (an HMAC under the key) so a wrong
+// key is refused at start, before anything is read with it.
+
+// KeySource says where the master key comes from; the zero value means the
+// default key file in the user's configuration folder.
+type KeySource struct {
+	File       string
+	Value      string
+	Passphrase string
+}
+
+// KeySourceFromEnv reads a key source from HAVEN_MASTER_KEY_FILE,
+// HAVEN_MASTER_KEY and HAVEN_MASTER_PASSPHRASE.
+func KeySourceFromEnv() KeySource {
+	return KeySource{File: os.Getenv("HAVEN_MASTER_KEY_FILE"), Value: strings.TrimSpace(os.Getenv("HAVEN_MASTER_KEY")),
+		Passphrase: os.Getenv("HAVEN_MASTER_PASSPHRASE")}
+}
+
+// keyInfo is key.json: nothing in it opens anything.
+type keyInfo struct {
+	ID    string `json:"id"`             // names the default key file
+	Salt  []byte `json:"salt,omitempty"` // for a passphrase
+	Check []byte `json:"check"`          // HMAC of a fixed text under the key
+}
+
+// legacyKeyFile is where Haven kept the master key before it was moved out.
+const legacyKeyFile = "master.key"
+
+// argon2id parameters for a passphrase: stretched once per start, so
+// generously (64 MiB, 3 passes).
+const (
+	passphraseTime   = 3
+	passphraseMemory = 64 * 1024
+)
+
+func keyCheck(key []byte) []byte { return DeriveSecret(key, "master key check") }
+
+// DefaultKeyFile is where the master key of the data directory with id is
+// kept when nothing else is said.
+func DefaultKeyFile(id string) (string, error) {
+	dir, err := os.UserConfigDir()
+	if err != nil {
+		return "", fmt.Errorf("there is no configuration folder to keep the master key in (%v): give a key file with --master-key-file or HAVEN_MASTER_KEY_FILE", err)
+	}
+	return filepath.Join(dir, "haven", "master-"+id+".key"), nil
+}
+
+// inside reports whether path lies inside dir (links followed).
+func inside(dir, path string) bool {
+	real := func(p string) string {
+		p, err := filepath.Abs(p)
 		if err != nil {
+			return p
+		}
+		if r, err := filepath.EvalSymlinks(p); err == nil {
+			return r
+		}
+		if r, err := filepath.EvalSymlinks(filepath.Dir(p)); err == nil {
+			return filepath.Join(r, filepath.Base(p))
+		}
+		return p
+	}
+	rel, err := filepath.Rel(real(dir), real(path))
+	return err == nil && rel != ".." && !strings.HasPrefix(rel, ".."+string(filepath.Separator))
+}
+
+// MasterKey is a loaded master key, and the key file made on this start
+// (to be shown once), if any.
+type MasterKey struct {
+	Key     []byte
+	Created string
+}
+
+// LoadMasterKey returns the master key of the data directory dir. A data
+// directory that still holds its key (an older Haven's master.key) is
+// refused until the key is moved out (MoveKeyOut).
+func LoadMasterKey(dir string, src KeySource) (*MasterKey, error) {
+	if _, err := os.Stat(filepath.Join(dir, legacyKeyFile)); err == nil {
+		return nil, haven.Errorf(haven.EINVALID, "The master key is inside the data directory (%s), so any copy of the directory opens every project. Move it out with: haven key move-out --data %s (it says where it put the key), then start again.", filepath.Join(dir, legacyKeyFile), dir)
+	}
+	fresh := true
+	if _, err := os.Stat(filepath.Join(dir, "haven.db")); err == nil {
+		fresh = false
+	}
+	info, err := readKeyInfo(dir)
+	if err != nil {
+		return nil, err
+	}
+	if info == nil {
+		info = &keyInfo{ID: randomID()}
+	}
+	mk := &MasterKey{}
+	switch {
+	case src.Value != "":
+		if mk.Key, err = decodeKey(src.Value); err != nil {
 			return nil, fmt.Errorf("HAVEN_MASTER_KEY: %w", err)
 		}
-		return key, nil
+	case src.Passphrase != "":
+		if info.Salt == nil {
+			if !fresh && info.Check != nil {
+				return nil, haven.Errorf(haven.EINVALID, "This data directory was not made with a passphrase: give its master key file (--master-key-file) or HAVEN_MASTER_KEY instead.")
+			}
+			info.Salt = make([]byte, 16)
+			rand.Read(info.Salt)
+		}
+		mk.Key = argon2.IDKey([]byte(src.Passphrase), info.Salt, passphraseTime, passphraseMemory, 1, KeySize)
+	default:
+		path := src.File
+		if path == "" {
+			if path, err = DefaultKeyFile(info.ID); err != nil {
+				return nil, err
+			}
+		}
+		if inside(dir, path) {
+			return nil, haven.Errorf(haven.EINVALID, "The master key file %s is inside the data directory %s: a copy of the directory would then open itself. Keep the key file elsewhere (another disk, a secrets mount) and give its path.", path, dir)
+		}
+		if mk.Key, mk.Created, err = readOrMakeKeyFile(path, fresh && info.Check == nil); err != nil {
+			return nil, err
+		}
 	}
-	path := filepath.Join(dataDir, "master.key")
+	switch {
+	case info.Check == nil:
+		info.Check = keyCheck(mk.Key)
+		if err := writeKeyInfo(dir, info); err != nil {
+			return nil, err
+		}
+	case !hmac.Equal(info.Check, keyCheck(mk.Key)):
+		return nil, haven.Errorf(haven.EINVALID, "This is not the master key the data directory %s was made with (key.json does not match it). Give the right key file, key or passphrase; nothing was read or changed.", dir)
+	}
+	return mk, nil
+}
+
+// readOrMakeKeyFile reads the key file at path, or makes one (mode 0600)
+// when create is true and there is none.
+func readOrMakeKeyFile(path string, create bool) ([]byte, string, error) {
 	b, err := os.ReadFile(path)
 	if err == nil {
 		key, err := decodeKey(string(b))
 		if err != nil {
-			return nil, fmt.Errorf("%s: %w", path, err)
+			return nil, "", fmt.Errorf("%s: %w", path, err)
 		}
-		return key, nil
+		return key, "", nil
 	} else if !errors.Is(err, os.ErrNotExist) {
-		return nil, err
+		return nil, "", err
+	}
+	if !create {
+		return nil, "", haven.Errorf(haven.EINVALID, "The master key of this data directory is not at %s. Give its key file with --master-key-file (or HAVEN_MASTER_KEY_FILE), or the key with HAVEN_MASTER_KEY: without it the data cannot be read.", path)
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, "", fmt.Errorf("creating the folder of the master key: %w", err)
 	}
 	key := make([]byte, KeySize)
 	rand.Read(key)
 	if err := writeFileDurably(path, []byte(base64.StdEncoding.EncodeToString(key)+"\n"), 0o600); err != nil {
-		return nil, fmt.Errorf("creating master key: %w", err)
+		return nil, "", fmt.Errorf("creating the master key: %w", err)
 	}
-	return key, nil
+	return key, path, nil
+}
+
+func randomID() string {
+	b := make([]byte, 8)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+func readKeyInfo(dir string) (*keyInfo, error) {
+	b, err := os.ReadFile(filepath.Join(dir, "key.json"))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	} else if err != nil {
+		return nil, err
+	}
+	var info keyInfo
+	if err := json.Unmarshal(b, &info); err != nil || info.ID == "" {
+		return nil, fmt.Errorf("%s is damaged: %v", filepath.Join(dir, "key.json"), err)
+	}
+	return &info, nil
+}
+
+func writeKeyInfo(dir string, info *keyInfo) error {
+	b, _ := json.MarshalIndent(info, "", "  ")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	return writeFileDurably(filepath.Join(dir, "key.json"), b, 0o600)
+}
+
+// MoveKeyOut moves an older data directory's master key (dir/master.key)
+// to the file to (the default key file when empty), and leaves in the data
+// directory only key.json. The old file is overwritten before it is
+// removed. It returns where the key went.
+func MoveKeyOut(dir, to string) (string, error) {
+	old := filepath.Join(dir, legacyKeyFile)
+	b, err := os.ReadFile(old)
+	if errors.Is(err, os.ErrNotExist) {
+		return "", haven.Errorf(haven.EINVALID, "There is no master key in %s to move: its key is kept outside already.", dir)
+	} else if err != nil {
+		return "", err
+	}
+	key, err := decodeKey(string(b))
+	if err != nil {
+		return "", fmt.Errorf("%s: %w", old, err)
+	}
+	info, err := readKeyInfo(dir)
+	if err != nil {
+		return "", err
+	}
+	if info == nil {
+		info = &keyInfo{ID: randomID()}
+	}
+	if to == "" {
+		if to, err = DefaultKeyFile(info.ID); err != nil {
+			return "", err
+		}
+	}
+	if inside(dir, to) {
+		return "", haven.Errorf(haven.EINVALID, "%s is inside the data directory: move the key somewhere else.", to)
+	}
+	if prev, err := os.ReadFile(to); err == nil {
+		if k, err := decodeKey(string(prev)); err != nil || !hmac.Equal(k, key) {
+			return "", haven.Errorf(haven.EINVALID, "%s already holds another key; nothing was moved. Choose another place with --to.", to)
+		}
+	} else if err := os.MkdirAll(filepath.Dir(to), 0o700); err != nil {
+		return "", err
+	} else if err := writeFileDurably(to, []byte(base64.StdEncoding.EncodeToString(key)+"\n"), 0o600); err != nil {
+		return "", err
+	}
+	info.Check = keyCheck(key)
+	if err := writeKeyInfo(dir, info); err != nil {
+		return "", err
+	}
+	if f, err := os.OpenFile(old, os.O_WRONLY, 0); err == nil {
+		f.Write(make([]byte, len(b)))
+		f.Sync()
+		f.Close()
+	}
+	if err := os.Remove(old); err != nil {
+		return "", err
+	}
+	return to, syncDir(dir)
 }
 
 func decodeKey(s string) ([]byte, error) {
@@ -280,13 +503,13 @@ func (k *Keyring) ProjectKey(ctx context.Context, projectID int64) (*ProjectKey,
 	}
 	wrapped, err := os.ReadFile(k.keyFile(id))
 	if errors.Is(err, os.ErrNotExist) {
-		return nil, haven.Errorf(haven.EUNAVAILABLE, "The key of project %d is not in the key store (%s). Restore the keys folder of this data directory; a database restored from a backup needs the live key store beside it.", projectID, k.dir)
+		return nil, haven.Errorf(haven.EUNAVAILABLE, "The key of project %d is not in the key store. Restore the keys folder of this data directory; a database restored from a backup needs the live key store beside it.", projectID)
 	} else if err != nil {
 		return nil, err
 	}
 	raw, err := open(k.master, wrapped, projectKeyAAD(projectID))
 	if err != nil {
-		return nil, fmt.Errorf("unwrapping the key of project %d (is HAVEN_MASTER_KEY the key this data directory was made with?): %w", projectID, err)
+		return nil, fmt.Errorf("unwrapping the key of project %d (is the master key the one this data directory was made with?): %w", projectID, err)
 	}
 	aead, err := newAEAD(raw)
 	if err != nil {

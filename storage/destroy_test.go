@@ -172,7 +172,7 @@ func TestDestruction(t *testing.T) {
 	os.Rename(backup+"/haven.db", restored+"/haven.db")
 	os.Rename(backup+"/blobs", restored+"/blobs")
 	os.Rename(dir+"/keys", restored+"/keys")
-	os.Rename(dir+"/master.key", restored+"/master.key")
+	os.Rename(dir+"/key.json", restored+"/key.json") // names the master key file, kept outside
 	old := open(t, restored)
 	if _, _, err := old.Submissions.List(ctx, pr.ID, f.ID, 100, 0); err == nil {
 		t.Fatal("the destroyed project's submissions can be read from an old backup")

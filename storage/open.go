@@ -8,8 +8,9 @@ import (
 )
 
 // Store is everything Haven keeps in a data directory: the database
-// (haven.db), the master key (master.key, unless HAVEN_MASTER_KEY is set) and
-// the encrypted blobs (blobs/, or an object store).
+// (haven.db), the key store (keys/, project keys wrapped by the master key,
+// which is kept outside: see LoadMasterKey) and the encrypted blobs
+// (blobs/, or an object store).
 type Store struct {
 	Dir         string
 	DB          *DB
@@ -21,6 +22,9 @@ type Store struct {
 	Submissions *Submissions
 	Audit       *Audit
 	MasterKey   []byte
+	// KeyCreated is the master key file this start made (the first start
+	// on the defaults), to be shown once; "" otherwise.
+	KeyCreated string
 }
 
 // Options are how a data directory is opened.
@@ -28,6 +32,9 @@ type Options struct {
 	// S3, when set, keeps new objects in an S3-compatible object store; the
 	// local directory stays readable for objects already there.
 	S3 *S3Config
+	// Key says where the master key comes from (default: a key file in the
+	// user's configuration folder).
+	Key KeySource
 }
 
 // OpenDir opens (creating it on first use) the data directory dir.
@@ -39,10 +46,11 @@ func OpenDir(ctx context.Context, dir string, opts ...Options) (*Store, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("creating data directory: %w", err)
 	}
-	master, err := LoadMasterKey(dir)
+	mk, err := LoadMasterKey(dir, opt.Key)
 	if err != nil {
 		return nil, err
 	}
+	master := mk.Key
 	local, err := NewLocalStore(filepath.Join(dir, "blobs"))
 	if err != nil {
 		return nil, err
@@ -69,7 +77,7 @@ func OpenDir(ctx context.Context, dir string, opts ...Options) (*Store, error) {
 	db.BeforeCommit = blobs.SyncAll
 	audit := NewAudit(db, master)
 	return &Store{
-		Dir: dir, DB: db, Keys: keys, MasterKey: master, Blobs: blobs,
+		Dir: dir, DB: db, Keys: keys, MasterKey: master, KeyCreated: mk.Created, Blobs: blobs,
 		Users:       &Users{DB: db, Keys: keys},
 		Projects:    &Projects{DB: db, Keys: keys},
 		Forms:       &Forms{DB: db},

@@ -39,12 +39,21 @@ func TestMigrationsApplyOnce(t *testing.T) {
 	}
 }
 
+// The master key never lives in the data directory: the first start on the
+// defaults makes it in the configuration folder; a wrong key, a key file
+// inside the directory and an older directory that still holds its key are
+// refused; moving the key out leaves nothing in the directory that opens it.
 func TestMasterKey(t *testing.T) {
 	dir := t.TempDir()
-	st := open(t, dir)
-	fi, err := os.Stat(filepath.Join(dir, "master.key"))
-	if err != nil || fi.Mode().Perm() != 0o600 {
-		t.Fatalf("master.key: %v %v", fi, err)
+	st, err := storage.OpenDir(ctx, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.KeyCreated == "" || strings.HasPrefix(st.KeyCreated, dir) {
+		t.Fatalf("the first start made its key at %q", st.KeyCreated)
+	}
+	if fi, err := os.Stat(st.KeyCreated); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("key file: %v %v", fi, err)
 	}
 	pr, _ := st.Projects.Create(ctx, "P", "")
 	blob, err := st.Blobs.Put(ctx, pr.ID, strings.NewReader("secret"), storage.PutOptions{})
@@ -52,19 +61,109 @@ func TestMasterKey(t *testing.T) {
 		t.Fatal(err)
 	}
 	st.DB.Write(ctx, func(tx *storage.Tx) error { return tx.RecordBlob(blob) })
+	keyFile := st.KeyCreated
 	st.Close()
+	// The next start finds the key again, and says nothing new.
+	st2 := open(t, dir)
+	if st2.KeyCreated != "" {
+		t.Fatalf("a second start made a key: %s", st2.KeyCreated)
+	}
+	if _, _, err := st2.Blobs.Open(ctx, blob.ID); err != nil {
+		t.Fatal(err)
+	}
+	st2.Close()
 
-	// Another master key cannot unwrap the project key.
+	// The data directory alone opens nothing: without the key file, a start is refused.
+	moved := keyFile + ".elsewhere"
+	os.Rename(keyFile, moved)
+	if _, err := storage.OpenDir(ctx, dir); err == nil || !strings.Contains(err.Error(), "master key") {
+		t.Fatalf("started without its key: %v", err)
+	}
+	// The key given by file or by value opens it.
+	if st3, err := storage.OpenDir(ctx, dir, storage.Options{Key: storage.KeySource{File: moved}}); err != nil {
+		t.Fatal(err)
+	} else {
+		st3.Close()
+	}
+	raw, _ := os.ReadFile(moved)
+	if st3, err := storage.OpenDir(ctx, dir, storage.Options{Key: storage.KeySource{Value: string(raw)}}); err != nil {
+		t.Fatal(err)
+	} else {
+		st3.Close()
+	}
+	// Another key is refused at start, before anything is read with it.
 	other := make([]byte, 32)
 	other[0] = 1
-	t.Setenv("HAVEN_MASTER_KEY", base64.StdEncoding.EncodeToString(other))
-	st2 := open(t, dir)
-	if _, _, err := st2.Blobs.Open(ctx, blob.ID); err == nil || !strings.Contains(err.Error(), "HAVEN_MASTER_KEY") {
+	if _, err := storage.OpenDir(ctx, dir, storage.Options{Key: storage.KeySource{Value: base64.StdEncoding.EncodeToString(other)}}); err == nil || !strings.Contains(err.Error(), "not the master key") {
 		t.Fatalf("opened with the wrong master key: %v", err)
 	}
-	t.Setenv("HAVEN_MASTER_KEY", "too short")
-	if _, err := storage.OpenDir(ctx, dir); err == nil || !strings.Contains(err.Error(), "32 bytes") {
-		t.Fatalf("bad HAVEN_MASTER_KEY: %v", err)
+	if _, err := storage.OpenDir(ctx, dir, storage.Options{Key: storage.KeySource{Value: "too short"}}); err == nil || !strings.Contains(err.Error(), "32 bytes") {
+		t.Fatalf("a bad key: %v", err)
+	}
+	// A key file inside the data directory is refused, even through a link.
+	os.WriteFile(filepath.Join(dir, "inside.key"), raw, 0o600)
+	if _, err := storage.OpenDir(ctx, dir, storage.Options{Key: storage.KeySource{File: filepath.Join(dir, "inside.key")}}); err == nil || !strings.Contains(err.Error(), "inside the data directory") {
+		t.Fatalf("a key file inside the data directory: %v", err)
+	}
+	link := filepath.Join(t.TempDir(), "link")
+	os.Symlink(dir, link)
+	if _, err := storage.OpenDir(ctx, dir, storage.Options{Key: storage.KeySource{File: filepath.Join(link, "inside.key")}}); err == nil || !strings.Contains(err.Error(), "inside the data directory") {
+		t.Fatalf("a key file inside the data directory, through a link: %v", err)
+	}
+	os.Remove(filepath.Join(dir, "inside.key"))
+
+	// An older Haven's directory, with master.key inside: refused until moved out.
+	os.WriteFile(filepath.Join(dir, "master.key"), raw, 0o600)
+	os.Remove(filepath.Join(dir, "key.json"))
+	if _, err := storage.OpenDir(ctx, dir, storage.Options{Key: storage.KeySource{File: moved}}); err == nil || !strings.Contains(err.Error(), "haven key move-out") {
+		t.Fatalf("a directory holding its key: %v", err)
+	}
+	os.Remove(moved)
+	to, err := storage.MoveKeyOut(dir, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "master.key")); !os.IsNotExist(err) || inDir(dir, to) {
+		t.Fatalf("after moving out: %v, key at %s", err, to)
+	}
+	if hits := scanDir(dir, strings.TrimSpace(string(raw))); len(hits) > 0 {
+		t.Fatalf("the key is still in the data directory: %v", hits)
+	}
+	st4 := open(t, dir)
+	if _, _, err := st4.Blobs.Open(ctx, blob.ID); err != nil {
+		t.Fatalf("after moving the key out: %v", err)
+	}
+}
+
+func inDir(dir, path string) bool { return strings.HasPrefix(path, dir+string(filepath.Separator)) }
+
+// A passphrase is stretched with argon2id under a salt kept in the data
+// directory; another passphrase is refused.
+func TestMasterKeyPassphrase(t *testing.T) {
+	dir := t.TempDir()
+	pass := storage.Options{Key: storage.KeySource{Passphrase: "correct horse battery staple"}}
+	st, err := storage.OpenDir(ctx, dir, pass)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.KeyCreated != "" {
+		t.Fatalf("a passphrase start made a key file: %s", st.KeyCreated)
+	}
+	pr, _ := st.Projects.Create(ctx, "P", "")
+	st.Close()
+	st, err = storage.OpenDir(ctx, dir, pass)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Keys.ProjectKey(ctx, pr.ID); err != nil {
+		t.Fatal(err)
+	}
+	st.Close()
+	if _, err := storage.OpenDir(ctx, dir, storage.Options{Key: storage.KeySource{Passphrase: "wrong horse"}}); err == nil || !strings.Contains(err.Error(), "not the master key") {
+		t.Fatalf("a wrong passphrase: %v", err)
+	}
+	if _, err := storage.OpenDir(ctx, dir); err == nil {
+		t.Fatal("a passphrase directory opened without its passphrase")
 	}
 }
 

@@ -6,7 +6,6 @@ import (
 	"io"
 
 	"github.com/haven-org/haven"
-	"github.com/haven-org/haven/storage"
 )
 
 // auditCmd runs `haven audit verify`: it recomputes the audit chain from the
@@ -16,11 +15,11 @@ func auditCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if len(args) == 0 || args[0] != "verify" {
 		return haven.Errorf(haven.EINVALID, "usage: haven audit verify [--data DIR]")
 	}
-	fs, dataDir := flags("audit verify", stderr)
+	fs, data := flags("audit verify", stderr)
 	if err := parseFlags(fs, args[1:]); err != nil {
 		return err
 	}
-	st, err := storage.OpenDir(ctx, *dataDir)
+	st, err := data.open(ctx)
 	if err != nil {
 		return err
 	}

@@ -40,12 +40,12 @@ func reapLoop(ctx context.Context, st *storage.Store, log *slog.Logger) {
 
 // reapCmd runs `haven reap [--dry-run]`.
 func reapCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs, dataDir := flags("reap", stderr)
+	fs, data := flags("reap", stderr)
 	dry := fs.Bool("dry-run", false, "say what would be destroyed, destroy nothing")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	st, err := storage.OpenDir(ctx, *dataDir)
+	st, err := data.open(ctx)
 	if err != nil {
 		return err
 	}
@@ -68,7 +68,7 @@ func reapCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error
 
 // backupCmd runs `haven backup --to DIR`.
 func backupCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs, dataDir := flags("backup", stderr)
+	fs, data := flags("backup", stderr)
 	to := fs.String("to", "", "an empty or new folder for the backup")
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -76,7 +76,7 @@ func backupCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if *to == "" {
 		return haven.Errorf(haven.EINVALID, "say where the backup goes: --to DIR (a new or empty folder).")
 	}
-	st, err := storage.OpenDir(ctx, *dataDir)
+	st, err := data.open(ctx)
 	if err != nil {
 		return err
 	}
@@ -94,7 +94,7 @@ func certificateCmd(ctx context.Context, args []string, stdout, stderr io.Writer
 	if len(args) < 2 || args[0] != "verify" {
 		return haven.Errorf(haven.EINVALID, "usage: haven certificate verify FILE [--data DIR] (FILE as GET .../destruction-certificate answered it)")
 	}
-	fs, dataDir := flags("certificate verify", stderr)
+	fs, data := flags("certificate verify", stderr)
 	if err := parseFlags(fs, args[2:]); err != nil {
 		return err
 	}
@@ -106,7 +106,7 @@ func certificateCmd(ctx context.Context, args []string, stdout, stderr io.Writer
 	if err := json.Unmarshal(b, &sc); err != nil || len(sc.Body) == 0 {
 		return haven.Errorf(haven.EINVALID, "%s is not a destruction certificate as Haven issues them.", args[1])
 	}
-	st, err := storage.OpenDir(ctx, *dataDir)
+	st, err := data.open(ctx)
 	if err != nil {
 		return err
 	}

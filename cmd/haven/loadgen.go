@@ -154,32 +154,34 @@ func setupLoad(ctx context.Context, base, email, password string) (string, error
 // spawnHaven starts this binary's `serve` on a fresh data directory. stop
 // ends it, deletes the directory and returns the server's peak RSS in MB.
 func spawnHaven(ctx context.Context, stderr io.Writer) (base, password string, stop func() float64, err error) {
-	dir, err := os.MkdirTemp("", "haven-loadgen-*")
+	top, err := os.MkdirTemp("", "haven-loadgen-*")
 	if err != nil {
 		return "", "", nil, err
 	}
+	// The data directory, and its master key beside it (never inside).
+	dir, key := filepath.Join(top, "data"), filepath.Join(top, "master.key")
 	password = storage.GeneratePassword()
-	if err := run(ctx, []string{"admin", "create", "--email", "loadgen@haven.local", "--data", dir}, strings.NewReader(password+"\n"), io.Discard, stderr); err != nil {
-		os.RemoveAll(dir)
+	if err := run(ctx, []string{"admin", "create", "--email", "loadgen@haven.local", "--data", dir, "--master-key-file", key}, strings.NewReader(password+"\n"), io.Discard, io.Discard); err != nil {
+		os.RemoveAll(top)
 		return "", "", nil, err
 	}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		os.RemoveAll(dir)
+		os.RemoveAll(top)
 		return "", "", nil, err
 	}
 	addr := l.Addr().String()
 	l.Close()
 	exe, err := os.Executable()
 	if err != nil {
-		os.RemoveAll(dir)
+		os.RemoveAll(top)
 		return "", "", nil, err
 	}
 	logf, _ := os.Create(filepath.Join(dir, "serve.log"))
-	cmd := exec.Command(exe, "serve", "--data", dir, "--listen", addr)
+	cmd := exec.Command(exe, "serve", "--data", dir, "--master-key-file", key, "--listen", addr)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
-		os.RemoveAll(dir)
+		os.RemoveAll(top)
 		return "", "", nil, err
 	}
 	stop = func() float64 {
@@ -187,7 +189,7 @@ func spawnHaven(ctx context.Context, stderr io.Writer) (base, password string, s
 		cmd.Process.Signal(syscall.SIGTERM)
 		cmd.Wait()
 		logf.Close()
-		os.RemoveAll(dir)
+		os.RemoveAll(top)
 		return rss
 	}
 	base = "http://" + addr

@@ -32,6 +32,7 @@ import (
 	"github.com/haven-org/haven/app"
 	"github.com/haven-org/haven/server"
 	"github.com/haven-org/haven/storage"
+	"golang.org/x/term"
 )
 
 const usage = `Haven: an OpenRosa server for ODK Collect and KoboCollect, built to protect the people whose data it holds.
@@ -44,7 +45,8 @@ Usage:
   haven admin create --email EMAIL [--data DIR]   (password from stdin when piped, else generated)
   haven form convert FORM.xlsx [-o out.xml] [--form-id ID] [--root-name NAME] [--json]
   haven storage migrate --to s3|local | haven storage gc   (see haven storage)
-  haven audit verify [--data DIR]   (check the audit trail's hash chain)
+  haven audit verify [--data DIR]   (check the audit trail's hash chain and its signed head)
+  haven key move-out [--data DIR] [--to PATH]   (move an older data directory's master key out of it)
   haven reap [--dry-run] [--data DIR]   (destroy the data of projects past their destruction date)
   haven backup --to DIR [--data DIR]    (an online copy of the database and files, without keys)
   haven certificate verify FILE [--data DIR]
@@ -91,16 +93,16 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	case "serve":
 		return serve(ctx, args[1:], stdout, stderr)
 	case "migrate":
-		fs, dataDir := flags("migrate", stderr)
+		fs, data := flags("migrate", stderr)
 		if err := parseFlags(fs, args[1:]); err != nil {
 			return err
 		}
-		st, err := storage.OpenDir(ctx, *dataDir)
+		st, err := data.open(ctx)
 		if err != nil {
 			return err
 		}
 		defer st.Close()
-		fmt.Fprintf(stdout, "The database in %s is up to date.\n", *dataDir)
+		fmt.Fprintf(stdout, "The database in %s is up to date.\n", *data.dir)
 		return nil
 	case "admin":
 		if len(args) < 2 || args[1] != "create" {
@@ -115,6 +117,8 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return loadgenCmd(ctx, args[1:], stdout, stderr)
 	case "audit":
 		return auditCmd(ctx, args[1:], stdout, stderr)
+	case "key":
+		return keyCmd(args[1:], stdout, stderr)
 	case "reap":
 		return reapCmd(ctx, args[1:], stdout, stderr)
 	case "backup":
@@ -135,18 +139,71 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	return haven.Errorf(haven.EINVALID, "unknown command %q.", args[0])
 }
 
-func flags(name string, stderr io.Writer) (*flag.FlagSet, *string) {
+// dataFlags are the flags of a command that opens the data directory:
+// where it is, and where its master key comes from.
+type dataFlags struct {
+	dir     *string
+	keyFile *string
+	ask     *bool
+	stderr  io.Writer
+}
+
+func flags(name string, stderr io.Writer) (*flag.FlagSet, *dataFlags) {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	def := os.Getenv("HAVEN_DATA")
-	if def == "" {
-		def = "./haven-data"
+	d := &dataFlags{stderr: stderr}
+	d.dir = fs.String("data", envOr("HAVEN_DATA", "./haven-data"), "data directory (database, key store, attachments); HAVEN_DATA")
+	d.keyFile = fs.String("master-key-file", os.Getenv("HAVEN_MASTER_KEY_FILE"),
+		"the master key's file, outside the data directory (default: haven/master-ID.key in your configuration folder); HAVEN_MASTER_KEY_FILE, or the key itself in HAVEN_MASTER_KEY")
+	d.ask = fs.Bool("passphrase", false, "derive the master key from a passphrase, asked at start (or HAVEN_MASTER_PASSPHRASE)")
+	return fs, d
+}
+
+// open opens the data directory with its master key.
+func (d *dataFlags) open(ctx context.Context, opts ...storage.Options) (*storage.Store, error) {
+	var o storage.Options
+	if len(opts) > 0 {
+		o = opts[0]
 	}
-	return fs, fs.String("data", def, "data directory (database, master key, attachments); HAVEN_DATA")
+	o.Key = storage.KeySourceFromEnv()
+	if *d.keyFile != "" {
+		o.Key.File = *d.keyFile
+	}
+	if *d.ask && o.Key.Passphrase == "" {
+		p, err := readPassphrase(d.stderr)
+		if err != nil {
+			return nil, err
+		}
+		o.Key.Passphrase = p
+	}
+	st, err := storage.OpenDir(ctx, *d.dir, o)
+	if err == nil {
+		announceKey(st, d.stderr)
+	}
+	return st, err
+}
+
+// readPassphrase asks for the master key's passphrase on the terminal
+// (without echo), or reads a line of standard input.
+func readPassphrase(stderr io.Writer) (string, error) {
+	if isTerminal(os.Stdin) {
+		fmt.Fprint(stderr, "Master key passphrase: ")
+		b, err := term.ReadPassword(int(os.Stdin.Fd()))
+		fmt.Fprintln(stderr)
+		if err != nil {
+			return "", err
+		}
+		return string(b), nil
+	}
+	p, err := readLine(os.Stdin)
+	if err != nil || p == "" {
+		return "", haven.Errorf(haven.EINVALID, "--passphrase needs the passphrase on standard input (or HAVEN_MASTER_PASSPHRASE).")
+	}
+	return p, nil
 }
 
 func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs, dataDir := flags("serve", stderr)
+	fs, data := flags("serve", stderr)
 	listen := fs.String("listen", envOr("HAVEN_LISTEN", "127.0.0.1:8080"), "address to listen on; HAVEN_LISTEN")
 	publicURL := fs.String("public-url", os.Getenv("HAVEN_PUBLIC_URL"), "URL devices reach Haven at, e.g. https://haven.example.org; HAVEN_PUBLIC_URL")
 	behindTLS := fs.Bool("behind-tls", os.Getenv("HAVEN_BEHIND_TLS") == "true", "a proxy in front terminates TLS (allows Basic auth); HAVEN_BEHIND_TLS")
@@ -175,7 +232,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer stopProfile()
-	st, err := storage.OpenDir(ctx, *dataDir, storage.Options{S3: s3()})
+	st, err := data.open(ctx, storage.Options{S3: s3()})
 	if err != nil {
 		return err
 	}
@@ -195,7 +252,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	go func() { errc <- hs.Serve(ln) }()
 	go collectGarbage(ctx, st, log)
 	go reapLoop(ctx, st, log)
-	fmt.Fprintf(stdout, "Haven is listening on http://%s (data in %s)\n", ln.Addr(), *dataDir)
+	fmt.Fprintf(stdout, "Haven is listening on http://%s (data in %s)\n", ln.Addr(), *data.dir)
 	select {
 	case err := <-errc:
 		return err
@@ -250,6 +307,23 @@ func envOr(name, def string) string {
 	return def
 }
 
+// announceKey says, once and loudly, where a first start put the master key.
+func announceKey(st *storage.Store, w io.Writer) {
+	if st.KeyCreated == "" {
+		return
+	}
+	fmt.Fprintf(w, `
+******************************************************************************
+The master key of %s is in %s
+Keep it apart from the data directory and from its backups, and keep a copy
+somewhere safe: without it nothing Haven stored can be read, and the data
+directory together with it can be. To keep it elsewhere, start Haven with
+--master-key-file PATH (or HAVEN_MASTER_KEY_FILE) after moving it there.
+******************************************************************************
+
+`, st.Dir, st.KeyCreated)
+}
+
 // firstAdmin creates an administrator on a first start, and shows its
 // password once: only the hash is kept.
 func firstAdmin(ctx context.Context, st *storage.Store, stdout io.Writer) error {
@@ -268,7 +342,7 @@ func firstAdmin(ctx context.Context, st *storage.Store, stdout io.Writer) error 
 }
 
 func adminCreate(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
-	fs, dataDir := flags("admin create", stderr)
+	fs, data := flags("admin create", stderr)
 	email := fs.String("email", "", "the administrator's email (their login)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -288,7 +362,7 @@ func adminCreate(ctx context.Context, args []string, stdin io.Reader, stdout, st
 			password, generated = storage.GeneratePassword(), true
 		}
 	}
-	st, err := storage.OpenDir(ctx, *dataDir)
+	st, err := data.open(ctx)
 	if err != nil {
 		return err
 	}

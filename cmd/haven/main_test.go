@@ -6,6 +6,8 @@ import (
 	"errors"
 	"flag"
 	"io"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -98,5 +100,51 @@ func TestFlagMistakes(t *testing.T) {
 	}
 	if err := run(context.Background(), []string{"loadgen", "-h"}, strings.NewReader(""), &out, &errOut); !errors.Is(err, flag.ErrHelp) {
 		t.Fatalf("-h: %v", err)
+	}
+}
+
+// The first start on the defaults says, once and loudly, where it put the
+// master key, outside the data directory. A directory an older Haven left
+// with its key inside is refused until `haven key move-out` moves it out.
+func TestMasterKeyCommands(t *testing.T) {
+	ctx := context.Background()
+	data := filepath.Join(t.TempDir(), "data")
+	var out, errs bytes.Buffer
+	if err := run(ctx, []string{"migrate", "--data", data}, nil, &out, &errs); err != nil {
+		t.Fatal(err)
+	}
+	key := strings.TrimSpace(strings.SplitN(strings.SplitN(errs.String(), " is in ", 2)[1], "\n", 2)[0])
+	if !strings.Contains(errs.String(), "Keep it apart") || strings.HasPrefix(key, data) {
+		t.Fatalf("first start: key at %q; said %q", key, errs.String())
+	}
+	errs.Reset()
+	if err := run(ctx, []string{"migrate", "--data", data}, nil, io.Discard, &errs); err != nil || errs.Len() > 0 {
+		t.Fatalf("second start: %v %q", err, errs.String())
+	}
+	// As an older Haven left it: the key inside, no key.json.
+	raw, _ := os.ReadFile(key)
+	os.WriteFile(filepath.Join(data, "master.key"), raw, 0o600)
+	os.Remove(filepath.Join(data, "key.json"))
+	os.Remove(key)
+	err := run(ctx, []string{"migrate", "--data", data}, nil, io.Discard, io.Discard)
+	if err == nil || !strings.Contains(err.Error(), "haven key move-out") {
+		t.Fatalf("start with the key inside: %v", err)
+	}
+	moved := filepath.Join(t.TempDir(), "haven.key")
+	out.Reset()
+	if err := run(ctx, []string{"key", "move-out", "--data", data, "--to", moved}, nil, &out, io.Discard); err != nil || !strings.Contains(out.String(), moved) {
+		t.Fatalf("move-out: %v %q", err, out.String())
+	}
+	if _, err := os.Stat(filepath.Join(data, "master.key")); !os.IsNotExist(err) {
+		t.Fatalf("the key is still inside: %v", err)
+	}
+	if err := run(ctx, []string{"migrate", "--data", data}, nil, io.Discard, io.Discard); err == nil {
+		t.Fatal("started without saying where the moved key is")
+	}
+	if err := run(ctx, []string{"migrate", "--data", data, "--master-key-file", moved}, nil, io.Discard, io.Discard); err != nil {
+		t.Fatalf("with the moved key: %v", err)
+	}
+	if err := run(ctx, []string{"migrate", "--data", data, "--master-key-file", filepath.Join(data, "k")}, nil, io.Discard, io.Discard); err == nil || !strings.Contains(err.Error(), "inside the data directory") {
+		t.Fatalf("a key file inside the data directory: %v", err)
 	}
 }

@@ -66,14 +66,14 @@ func storageCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		fmt.Fprint(stderr, storageUsage)
 		return haven.Errorf(haven.EINVALID, "name a storage command: migrate or gc.")
 	}
-	fs, dataDir := flags("storage "+args[0], stderr)
+	fs, data := flags("storage "+args[0], stderr)
 	s3 := s3Flags(fs)
 	to := fs.String("to", "", "where to move the files: s3 or local")
 	grace := fs.Duration("grace", gcGrace, "how old an unrecorded file must be to be removed")
 	if err := parseFlags(fs, args[1:]); err != nil {
 		return err
 	}
-	st, err := storage.OpenDir(ctx, *dataDir, storage.Options{S3: s3()})
+	st, err := data.open(ctx, storage.Options{S3: s3()})
 	if err != nil {
 		return err
 	}

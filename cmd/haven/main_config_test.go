@@ -1,0 +1,9 @@
+package main
+
+import (
+	"testing"
+
+	"github.com/haven-org/haven/storage/storagetest"
+)
+
+func TestMain(m *testing.M) { storagetest.Main(m) }

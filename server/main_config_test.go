@@ -1,0 +1,9 @@
+package server_test
+
+import (
+	"testing"
+
+	"github.com/haven-org/haven/storage/storagetest"
+)
+
+func TestMain(m *testing.M) { storagetest.Main(m) }
