@@ -158,6 +158,8 @@ type Verification struct {
 	Events int64  `json:"events"`
 	Broken int64  `json:"brokenAt,omitempty"` // id of the first event that does not verify
 	Reason string `json:"reason,omitempty"`
+	// Head is the signed head the trail was checked against.
+	Head *AuditHead `json:"head,omitempty"`
 }
 
 // Verify recomputes the chain from the first event and names the first
@@ -190,6 +192,3 @@ func (a *Audit) Verify(ctx context.Context) (*Verification, error) {
 	}
 	return v, rows.Err()
 }
-
-// VerifyAudit checks the audit trail's chain.
-func (s *Store) VerifyAudit(ctx context.Context) (*Verification, error) { return s.Audit.Verify(ctx) }

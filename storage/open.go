@@ -25,6 +25,8 @@ type Store struct {
 	// KeyCreated is the master key file this start made (the first start
 	// on the defaults), to be shown once; "" otherwise.
 	KeyCreated string
+
+	head headWriter
 }
 
 // Options are how a data directory is opened.
@@ -76,15 +78,20 @@ func OpenDir(ctx context.Context, dir string, opts ...Options) (*Store, error) {
 	blobs.Keys, blobs.DB = keys, db
 	db.BeforeCommit = blobs.SyncAll
 	audit := NewAudit(db, master)
-	return &Store{
+	st := &Store{
 		Dir: dir, DB: db, Keys: keys, MasterKey: master, KeyCreated: mk.Created, Blobs: blobs,
 		Users:       &Users{DB: db, Keys: keys},
 		Projects:    &Projects{DB: db, Keys: keys},
 		Forms:       &Forms{DB: db},
 		Submissions: &Submissions{DB: db, Keys: keys, Audit: audit},
 		Audit:       audit,
-	}, nil
+	}
+	st.startHead()
+	return st, nil
 }
 
-// Close closes the database.
-func (s *Store) Close() error { return s.DB.Close() }
+// Close writes the audit trail's head a last time and closes the database.
+func (s *Store) Close() error {
+	s.stopHead()
+	return s.DB.Close()
+}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -441,5 +442,83 @@ func TestInlineBlobs(t *testing.T) {
 		if bytes.Contains(b, []byte("INLINEMARK")) {
 			t.Fatalf("%s holds the plaintext of an inline object", name)
 		}
+	}
+}
+
+// Cutting the newest events off the trail is found: the signed head, kept
+// outside the database, names an event the trail no longer reaches. A
+// restart does not replace the head with an older one, and a head that is
+// missing or changed does not pass either.
+func TestAuditHead(t *testing.T) {
+	dir := t.TempDir()
+	st, err := storage.OpenDir(ctx, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 50; i++ {
+		if err := st.Audit.Log(ctx, &haven.AuditEvent{Action: "test.event", Object: fmt.Sprint(i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := st.WriteAuditHead(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if v, err := st.VerifyAudit(ctx); err != nil || !v.OK || v.Head == nil || v.Head.ID != 50 {
+		t.Fatalf("whole trail: %+v %v", v, err)
+	}
+	copyOfHead := filepath.Join(t.TempDir(), "head.json")
+	b, _ := os.ReadFile(filepath.Join(dir, "audit-head.json"))
+	os.WriteFile(copyOfHead, b, 0o600)
+
+	// Someone with raw access to the file deletes the newest 20 events.
+	if err := st.DB.Write(ctx, func(tx *storage.Tx) error {
+		if _, err := tx.Exec(`DROP TRIGGER audits_no_delete`); err != nil {
+			return err
+		}
+		_, err := tx.Exec(`DELETE FROM audits WHERE id > 30`)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	v, err := st.VerifyAudit(ctx)
+	if err != nil || v.OK || v.Broken != 31 || !strings.Contains(v.Reason, "20 event(s) were removed") {
+		t.Fatalf("a cut tail: %+v %v", v, err)
+	}
+	// A restart, and new events after the cut, do not cover it up.
+	st.Close()
+	st = open(t, dir)
+	for i := 0; i < 5; i++ {
+		st.Audit.Log(ctx, &haven.AuditEvent{Action: "test.after"})
+	}
+	st.WriteAuditHead(ctx)
+	if v, err := st.VerifyAudit(ctx); err != nil || v.OK {
+		t.Fatalf("after a restart: %+v %v", v, err)
+	}
+	// Nor do new events past the old head's id.
+	for i := 0; i < 30; i++ {
+		st.Audit.Log(ctx, &haven.AuditEvent{Action: "test.after"})
+	}
+	st.WriteAuditHead(ctx)
+	st.Close()
+	st = open(t, dir)
+	if v, err := st.VerifyAudit(ctx); err != nil || v.OK || !strings.Contains(v.Reason, "rewritten") {
+		t.Fatalf("after the trail grew past its old head: %+v %v", v, err)
+	}
+	// A copy of the head kept elsewhere tells the same.
+	if v, err := st.VerifyAudit(ctx, copyOfHead); err != nil || v.OK {
+		t.Fatalf("against a copy of the head: %+v %v", v, err)
+	}
+	// A changed head, or none at all, does not pass.
+	var h map[string]any
+	json.Unmarshal(b, &h)
+	h["id"] = 35
+	forged, _ := json.Marshal(h)
+	os.WriteFile(filepath.Join(dir, "audit-head.json"), forged, 0o600)
+	if v, err := st.VerifyAudit(ctx); err != nil || v.OK || !strings.Contains(v.Reason, "does not verify") {
+		t.Fatalf("a changed head: %+v %v", v, err)
+	}
+	os.Remove(filepath.Join(dir, "audit-head.json"))
+	if v, err := st.VerifyAudit(ctx); err != nil || v.OK || !strings.Contains(v.Reason, "missing") {
+		t.Fatalf("no head: %+v %v", v, err)
 	}
 }

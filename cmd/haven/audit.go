@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"time"
 
 	"github.com/haven-org/haven"
 )
@@ -13,9 +14,10 @@ import (
 // does not hold.
 func auditCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 || args[0] != "verify" {
-		return haven.Errorf(haven.EINVALID, "usage: haven audit verify [--data DIR]")
+		return haven.Errorf(haven.EINVALID, "usage: haven audit verify [--data DIR] [--head FILE]")
 	}
 	fs, data := flags("audit verify", stderr)
+	head := fs.String("head", "", "check against a copy of the trail's signed head (audit-head.json) kept elsewhere")
 	if err := parseFlags(fs, args[1:]); err != nil {
 		return err
 	}
@@ -24,13 +26,17 @@ func auditCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	defer st.Close()
-	v, err := st.Audit.Verify(ctx)
+	v, err := st.VerifyAudit(ctx, *head)
 	if err != nil {
 		return err
 	}
 	if !v.OK {
 		return haven.Errorf(haven.ECONFLICT, "The audit trail does not verify: %s. %d events before it verify. Treat the database as tampered with: keep a copy, and compare with a backup.", v.Reason, v.Events)
 	}
-	fmt.Fprintf(stdout, "The audit trail verifies: %d events, unbroken.\n", v.Events)
+	fmt.Fprintf(stdout, "The audit trail verifies: %d events, unbroken", v.Events)
+	if v.Head != nil {
+		fmt.Fprintf(stdout, ", reaching its head (event %d, signed %s)", v.Head.ID, v.Head.At.Format(time.RFC3339))
+	}
+	fmt.Fprintln(stdout, ".")
 	return nil
 }

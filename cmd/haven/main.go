@@ -14,6 +14,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -252,6 +253,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	go func() { errc <- hs.Serve(ln) }()
 	go collectGarbage(ctx, st, log)
 	go reapLoop(ctx, st, log)
+	go logAuditHead(ctx, st, log)
 	fmt.Fprintf(stdout, "Haven is listening on http://%s (data in %s)\n", ln.Addr(), *data.dir)
 	select {
 	case err := <-errc:
@@ -265,6 +267,23 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	return nil
+}
+
+// logAuditHead writes the audit trail's signed head to the log every ten
+// minutes: where the log is shipped off the machine, it is a copy of the
+// head that whoever can change the data directory cannot reach.
+func logAuditHead(ctx context.Context, st *storage.Store, log *slog.Logger) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(10 * time.Minute):
+		}
+		if h, err := st.ReadAuditHead(""); err == nil {
+			b, _ := json.Marshal(h) // saved to a file, it is what haven audit verify --head reads
+			log.Info("audit head", "id", h.ID, "head", string(b))
+		}
+	}
 }
 
 // cpuProfile starts, for benchmarking, a CPU profile of the whole run into

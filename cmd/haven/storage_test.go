@@ -101,6 +101,9 @@ func TestAuditVerify(t *testing.T) {
 	if err := run(ctx, []string{"audit", "verify", "--data", data}, nil, &out, io.Discard); err != nil || !strings.Contains(out.String(), "5 events") {
 		t.Fatalf("verify: %v %q", err, out.String())
 	}
+	if !strings.Contains(out.String(), "reaching its head (event 5") {
+		t.Fatalf("verify does not say it checked the head: %q", out.String())
+	}
 	// Remove event 3 behind the database's back.
 	st, _ = storage.OpenDir(ctx, data)
 	st.DB.Write(ctx, func(tx *storage.Tx) error {
@@ -112,6 +115,24 @@ func TestAuditVerify(t *testing.T) {
 	err = run(ctx, []string{"audit", "verify", "--data", data}, nil, io.Discard, io.Discard)
 	if err == nil || !strings.Contains(haven.ErrorMessage(err), "event 3 is missing") {
 		t.Fatalf("a deleted event: %v", err)
+	}
+	// Cutting the newest events off is found too: the signed head names them.
+	data = t.TempDir()
+	st, _ = storage.OpenDir(ctx, data)
+	for i := 0; i < 5; i++ {
+		st.Audit.Log(ctx, &haven.AuditEvent{Action: "test.event"})
+	}
+	st.Close()
+	st, _ = storage.OpenDir(ctx, data)
+	st.DB.Write(ctx, func(tx *storage.Tx) error {
+		tx.Exec(`DROP TRIGGER audits_no_delete`)
+		_, err := tx.Exec(`DELETE FROM audits WHERE id > 2`)
+		return err
+	})
+	st.Close()
+	err = run(ctx, []string{"audit", "verify", "--data", data}, nil, io.Discard, io.Discard)
+	if err == nil || !strings.Contains(haven.ErrorMessage(err), "the newest 3 event(s) were removed") {
+		t.Fatalf("a cut tail: %v", err)
 	}
 }
 
