@@ -54,6 +54,9 @@ func (h *AuditHead) signed() []byte {
 type headWriter struct {
 	mu      sync.Mutex
 	written int64 // the id of the head on disk
+	// kept is set once the head on disk was found off the trail: it is the
+	// evidence of a cut, and nothing replaces it while Haven runs.
+	kept bool
 	stop    chan struct{}
 	done    chan struct{}
 }
@@ -90,6 +93,9 @@ func (s *Store) ReadAuditHead(path string) (*AuditHead, error) {
 func (s *Store) WriteAuditHead(ctx context.Context) error {
 	s.head.mu.Lock()
 	defer s.head.mu.Unlock()
+	if s.head.kept {
+		return nil
+	}
 	id, hash, err := s.lastEvent(ctx)
 	if err != nil || id == 0 || id <= s.head.written {
 		return err
@@ -98,7 +104,12 @@ func (s *Store) WriteAuditHead(ctx context.Context) error {
 		// The first write since opening: the head on disk must still lie on
 		// the trail, or it is the evidence of a cut and stays for Verify.
 		var at []byte
-		if cur.ID >= id || s.DB.read.QueryRowContext(ctx, `SELECT hash FROM audits WHERE id = ?`, cur.ID).Scan(&at) != nil || !hmac.Equal(at, cur.Hash) {
+		if cur.ID > id || s.DB.read.QueryRowContext(ctx, `SELECT hash FROM audits WHERE id = ?`, cur.ID).Scan(&at) != nil || !hmac.Equal(at, cur.Hash) {
+			s.head.kept = true
+			return nil
+		}
+		if cur.ID == id {
+			s.head.written = id
 			return nil
 		}
 	}
@@ -149,6 +160,9 @@ func (s *Store) VerifyAudit(ctx context.Context, headPath ...string) (*Verificat
 	path := ""
 	if len(headPath) > 0 {
 		path = headPath[0]
+	}
+	if err := s.WriteAuditHead(ctx); err != nil { // the head may lag by a second: bring it up to now first
+		return nil, err
 	}
 	h, herr := s.ReadAuditHead(path)
 	if herr != nil && !errors.Is(herr, os.ErrNotExist) {

@@ -522,3 +522,19 @@ func TestAuditHead(t *testing.T) {
 		t.Fatalf("no head: %+v %v", v, err)
 	}
 }
+
+// A restart on an untouched trail goes on updating its head.
+func TestAuditHeadAcrossRestarts(t *testing.T) {
+	dir := t.TempDir()
+	for round := 1; round <= 3; round++ {
+		st, err := storage.OpenDir(ctx, dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		st.Audit.Log(ctx, &haven.AuditEvent{Action: "test.event"})
+		if v, err := st.VerifyAudit(ctx); err != nil || !v.OK || v.Head == nil || v.Head.ID != int64(round) {
+			t.Fatalf("round %d: %+v %v", round, v, err)
+		}
+		st.Close()
+	}
+}
