@@ -113,10 +113,26 @@ func Open(ctx context.Context, path string) (*DB, error) {
 // destroyed data can be given back to the file system. (Larger pages were
 // measured: they do not speed up photos and slow small submissions down.)
 // An existing file is left alone.
+//
+// The file is made readable by its owner alone (SQLite gives its WAL and
+// shared-memory files the same mode); a database an older Haven made with
+// wider permissions is narrowed.
 func create(ctx context.Context, path string) error {
-	if _, err := os.Stat(path); err == nil || !errors.Is(err, os.ErrNotExist) {
+	if _, err := os.Stat(path); err == nil {
+		for _, p := range []string{path, path + "-wal", path + "-shm"} {
+			if err := os.Chmod(p, 0o600); err != nil && !errors.Is(err, os.ErrNotExist) {
+				return err
+			}
+		}
+		return nil
+	} else if !errors.Is(err, os.ErrNotExist) {
 		return err
 	}
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+	if err != nil {
+		return err
+	}
+	f.Close()
 	db, err := sql.Open("sqlite", "file:"+path)
 	if err != nil {
 		return err

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -536,5 +537,35 @@ func TestAuditHeadAcrossRestarts(t *testing.T) {
 			t.Fatalf("round %d: %+v %v", round, v, err)
 		}
 		st.Close()
+	}
+}
+
+// Nothing in the data directory is readable by other users: the database
+// and its WAL, the key store, key.json, the audit head and stored files.
+func TestDataDirectoryPermissions(t *testing.T) {
+	dir := t.TempDir()
+	st := open(t, dir)
+	pr, _ := st.Projects.Create(ctx, "P", "")
+	blob, err := st.Blobs.Put(ctx, pr.ID, bytes.NewReader(bytes.Repeat([]byte("x"), 100_000)), storage.PutOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.DB.Write(ctx, func(tx *storage.Tx) error { return tx.RecordBlob(blob) })
+	st.Audit.Log(ctx, &haven.AuditEvent{Action: "test.event"})
+	st.WriteAuditHead(ctx)
+	n := 0
+	filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || p == dir {
+			return err
+		}
+		fi, _ := d.Info()
+		if perm := fi.Mode().Perm(); perm&0o077 != 0 {
+			t.Errorf("%s is mode %o: others may read it", p, perm)
+		}
+		n++
+		return nil
+	})
+	if n < 8 {
+		t.Fatalf("only %d entries checked", n)
 	}
 }
