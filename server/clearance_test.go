@@ -19,28 +19,38 @@ import (
 // L3MARK (level_3).
 func matrixForm(t *testing.T) []byte {
 	t.Helper()
-	b, err := xlsxtest.FromMarkdown(`
-| survey   |                     |          |          |             |             |
-|          | type                | name     | label    | purpose     | sensitivity |
-|          | select_one district | district | District | Planning    | public      |
-|          | text                | comment  | Comment  | Quality     | public      |
-|          | select_one sex      | sex      | Sex      | Breakdown   | level_1     |
-|          | text                | village  | Village  | Targeting   | level_1     |
-|          | text                | hh_id    | HH       | Links       | level_2     |
-|          | text                | phone    | Phone    | Call back   | level_2     |
-|          | image               | photo    | Photo    | Damage      | level_2     |
-|          | geopoint            | loc      | Location | Map         | level_2     |
-|          | text                | hh_name  | Name     | Identify    | level_3     |
-| choices  |                     |          |          |             |             |
-|          | list_name           | name     | label    |             |             |
-|          | district            | north    | North    |             |             |
-|          | district            | south    | South    |             |             |
-|          | sex                 | f        | Female   |             |             |
-|          | sex                 | m        | Male     |             |             |
-| settings |                     |          |          |             |             |
-|          | form_id             | version  | legal_basis     | subject_id |     |
-|          | matrix              | 1        | public_interest | hh_id      |     |
-`)
+	return matrixVersion(t, "1", "level_2")
+}
+
+// matrixVersion is the matrix form at a version, with the phone field at
+// the given tier. Beside one marked field per tier it computes values from
+// answers: name_copy (declared public) and the instance name both read
+// hh_name, so both are level_3 whatever was declared.
+func matrixVersion(t *testing.T, version, phoneTier string) []byte {
+	t.Helper()
+	b, err := xlsxtest.FromMarkdown(fmt.Sprintf(`
+| survey   |                     |           |          |             |             |              |
+|          | type                | name      | label    | purpose     | sensitivity | calculation  |
+|          | select_one district | district  | District | Planning    | public      |              |
+|          | text                | comment   | Comment  | Quality     | public      |              |
+|          | select_one sex      | sex       | Sex      | Breakdown   | level_1     |              |
+|          | text                | village   | Village  | Targeting   | level_1     |              |
+|          | text                | hh_id     | HH       | Links       | level_2     |              |
+|          | text                | phone     | Phone    | Call back   | %s          |              |
+|          | image               | photo     | Photo    | Damage      | level_2     |              |
+|          | geopoint            | loc       | Location | Map         | level_2     |              |
+|          | text                | hh_name   | Name     | Identify    | level_3     |              |
+|          | calculate           | name_copy |          | Greeting    | public      | ${hh_name}   |
+| choices  |                     |           |          |             |             |              |
+|          | list_name           | name      | label    |             |             |              |
+|          | district            | north     | North    |             |             |              |
+|          | district            | south     | South    |             |             |              |
+|          | sex                 | f         | Female   |             |             |              |
+|          | sex                 | m         | Male     |             |             |              |
+| settings |                     |           |          |             |             |              |
+|          | form_id             | version   | legal_basis     | subject_id | instance_name |     |
+|          | matrix              | %s        | public_interest | hh_id      | concat(${hh_name}) |  |
+`, phoneTier, version))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -83,13 +93,26 @@ func TestClearanceMatrix(t *testing.T) {
 	for i := 0; i < 12; i++ {
 		xml := fmt.Sprintf(`<data id="matrix" version="1"><district>%s</district><comment>PUBMARK %d</comment><sex>%s</sex><village>L1MARK %d</village>`+
 			`<hh_id>HH-%d</hh_id><phone>L2MARK %d</phone><photo>L2MARK.jpg</photo><loc>2.0%d 45.3 10 5</loc><hh_name>L3MARK %d</hh_name>`+
-			`<meta><instanceID>uuid:m%d</instanceID></meta></data>`, []string{"north", "south"}[i%2], i, []string{"f", "m"}[i/6], i, i, i, i, i, i)
+			`<name_copy>L3MARK %d</name_copy><meta><instanceID>uuid:m%d</instanceID><instanceName>L3MARK %d</instanceName></meta></data>`,
+			[]string{"north", "south"}[i%2], i, []string{"f", "m"}[i/6], i, i, i, i, i, i, i, i)
 		res, err := dev.Submit(context.Background(), []byte(xml), []collect.File{collect.BytesFile("L2MARK.jpg", []byte("photo bytes L2MARK"))})
 		if err != nil || res.Status != 201 {
 			t.Fatalf("submission %d: %+v %v", i, res, err)
 		}
 	}
+	// Version 2 lowers the phone to public. The phones collected under
+	// version 1 stay level_2, even in submissions edited under version 2.
 	form := base + "/forms/matrix"
+	if resp := e.request("POST", form+"/draft", e.token, xlsxType, bytes.NewReader(matrixVersion(t, "2", "public"))); resp.StatusCode != 200 {
+		t.Fatalf("draft of version 2: %d", resp.StatusCode)
+	}
+	e.admin("POST", form+"/draft/publish", nil, nil)
+	edit := `<data id="matrix" version="2"><district>south</district><comment>PUBMARK edited</comment><sex>m</sex><village>L1MARK 11</village>` +
+		`<hh_id>HH-11</hh_id><phone>L2MARK 11</phone><photo>L2MARK.jpg</photo><loc>2.011 45.3 10 5</loc><hh_name>L3MARK 11</hh_name><name_copy>L3MARK 11</name_copy>` +
+		`<meta><instanceID>uuid:m11-edit</instanceID><deprecatedID>uuid:m11</deprecatedID><instanceName>L3MARK 11</instanceName></meta></data>`
+	if res, err := dev.Submit(context.Background(), []byte(edit), nil); err != nil || res.Status != 201 {
+		t.Fatalf("edit under version 2: %+v %v", res, err)
+	}
 	paths := []struct {
 		path   string
 		action haven.Action
@@ -104,15 +127,24 @@ func TestClearanceMatrix(t *testing.T) {
 		{form + "/submissions/uuid:m0", haven.ActionSubmissionRead, "", true},
 		{form + "/submissions/uuid:m0.xml", haven.ActionSubmissionRead, haven.Level3, true},
 		{form + "/submissions/uuid:m0/versions", haven.ActionSubmissionRead, "", false},
+		// Edited under version 2, which lowers the phone: still level_2 here.
+		{form + "/submissions/uuid:m11", haven.ActionSubmissionRead, "", true},
+		{form + "/submissions/uuid:m11/versions", haven.ActionSubmissionRead, "", false},
+		{form + "/submissions/uuid:m11/attachments/L2MARK.jpg", haven.ActionSubmissionRead, haven.Level2, false},
 		{form + "/submissions/uuid:m0/attachments", haven.ActionSubmissionRead, "", false},
 		{form + "/submissions/uuid:m0/attachments/L2MARK.jpg", haven.ActionSubmissionRead, haven.Level2, false},
 		{form + "/export?format=csv&attachments=true", haven.ActionSubmissionRead, "", true},
+		{form + "/export?format=csv&labels=true&splitSelectMultiples=true", haven.ActionSubmissionRead, "", true},
+		{form + "/export?format=csv&version=2", haven.ActionSubmissionRead, "", true},
 		{form + "/export?format=xlsx", haven.ActionSubmissionRead, "", true},
 		{form + "/export?format=geojson", haven.ActionSubmissionRead, haven.Level2, true},
 		{form + "/aggregate?by=district", haven.ActionAggregate, "", false},
 		{form + "/aggregate?by=sex&format=csv", haven.ActionAggregate, haven.Level1, false},
+		{form + "/aggregate?by=district&format=xlsx", haven.ActionAggregate, "", false},
 		// Looking a person up by their identifier (hh_id, level_2) needs its clearance.
 		{base + "/subjects/HH-0", haven.ActionSubjectRequest, haven.Level2, true},
+		// A correction of a public field answers with the submission as the corrector may see it.
+		{"POST " + form + "/submissions/uuid:m1/corrections", haven.ActionSubjectRequest, "", true},
 	}
 	n := 0
 	for _, role := range haven.Roles {
@@ -125,11 +157,16 @@ func TestClearanceMatrix(t *testing.T) {
 			e.admin("PUT", fmt.Sprintf("%s/clearances/%d", base, u.ID), map[string]string{"clearance": string(clearance)}, nil)
 			tok := e.login(email, "a long enough password")
 			for _, p := range paths {
-				resp := e.request("GET", p.path, tok, "", nil)
+				method, path, reqBody, ct := "GET", p.path, io.Reader(nil), ""
+				if m, rest, ok := strings.Cut(p.path, " "); ok {
+					method, path, ct = m, rest, "application/json"
+					reqBody = strings.NewReader(`{"values":{"/data/comment":"PUBMARK corrected"},"reason":"the person asked"}`)
+				}
+				resp := e.request(method, path, tok, ct, reqBody)
 				raw, _ := io.ReadAll(resp.Body)
 				resp.Body.Close()
 				body := readable(raw)
-				who := fmt.Sprintf("%s at %s, GET %s", role, clearance, p.path)
+				who := fmt.Sprintf("%s at %s, %s %s", role, clearance, method, path)
 				allowed := haven.RoleCan(role, p.action) && (p.needs == "" || p.needs.Rank() <= clearance.Rank())
 				switch {
 				case !haven.RoleCan(role, p.action) && resp.StatusCode != 403:
