@@ -234,20 +234,37 @@ func (q *Query) Fields() []*formspec.Node {
 
 // Run counts the rows in one pass and applies the small-cell rule with k;
 // with hideZero, zero counts are hidden too (a form whose data is all
-// level_3). A query whose base is under 2k is refused.
+// level_3). A query whose base is under 2k is refused. A query runs once.
 func (q *Query) Run(ctx context.Context, rows func(ctx context.Context, fn func(Row) error) error, k int, hideZero bool) (*Aggregate, error) {
-	dims, measure, mfield, opts := q.dims, q.measure, q.mfield, q.opts
-	// One pass: count every combination seen.
-	type acc struct {
-		n, vals int
-		sum     float64
+	raw, err := q.count(ctx, rows)
+	if err != nil {
+		return nil, err
 	}
+	if k < 3 {
+		k = 5
+	}
+	cube, sums := q.fill(raw, q.order())
+	total := cube.count[[3]int{-1, -1, -1}]
+	if total < 2*k {
+		return nil, haven.Errorf(haven.EFORBIDDEN, "This form has %d submissions, fewer than %d (twice the smallest count shown, %d): too few to aggregate without singling people out.", total, 2*k, k)
+	}
+	return q.answer(cube, sums, cube.suppress(k, hideZero), k), nil
+}
+
+// acc counts the submissions of a cell, and the values of the measure.
+type acc struct {
+	n, vals int
+	sum     float64
+}
+
+// count makes one pass over the rows, counting every combination of the
+// dimensions' values seen (indexed in the order they were met).
+func (q *Query) count(ctx context.Context, rows func(ctx context.Context, fn func(Row) error) error) (map[[3]int]*acc, error) {
 	raw := map[[3]int]*acc{}
 	err := rows(ctx, func(r Row) error {
-		sub, inst := r.Sub, r.Inst
 		key := [3]int{-1, -1, -1}
-		for i, d := range dims {
-			v := d.value(sub, inst)
+		for i, d := range q.dims {
+			v := d.value(r.Sub, r.Inst)
 			j, ok := d.index[v]
 			if !ok {
 				j = len(d.index)
@@ -261,8 +278,8 @@ func (q *Query) Run(ctx context.Context, rows func(ctx context.Context, fn func(
 			raw[key] = a
 		}
 		a.n++
-		if mfield != nil {
-			if v, _ := inst.Value(mfield.Path); strings.TrimSpace(v) != "" {
+		if q.mfield != nil {
+			if v, _ := r.Inst.Value(q.mfield.Path); strings.TrimSpace(v) != "" {
 				if f, err := strconv.ParseFloat(strings.TrimSpace(v), 64); err == nil && !math.IsInf(f, 0) {
 					a.vals++
 					a.sum += f
@@ -271,13 +288,15 @@ func (q *Query) Run(ctx context.Context, rows func(ctx context.Context, fn func(
 		}
 		return nil
 	})
-	if err != nil {
-		return nil, err
-	}
-	// Categories in a stable order: declared choices, then what else was
-	// answered; a blank answer is the category "(none)".
-	remap := make([][]int, len(dims))
-	for i, d := range dims {
+	return raw, err
+}
+
+// order puts each dimension's categories in a stable order (declared
+// choices, then what else was answered; a blank answer is the category
+// "(none)") and returns, per dimension, where each value met moves.
+func (q *Query) order() [][]int {
+	remap := make([][]int, len(q.dims))
+	for i, d := range q.dims {
 		seen := map[string]bool{}
 		for _, c := range d.cats {
 			seen[c] = true
@@ -299,17 +318,20 @@ func (q *Query) Run(ctx context.Context, rows func(ctx context.Context, fn func(
 			remap[i][j] = pos[v]
 		}
 	}
-	if k < 3 {
-		k = 5
-	}
-	sizes := make([]int, len(dims))
-	for i, d := range dims {
+	return remap
+}
+
+// fill puts the counts into a cube, margins included, and sums the measure
+// for every cell and margin.
+func (q *Query) fill(raw map[[3]int]*acc, remap [][]int) (*cube, map[[3]int]*acc) {
+	sizes := make([]int, len(q.dims))
+	for i, d := range q.dims {
 		sizes[i] = len(d.cats)
 	}
 	cube := newCube(sizes)
 	sums := map[[3]int]*acc{}
 	for key, a := range raw {
-		for i := range dims {
+		for i := range q.dims {
 			key[i] = remap[i][key[i]]
 		}
 		cube.add(key, a.n)
@@ -323,22 +345,23 @@ func (q *Query) Run(ctx context.Context, rows func(ctx context.Context, fn func(
 			s.sum += a.sum
 		}
 	}
-	total := cube.count[[3]int{-1, -1, -1}]
-	if total < 2*k {
-		return nil, haven.Errorf(haven.EFORBIDDEN, "This form has %d submissions, fewer than %d (twice the smallest count shown, %d): too few to aggregate without singling people out.", total, 2*k, k)
-	}
-	hidden := cube.suppress(k, hideZero)
+	return cube, sums
+}
 
-	out := &Aggregate{Measure: opts.Measure, K: k, Cells: []AggregateCell{}}
+// answer writes every cell: its keys, its count or "<k" when hidden, and
+// its sum or mean, hidden with the count (a mean also when fewer than k
+// values went into it).
+func (q *Query) answer(cube *cube, sums map[[3]int]*acc, hidden map[[3]int]bool, k int) *Aggregate {
+	out := &Aggregate{Measure: q.opts.Measure, K: k, Cells: []AggregateCell{}}
 	if out.Measure == "" {
 		out.Measure = "count"
 	}
-	for _, d := range dims {
+	for _, d := range q.dims {
 		out.Dimensions = append(out.Dimensions, d.name)
 	}
 	for _, key := range cube.cells() {
 		c := AggregateCell{}
-		for i, d := range dims {
+		for i, d := range q.dims {
 			switch {
 			case key[i] < 0:
 				c.Keys = append(c.Keys, "")
@@ -353,23 +376,23 @@ func (q *Query) Run(ctx context.Context, rows func(ctx context.Context, fn func(
 			c.Count = "<" + strconv.Itoa(k)
 		} else {
 			c.Count = strconv.Itoa(n)
-			if a := sums[key]; a != nil && mfield != nil {
+			if a := sums[key]; a != nil && q.mfield != nil {
 				switch {
-				case measure == "sum":
+				case q.measure == "sum":
 					v := strconv.FormatFloat(a.sum, 'f', -1, 64)
 					c.Value = &v
 				case a.vals >= k:
 					v := strconv.FormatFloat(a.sum/float64(a.vals), 'f', 4, 64)
 					c.Value = &v
 				}
-			} else if mfield != nil && measure == "sum" {
+			} else if q.mfield != nil && q.measure == "sum" {
 				v := "0"
 				c.Value = &v
 			}
 		}
 		out.Cells = append(out.Cells, c)
 	}
-	return out, nil
+	return out
 }
 
 // cube holds the counts of every cell of up to three dimensions, margins

@@ -567,170 +567,30 @@ func (c *converter) readSurvey(sh *Sheet) {
 	c.root = &node{kind: "root", name: c.opt.RootName, path: "/" + c.opt.RootName}
 	stack := []*node{c.root}
 	for _, r := range sh.Rows {
-		typ := strings.Join(strings.Fields(r.Get("type")), " ")
+		typ := normalType(r.Get("type"))
 		if typ == "" {
 			if r.Get("name") != "" || r.Get("label") != "" {
 				c.errorf("survey", r.Num, "type", "This row has no type. Give it a question type (text, integer, select_one LIST, ...), or delete the row.")
 			}
 			continue
 		}
-		for long, short := range map[string]string{"select one ": "select_one ", "select multiple ": "select_multiple ", "select all that apply ": "select_multiple "} {
-			if len(typ) > len(long) && strings.EqualFold(typ[:len(long)], long) {
-				typ = short + typ[len(long):]
-			}
-		}
 		low := strings.ToLower(typ)
 		parent := stack[len(stack)-1]
 		switch low {
 		case "end group", "end_group", "end repeat", "end_repeat", "end loop", "end_loop":
-			kind := "group" // the kind of block this row ends
-			if strings.Contains(low, "repeat") {
-				kind = "repeat"
-			} else if strings.Contains(low, "loop") {
-				kind = "loop"
-			}
-			open := parent.kind
-			if parent.typ == "loop" {
-				open = "loop"
-			}
-			if open != kind {
-				c.errorf("survey", r.Num, "type", "Unmatched %q: there is no open %s to end here. Check that every begin %s has its end %s, in the right order.", typ, kind, kind, kind)
+			if !c.endBlock(r, typ, low, parent) {
 				return
-			}
-			if r.Get("save_to") != "" {
-				c.errorf("survey", r.Num, "save_to", "Groups and repeats cannot be saved as entity properties: remove the save_to value from this row, or move it to a question.")
 			}
 			stack = stack[:len(stack)-1]
 			continue
 		}
-		name := r.Get("name")
-		var n *node
-		orOther := false
-		loopList, isLoop := strings.CutPrefix(low, "begin_loop over ")
-		if !isLoop {
-			loopList, isLoop = strings.CutPrefix(low, "begin loop over ")
-		}
-		switch {
-		case isLoop:
-			// A group repeated once per choice of a list, written out in full.
-			loopList = strings.TrimSpace(typ[len(typ)-len(loopList):])
-			if c.choices[loopList] == nil {
-				c.errorf("survey", r.Num, "type", "The loop's choice list %q is not on the choices sheet. Add it there, or fix the name.", loopList)
-				continue
-			}
-			n = &node{kind: "group", typ: "loop", list: loopList}
-		case low == "begin group" || low == "begin_group", low == "begin repeat" || low == "begin_repeat":
-			n = &node{kind: "group", typ: "group"}
-			if strings.Contains(low, "repeat") {
-				n = &node{kind: "repeat", typ: "repeat"}
-			}
-			if r.Get("save_to") != "" {
-				c.errorf("survey", r.Num, "save_to", "Groups and repeats cannot be saved as entity properties: remove the save_to value from this row, or move it to a question.")
-			}
-		default:
-			base, list, _ := strings.Cut(typ, " ")
-			base = strings.ToLower(base)
-			if alias, ok := typeAliases[base]; ok {
-				base = alias
-			}
-			if base == "select_one_external" {
-				// Choices in the external_choices sheet, which the server
-				// turns into itemsets.csv; the question searches them.
-				list = strings.TrimSpace(list)
-				if !c.externalList(list) {
-					c.errorf("survey", r.Num, "type", "The list %q is not on the external_choices sheet. Add its choices there (list_name %s), or fix the name.", list, list)
-					continue
-				}
-				if !c.warnedItemsets {
-					c.warnedItemsets = true
-					c.warnf("survey", r.Num, "type", "select_one_external reads its choices from itemsets.csv on the device. Haven does not make that file from the external_choices sheet: save the sheet as itemsets.csv and attach it to the form's draft.")
-				}
-			}
-			if _, ok := questionTypes[base]; !ok {
-				c.errorf("survey", r.Num, "type", "Unknown question type %q. Use one of the XLSForm types (text, integer, decimal, date, select_one LIST, select_multiple LIST, geopoint, image, note, calculate, ...).", typ)
-				continue
-			}
-			n = &node{kind: "question", typ: base}
-			if base == "select_one_external" {
-				n.external = list
-			}
-			if base == "osm" && strings.TrimSpace(list) != "" {
-				n.osm = strings.TrimSpace(list)
-				if len(c.osmTags(n.osm)) == 0 {
-					c.errorf("survey", r.Num, "type", "The list %q is not on the osm sheet. Add its tags there (list_name %s), or fix the name.", n.osm, n.osm)
-					continue
-				}
-			}
-			if isSelect(base) {
-				orOther = strings.HasSuffix(strings.TrimSpace(list), "or_other")
-				list = strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(list), "or_other"))
-				if list == "" {
-					c.errorf("survey", r.Num, "type", "%s needs the name of a choice list: write %s LISTNAME.", base, base)
-					continue
-				}
-				if m := refPattern.FindStringSubmatch(list); m != nil && m[0] == list && base != "rank" {
-					n.fromAnswers = strings.TrimSpace(m[1]) // choices from a repeat's answers
-					list = ""
-				} else if strings.HasSuffix(list, ".csv") || strings.HasSuffix(list, ".xml") || strings.HasSuffix(list, ".geojson") {
-					n.list = list
-				} else if _, ok := c.choices[list]; !ok {
-					c.errorf("survey", r.Num, "type", "The choice list %q is not on the choices sheet. Add its choices there (list_name %s), or fix the name.", list, list)
-					continue
-				}
-				n.list = list
-			}
-		}
-		if name == "" && n.typ == "audit" {
-			name = "audit" // the only name an audit may have
-		}
-		if name == "" {
-			c.errorf("survey", r.Num, "name", "This %s has no name. Give it a name: letters, digits and _, starting with a letter.", typ)
+		n, orOther, ok := c.rowNode(r, typ, low)
+		if !ok {
 			continue
 		}
-		if name == "meta" {
-			c.errorf("survey", r.Num, "name", "The name 'meta' is reserved for form metadata: choose another name.")
+		name, ok := c.rowName(r, n, typ, parent, repeats)
+		if !ok {
 			continue
-		}
-		if n.kind == "repeat" {
-			if prev, ok := repeats[name]; ok {
-				c.errorf("survey", r.Num, "name", "There is already a repeat named %q (row %d). Repeat names must be unique in the whole form, at every level.", name, prev)
-				continue
-			}
-			repeats[name] = r.Num
-		}
-		if n.kind == "question" && n.typ == "calculate" && r.Get("calculation") == "" && !dynamicDefault(r.Get("default"), n.typ) {
-			c.errorf("survey", r.Num, "calculation", "The calculate %q has no calculation: write the expression it computes (a default alone will do only when it is an expression).", name)
-			continue
-		}
-		if n.kind == "question" && questionTypes[n.typ].control != "" && !hasText(r) && r.Get("calculation") == "" && r.Get("trigger") == "" {
-			c.errorf("survey", r.Num, "label", "The question %q has no label or hint: write what the enumerator sees.", name)
-			continue
-		}
-		if n.typ == "background-geopoint" {
-			if r.Get("calculation") != "" {
-				c.errorf("survey", r.Num, "calculation", "A background-geopoint records a location when its trigger changes: leave its calculation empty.")
-				continue
-			}
-			if r.Get("trigger") == "" {
-				c.errorf("survey", r.Num, "trigger", "A background-geopoint needs a trigger: the ${question} whose change records the location.")
-				continue
-			}
-		}
-		if n.typ == "audit" && name != "audit" {
-			c.errorf("survey", r.Num, "name", "The audit question must be named audit, not %q.", name)
-			continue
-		}
-		if !xmlName.MatchString(name) {
-			c.errorf("survey", r.Num, "name", "The name %q cannot be used: %s.", name, nameRule)
-			continue
-		}
-		for _, sib := range parent.children {
-			switch {
-			case sib.name == name:
-				c.errorf("survey", r.Num, "name", "There is already a question or group named %q here (row %d). Names must differ within a group.", name, sib.row.Num)
-			case strings.EqualFold(sib.name, name):
-				c.warnf("survey", r.Num, "name", "The name %q differs from %q (row %d) only in case. Some analysis tools ignore case and would mix them up: consider another name.", name, sib.name, sib.row.Num)
-			}
 		}
 		n.name, n.row, n.parent = name, r, parent
 		if n.kind == "question" {
@@ -766,6 +626,181 @@ func (c *converter) readSurvey(sh *Sheet) {
 		open := stack[len(stack)-1]
 		c.errorf("survey", open.row.Num, "type", "The %s %q is never ended: add an end %s row after its last question.", open.kind, open.name, open.kind)
 	}
+}
+
+// normalType is a type cell with its spacing folded and the older select
+// spellings (select one LIST, select all that apply LIST) written as today.
+func normalType(cell string) string {
+	typ := strings.Join(strings.Fields(cell), " ")
+	for long, short := range map[string]string{"select one ": "select_one ", "select multiple ": "select_multiple ", "select all that apply ": "select_multiple "} {
+		if len(typ) > len(long) && strings.EqualFold(typ[:len(long)], long) {
+			typ = short + typ[len(long):]
+		}
+	}
+	return typ
+}
+
+// endBlock checks an end group, end repeat or end loop row against the
+// block it closes; false means the survey cannot be read on.
+func (c *converter) endBlock(r Row, typ, low string, parent *node) bool {
+	kind := "group" // the kind of block this row ends
+	if strings.Contains(low, "repeat") {
+		kind = "repeat"
+	} else if strings.Contains(low, "loop") {
+		kind = "loop"
+	}
+	open := parent.kind
+	if parent.typ == "loop" {
+		open = "loop"
+	}
+	if open != kind {
+		c.errorf("survey", r.Num, "type", "Unmatched %q: there is no open %s to end here. Check that every begin %s has its end %s, in the right order.", typ, kind, kind, kind)
+		return false
+	}
+	if r.Get("save_to") != "" {
+		c.errorf("survey", r.Num, "save_to", "Groups and repeats cannot be saved as entity properties: remove the save_to value from this row, or move it to a question.")
+	}
+	return true
+}
+
+// rowNode reads what a row begins: a loop, a group or repeat, or a
+// question of a known type with its choice list; orOther is set for a
+// select "or_other". ok is false when the row was refused.
+func (c *converter) rowNode(r Row, typ, low string) (n *node, orOther, ok bool) {
+	loopList, isLoop := strings.CutPrefix(low, "begin_loop over ")
+	if !isLoop {
+		loopList, isLoop = strings.CutPrefix(low, "begin loop over ")
+	}
+	switch {
+	case isLoop:
+		// A group repeated once per choice of a list, written out in full.
+		loopList = strings.TrimSpace(typ[len(typ)-len(loopList):])
+		if c.choices[loopList] == nil {
+			c.errorf("survey", r.Num, "type", "The loop's choice list %q is not on the choices sheet. Add it there, or fix the name.", loopList)
+			return nil, false, false
+		}
+		n = &node{kind: "group", typ: "loop", list: loopList}
+	case low == "begin group" || low == "begin_group", low == "begin repeat" || low == "begin_repeat":
+		n = &node{kind: "group", typ: "group"}
+		if strings.Contains(low, "repeat") {
+			n = &node{kind: "repeat", typ: "repeat"}
+		}
+		if r.Get("save_to") != "" {
+			c.errorf("survey", r.Num, "save_to", "Groups and repeats cannot be saved as entity properties: remove the save_to value from this row, or move it to a question.")
+		}
+	default:
+		base, list, _ := strings.Cut(typ, " ")
+		base = strings.ToLower(base)
+		if alias, ok := typeAliases[base]; ok {
+			base = alias
+		}
+		if base == "select_one_external" {
+			// Choices in the external_choices sheet, which the server
+			// turns into itemsets.csv; the question searches them.
+			list = strings.TrimSpace(list)
+			if !c.externalList(list) {
+				c.errorf("survey", r.Num, "type", "The list %q is not on the external_choices sheet. Add its choices there (list_name %s), or fix the name.", list, list)
+				return nil, false, false
+			}
+			if !c.warnedItemsets {
+				c.warnedItemsets = true
+				c.warnf("survey", r.Num, "type", "select_one_external reads its choices from itemsets.csv on the device. Haven does not make that file from the external_choices sheet: save the sheet as itemsets.csv and attach it to the form's draft.")
+			}
+		}
+		if _, ok := questionTypes[base]; !ok {
+			c.errorf("survey", r.Num, "type", "Unknown question type %q. Use one of the XLSForm types (text, integer, decimal, date, select_one LIST, select_multiple LIST, geopoint, image, note, calculate, ...).", typ)
+			return nil, false, false
+		}
+		n = &node{kind: "question", typ: base}
+		if base == "select_one_external" {
+			n.external = list
+		}
+		if base == "osm" && strings.TrimSpace(list) != "" {
+			n.osm = strings.TrimSpace(list)
+			if len(c.osmTags(n.osm)) == 0 {
+				c.errorf("survey", r.Num, "type", "The list %q is not on the osm sheet. Add its tags there (list_name %s), or fix the name.", n.osm, n.osm)
+				return nil, false, false
+			}
+		}
+		if isSelect(base) {
+			orOther = strings.HasSuffix(strings.TrimSpace(list), "or_other")
+			list = strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(list), "or_other"))
+			if list == "" {
+				c.errorf("survey", r.Num, "type", "%s needs the name of a choice list: write %s LISTNAME.", base, base)
+				return nil, false, false
+			}
+			if m := refPattern.FindStringSubmatch(list); m != nil && m[0] == list && base != "rank" {
+				n.fromAnswers = strings.TrimSpace(m[1]) // choices from a repeat's answers
+				list = ""
+			} else if strings.HasSuffix(list, ".csv") || strings.HasSuffix(list, ".xml") || strings.HasSuffix(list, ".geojson") {
+				n.list = list
+			} else if _, ok := c.choices[list]; !ok {
+				c.errorf("survey", r.Num, "type", "The choice list %q is not on the choices sheet. Add its choices there (list_name %s), or fix the name.", list, list)
+				return nil, false, false
+			}
+			n.list = list
+		}
+	}
+	return n, orOther, true
+}
+
+// rowName checks a row's name: present, not reserved, unique where it must
+// be, an XML name, and fit for the row's type.
+func (c *converter) rowName(r Row, n *node, typ string, parent *node, repeats map[string]int) (string, bool) {
+	name := r.Get("name")
+	if name == "" && n.typ == "audit" {
+		name = "audit" // the only name an audit may have
+	}
+	if name == "" {
+		c.errorf("survey", r.Num, "name", "This %s has no name. Give it a name: letters, digits and _, starting with a letter.", typ)
+		return "", false
+	}
+	if name == "meta" {
+		c.errorf("survey", r.Num, "name", "The name 'meta' is reserved for form metadata: choose another name.")
+		return "", false
+	}
+	if n.kind == "repeat" {
+		if prev, ok := repeats[name]; ok {
+			c.errorf("survey", r.Num, "name", "There is already a repeat named %q (row %d). Repeat names must be unique in the whole form, at every level.", name, prev)
+			return "", false
+		}
+		repeats[name] = r.Num
+	}
+	if n.kind == "question" && n.typ == "calculate" && r.Get("calculation") == "" && !dynamicDefault(r.Get("default"), n.typ) {
+		c.errorf("survey", r.Num, "calculation", "The calculate %q has no calculation: write the expression it computes (a default alone will do only when it is an expression).", name)
+		return "", false
+	}
+	if n.kind == "question" && questionTypes[n.typ].control != "" && !hasText(r) && r.Get("calculation") == "" && r.Get("trigger") == "" {
+		c.errorf("survey", r.Num, "label", "The question %q has no label or hint: write what the enumerator sees.", name)
+		return "", false
+	}
+	if n.typ == "background-geopoint" {
+		if r.Get("calculation") != "" {
+			c.errorf("survey", r.Num, "calculation", "A background-geopoint records a location when its trigger changes: leave its calculation empty.")
+			return "", false
+		}
+		if r.Get("trigger") == "" {
+			c.errorf("survey", r.Num, "trigger", "A background-geopoint needs a trigger: the ${question} whose change records the location.")
+			return "", false
+		}
+	}
+	if n.typ == "audit" && name != "audit" {
+		c.errorf("survey", r.Num, "name", "The audit question must be named audit, not %q.", name)
+		return "", false
+	}
+	if !xmlName.MatchString(name) {
+		c.errorf("survey", r.Num, "name", "The name %q cannot be used: %s.", name, nameRule)
+		return "", false
+	}
+	for _, sib := range parent.children {
+		switch {
+		case sib.name == name:
+			c.errorf("survey", r.Num, "name", "There is already a question or group named %q here (row %d). Names must differ within a group.", name, sib.row.Num)
+		case strings.EqualFold(sib.name, name):
+			c.warnf("survey", r.Num, "name", "The name %q differs from %q (row %d) only in case. Some analysis tools ignore case and would mix them up: consider another name.", name, sib.name, sib.row.Num)
+		}
+	}
+	return name, true
 }
 
 // hasText reports whether a row has a label, a hint or media, in any

@@ -369,7 +369,68 @@ func (c *converter) emit() []byte {
 	if title == "" {
 		title = formID
 	}
+	c.checkLists()
 	var texts []*itextEntry
+	langs := c.languages()
+	// Choice lists are written in the order of the choices sheet, those no
+	// question uses too, as pyxform writes them.
+	for _, list := range c.listOrder {
+		if !c.listItext(list) {
+			continue
+		}
+		for i, r := range c.choices[list] {
+			if t := c.textEntry(fmt.Sprintf("%s-%d", list, i), r, "label", c.root); t != nil {
+				texts = append(texts, t)
+			}
+		}
+	}
+	model := elem("model", "odk:xforms-version", "1.0.0")
+	if sub := c.submission(); sub != nil {
+		model.add(sub)
+	}
+	rootEl := c.rootElement(formID)
+	var binds []*el
+	body := elem("h:body")
+	c.triggers = c.collectTriggers()
+	c.entities = c.readEntities()
+	c.texts = &texts
+	c.build(c.root, rootEl, body, &binds, &texts)
+	if meta := c.meta(model, &binds); len(meta.children) > 0 {
+		rootEl.add(meta)
+	}
+	if len(texts) > 0 {
+		model.add(c.itext(langs, texts))
+	}
+	model.add(elem("instance").add(rootEl))
+	c.secondaryInstances(model)
+	model.add(binds...)
+	c.protectionSettings(model)
+
+	head := elem("h:head").add(&el{name: "h:title", text: title}, model)
+	html := elem("h:html", "xmlns", "http://www.w3.org/2002/xforms", "xmlns:h", "http://www.w3.org/1999/xhtml",
+		"xmlns:ev", "http://www.w3.org/2001/xml-events", "xmlns:xsd", "http://www.w3.org/2001/XMLSchema",
+		"xmlns:jr", "http://openrosa.org/javarosa", "xmlns:orx", "http://openrosa.org/xforms",
+		"xmlns:odk", "http://www.opendatakit.org/xforms").add(head, body)
+	for _, ns := range c.namespaces {
+		html.attr("xmlns:"+ns[0], ns[1])
+	}
+	if len(c.entities) > 0 && !c.declares("entities") {
+		html.attr("xmlns:entities", entitiesNamespace)
+	}
+	if c.usesHaven && !c.declares("haven") {
+		html.attr("xmlns:haven", formspec.Namespace)
+	}
+	var b bytes.Buffer
+	b.Grow(c.sizeHint())
+	b.WriteString("<?xml version=\"1.0\"?>\n")
+	html.write(&b, 0)
+	return b.Bytes()
+}
+
+// checkLists refuses what the choice lists cannot serve: one list used by a
+// select with a search() appearance (which lists its choices inline) and by
+// one without, and a file whose instance id is also a choice list's name.
+func (c *converter) checkLists() {
 	// A select with a search() appearance lists its choices inline, so its
 	// list needs no instance; a list cannot serve both kinds of select.
 	search, plain := map[string]*node{}, map[string]*node{}
@@ -405,25 +466,12 @@ func (c *converter) emit() []byte {
 		}
 	}
 	files(c.root)
-	langs := c.languages()
-	// Choice lists are written in the order of the choices sheet, those no
-	// question uses too, as pyxform writes them.
-	for _, list := range c.listOrder {
-		if !c.listItext(list) {
-			continue
-		}
-		{
-			for i, r := range c.choices[list] {
-				if t := c.textEntry(fmt.Sprintf("%s-%d", list, i), r, "label", c.root); t != nil {
-					texts = append(texts, t)
-				}
-			}
-		}
-	}
+}
 
-	model := elem("model", "odk:xforms-version", "1.0.0")
-	// The submission element: where and how Collect sends (Haven refuses a
-	// public key when the form is published: it must read submissions).
+// submission is the submission element: where and how Collect sends (Haven
+// refuses a public key when the form is published: it must read
+// submissions); nil when the settings say nothing of it.
+func (c *converter) submission() *el {
 	sub := elem("submission")
 	if v := c.settings["submission_url"]; v != "" {
 		sub.attr("action", v)
@@ -441,9 +489,15 @@ func (c *converter) emit() []byte {
 	if yes(c.settings["client_editable"]) {
 		sub.attr("odk:client-editable", "true")
 	}
-	if len(sub.attrs) > 0 {
-		model.add(sub)
+	if len(sub.attrs) == 0 {
+		return nil
 	}
+	return sub
+}
+
+// rootElement is the primary instance's root, with the form's id, version,
+// SMS settings, attribute:: settings and instance_xmlns.
+func (c *converter) rootElement(formID string) *el {
 	rootEl := elem(c.opt.RootName, "id", formID)
 	if v := c.settings["version"]; v != "" {
 		rootEl.attr("version", v)
@@ -467,12 +521,14 @@ func (c *converter) emit() []byte {
 	if v := c.settings["instance_xmlns"]; v != "" {
 		rootEl.attr("xmlns", v)
 	}
-	var binds []*el
-	body := elem("h:body")
-	c.triggers = c.collectTriggers()
-	c.entities = c.readEntities()
-	c.texts = &texts
-	c.build(c.root, rootEl, body, &binds, &texts)
+	return rootEl
+}
+
+// meta is the instance's meta block (the entities declared at the root,
+// the audit, instanceID and instanceName) with their binds.
+func (c *converter) meta(model *el, bindsp *[]*el) *el {
+	binds := *bindsp
+	defer func() { *bindsp = binds }()
 	meta := elem("meta")
 	if len(c.entities) > 0 {
 		version := "2024.1.0"
@@ -502,66 +558,71 @@ func (c *converter) emit() []byte {
 		meta.add(elem("instanceName"))
 		binds = append(binds, elem("bind", "nodeset", c.root.path+"/meta/instanceName", "type", "string", "calculate", c.expr(in, c.root, "instance_name")))
 	}
-	if len(meta.children) > 0 {
-		rootEl.add(meta)
-	}
 
-	if len(texts) > 0 {
-		itext := elem("itext")
-		hasDefault := false // "default" is a language only if some text is in it
-		for _, t := range texts {
-			hasDefault = hasDefault || t.forms["default"] != nil
-		}
-		for _, lang := range textOrder(langs, texts) {
-			if lang == "default" && !hasDefault {
-				continue
-			}
-			tr := elem("translation", "lang", lang)
-			if lang == c.settings["default_language"] || (c.settings["default_language"] == "" && lang == "default") {
-				tr.attr("default", "true()")
-			}
-			// Texts this language has, then those it lacks, filled with
-			// "-" (pyxform's order).
-			ordered := make([]*itextEntry, 0, len(texts))
-			for _, t := range texts {
-				if t.forms[lang] != nil {
-					ordered = append(ordered, t)
-				}
-			}
-			for _, t := range texts {
-				if t.forms[lang] == nil {
-					ordered = append(ordered, t)
-				}
-			}
-			for _, t := range ordered {
-				te := elem("text", "id", t.id)
-				forms := t.forms[lang]
-				if forms == nil {
-					forms = map[string]string{"": "-"}
-				}
-				for _, f := range c.formOrder(t.id, forms) {
-					v := elem("value")
-					if f != "" {
-						v.attr("form", f)
-					}
-					v.text, v.raw = c.withOutputs(forms[f], t.at, "label")
-					te.add(v)
-				}
-				// The text and the guidance hint, when another language has
-				// them and this one does not, are "-" (media are not filled).
-				if _, ok := forms[""]; !ok && (strings.HasSuffix(t.id, ":hint") || t.has("")) {
-					te.add(&el{name: "value", text: "-"})
-				}
-				if _, ok := forms["guidance"]; !ok && t.has("guidance") {
-					te.add(elem("value", "form", "guidance").setText("-"))
-				}
-				tr.add(te)
-			}
-			itext.add(tr)
-		}
-		model.add(itext)
+	return meta
+}
+
+// itext is the form's translations: every language's texts, those a
+// language lacks filled with "-", in pyxform's order.
+func (c *converter) itext(langs []string, texts []*itextEntry) *el {
+	itext := elem("itext")
+	hasDefault := false // "default" is a language only if some text is in it
+	for _, t := range texts {
+		hasDefault = hasDefault || t.forms["default"] != nil
 	}
-	model.add(elem("instance").add(rootEl))
+	for _, lang := range textOrder(langs, texts) {
+		if lang == "default" && !hasDefault {
+			continue
+		}
+		tr := elem("translation", "lang", lang)
+		if lang == c.settings["default_language"] || (c.settings["default_language"] == "" && lang == "default") {
+			tr.attr("default", "true()")
+		}
+		// Texts this language has, then those it lacks, filled with
+		// "-" (pyxform's order).
+		ordered := make([]*itextEntry, 0, len(texts))
+		for _, t := range texts {
+			if t.forms[lang] != nil {
+				ordered = append(ordered, t)
+			}
+		}
+		for _, t := range texts {
+			if t.forms[lang] == nil {
+				ordered = append(ordered, t)
+			}
+		}
+		for _, t := range ordered {
+			te := elem("text", "id", t.id)
+			forms := t.forms[lang]
+			if forms == nil {
+				forms = map[string]string{"": "-"}
+			}
+			for _, f := range c.formOrder(t.id, forms) {
+				v := elem("value")
+				if f != "" {
+					v.attr("form", f)
+				}
+				v.text, v.raw = c.withOutputs(forms[f], t.at, "label")
+				te.add(v)
+			}
+			// The text and the guidance hint, when another language has
+			// them and this one does not, are "-" (media are not filled).
+			if _, ok := forms[""]; !ok && (strings.HasSuffix(t.id, ":hint") || t.has("")) {
+				te.add(&el{name: "value", text: "-"})
+			}
+			if _, ok := forms["guidance"]; !ok && t.has("guidance") {
+				te.add(elem("value", "form", "guidance").setText("-"))
+			}
+			tr.add(te)
+		}
+		itext.add(tr)
+	}
+	return itext
+}
+
+// secondaryInstances adds the last-saved and external instances and one
+// instance per choice list (those listed inline for search() excepted).
+func (c *converter) secondaryInstances(model *el) {
 	externals := c.externalInstances()
 	if c.lastSaved {
 		model.add(elem("instance", "id", "__last-saved", "src", "jr://instance/last-saved"))
@@ -603,28 +664,6 @@ func (c *converter) emit() []byte {
 		}
 		model.add(elem("instance", "id", list).add(rt))
 	}
-	model.add(binds...)
-	c.protectionSettings(model)
-
-	head := elem("h:head").add(&el{name: "h:title", text: title}, model)
-	html := elem("h:html", "xmlns", "http://www.w3.org/2002/xforms", "xmlns:h", "http://www.w3.org/1999/xhtml",
-		"xmlns:ev", "http://www.w3.org/2001/xml-events", "xmlns:xsd", "http://www.w3.org/2001/XMLSchema",
-		"xmlns:jr", "http://openrosa.org/javarosa", "xmlns:orx", "http://openrosa.org/xforms",
-		"xmlns:odk", "http://www.opendatakit.org/xforms").add(head, body)
-	for _, ns := range c.namespaces {
-		html.attr("xmlns:"+ns[0], ns[1])
-	}
-	if len(c.entities) > 0 && !c.declares("entities") {
-		html.attr("xmlns:entities", entitiesNamespace)
-	}
-	if c.usesHaven && !c.declares("haven") {
-		html.attr("xmlns:haven", formspec.Namespace)
-	}
-	var b bytes.Buffer
-	b.Grow(c.sizeHint())
-	b.WriteString("<?xml version=\"1.0\"?>\n")
-	html.write(&b, 0)
-	return b.Bytes()
 }
 
 type external struct{ id, src string }
@@ -756,273 +795,301 @@ func (c *converter) collectTriggers() map[string][]*el {
 // container, and the binds and texts.
 func (c *converter) build(n *node, inst, container *el, binds *[]*el, texts *[]*itextEntry) {
 	for _, ch := range n.children {
-		r := ch.row
 		switch ch.kind {
 		case "group", "repeat":
-			var ctl *el
-			if container != nil {
-				ctl = elem("group", "ref", ch.path)
-				c.labels(ch, ctl, texts)
-				if a := r.Get("appearance"); a != "" && ch.kind != "repeat" {
-					ctl.attr("appearance", a)
-				}
-				if v := r.Get("intent"); v != "" && ch.kind != "repeat" {
-					ctl.attr("intent", c.expr(v, ch, "intent")) // an external app shows the group
-				}
-			}
-			inner := ctl
-			if ch.kind == "repeat" && ctl != nil {
-				if !hasChild(ctl, "label") {
-					ctl.add(elem("label")) // pyxform gives a repeat an empty label
-				}
-				inner = elem("repeat", "nodeset", ch.path)
-				if a := r.Get("appearance"); a != "" {
-					inner.attr("appearance", a) // a repeat's appearance is on the repeat
-				}
-				if v := r.Get("intent"); v != "" {
-					inner.attr("intent", c.expr(v, ch, "intent"))
-				}
-				if rc := strings.TrimSpace(r.Get("repeat_count")); rc != "" {
-					if single := refPattern.FindString(rc); single == rc {
-						inner.attr("jr:count", c.expr(rc, ch, "repeat_count"))
-					} else {
-						// Anything but one reference is computed into a
-						// generated element beside the repeat, as pyxform does.
-						cnt := ch.name + "_count"
-						for _, sib := range n.children {
-							if sib.name == cnt {
-								c.errorf("survey", sib.row.Num, "name", "The name %q is taken by the element Haven generates for the repeat_count of %q: rename this question.", cnt, ch.name)
-							}
-						}
-						path := n.path + "/" + cnt
-						inst.add(elem(cnt))
-						*binds = append(*binds, elem("bind", "nodeset", path, "type", "string", "readonly", "true()", "calculate", c.expr(rc, ch, "repeat_count")))
-						inner.attr("jr:count", " "+path+" ")
-					}
-				}
-				ctl.add(inner)
-			}
-			fresh := elem(ch.name)
-			placedBefore := len(c.placed)
-			c.build(ch, fresh, inner, binds, texts)
-			for _, e := range c.entities {
-				if e.metaAt == ch && binds != nil {
-					// The entity placed here (in a group, or made once per
-					// item of a repeat): its meta goes last.
-					meta := elem("meta")
-					c.entityElements(e, meta, binds)
-					fresh.add(meta)
-					c.placed = append(c.placed, e)
-				}
-			}
-			if ch.kind == "repeat" && inner != nil {
-				for _, e := range c.placed[placedBefore:] {
-					if e.scope == ch && e.id == "" {
-						// A new id with each new item.
-						inner.add(elem("setvalue", "ref", e.metaAt.path+"/meta/entity/@id", "event", "odk-new-repeat", "value", "uuid()"))
-					}
-				}
-				// Dynamic defaults of the item's questions, in its groups
-				// too (not in nested repeats, which set their own).
-				var defaults func(n *node)
-				defaults = func(n *node) {
-					for _, q := range n.children {
-						if d := q.row.Get("default"); q.kind == "question" && d != "" && dynamicDefault(d, q.typ) {
-							inner.add(elem("setvalue", "ref", q.path, "event", "odk-new-repeat", "value", c.expr(d, q, "default")))
-						}
-						if q.kind == "group" {
-							defaults(q)
-						}
-					}
-				}
-				defaults(ch)
-			}
-			if ch.kind == "repeat" {
-				tmpl := elem(ch.name, "jr:template", "")
-				tmpl.children, fresh.children = splitCopies(fresh.children, true)
-				tmpl.copyOf, fresh.copyOf = "template", "plain"
-				inst.add(tmpl)
-			}
-			inst.add(fresh)
-			if binds != nil {
-				if b := c.bind(ch, "", r); b != nil {
-					*binds = append(*binds, b)
-				}
-			}
-			if container != nil {
-				container.add(ctl)
-			}
+			c.buildGroup(n, ch, inst, container, binds, texts)
 		default:
-			switch ch.typ {
-			case "csv-external", "xml-external", "audit":
-				continue // not in the instance's body of questions: see emit
-			}
-			qt := questionTypes[ch.typ]
-			ie := elem(ch.name)
-			if v := r.Get("compact_tag"); v != "" {
-				ie.attr("odk:tag", v) // the field's tag in compact (SMS) submissions
-			}
-			for _, h := range sortedKeys(r.Cells) {
-				if k, ok := strings.CutPrefix(h, "instance::"); ok && r.Get(h) != "" {
-					ie.attr(k, r.Get(h))
-				}
-			}
-			if d := r.Get("default"); d != "" && !dynamicDefault(d, ch.typ) {
-				ie.text = d
-				if ch.typ == "image" && !strings.HasPrefix(d, "jr://") {
-					ie.text = "jr://images/" + d // a default picture from the form's media
-				}
-			}
-			inst.add(ie)
-			if binds == nil {
-				continue
-			}
-			bt := qt.bind
-			if ch.typ == "range" && c.rangeIsDecimal(ch) {
-				bt = "decimal"
-			}
-			*binds = append(*binds, c.bind(ch, bt, r))
-			if d := r.Get("default"); d != "" && dynamicDefault(d, ch.typ) {
-				*binds = append(*binds, elem("setvalue", "ref", ch.path, "event", "odk-instance-first-load", "value", c.expr(d, ch, "default")))
-			}
-			if ch.typ == "start-geopoint" {
-				*binds = append(*binds, elem("odk:setgeopoint", "ref", ch.path, "event", "odk-instance-first-load"))
-			}
-			if ch.typ == "background-audio" {
-				rec := elem("odk:recordaudio", "ref", ch.path, "event", "odk-instance-load")
-				if params, _ := c.parseParamsQuiet(ch); params["quality"] != "" {
-					rec.attr("odk:quality", params["quality"])
-				}
-				*binds = append(*binds, rec)
-			}
-			if qt.control == "" || container == nil {
-				continue
-			}
-			// A calculated or triggered question with nothing to show has
-			// no control, as pyxform does.
-			if (r.Get("calculation") != "" || r.Get("trigger") != "") && !hasColumn(r, "label") && !hasColumn(r, "hint") {
-				continue
-			}
-			ctl := elem(qt.control, "ref", ch.path)
-			if ch.external != "" {
-				query := "instance('" + ch.external + "')/root/item"
-				if f := r.Get("choice_filter"); f != "" {
-					query += "[" + c.exprFrom(f, ch.path, ch.row.Num, "choice_filter", true) + "]"
-				}
-				ctl.attr("query", query)
-			}
-			if qt.mediatype != "" {
-				ctl.attr("mediatype", qt.mediatype)
-			}
-			if a := r.Get("appearance"); a != "" {
-				ctl.attr("appearance", a)
-			}
-			if a := r.Get("autoplay"); a != "" {
-				ctl.attr("autoplay", a)
-			}
-			for _, h := range sortedKeys(r.Cells) {
-				if k, ok := strings.CutPrefix(h, "body::"); ok && r.Get(h) != "" {
-					ctl.attr(k, r.Get(h))
-				}
-			}
-			if ch.typ == "range" {
-				c.rangeParams(ch, ctl)
-			}
-			params, _ := c.parseParamsQuiet(ch)
-			if v, ok := params["capture-accuracy"]; ok {
-				ctl.attr("accuracyThreshold", v)
-			}
-			if v, ok := params["warning-accuracy"]; ok {
-				ctl.attr("unacceptableAccuracyThreshold", v)
-			}
-			if v, ok := params["rows"]; ok {
-				ctl.attr("rows", v)
-			}
-			// The intent column names an external app that fills the
-			// question; an image's app parameter overrides it.
-			intent := r.Get("intent")
-			if intent != "" {
-				intent = c.expr(intent, ch, "intent")
-			}
-			if v, ok := params["app"]; ok {
-				// Another app takes the picture only when no drawing
-				// appearance asks Collect to (pyxform's rule).
-				if a := r.Get("appearance"); a == "" || a == "annotate" {
-					intent = v
-				}
-			}
-			if intent != "" {
-				ctl.attr("intent", intent)
-			}
-			if v, ok := params["incremental"]; ok && yes(v) {
-				ctl.attr("incremental", "true")
-			}
-			c.labels(ch, ctl, texts)
-			for _, tag := range c.osmTags(ch.osm) {
-				lbl := &el{name: "label"}
-				lbl.text = tag.Get("label")
-				ctl.add(elem("tag", "key", tag.Get("name")).add(lbl))
-			}
-			if ch.fromAnswers != "" {
-				ctl.add(c.answersItemset(ch))
-			} else if isSelect(ch.typ) && c.searchLists[ch.list] != nil && strings.Contains(r.Get("appearance"), "search(") {
-				for i, cr := range c.choices[ch.list] {
-					lbl := elem("label")
-					if c.listItext(ch.list) {
-						lbl.attr("ref", fmt.Sprintf("jr:itext('%s-%d')", ch.list, i))
-					} else {
-						lbl.text = cr.Get("label")
-					}
-					ctl.add(elem("item").add(lbl, &el{name: "value", text: cr.Get("name")}))
-				}
-			} else if isSelect(ch.typ) {
-				id, _ := fileList(ch.list)
-				valueRef, labelRef := "name", "label"
-				if strings.HasSuffix(ch.list, ".geojson") {
-					valueRef, labelRef = "id", "title" // GeoJSON features' id and title
-				}
-				if id != "" {
-					if v := params["value"]; v != "" {
-						valueRef = v
-					}
-					if v := params["label"]; v != "" {
-						labelRef = v
-					}
-				} else {
-					id = ch.list
-				}
-				nodeset := fmt.Sprintf("instance('%s')/root/item", id)
-				if f := r.Get("choice_filter"); f != "" {
-					nodeset += "[" + c.exprFrom(f, ch.path, ch.row.Num, "choice_filter", true) + "]"
-				}
-				if params["randomize"] == "true" {
-					if seed := params["seed"]; seed != "" {
-						nodeset = "randomize(" + nodeset + ", " + strings.TrimSpace(c.exprFrom(seed, ch.path, ch.row.Num, "parameters", false)) + ")"
-					} else {
-						nodeset = "randomize(" + nodeset + ")"
-					}
-				}
-				is := elem("itemset", "nodeset", nodeset).add(elem("value", "ref", valueRef))
-				if c.listItext(ch.list) {
-					is.add(elem("label", "ref", "jr:itext(itextId)"))
-				} else {
-					is.add(elem("label", "ref", labelRef))
-				}
-				ctl.add(is)
-			}
-			if g, ok := params["reference-geometry"]; ok {
-				ctl.add(c.referenceGeometry(ch, g))
-			}
-			if l := params["tick_labelset"]; ch.typ == "range" && c.choices[l] != nil {
-				label := "label"
-				if c.listItext(l) {
-					label = "jr:itext(itextId)"
-				}
-				ctl.add(elem("itemset", "nodeset", "instance('"+l+"')/root/item").add(elem("value", "ref", "name"), elem("label", "ref", label)))
-			}
-			ctl.add(c.triggers[ch.path]...)
-			container.add(ctl)
+			c.buildQuestion(ch, inst, container, binds, texts)
 		}
+	}
+}
+
+// buildGroup writes a group or repeat: its instance element (a repeat's
+// template first), its bind, its body control, and what it holds.
+func (c *converter) buildGroup(n, ch *node, inst, container *el, binds *[]*el, texts *[]*itextEntry) {
+	r := ch.row
+	var ctl *el
+	if container != nil {
+		ctl = elem("group", "ref", ch.path)
+		c.labels(ch, ctl, texts)
+		if a := r.Get("appearance"); a != "" && ch.kind != "repeat" {
+			ctl.attr("appearance", a)
+		}
+		if v := r.Get("intent"); v != "" && ch.kind != "repeat" {
+			ctl.attr("intent", c.expr(v, ch, "intent")) // an external app shows the group
+		}
+	}
+	inner := ctl
+	if ch.kind == "repeat" && ctl != nil {
+		if !hasChild(ctl, "label") {
+			ctl.add(elem("label")) // pyxform gives a repeat an empty label
+		}
+		inner = elem("repeat", "nodeset", ch.path)
+		if a := r.Get("appearance"); a != "" {
+			inner.attr("appearance", a) // a repeat's appearance is on the repeat
+		}
+		if v := r.Get("intent"); v != "" {
+			inner.attr("intent", c.expr(v, ch, "intent"))
+		}
+		if rc := strings.TrimSpace(r.Get("repeat_count")); rc != "" {
+			if single := refPattern.FindString(rc); single == rc {
+				inner.attr("jr:count", c.expr(rc, ch, "repeat_count"))
+			} else {
+				// Anything but one reference is computed into a
+				// generated element beside the repeat, as pyxform does.
+				cnt := ch.name + "_count"
+				for _, sib := range n.children {
+					if sib.name == cnt {
+						c.errorf("survey", sib.row.Num, "name", "The name %q is taken by the element Haven generates for the repeat_count of %q: rename this question.", cnt, ch.name)
+					}
+				}
+				path := n.path + "/" + cnt
+				inst.add(elem(cnt))
+				*binds = append(*binds, elem("bind", "nodeset", path, "type", "string", "readonly", "true()", "calculate", c.expr(rc, ch, "repeat_count")))
+				inner.attr("jr:count", " "+path+" ")
+			}
+		}
+		ctl.add(inner)
+	}
+	fresh := elem(ch.name)
+	placedBefore := len(c.placed)
+	c.build(ch, fresh, inner, binds, texts)
+	for _, e := range c.entities {
+		if e.metaAt == ch && binds != nil {
+			// The entity placed here (in a group, or made once per
+			// item of a repeat): its meta goes last.
+			meta := elem("meta")
+			c.entityElements(e, meta, binds)
+			fresh.add(meta)
+			c.placed = append(c.placed, e)
+		}
+	}
+	if ch.kind == "repeat" && inner != nil {
+		for _, e := range c.placed[placedBefore:] {
+			if e.scope == ch && e.id == "" {
+				// A new id with each new item.
+				inner.add(elem("setvalue", "ref", e.metaAt.path+"/meta/entity/@id", "event", "odk-new-repeat", "value", "uuid()"))
+			}
+		}
+		// Dynamic defaults of the item's questions, in its groups
+		// too (not in nested repeats, which set their own).
+		var defaults func(n *node)
+		defaults = func(n *node) {
+			for _, q := range n.children {
+				if d := q.row.Get("default"); q.kind == "question" && d != "" && dynamicDefault(d, q.typ) {
+					inner.add(elem("setvalue", "ref", q.path, "event", "odk-new-repeat", "value", c.expr(d, q, "default")))
+				}
+				if q.kind == "group" {
+					defaults(q)
+				}
+			}
+		}
+		defaults(ch)
+	}
+	if ch.kind == "repeat" {
+		tmpl := elem(ch.name, "jr:template", "")
+		tmpl.children, fresh.children = splitCopies(fresh.children, true)
+		tmpl.copyOf, fresh.copyOf = "template", "plain"
+		inst.add(tmpl)
+	}
+	inst.add(fresh)
+	if binds != nil {
+		if b := c.bind(ch, "", r); b != nil {
+			*binds = append(*binds, b)
+		}
+	}
+	if container != nil {
+		container.add(ctl)
+	}
+}
+
+// buildQuestion writes a question: its instance element with its default,
+// its bind and actions, and its body control.
+func (c *converter) buildQuestion(ch *node, inst, container *el, binds *[]*el, texts *[]*itextEntry) {
+	r := ch.row
+	switch ch.typ {
+	case "csv-external", "xml-external", "audit":
+		return // not in the instance's body of questions: see emit
+	}
+	qt := questionTypes[ch.typ]
+	ie := elem(ch.name)
+	if v := r.Get("compact_tag"); v != "" {
+		ie.attr("odk:tag", v) // the field's tag in compact (SMS) submissions
+	}
+	for _, h := range sortedKeys(r.Cells) {
+		if k, ok := strings.CutPrefix(h, "instance::"); ok && r.Get(h) != "" {
+			ie.attr(k, r.Get(h))
+		}
+	}
+	if d := r.Get("default"); d != "" && !dynamicDefault(d, ch.typ) {
+		ie.text = d
+		if ch.typ == "image" && !strings.HasPrefix(d, "jr://") {
+			ie.text = "jr://images/" + d // a default picture from the form's media
+		}
+	}
+	inst.add(ie)
+	if binds == nil {
+		return
+	}
+	bt := qt.bind
+	if ch.typ == "range" && c.rangeIsDecimal(ch) {
+		bt = "decimal"
+	}
+	*binds = append(*binds, c.bind(ch, bt, r))
+	if d := r.Get("default"); d != "" && dynamicDefault(d, ch.typ) {
+		*binds = append(*binds, elem("setvalue", "ref", ch.path, "event", "odk-instance-first-load", "value", c.expr(d, ch, "default")))
+	}
+	if ch.typ == "start-geopoint" {
+		*binds = append(*binds, elem("odk:setgeopoint", "ref", ch.path, "event", "odk-instance-first-load"))
+	}
+	if ch.typ == "background-audio" {
+		rec := elem("odk:recordaudio", "ref", ch.path, "event", "odk-instance-load")
+		if params, _ := c.parseParamsQuiet(ch); params["quality"] != "" {
+			rec.attr("odk:quality", params["quality"])
+		}
+		*binds = append(*binds, rec)
+	}
+	if qt.control == "" || container == nil {
+		return
+	}
+	// A calculated or triggered question with nothing to show has
+	// no control, as pyxform does.
+	if (r.Get("calculation") != "" || r.Get("trigger") != "") && !hasColumn(r, "label") && !hasColumn(r, "hint") {
+		return
+	}
+	container.add(c.control(ch, qt, texts))
+}
+
+// control is a question's body control: its attributes from the row and
+// its parameters, its labels, and its choices.
+func (c *converter) control(ch *node, qt qtype, texts *[]*itextEntry) *el {
+	r := ch.row
+	ctl := elem(qt.control, "ref", ch.path)
+	if ch.external != "" {
+		query := "instance('" + ch.external + "')/root/item"
+		if f := r.Get("choice_filter"); f != "" {
+			query += "[" + c.exprFrom(f, ch.path, ch.row.Num, "choice_filter", true) + "]"
+		}
+		ctl.attr("query", query)
+	}
+	if qt.mediatype != "" {
+		ctl.attr("mediatype", qt.mediatype)
+	}
+	if a := r.Get("appearance"); a != "" {
+		ctl.attr("appearance", a)
+	}
+	if a := r.Get("autoplay"); a != "" {
+		ctl.attr("autoplay", a)
+	}
+	for _, h := range sortedKeys(r.Cells) {
+		if k, ok := strings.CutPrefix(h, "body::"); ok && r.Get(h) != "" {
+			ctl.attr(k, r.Get(h))
+		}
+	}
+	if ch.typ == "range" {
+		c.rangeParams(ch, ctl)
+	}
+	params, _ := c.parseParamsQuiet(ch)
+	if v, ok := params["capture-accuracy"]; ok {
+		ctl.attr("accuracyThreshold", v)
+	}
+	if v, ok := params["warning-accuracy"]; ok {
+		ctl.attr("unacceptableAccuracyThreshold", v)
+	}
+	if v, ok := params["rows"]; ok {
+		ctl.attr("rows", v)
+	}
+	// The intent column names an external app that fills the
+	// question; an image's app parameter overrides it.
+	intent := r.Get("intent")
+	if intent != "" {
+		intent = c.expr(intent, ch, "intent")
+	}
+	if v, ok := params["app"]; ok {
+		// Another app takes the picture only when no drawing
+		// appearance asks Collect to (pyxform's rule).
+		if a := r.Get("appearance"); a == "" || a == "annotate" {
+			intent = v
+		}
+	}
+	if intent != "" {
+		ctl.attr("intent", intent)
+	}
+	if v, ok := params["incremental"]; ok && yes(v) {
+		ctl.attr("incremental", "true")
+	}
+	c.labels(ch, ctl, texts)
+	for _, tag := range c.osmTags(ch.osm) {
+		lbl := &el{name: "label"}
+		lbl.text = tag.Get("label")
+		ctl.add(elem("tag", "key", tag.Get("name")).add(lbl))
+	}
+	c.choiceItems(ch, params, ctl)
+	if g, ok := params["reference-geometry"]; ok {
+		ctl.add(c.referenceGeometry(ch, g))
+	}
+	if l := params["tick_labelset"]; ch.typ == "range" && c.choices[l] != nil {
+		label := "label"
+		if c.listItext(l) {
+			label = "jr:itext(itextId)"
+		}
+		ctl.add(elem("itemset", "nodeset", "instance('"+l+"')/root/item").add(elem("value", "ref", "name"), elem("label", "ref", label)))
+	}
+	ctl.add(c.triggers[ch.path]...)
+	return ctl
+}
+
+// choiceItems adds a select's choices to its control: an itemset over the
+// choice list's instance (filtered, randomized), the answers of another
+// question, or the items themselves where a search() appearance needs them.
+func (c *converter) choiceItems(ch *node, params map[string]string, ctl *el) {
+	r := ch.row
+	if ch.fromAnswers != "" {
+		ctl.add(c.answersItemset(ch))
+	} else if isSelect(ch.typ) && c.searchLists[ch.list] != nil && strings.Contains(r.Get("appearance"), "search(") {
+		for i, cr := range c.choices[ch.list] {
+			lbl := elem("label")
+			if c.listItext(ch.list) {
+				lbl.attr("ref", fmt.Sprintf("jr:itext('%s-%d')", ch.list, i))
+			} else {
+				lbl.text = cr.Get("label")
+			}
+			ctl.add(elem("item").add(lbl, &el{name: "value", text: cr.Get("name")}))
+		}
+	} else if isSelect(ch.typ) {
+		id, _ := fileList(ch.list)
+		valueRef, labelRef := "name", "label"
+		if strings.HasSuffix(ch.list, ".geojson") {
+			valueRef, labelRef = "id", "title" // GeoJSON features' id and title
+		}
+		if id != "" {
+			if v := params["value"]; v != "" {
+				valueRef = v
+			}
+			if v := params["label"]; v != "" {
+				labelRef = v
+			}
+		} else {
+			id = ch.list
+		}
+		nodeset := fmt.Sprintf("instance('%s')/root/item", id)
+		if f := r.Get("choice_filter"); f != "" {
+			nodeset += "[" + c.exprFrom(f, ch.path, ch.row.Num, "choice_filter", true) + "]"
+		}
+		if params["randomize"] == "true" {
+			if seed := params["seed"]; seed != "" {
+				nodeset = "randomize(" + nodeset + ", " + strings.TrimSpace(c.exprFrom(seed, ch.path, ch.row.Num, "parameters", false)) + ")"
+			} else {
+				nodeset = "randomize(" + nodeset + ")"
+			}
+		}
+		is := elem("itemset", "nodeset", nodeset).add(elem("value", "ref", valueRef))
+		if c.listItext(ch.list) {
+			is.add(elem("label", "ref", "jr:itext(itextId)"))
+		} else {
+			is.add(elem("label", "ref", labelRef))
+		}
+		ctl.add(is)
 	}
 }
 
