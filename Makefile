@@ -1,17 +1,36 @@
-# Benchmarks: each target reproduces one figure of BENCHMARKS.md on this
-# machine. The load targets start a throwaway server (--spawn) on a fresh
-# temporary data directory and report throughput, latency and peak RSS.
-# Setup and tests are in the README; nothing here is needed for them.
+# The everyday targets (test, lint, fuzz), then the benchmarks: each bench
+# target reproduces one figure of BENCHMARKS.md on this machine. The load
+# targets start a throwaway server (--spawn) on a fresh temporary data
+# directory and report throughput, latency and peak RSS. Setup is in the
+# README; nothing here is needed for it.
 
 HAVEN := ./haven
 LOADGEN := $(HAVEN) loadgen --spawn --duration 15s
+FUZZTIME ?= 30s
 
-.PHONY: haven bench bench-small-32 bench-small-256 bench-small-256-nopause bench-photo \
+.PHONY: haven test lint fuzz bench bench-small-32 bench-small-256 bench-small-256-nopause bench-photo \
 	bench-formlist bench-flaky bench-micro bench-convert bench-convert-cli bench-export \
 	bench-aggregate bench-large-object crash-test
 
 haven:
 	go build -o $(HAVEN) ./cmd/haven
+
+# The whole suite, as the README and CI run it.
+test:
+	go test -count=1 -timeout 30m ./...
+
+# gofmt, go vet and staticcheck (installed into Go's bin folder on first use).
+lint:
+	@test -z "$$(gofmt -l .)" || (gofmt -l . && echo "gofmt would change the files above" && exit 1)
+	go vet ./...
+	go run honnef.co/go/tools/cmd/staticcheck@v0.8.2 ./...
+
+# Every fuzz target for FUZZTIME each (their seeds run with the ordinary tests).
+fuzz:
+	for t in formspec:FuzzParseInstance formspec:FuzzFastTree formspec:FuzzParseForm formspec:FuzzExprRefs \
+		formspec/xlsform:FuzzConvertMarkdown formspec/xlsform:FuzzReadSheetXML formspec/xlsform:FuzzReadXLSX app:FuzzSubmit; do \
+		go test ./$${t%%:*} -run '^$$' -fuzz "^$${t##*:}$$" -fuzztime $(FUZZTIME) || exit 1; \
+	done
 
 # Every device-load figure, one after the other (about two minutes).
 bench: bench-small-32 bench-small-256 bench-small-256-nopause bench-photo bench-formlist bench-flaky
@@ -47,10 +66,10 @@ bench-convert-cli: haven
 	perf stat -r 60 $(HAVEN) form convert formspec/xlsform/testdata/bench300.xlsx -o /tmp/haven-bench300.xml
 
 bench-export:
-	go test ./sync -run '^$$' -bench BenchmarkExportCSV -benchtime 1x
+	go test ./app -run '^$$' -bench BenchmarkExportCSV -benchtime 1x
 
 bench-aggregate:
-	go test ./sync -run '^$$' -bench BenchmarkAggregate -benchtime 1x
+	go test ./app -run '^$$' -bench BenchmarkAggregate -benchtime 1x
 
 # Streams a 500 MB file through encryption into a real MinIO server.
 bench-large-object:

@@ -57,8 +57,8 @@ type headWriter struct {
 	// kept is set once the head on disk was found off the trail: it is the
 	// evidence of a cut, and nothing replaces it while Haven runs.
 	kept bool
-	stop    chan struct{}
-	done    chan struct{}
+	stop chan struct{}
+	done chan struct{}
 }
 
 // lastEvent reads the newest event's id and hash; 0 when there is none.
