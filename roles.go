@@ -108,12 +108,6 @@ func (p *Principal) Clearance(projectID int64) Sensitivity {
 	return Public
 }
 
-// Cleared reports whether p may read values of the tier in the project
-// (an undecided tier counts as the strictest).
-func (p *Principal) Cleared(projectID int64, tier Sensitivity) bool {
-	return p.Clearance(projectID).Covers(tier)
-}
-
 // Covers reports whether a reader with clearance c may read values of the
 // tier: the one comparison of clearances and tiers (an undecided tier
 // counts as the strictest).

@@ -319,7 +319,7 @@ func (s *Service) checkLowered(ctx context.Context, p *haven.Principal, f *haven
 	var lowered []Lowered
 	for _, fd := range next.Schema() {
 		old, ok := before[fd.Path]
-		if ok && old.Rank() > fd.Effective.Rank() {
+		if ok && !fd.Effective.Covers(old) {
 			lowered = append(lowered, Lowered{Path: fd.Path, From: old, To: fd.Effective})
 		}
 	}

@@ -60,8 +60,8 @@ func (f *Form) deriveTiers(base map[string]haven.Sensitivity) {
 		if !ok {
 			return haven.Public
 		}
-		if n := f.Node(path); n != nil && n.derived != "" && n.derived.Rank() > t.Rank() {
-			return n.derived
+		if n := f.Node(path); n != nil {
+			return haven.MaxSensitivity(t, n.derived)
 		}
 		return t
 	}
