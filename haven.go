@@ -34,6 +34,12 @@ type Project struct {
 	// (empty: any address the site allows).
 	APIAllow    Allowlist `json:"apiAllow"`
 	DeviceAllow Allowlist `json:"deviceAllow"`
+	// Archived projects are kept but set aside, as in ODK Central.
+	Archived bool `json:"archived"`
+	// KeyID is ODK Central's managed-encryption key: always null, as Haven
+	// encrypts every project at rest itself.
+	KeyID     *int64     `json:"keyId"`
+	DeletedAt *time.Time `json:"deletedAt"`
 }
 
 // LegalHold defers a project's destruction while it stands.
@@ -92,6 +98,7 @@ type User struct {
 	Admin       bool      `json:"admin"`
 	CreatedAt   time.Time `json:"createdAt"`
 	UpdatedAt   time.Time `json:"updatedAt"`
+	DeletedAt   *time.Time `json:"deletedAt"`
 }
 
 // AppUser is a device credential ("app user" in ODK Central): a bearer token
@@ -104,8 +111,11 @@ type AppUser struct {
 	CreatedAt   time.Time  `json:"createdAt"`
 	UpdatedAt   time.Time  `json:"updatedAt"`
 	RevokedAt   *time.Time `json:"revokedAt"`
-	// Token is set only in the answer to its creation: Haven keeps a hash.
-	Token string `json:"token,omitempty"`
+	// DeletedAt is RevokedAt under ODK Central's name.
+	DeletedAt *time.Time `json:"deletedAt"`
+	// Token is the device's credential, for those who manage app users
+	// (sealed at rest); null once revoked.
+	Token *string `json:"token"`
 }
 
 // Form states, as in ODK Central: open forms are listed and take submissions,
@@ -129,6 +139,11 @@ type Form struct {
 	CreatedAt   time.Time  `json:"createdAt"`
 	UpdatedAt   time.Time  `json:"updatedAt"`
 	PublishedAt *time.Time `json:"publishedAt"`
+	// EnketoID and KeyID are ODK Central's: always null, as Haven runs no
+	// Enketo and refuses ODK-encrypted forms.
+	EnketoID     *string `json:"enketoId"`
+	EnketoOnceID *string `json:"enketoOnceId"`
+	KeyID        *int64  `json:"keyId"`
 
 	CurrentVersionID int64 `json:"-"` // 0 while the form has never been published
 	DraftVersionID   int64 `json:"-"` // 0 when there is no draft
@@ -170,6 +185,7 @@ type Submission struct {
 	SubmitterID int64             `json:"submitterId"`
 	DeviceID    string            `json:"deviceId"`
 	ReviewState *string           `json:"reviewState"`
+	UserAgent   *string           `json:"userAgent"`
 	CreatedAt   time.Time         `json:"createdAt"`
 	UpdatedAt   *time.Time        `json:"updatedAt"`
 	Current     SubmissionVersion `json:"currentVersion"`

@@ -253,3 +253,6 @@ func ParseWhen(name, v string) (*time.Time, error) {
 	}
 	return &t, nil
 }
+
+// FileStem is a form id made fit to name a downloaded file.
+func FileStem(id string) string { return export.FileStem(id) }

@@ -57,12 +57,14 @@ type ProjectSettings struct {
 	// APIAllow and DeviceAllow are address ranges (CIDR) or addresses; [] clears.
 	APIAllow    *[]string `json:"apiAllow"`
 	DeviceAllow *[]string `json:"deviceAllow"`
+	// Archived sets the project aside, as in ODK Central.
+	Archived *bool `json:"archived"`
 }
 
 // lifecycle reads the settings. An API allowlist that leaves out the
 // caller's own address is refused: it would lock them out.
 func (b ProjectSettings) lifecycle(ctx context.Context) (storage.Lifecycle, error) {
-	l := storage.Lifecycle{RetentionDays: b.RetentionDays, MinCellSize: b.MinCellSize}
+	l := storage.Lifecycle{RetentionDays: b.RetentionDays, MinCellSize: b.MinCellSize, Archived: b.Archived}
 	for _, a := range []struct {
 		name string
 		in   *[]string
@@ -114,6 +116,9 @@ func (b ProjectSettings) details() map[string]any {
 	}
 	if b.DeviceAllow != nil {
 		d["deviceAllow"] = *b.DeviceAllow
+	}
+	if b.Archived != nil {
+		d["archived"] = *b.Archived
 	}
 	return d
 }

@@ -55,7 +55,7 @@ func setup(t testing.TB) (*app.Service, int64, *haven.Principal, objects) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p, err := st.Users.AppUserPrincipal(ctx, au.Token)
+	p, err := st.Users.AppUserPrincipal(ctx, *au.Token)
 	if err != nil {
 		t.Fatal(err)
 	}

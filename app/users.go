@@ -107,7 +107,7 @@ func (s *Service) CreateAppUser(ctx context.Context, p *haven.Principal, project
 		return nil, err
 	}
 	e.Object = objProject(projectID) + "/" + objActor(au.ID)
-	url := fmt.Sprintf("%s/v1/key/%s/projects/%d", strings.TrimRight(base, "/"), au.Token, projectID)
+	url := fmt.Sprintf("%s/v1/key/%s/projects/%d", strings.TrimRight(base, "/"), *au.Token, projectID)
 	qr, err := CollectSettings(url, pr.Name)
 	if err != nil {
 		return nil, err

@@ -48,6 +48,22 @@ type Options struct {
 	RawCSV bool
 }
 
+// FileStem is a form id made fit to name a file (a download, a zip entry):
+// the characters file systems refuse or read as folders become '_'. Form
+// ids are any text (uuid:..., spaces, slashes), names on disk are not.
+func FileStem(id string) string {
+	out := strings.Map(func(r rune) rune {
+		if strings.ContainsRune(`<>:"/\|?*`, r) || r < 0x20 {
+			return '_'
+		}
+		return r
+	}, id)
+	if out == "" || out == "." || out == ".." {
+		out = "_" + out
+	}
+	return out
+}
+
 // SafeCell neutralises a cell that a spreadsheet program would run as a
 // formula (one starting with =, +, -, @, a tab or a carriage return), as
 // OWASP recommends: a leading ' makes it text. A plain number (-3, +2.5)
@@ -255,11 +271,11 @@ func New(formID string, versions []*formspec.Form, opts Options, view View) (*Ex
 	}
 	switch opts.Format {
 	case "csv":
-		e.ContentType, e.FileName = "application/zip", formID+".csv.zip"
+		e.ContentType, e.FileName = "application/zip", FileStem(formID)+".csv.zip"
 	case "xlsx":
-		e.ContentType, e.FileName = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet", formID+".xlsx"
+		e.ContentType, e.FileName = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet", FileStem(formID)+".xlsx"
 	case "geojson":
-		e.ContentType, e.FileName = "application/geo+json", formID+".geojson"
+		e.ContentType, e.FileName = "application/geo+json", FileStem(formID)+".geojson"
 		if err := e.pickGeo(); err != nil {
 			return nil, err
 		}
@@ -271,9 +287,9 @@ func New(formID string, versions []*formspec.Form, opts Options, view View) (*Ex
 func (l *layout) add(f *formspec.Form, n *formspec.Node, repeat string, tables map[string]*table, seen map[string]bool, split bool, formID string) {
 	t := tables[repeat]
 	if t == nil {
-		t = &table{name: formID, repeat: repeat}
+		t = &table{name: FileStem(formID), repeat: repeat}
 		if repeat != "" {
-			t.name = formID + "-" + n.Name
+			t.name = FileStem(formID) + "-" + n.Name
 		}
 		tables[repeat] = t
 		l.tables = append(l.tables, t)

@@ -192,7 +192,7 @@ func TestParseFormRefuses(t *testing.T) {
 	good := string(b)
 	cases := []struct{ name, from, to, says string }{
 		{"no id", `id="household" `, ``, "no id"},
-		{"bad id", `id="household"`, `id="house hold"`, "cannot be used"},
+		{"bad id", `id="household"`, `id="house&#10;hold"`, "control character"},
 		{"doctype", `<?xml version="1.0" encoding="utf-8"?>`, `<?xml version="1.0"?><!DOCTYPE h:html>`, "DOCTYPE"},
 		{"not xml", `</h:html>`, ``, "well-formed"},
 		{"no model", `<model odk:xforms-version="1.0.0" `, `<nomodel `, ""},

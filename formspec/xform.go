@@ -11,6 +11,8 @@ import (
 	"regexp"
 	"sort"
 	"strings"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/beevik/etree"
 	"github.com/haven-org/haven"
@@ -212,12 +214,28 @@ func Parse(xml []byte) (*Form, error) {
 	return f, nil
 }
 
-var validFormID = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.\-]*$`)
+// MaxFormIDLength is the longest form id Haven takes, in characters.
+const MaxFormIDLength = 255
 
-// CheckFormID says what is wrong with a form id Haven cannot serve, if anything.
+// CheckFormID says what is wrong with a form id Haven cannot serve, if
+// anything. A form id is an attribute value, not an XML name: as ODK
+// Central and pyxform do, Haven takes any text (uuid:..., letters of any
+// script, spaces, punctuation, the Excel date some workbooks carry), and
+// escapes it wherever it goes (URLs, file names). Only what no URL, file
+// name or log line can carry safely is refused.
 func CheckFormID(id string) error {
-	if !validFormID.MatchString(id) {
-		return invalid("The form id %q cannot be used: use letters, digits, '_', '-' and '.', starting with a letter or digit.", id)
+	switch {
+	case strings.TrimSpace(id) == "":
+		return invalid("The form id is empty: give the form an id (the id attribute of its primary instance's root, or form_id in the XLSForm settings).")
+	case !utf8.ValidString(id):
+		return invalid("The form id is not valid UTF-8 text. Write it again in the form's settings.")
+	case utf8.RuneCountInString(id) > MaxFormIDLength:
+		return invalid("The form id is %d characters long; Haven takes up to %d. Choose a shorter one.", utf8.RuneCountInString(id), MaxFormIDLength)
+	}
+	for _, r := range id {
+		if unicode.IsControl(r) {
+			return invalid("The form id %q holds a control character (a line break or tab): remove it.", id)
+		}
 	}
 	return nil
 }

@@ -42,9 +42,9 @@ func (s *Server) assignment(c echo.Context, give bool) error {
 		return err
 	}
 	if give {
-		err = s.app.Assign(c.Request().Context(), principal(c), pid, actor, c.Param("role"))
+		err = s.app.Assign(c.Request().Context(), principal(c), pid, actor, param(c, "role"))
 	} else {
-		err = s.app.Unassign(c.Request().Context(), principal(c), pid, actor, c.Param("role"))
+		err = s.app.Unassign(c.Request().Context(), principal(c), pid, actor, param(c, "role"))
 	}
 	if err != nil {
 		return err

@@ -232,7 +232,7 @@ func (s *Server) challenge(c echo.Context, stale bool) {
 func (s *Server) keyAuth(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		s.markOpenRosa(c)
-		p, err := s.app.AppUserPrincipal(c.Request().Context(), c.Param("key"))
+		p, err := s.app.AppUserPrincipal(c.Request().Context(), param(c, "key"))
 		if err != nil {
 			s.refuse(c, "credentials", err)
 			return err
@@ -320,7 +320,7 @@ func (s *Server) refresh(c echo.Context) error {
 // /v1/sessions/current with {"refreshToken"} (and the session's access
 // token): only the holder of the refresh token ends a session.
 func (s *Server) logout(c echo.Context) error {
-	token, sid := c.Param("token"), ""
+	token, sid := param(c, "token"), ""
 	if token == "current" {
 		if err, _ := c.Get(keyAuthError).(error); err != nil {
 			return err

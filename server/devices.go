@@ -27,7 +27,7 @@ func (s *Server) markOpenRosa(c echo.Context) {
 // devicePrefix is the URL prefix of the request's device routes, so the URLs
 // Haven hands a device keep its token (or not).
 func (s *Server) devicePrefix(c echo.Context, pid int64) string {
-	if key := c.Param("key"); key != "" {
+	if key := param(c, "key"); key != "" {
 		return fmt.Sprintf("%s/v1/key/%s/projects/%d", s.baseURL(c), key, pid)
 	}
 	return fmt.Sprintf("%s/v1/projects/%d", s.baseURL(c), pid)
@@ -141,7 +141,7 @@ func (s *Server) getForm(c echo.Context) error {
 		return err
 	}
 	ctx := c.Request().Context()
-	if id, ok := strings.CutSuffix(c.Param("formId"), ".xml"); ok {
+	if id, ok := strings.CutSuffix(param(c, "formId"), ".xml"); ok {
 		s.markOpenRosa(c)
 		b, err := s.app.FormXML(ctx, principal(c), pid, id)
 		if err != nil {
@@ -149,7 +149,7 @@ func (s *Server) getForm(c echo.Context) error {
 		}
 		return c.Blob(http.StatusOK, "text/xml; charset=utf-8", b)
 	}
-	f, err := s.app.Form(ctx, principal(c), pid, c.Param("formId"))
+	f, err := s.app.Form(ctx, principal(c), pid, param(c, "formId"))
 	if err != nil {
 		return err
 	}
@@ -161,7 +161,7 @@ func (s *Server) manifest(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	id := c.Param("formId")
+	id := param(c, "formId")
 	files, err := s.app.Manifest(c.Request().Context(), principal(c), pid, id)
 	if err != nil {
 		return err
@@ -184,7 +184,7 @@ func (s *Server) formAttachment(c echo.Context) error {
 	if err != nil {
 		return haven.Errorf(haven.EINVALID, "The file name in the URL is not valid.")
 	}
-	rc, a, err := s.app.FormMedia(c.Request().Context(), principal(c), pid, c.Param("formId"), name)
+	rc, a, err := s.app.FormMedia(c.Request().Context(), principal(c), pid, param(c, "formId"), name)
 	if err != nil {
 		return err
 	}

@@ -36,7 +36,7 @@ func (s *Server) exportSubmissions(c echo.Context) error {
 		}
 	}
 	ctx := c.Request().Context()
-	exp, err := s.app.Export(ctx, principal(c), pid, c.Param("formId"), opts)
+	exp, err := s.app.Export(ctx, principal(c), pid, param(c, "formId"), opts)
 	if err != nil {
 		return err
 	}
@@ -74,11 +74,11 @@ func (s *Server) aggregate(c echo.Context) error {
 			by = append(by, b)
 		}
 	}
-	agg, err := s.app.Aggregate(c.Request().Context(), principal(c), pid, c.Param("formId"), app.AggregateOptions{By: by, Measure: q.Get("measure")})
+	agg, err := s.app.Aggregate(c.Request().Context(), principal(c), pid, param(c, "formId"), app.AggregateOptions{By: by, Measure: q.Get("measure")})
 	if err != nil {
 		return err
 	}
-	name := c.Param("formId") + "-aggregate"
+	name := app.FileStem(param(c, "formId")) + "-aggregate"
 	switch format {
 	case "csv":
 		c.Response().Header().Set("Content-Disposition", attachment(name+".csv"))

@@ -59,7 +59,12 @@ func upload(c echo.Context) (app.Upload, error) {
 	if int64(len(b)) > limit {
 		return app.Upload{}, app.TooLarge("form", limit)
 	}
-	return app.Upload{Body: b, ContentType: ct, FormIDFallback: r.Header.Get("X-XlsForm-FormId-Fallback")}, nil
+	// Clients percent-encode the fallback form id (pyodk does, as Central expects).
+	fallback := r.Header.Get("X-XlsForm-FormId-Fallback")
+	if u, err := url.PathUnescape(fallback); err == nil {
+		fallback = u
+	}
+	return app.Upload{Body: b, ContentType: ct, FormIDFallback: fallback}, nil
 }
 
 func (s *Server) createForm(c echo.Context) error {
@@ -87,7 +92,7 @@ func (s *Server) setFormState(c echo.Context) error {
 	if err := bind(c, &body); err != nil {
 		return err
 	}
-	f, err := s.app.SetFormState(c.Request().Context(), principal(c), pid, c.Param("formId"), body.State)
+	f, err := s.app.SetFormState(c.Request().Context(), principal(c), pid, param(c, "formId"), body.State)
 	if err != nil {
 		return err
 	}
@@ -99,7 +104,7 @@ func (s *Server) formVersions(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	vs, err := s.app.FormVersions(c.Request().Context(), principal(c), pid, c.Param("formId"))
+	vs, err := s.app.FormVersions(c.Request().Context(), principal(c), pid, param(c, "formId"))
 	if err != nil {
 		return err
 	}
@@ -111,7 +116,7 @@ func (s *Server) formAttachments(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	as, err := s.app.FormAttachments(c.Request().Context(), principal(c), pid, c.Param("formId"))
+	as, err := s.app.FormAttachments(c.Request().Context(), principal(c), pid, param(c, "formId"))
 	if err != nil {
 		return err
 	}
@@ -127,7 +132,7 @@ func (s *Server) newDraft(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	warnings, err := s.app.NewDraft(c.Request().Context(), principal(c), pid, c.Param("formId"), u)
+	warnings, err := s.app.NewDraft(c.Request().Context(), principal(c), pid, param(c, "formId"), u)
 	if err != nil {
 		return err
 	}
@@ -139,7 +144,7 @@ func (s *Server) getDraft(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	_, v, err := s.app.Draft(c.Request().Context(), principal(c), pid, c.Param("formId"))
+	_, v, err := s.app.Draft(c.Request().Context(), principal(c), pid, param(c, "formId"))
 	if err != nil {
 		return err
 	}
@@ -151,7 +156,7 @@ func (s *Server) getDraftXML(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	_, v, err := s.app.Draft(c.Request().Context(), principal(c), pid, c.Param("formId"))
+	_, v, err := s.app.Draft(c.Request().Context(), principal(c), pid, param(c, "formId"))
 	if err != nil {
 		return err
 	}
@@ -163,7 +168,7 @@ func (s *Server) deleteDraft(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	if err := s.app.DeleteDraft(c.Request().Context(), principal(c), pid, c.Param("formId")); err != nil {
+	if err := s.app.DeleteDraft(c.Request().Context(), principal(c), pid, param(c, "formId")); err != nil {
 		return err
 	}
 	return success(c)
@@ -174,7 +179,7 @@ func (s *Server) publishDraft(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	f, err := s.app.PublishDraft(c.Request().Context(), principal(c), pid, c.Param("formId"), c.QueryParam("version"))
+	f, err := s.app.PublishDraft(c.Request().Context(), principal(c), pid, param(c, "formId"), c.QueryParam("version"))
 	if err != nil {
 		return err
 	}
@@ -186,7 +191,7 @@ func (s *Server) draftAttachments(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	as, err := s.app.DraftAttachments(c.Request().Context(), principal(c), pid, c.Param("formId"))
+	as, err := s.app.DraftAttachments(c.Request().Context(), principal(c), pid, param(c, "formId"))
 	if err != nil {
 		return err
 	}
@@ -203,7 +208,7 @@ func (s *Server) uploadDraftAttachment(c echo.Context) error {
 		return haven.Errorf(haven.EINVALID, "The file name in the URL is not valid.")
 	}
 	r := c.Request()
-	if err := s.app.UploadDraftMedia(r.Context(), principal(c), pid, c.Param("formId"), name, r.Body); err != nil {
+	if err := s.app.UploadDraftMedia(r.Context(), principal(c), pid, param(c, "formId"), name, r.Body); err != nil {
 		return err
 	}
 	return success(c)
@@ -221,7 +226,7 @@ func (s *Server) fields(c echo.Context, draft bool) error {
 	if err != nil {
 		return err
 	}
-	fs, err := s.app.Fields(c.Request().Context(), principal(c), pid, c.Param("formId"), draft)
+	fs, err := s.app.Fields(c.Request().Context(), principal(c), pid, param(c, "formId"), draft)
 	if err != nil {
 		return err
 	}

@@ -11,6 +11,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"regexp"
 	"strconv"
 	"strings"
@@ -320,4 +321,15 @@ var secretPath = regexp.MustCompile(`(/v1/key/|/sessions/|/subjects/)[^/?]+`)
 // tokens, session tokens and subject identifiers masked.
 func logPath(c echo.Context) string {
 	return secretPath.ReplaceAllString(c.Request().URL.Path, "${1}***")
+}
+
+// param is a path parameter, percent-decoded: clients (pyodk, browsers)
+// encode ids such as uuid:... and form ids with spaces or non-ASCII letters,
+// and echo hands them over as sent when the path needed escaping.
+func param(c echo.Context, name string) string {
+	v := c.Param(name)
+	if u, err := url.PathUnescape(v); err == nil {
+		return u
+	}
+	return v
 }

@@ -23,7 +23,7 @@ func (s *Server) subjectAccess(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	rep, err := s.app.Subject(c.Request().Context(), principal(c), pid, c.Param("subject"))
+	rep, err := s.app.Subject(c.Request().Context(), principal(c), pid, param(c, "subject"))
 	if err != nil {
 		return err
 	}
@@ -35,7 +35,7 @@ func (s *Server) subjectErase(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	e, err := s.app.EraseSubject(c.Request().Context(), principal(c), pid, c.Param("subject"))
+	e, err := s.app.EraseSubject(c.Request().Context(), principal(c), pid, param(c, "subject"))
 	if err != nil {
 		return err
 	}
@@ -48,7 +48,7 @@ func (s *Server) subjectObject(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	if err := s.app.ObjectSubject(c.Request().Context(), principal(c), pid, c.Param("subject")); err != nil {
+	if err := s.app.ObjectSubject(c.Request().Context(), principal(c), pid, param(c, "subject")); err != nil {
 		return err
 	}
 	return c.JSON(http.StatusOK, map[string]any{"success": true,
@@ -60,7 +60,7 @@ func (s *Server) subjectLiftObjection(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	if err := s.app.LiftObjection(c.Request().Context(), principal(c), pid, c.Param("subject")); err != nil {
+	if err := s.app.LiftObjection(c.Request().Context(), principal(c), pid, param(c, "subject")); err != nil {
 		return err
 	}
 	return success(c)

@@ -41,7 +41,7 @@ func submissionTarget(c echo.Context) (target, error) {
 	if err != nil {
 		return target{}, err
 	}
-	return target{pid: pid, form: c.Param("formId"), instanceID: c.Param("instanceId")}, nil
+	return target{pid: pid, form: param(c, "formId"), instanceID: param(c, "instanceId")}, nil
 }
 
 func (s *Server) listSubmissions(c echo.Context) error {

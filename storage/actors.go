@@ -568,14 +568,17 @@ func (u *Users) CreateAppUser(ctx context.Context, projectID int64, displayName 
 		if err != nil {
 			return err
 		}
-		if _, err := tx.Exec(`INSERT INTO field_keys (actor_id, project_id, token_hash) VALUES (?, ?, ?)`, id, projectID, tokenHash(token)); err != nil {
+		if _, err := tx.Exec(`INSERT INTO field_keys (actor_id, project_id, token_hash, token_sealed) VALUES (?, ?, ?, ?)`,
+			id, projectID, tokenHash(token), u.Keys.SealMaster([]byte(token), tokenPurpose(id))); err != nil {
 			return err
 		}
-		au = &haven.AppUser{ID: id, Type: haven.ActorFieldKey, ProjectID: projectID, DisplayName: displayName, CreatedAt: tx.Now(), UpdatedAt: tx.Now(), Token: token}
+		au = &haven.AppUser{ID: id, Type: haven.ActorFieldKey, ProjectID: projectID, DisplayName: displayName, CreatedAt: tx.Now(), UpdatedAt: tx.Now(), Token: &token}
 		return nil
 	})
 	return au, err
 }
+
+func tokenPurpose(actorID int64) string { return fmt.Sprintf("app user token %d", actorID) }
 
 // AppUserPrincipal returns the principal of a live device token.
 func (u *Users) AppUserPrincipal(ctx context.Context, token string) (*haven.Principal, error) {
@@ -605,7 +608,7 @@ func (u *Users) appUserPrincipal(ctx context.Context, token string) (*haven.Prin
 
 // AppUsers lists a project's app users, revoked ones included.
 func (u *Users) AppUsers(ctx context.Context, projectID int64) ([]*haven.AppUser, error) {
-	rows, err := u.DB.read.QueryContext(ctx, `SELECT a.id, a.display_name, a.created_at, a.updated_at, f.revoked_at
+	rows, err := u.DB.read.QueryContext(ctx, `SELECT a.id, a.display_name, a.created_at, a.updated_at, f.revoked_at, f.token_sealed
 		FROM field_keys f JOIN actors a ON a.id = f.actor_id WHERE f.project_id = ? ORDER BY a.id`, projectID)
 	if err != nil {
 		return nil, err
@@ -616,10 +619,20 @@ func (u *Users) AppUsers(ctx context.Context, projectID int64) ([]*haven.AppUser
 		au := &haven.AppUser{Type: haven.ActorFieldKey, ProjectID: projectID}
 		var created, updated int64
 		var revoked sql.NullInt64
-		if err := rows.Scan(&au.ID, &au.DisplayName, &created, &updated, &revoked); err != nil {
+		var sealed []byte
+		if err := rows.Scan(&au.ID, &au.DisplayName, &created, &updated, &revoked, &sealed); err != nil {
 			return nil, err
 		}
 		au.CreatedAt, au.UpdatedAt, au.RevokedAt = fromMS(created), fromMS(updated), fromNullMS(revoked)
+		au.DeletedAt = au.RevokedAt
+		if sealed != nil && au.RevokedAt == nil {
+			token, err := u.Keys.OpenMaster(sealed, tokenPurpose(au.ID))
+			if err != nil {
+				return nil, err
+			}
+			t := string(token)
+			au.Token = &t
+		}
 		out = append(out, au)
 	}
 	return out, rows.Err()
@@ -629,7 +642,7 @@ func (u *Users) AppUsers(ctx context.Context, projectID int64) ([]*haven.AppUser
 func (u *Users) RevokeAppUser(ctx context.Context, projectID, actorID int64) error {
 	defer u.tokens.clear()
 	return u.DB.Write(ctx, func(tx *Tx) error {
-		res, err := tx.Exec(`UPDATE field_keys SET revoked_at = ? WHERE actor_id = ? AND project_id = ? AND revoked_at IS NULL`,
+		res, err := tx.Exec(`UPDATE field_keys SET revoked_at = ?, token_sealed = NULL WHERE actor_id = ? AND project_id = ? AND revoked_at IS NULL`,
 			ms(tx.Now()), actorID, projectID)
 		if err != nil {
 			return err

@@ -59,7 +59,17 @@ func TestMigrationRebuildsSubmissions(t *testing.T) {
 	if got := dump(t, st.DB, `SELECT name FROM pragma_index_list('submissions') WHERE "unique"`); got == "" {
 		t.Fatal("before 0009, submissions should have its unique index")
 	}
-	pr, err := st.Projects.Create(ctx, "P", "")
+	// The project as an older Haven wrote it (today's queries read columns
+	// the old schema lacks).
+	pr := &haven.Project{}
+	err := st.DB.Write(ctx, func(tx *Tx) error {
+		r, err := tx.Exec(`INSERT INTO projects (name, created_at, updated_at) VALUES ('P', 0, 0)`)
+		if err != nil {
+			return err
+		}
+		pr.ID, _ = r.LastInsertId()
+		return st.Keys.createProjectKey(tx, pr.ID)
+	})
 	if err != nil {
 		t.Fatal(err)
 	}

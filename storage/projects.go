@@ -27,6 +27,8 @@ type Lifecycle struct {
 	MinCellSize   *int // k of the small-cell rule, 3 or more
 	// APIAllow and DeviceAllow replace the project's address allowlists.
 	APIAllow, DeviceAllow *haven.Allowlist
+	// Archived sets the project aside (or back).
+	Archived *bool
 }
 
 func checkLifecycle(l Lifecycle) error {
@@ -88,7 +90,7 @@ func (p *Projects) Create(ctx context.Context, name, description string, life ..
 }
 
 const projectColumns = `p.id, p.name, p.description, p.created_at, p.updated_at, p.end_date, p.retention_days, p.destruction_started_at,
-	p.destroyed_at, p.min_cell_size, p.api_allow, p.device_allow, h.reason, h.reference, h.placed_by, h.placed_at FROM projects p LEFT JOIN legal_holds h ON h.project_id = p.id AND h.lifted_at IS NULL`
+	p.destroyed_at, p.min_cell_size, p.api_allow, p.device_allow, p.archived, h.reason, h.reference, h.placed_by, h.placed_at FROM projects p LEFT JOIN legal_holds h ON h.project_id = p.id AND h.lifted_at IS NULL`
 
 func scanProject(row interface{ Scan(...any) error }) (*haven.Project, error) {
 	var pr haven.Project
@@ -97,7 +99,7 @@ func scanProject(row interface{ Scan(...any) error }) (*haven.Project, error) {
 	var reason, reference sql.NullString
 	var apiAllow, deviceAllow string
 	if err := row.Scan(&pr.ID, &pr.Name, &pr.Description, &created, &updated, &end, &pr.RetentionDays, &started, &destroyed, &pr.MinCellSize,
-		&apiAllow, &deviceAllow, &reason, &reference, &placedBy, &placedAt); err != nil {
+		&apiAllow, &deviceAllow, &pr.Archived, &reason, &reference, &placedBy, &placedAt); err != nil {
 		return nil, err
 	}
 	var err error
@@ -218,6 +220,11 @@ func (p *Projects) Update(ctx context.Context, id int64, name, description *stri
 		}
 		if l.RetentionDays != nil {
 			if _, err := tx.Exec(`UPDATE projects SET retention_days = ?, updated_at = ? WHERE id = ?`, *l.RetentionDays, ms(tx.Now()), id); err != nil {
+				return err
+			}
+		}
+		if l.Archived != nil {
+			if _, err := tx.Exec(`UPDATE projects SET archived = ?, updated_at = ? WHERE id = ?`, *l.Archived, ms(tx.Now()), id); err != nil {
 				return err
 			}
 		}

@@ -35,7 +35,7 @@ func TestRun(t *testing.T) {
 		t.Fatal(err)
 	}
 	au, _ := st.Users.CreateAppUser(ctx, pr.ID, "T")
-	url := srv.URL + "/v1/key/" + au.Token + "/projects/1"
+	url := srv.URL + "/v1/key/" + *au.Token + "/projects/1"
 
 	rep, err := loadgen.Run(ctx, loadgen.Config{ServerURL: url, Devices: 4, Count: 60, Duration: 20 * time.Second, Photo: 40_000, Flaky: 0.3})
 	if err != nil {
