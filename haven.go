@@ -91,13 +91,13 @@ const (
 
 // User is a person who logs in with an email and a password.
 type User struct {
-	ID          int64     `json:"id"` // the actor id
-	Type        string    `json:"type"`
-	Email       string    `json:"email"`
-	DisplayName string    `json:"displayName"`
-	Admin       bool      `json:"admin"`
-	CreatedAt   time.Time `json:"createdAt"`
-	UpdatedAt   time.Time `json:"updatedAt"`
+	ID          int64      `json:"id"` // the actor id
+	Type        string     `json:"type"`
+	Email       string     `json:"email"`
+	DisplayName string     `json:"displayName"`
+	Admin       bool       `json:"admin"`
+	CreatedAt   time.Time  `json:"createdAt"`
+	UpdatedAt   time.Time  `json:"updatedAt"`
 	DeletedAt   *time.Time `json:"deletedAt"`
 }
 
