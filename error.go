@@ -12,7 +12,8 @@ const (
 	EUNAUTHORIZED = "unauthorized" // no or wrong credentials
 	EFORBIDDEN    = "forbidden"    // credentials fine, rights missing
 	ENOTFOUND     = "not_found"
-	ECONFLICT     = "conflict"  // clashes with what is stored (duplicate, closed form)
+	ECONFLICT     = "conflict"  // clashes with what is stored (a closed form, an edit of an old version)
+	EDUPLICATE    = "duplicate" // something with the same id or name already exists
 	ETOOLARGE     = "too_large" // over a size limit
 	ETOOMANY      = "too_many"  // too many attempts: wait (Details["retryAfterSeconds"])
 	ETIMEOUT      = "timeout"   // the request did not arrive in time

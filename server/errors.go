@@ -27,6 +27,7 @@ var status = map[string]struct {
 	haven.EFORBIDDEN:    {http.StatusForbidden, 403.1},
 	haven.ENOTFOUND:     {http.StatusNotFound, 404.1},
 	haven.ECONFLICT:     {http.StatusConflict, 409.1},
+	haven.EDUPLICATE:    {http.StatusConflict, 409.3}, // Central's uniqueness violation
 	haven.ETOOLARGE:     {http.StatusRequestEntityTooLarge, 413.1},
 	haven.ETOOMANY:      {http.StatusTooManyRequests, 429.1},
 	haven.ETIMEOUT:      {http.StatusRequestTimeout, 408.1},

@@ -138,7 +138,7 @@ func (u *Users) Create(ctx context.Context, email, password, displayName string,
 		var n int
 		tx.QueryRow(`SELECT count(*) FROM users WHERE email = ?`, email).Scan(&n)
 		if n > 0 {
-			return haven.Errorf(haven.ECONFLICT, "A user with the email %s already exists.", email)
+			return haven.Errorf(haven.EDUPLICATE, "A user with the email %s already exists.", email)
 		}
 		id, err := tx.insertActor(haven.ActorUser, displayName)
 		if err != nil {

@@ -167,6 +167,7 @@ func (s *Store) destroySubmissions(ctx context.Context, projectID int64) (int, e
 			counts["submissions"]++
 			counts["submission versions"] += gone.versions
 			counts["consent records"] += gone.consents
+			counts["comments"] += gone.comments
 			counts["attachments"] += gone.files
 			counts["kept:submissions of form "+x.xmlFormID]++
 		}

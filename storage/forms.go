@@ -19,6 +19,7 @@ type Forms struct {
 	versions ttlCache[versionKey, haven.FormVersion]
 	lists    ttlCache[int64, []haven.Form]           // by project
 	media    ttlCache[int64, []haven.FormAttachment] // by form version
+	assigned ttlCache[int64, map[int64]bool]         // an app user's forms, by actor
 }
 
 type formKey struct {
@@ -37,6 +38,7 @@ func (s *Forms) changed() {
 	s.versions.clear()
 	s.lists.clear()
 	s.media.clear()
+	s.assigned.clear()
 }
 
 // NewFormVersion is a parsed XForm ready to be stored as a draft.
@@ -47,6 +49,10 @@ type NewFormVersion struct {
 	XML       []byte
 	MD5       string
 	Media     []haven.FormAttachment // expected files: Name and Type
+	// XLSX is the XLSForm the XForm was converted from, as uploaded, and
+	// XLSXType its content type; nil for an uploaded XForm.
+	XLSX     []byte
+	XLSXType string
 }
 
 const formColumns = `f.id, f.project_id, f.xml_form_id, f.state, f.created_at, f.updated_at,
@@ -201,7 +207,7 @@ func (s *Forms) CreateForm(ctx context.Context, projectID int64, nv NewFormVersi
 		var n int
 		tx.QueryRow(`SELECT count(*) FROM forms WHERE project_id = ? AND xml_form_id = ?`, projectID, nv.XMLFormID).Scan(&n)
 		if n > 0 {
-			return haven.Errorf(haven.ECONFLICT, "A form with the id %q already exists in this project. To change it, create a draft (POST .../forms/%s/draft) and publish it with a new version.", nv.XMLFormID, nv.XMLFormID)
+			return haven.Errorf(haven.EDUPLICATE, "A form with the id %q already exists in this project. To change it, create a draft (POST .../forms/%s/draft) and publish it with a new version.", nv.XMLFormID, nv.XMLFormID)
 		}
 		res, err := tx.Exec(`INSERT INTO forms (project_id, xml_form_id, created_at, updated_at) VALUES (?, ?, ?, ?)`,
 			projectID, nv.XMLFormID, ms(tx.Now()), ms(tx.Now()))
@@ -227,8 +233,12 @@ func (s *Forms) CreateForm(ctx context.Context, projectID int64, nv NewFormVersi
 // Media files of the same name carry over from the replaced draft, or else
 // from the published version.
 func (tx *Tx) insertDraft(formID, carryFrom int64, nv NewFormVersion) error {
-	res, err := tx.Exec(`INSERT INTO form_versions (form_id, version, name, xml, md5, created_at) VALUES (?, ?, ?, ?, ?, ?)`,
-		formID, nv.Version, nv.Name, nv.XML, nv.MD5, ms(tx.Now()))
+	var xlsxType any
+	if nv.XLSX != nil {
+		xlsxType = nv.XLSXType
+	}
+	res, err := tx.Exec(`INSERT INTO form_versions (form_id, version, name, xml, md5, created_at, xlsx, xlsx_type) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
+		formID, nv.Version, nv.Name, nv.XML, nv.MD5, ms(tx.Now()), nv.XLSX, xlsxType)
 	if err != nil {
 		return err
 	}
@@ -270,6 +280,7 @@ func (s *Forms) SetDraft(ctx context.Context, form *haven.Form, nv *NewFormVersi
 				return err
 			}
 			nv = &NewFormVersion{XMLFormID: f.XMLFormID, Name: cur.Name, Version: cur.Version, XML: cur.XML, MD5: cur.Hash}
+			tx.QueryRow(`SELECT xlsx, coalesce(xlsx_type, '') FROM form_versions WHERE id = ?`, f.CurrentVersionID).Scan(&nv.XLSX, &nv.XLSXType)
 			rows, err := tx.Query(`SELECT name, type FROM form_attachments WHERE form_version_id = ?`, f.CurrentVersionID)
 			if err != nil {
 				return err
@@ -404,4 +415,172 @@ func (s *Forms) SetDraftAttachment(ctx context.Context, form *haven.Form, name s
 		}
 		return nil
 	})
+}
+
+// XLSForm returns the XLSForm a form version was converted from, as
+// uploaded, and its content type; nil when it was uploaded as an XForm.
+func (s *Forms) XLSForm(ctx context.Context, versionID int64) ([]byte, string, error) {
+	var b []byte
+	var ct sql.NullString
+	err := s.DB.read.QueryRowContext(ctx, `SELECT xlsx, xlsx_type FROM form_versions WHERE id = ?`, versionID).Scan(&b, &ct)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, "", notFound("That form version")
+	}
+	return b, ct.String, err
+}
+
+// ClearDraftAttachment forgets a media file uploaded for the form's draft
+// (the draft then expects it again). It returns the blob it held, for the
+// caller to discard.
+func (s *Forms) ClearDraftAttachment(ctx context.Context, form *haven.Form, name string) (*Blob, error) {
+	defer s.changed()
+	var blob *Blob
+	err := s.DB.Write(ctx, func(tx *Tx) error {
+		blob = nil
+		var id sql.NullInt64
+		err := tx.QueryRow(`SELECT blob_id FROM form_attachments WHERE form_version_id = ? AND name = ?`, form.DraftVersionID, name).Scan(&id)
+		if errors.Is(err, sql.ErrNoRows) {
+			return haven.Errorf(haven.ENOTFOUND, "The draft of form %s does not use a file named %q.", form.XMLFormID, name)
+		} else if err != nil {
+			return err
+		}
+		if !id.Valid {
+			return haven.Errorf(haven.ENOTFOUND, "No file %q was uploaded for the draft of form %s.", name, form.XMLFormID)
+		}
+		if _, err := tx.Exec(`UPDATE form_attachments SET blob_id = NULL, updated_at = ? WHERE form_version_id = ? AND name = ?`,
+			ms(tx.Now()), form.DraftVersionID, name); err != nil {
+			return err
+		}
+		// The same file may still serve the published version (drafts
+		// carry media over by reference): only an orphan is discarded.
+		var users int
+		if err := tx.QueryRow(`SELECT count(*) FROM form_attachments WHERE blob_id = ?`, id.Int64).Scan(&users); err != nil {
+			return err
+		}
+		if users == 0 {
+			ids, objects, err := tx.selectBlobs(`SELECT id, store, object, data IS NOT NULL FROM blobs WHERE id = ?`, id.Int64)
+			if err != nil {
+				return err
+			}
+			if len(objects) > 0 {
+				blob = objects[0]
+			}
+			return tx.deleteBlobRows(ids)
+		}
+		return nil
+	})
+	return blob, err
+}
+
+// Assign lets an app user list, download and submit to a form.
+func (s *Forms) Assign(ctx context.Context, form *haven.Form, actorID int64) error {
+	defer s.changed()
+	return s.DB.Write(ctx, func(tx *Tx) error {
+		var project sql.NullInt64
+		if err := tx.QueryRow(`SELECT project_id FROM field_keys WHERE actor_id = ? AND revoked_at IS NULL`, actorID).Scan(&project); errors.Is(err, sql.ErrNoRows) || (err == nil && project.Int64 != form.ProjectID) {
+			return haven.Errorf(haven.ENOTFOUND, "There is no app user %d in this project (forms are assigned to app users of their own project).", actorID)
+		} else if err != nil {
+			return err
+		}
+		_, err := tx.Exec(`INSERT INTO form_assignments (form_id, actor_id, created_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING`, form.ID, actorID, ms(tx.Now()))
+		return err
+	})
+}
+
+// Unassign takes a form away from an app user.
+func (s *Forms) Unassign(ctx context.Context, form *haven.Form, actorID int64) error {
+	defer s.changed()
+	return s.DB.Write(ctx, func(tx *Tx) error {
+		r, err := tx.Exec(`DELETE FROM form_assignments WHERE form_id = ? AND actor_id = ?`, form.ID, actorID)
+		if err != nil {
+			return err
+		}
+		if n, _ := r.RowsAffected(); n == 0 {
+			return notFound("That form assignment")
+		}
+		return nil
+	})
+}
+
+// Assignees lists the app users a form is assigned to.
+func (s *Forms) Assignees(ctx context.Context, formID int64) ([]int64, error) {
+	rows, err := s.DB.read.QueryContext(ctx, `SELECT actor_id FROM form_assignments WHERE form_id = ? ORDER BY actor_id`, formID)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := []int64{}
+	for rows.Next() {
+		var id int64
+		if err := rows.Scan(&id); err != nil {
+			return nil, err
+		}
+		out = append(out, id)
+	}
+	return out, rows.Err()
+}
+
+// Assigned returns the forms assigned to an app user, by form id.
+func (s *Forms) Assigned(ctx context.Context, actorID int64) (map[int64]bool, error) {
+	if m, ok := s.assigned.get(actorID); ok {
+		return m, nil
+	}
+	gen := s.assigned.generation()
+	rows, err := s.DB.read.QueryContext(ctx, `SELECT form_id FROM form_assignments WHERE actor_id = ?`, actorID)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	m := map[int64]bool{}
+	for rows.Next() {
+		var id int64
+		if err := rows.Scan(&id); err != nil {
+			return nil, err
+		}
+		m[id] = true
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	s.assigned.put(actorID, m, gen)
+	return m, nil
+}
+
+// Delete removes a form that holds no submission (its data would go with
+// it: erase that first), with its versions, media and assignments.
+func (s *Forms) Delete(ctx context.Context, form *haven.Form) ([]*Blob, error) {
+	defer s.changed()
+	var objects []*Blob
+	err := s.DB.Write(ctx, func(tx *Tx) error {
+		objects = nil
+		var n int
+		if err := tx.QueryRow(`SELECT count(*) FROM submissions WHERE form_id = ?`, form.ID).Scan(&n); err != nil {
+			return err
+		}
+		if n > 0 {
+			return haven.Errorf(haven.ECONFLICT, "Form %s holds %d submission(s), so deleting it would erase collected data. Haven erases data only on purpose: erase the submissions (or close the form with state closed) first.", form.XMLFormID, n)
+		}
+		ids, objs, err := tx.selectBlobs(`SELECT DISTINCT b.id, b.store, b.object, b.data IS NOT NULL FROM blobs b
+			JOIN form_attachments a ON a.blob_id = b.id JOIN form_versions v ON v.id = a.form_version_id WHERE v.form_id = ?`, form.ID)
+		if err != nil {
+			return err
+		}
+		objects = objs
+		for _, q := range []string{
+			`UPDATE forms SET current_version_id = NULL, draft_version_id = NULL WHERE id = ?`,
+			`DELETE FROM form_attachments WHERE form_version_id IN (SELECT id FROM form_versions WHERE form_id = ?)`,
+			`DELETE FROM form_assignments WHERE form_id = ?`,
+			`DELETE FROM consent_refusals WHERE form_id = ?`,
+			`DELETE FROM consent_withdrawals WHERE form_id = ?`,
+			`DELETE FROM erased_instances WHERE form_id = ?`,
+			`DELETE FROM form_versions WHERE form_id = ?`,
+			`DELETE FROM forms WHERE id = ?`,
+		} {
+			if _, err := tx.Exec(q, form.ID); err != nil {
+				return err
+			}
+		}
+		return tx.deleteBlobRows(ids)
+	})
+	return objects, err
 }

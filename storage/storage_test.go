@@ -292,7 +292,7 @@ func TestUsersAndSessions(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := st.Users.Create(ctx, "ana@example.org", "long enough pw", "", false); haven.ErrorCode(err) != haven.ECONFLICT {
+	if _, err := st.Users.Create(ctx, "ana@example.org", "long enough pw", "", false); haven.ErrorCode(err) != haven.EDUPLICATE {
 		t.Fatalf("duplicate email (other case): %v", err)
 	}
 	if _, err := st.Users.Authenticate(ctx, "ANA@example.org", "long enough pw"); err != nil {

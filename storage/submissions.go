@@ -6,6 +6,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -415,6 +416,7 @@ type erased struct {
 	created  time.Time // when the submission had arrived
 	versions int64
 	consents int64
+	comments int64
 	files    int64   // attachment blobs, inline or in a store
 	objects  []*Blob // the blobs kept in a store: delete them once tx commits
 }
@@ -443,6 +445,7 @@ func eraseSubmission(tx *Tx, formID int64, instanceID string) (*erased, error) {
 		{`DELETE FROM submission_attachments WHERE version_id IN (SELECT id FROM submission_versions WHERE submission_id = ?)`, nil},
 		{`DELETE FROM submission_versions WHERE submission_id = ?`, &e.versions},
 		{`DELETE FROM consent_records WHERE submission_id = ?`, &e.consents},
+		{`DELETE FROM submission_comments WHERE submission_id = ?`, &e.comments},
 		{`DELETE FROM subject_index WHERE submission_id = ?`, nil},
 		{`DELETE FROM submissions WHERE id = ?`, nil},
 	} {
@@ -768,4 +771,112 @@ func (s *Submissions) Each(ctx context.Context, projectID, formID int64, f Filte
 		}
 	}
 	return rows.Err()
+}
+
+// ReviewStates are the review states a submission may be given, as in
+// ODK Central (received is where every submission starts).
+var ReviewStates = []string{"received", "hasIssues", "edited", "approved", "rejected"}
+
+// SetReviewState sets a submission's review state, in the transaction that
+// writes its audit event.
+func (s *Submissions) SetReviewState(ctx context.Context, sub *haven.Submission, state string, e *haven.AuditEvent) error {
+	if !slices.Contains(ReviewStates, state) {
+		return haven.Errorf(haven.EINVALID, "%q is not a review state: use one of %s.", state, strings.Join(ReviewStates, ", "))
+	}
+	return s.DB.Write(ctx, func(tx *Tx) error {
+		var v any = state
+		if state == "received" {
+			v = nil // Central's null: not reviewed yet
+		}
+		if _, err := tx.Exec(`UPDATE submissions SET review_state = ?, updated_at = ? WHERE id = ?`, v, ms(tx.Now()), sub.ID); err != nil {
+			return err
+		}
+		return s.audit(tx, e, "ok")
+	})
+}
+
+// Comment is a remark on a submission, written by a user.
+type Comment struct {
+	ID        int64             `json:"id"`
+	Body      string            `json:"body"`
+	ActorID   int64             `json:"actorId"`
+	CreatedAt time.Time         `json:"createdAt"`
+	Tier      haven.Sensitivity `json:"-"` // the author's clearance when they wrote it
+}
+
+func commentAAD(formID int64, instanceID string) string {
+	return fmt.Sprintf("comment %d %s", formID, instanceID)
+}
+
+// AddComment stores a comment on a submission, sealed under the project's
+// key, in the transaction that writes its audit event.
+func (s *Submissions) AddComment(ctx context.Context, projectID int64, sub *haven.Submission, c *Comment, e *haven.AuditEvent) error {
+	pk, err := s.Keys.ProjectKey(ctx, projectID)
+	if err != nil {
+		return err
+	}
+	sealed := pk.Seal([]byte(c.Body), commentAAD(sub.FormID, sub.InstanceID))
+	return s.DB.Write(ctx, func(tx *Tx) error {
+		r, err := tx.Exec(`INSERT INTO submission_comments (submission_id, actor_id, tier, body, created_at) VALUES (?, ?, ?, ?, ?)`,
+			sub.ID, c.ActorID, string(c.Tier), sealed, ms(tx.Now()))
+		if err != nil {
+			return err
+		}
+		c.ID, _ = r.LastInsertId()
+		c.CreatedAt = tx.Now().UTC()
+		return s.audit(tx, e, "ok")
+	})
+}
+
+// Comments lists a submission's comments, oldest first.
+func (s *Submissions) Comments(ctx context.Context, projectID int64, sub *haven.Submission) ([]Comment, error) {
+	pk, err := s.Keys.ProjectKey(ctx, projectID)
+	if err != nil {
+		return nil, err
+	}
+	rows, err := s.DB.read.QueryContext(ctx, `SELECT id, actor_id, tier, body, created_at FROM submission_comments WHERE submission_id = ? ORDER BY id`, sub.ID)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := []Comment{}
+	for rows.Next() {
+		var c Comment
+		var sealed []byte
+		var at int64
+		if err := rows.Scan(&c.ID, &c.ActorID, &c.Tier, &sealed, &at); err != nil {
+			return nil, err
+		}
+		if c.Body, err = openString(pk, sealed, commentAAD(sub.FormID, sub.InstanceID)); err != nil {
+			return nil, err
+		}
+		c.CreatedAt = fromMS(at)
+		out = append(out, c)
+	}
+	return out, rows.Err()
+}
+
+// AttachFile records a file that a submission's current version names and
+// still lacks (as a device completes a split upload). A file already there
+// is refused: a submission's files change only with a new version.
+func (s *Submissions) AttachFile(ctx context.Context, sub *haven.Submission, name string, blob *Blob, e *haven.AuditEvent) error {
+	return s.DB.Write(ctx, func(tx *Tx) error {
+		var have sql.NullInt64
+		err := tx.QueryRow(`SELECT blob_id FROM submission_attachments WHERE version_id = ? AND name = ?`, sub.Current.ID, name).Scan(&have)
+		if errors.Is(err, sql.ErrNoRows) {
+			return haven.Errorf(haven.ENOTFOUND, "Submission %s does not name a file %q, so it cannot take one: upload only the files its answers name.", sub.InstanceID, name)
+		} else if err != nil {
+			return err
+		}
+		if have.Valid {
+			return haven.Errorf(haven.ECONFLICT, "Submission %s already has its file %q. A submission's files change only with a new version of it (an edit).", sub.InstanceID, name)
+		}
+		if err := tx.RecordBlob(blob); err != nil {
+			return err
+		}
+		if _, err := tx.Exec(`UPDATE submission_attachments SET blob_id = ? WHERE version_id = ? AND name = ?`, blob.ID, sub.Current.ID, name); err != nil {
+			return err
+		}
+		return s.audit(tx, e, "ok")
+	})
 }
