@@ -18,7 +18,10 @@ const (
 	ETOOMANY      = "too_many"  // too many attempts: wait (Details["retryAfterSeconds"])
 	ETIMEOUT      = "timeout"   // the request did not arrive in time
 	EUNAVAILABLE  = "unavailable"
-	EINTERNAL     = "internal"
+	// ENOTIMPLEMENTED is a well-formed request for something Haven does
+	// not offer (an OData feature ODK Central does not offer either).
+	ENOTIMPLEMENTED = "not_implemented"
+	EINTERNAL       = "internal"
 )
 
 // Error is an application error: a machine code, a message a person can act

@@ -1,5 +1,7 @@
 package haven
 
+import "fmt"
+
 // Role system names, as ODK Central spells them where Central has the role.
 const (
 	RoleAdmin        = "admin"        // site administrator: every right everywhere
@@ -22,6 +24,7 @@ const (
 	ActionDeviceForms      Action = "device.forms"   // formList, form download, manifest, media
 	ActionSubmit           Action = "submission.create"
 	ActionSubmissionRead   Action = "submission.read"   // raw data: submissions, files, raw exports
+	ActionSubmissionUpdate Action = "submission.update" // review states, comments, edits and files over REST
 	ActionSubmissionDelete Action = "submission.delete" // erasure of one submission, consent withdrawal
 	ActionAggregate        Action = "aggregate.read"    // aggregated figures with small-cell suppression
 	ActionSubjectRequest   Action = "subject.request"   // data subject access, correction, erasure, objection
@@ -35,10 +38,10 @@ const (
 // fields a reader sees within these rights is decided by clearance.
 var rights = map[string]map[Action]bool{
 	RoleManager: {ActionProjectRead: true, ActionProjectUpdate: true, ActionFormRead: true, ActionFormWrite: true,
-		ActionDeviceForms: true, ActionSubmissionRead: true, ActionSubmissionDelete: true, ActionAggregate: true,
+		ActionDeviceForms: true, ActionSubmit: true, ActionSubmissionRead: true, ActionSubmissionUpdate: true, ActionSubmissionDelete: true, ActionAggregate: true,
 		ActionSubjectRequest: true, ActionAppUserManage: true, ActionAssignmentManage: true, ActionAuditRead: true},
 	RoleFormDesigner: {ActionProjectRead: true, ActionFormRead: true, ActionFormWrite: true, ActionDeviceForms: true},
-	RoleDataManager: {ActionProjectRead: true, ActionFormRead: true, ActionSubmissionRead: true, ActionSubmissionDelete: true,
+	RoleDataManager: {ActionProjectRead: true, ActionFormRead: true, ActionSubmissionRead: true, ActionSubmissionUpdate: true, ActionSubmissionDelete: true,
 		ActionAggregate: true, ActionSubjectRequest: true},
 	RoleViewer:   {ActionProjectRead: true, ActionFormRead: true, ActionAggregate: true},
 	RoleFormFill: {ActionProjectRead: true, ActionDeviceForms: true, ActionSubmit: true},
@@ -115,3 +118,80 @@ func (c Sensitivity) Covers(tier Sensitivity) bool { return tier.Rank() <= c.Ran
 
 // Clearances a user can be given, least to most.
 var Clearances = []Sensitivity{Public, Level1, Level2, Level3}
+
+// RoleInfo describes a role as ODK Central lists it at /v1/roles: Central
+// clients look roles up by id or by system name.
+type RoleInfo struct {
+	ID     int64    `json:"id"`
+	Name   string   `json:"name"`
+	System string   `json:"system"`
+	Verbs  []Action `json:"verbs"`
+}
+
+// roleIDs numbers the roles as Central numbers the ones it shares with
+// Haven (admin 1, app user 2, manager 5, viewer 6, data collector 7);
+// Haven's own roles come after Central's.
+var roleIDs = []struct {
+	id           int64
+	system, name string
+}{
+	{1, RoleAdmin, "Administrator"},
+	{2, "app_user", "App User"},
+	{5, RoleManager, "Project Manager"},
+	{6, RoleViewer, "Project Viewer"},
+	{7, RoleFormFill, "Data Collector"},
+	{20, RoleFormDesigner, "Form Designer"},
+	{21, RoleDataManager, "Data Manager"},
+}
+
+// RoleList lists every role with the actions it grants, as /v1/roles answers.
+func RoleList() []RoleInfo {
+	out := make([]RoleInfo, 0, len(roleIDs))
+	for _, r := range roleIDs {
+		name := r.system
+		if name == "app_user" {
+			name = RoleAppUser
+		}
+		var verbs []Action
+		for _, a := range allActions {
+			if name == RoleAdmin || rights[name][a] {
+				verbs = append(verbs, a)
+			}
+		}
+		out = append(out, RoleInfo{ID: r.id, Name: r.name, System: r.system, Verbs: verbs})
+	}
+	return out
+}
+
+// allActions lists every action, in the order of the rights table.
+var allActions = []Action{ActionProjectRead, ActionProjectUpdate, ActionFormRead, ActionFormWrite, ActionDeviceForms,
+	ActionSubmit, ActionSubmissionRead, ActionSubmissionUpdate, ActionSubmissionDelete, ActionAggregate, ActionSubjectRequest,
+	ActionAppUserManage, ActionAssignmentManage, ActionAuditRead}
+
+// LookupRole finds a role by Central's numeric id or by its system name
+// (Haven's spelling or Central's) and returns Haven's name for it.
+func LookupRole(ref string) (RoleInfo, string, bool) {
+	for _, r := range RoleList() {
+		if ref == r.System || ref == fmt.Sprint(r.ID) || (r.System == "app_user" && ref == RoleAppUser) {
+			name := r.System
+			if name == "app_user" {
+				name = RoleAppUser
+			}
+			return r, name, true
+		}
+	}
+	return RoleInfo{}, "", false
+}
+
+// RoleID is Central's numeric id of a Haven role name.
+func RoleID(name string) int64 {
+	if name == RoleAppUser {
+		name = "app_user"
+	}
+	for _, r := range roleIDs {
+		if r.system == name {
+			return r.id
+		}
+	}
+	return 0
+}

@@ -51,11 +51,16 @@ var DefaultLimits = Limits{MaxBody: 100_000_000, MaxAttachments: 100, XML: forms
 type Options struct {
 	Limits *Limits      // nil: DefaultLimits
 	Log    *slog.Logger // nil: slog.Default()
+	// SessionLifetime is how long a login lasts (0: SessionLifetime, a
+	// day, as in ODK Central).
+	SessionLifetime time.Duration
 }
 
 // Service is Haven's application layer over an opened data directory.
 type Service struct {
 	Limits Limits
+	// SessionLifetime is how long a login lasts.
+	SessionLifetime time.Duration
 
 	st          *storage.Store
 	users       *storage.Users
@@ -83,6 +88,10 @@ func New(st *storage.Store, opts Options) *Service {
 		submissions: st.Submissions, blobs: st.Blobs, audit: st.Audit, log: opts.Log}
 	if opts.Limits != nil {
 		s.Limits = *opts.Limits
+	}
+	s.SessionLifetime = opts.SessionLifetime
+	if s.SessionLifetime <= 0 {
+		s.SessionLifetime = SessionLifetime
 	}
 	if s.log == nil {
 		s.log = slog.Default()

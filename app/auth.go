@@ -15,9 +15,9 @@ import (
 	"github.com/haven-org/haven"
 )
 
-// Sign-in. A login opens a session of SessionLifetime; the HTTP layer hands
-// out short access tokens within it, and the client swaps its refresh token
-// for a new one as they expire. Only the holder of the refresh token can
+// Sign-in. A login opens a session (of SessionLifetime unless configured);
+// the HTTP layer hands out access tokens within it, and a client whose
+// token expires before the session swaps its refresh token for a new pair. Only the holder of the refresh token can
 // renew or end a session: an access token alone, which travels on every
 // request, does neither. Every request checks that its session is still
 // open, so ending it or disabling the user takes effect at once.
@@ -74,7 +74,7 @@ func (s *Service) Login(ctx context.Context, email, password string) (_ *Session
 	e.ActorID, e.Actor = user.ID, user.Email
 	sid := randomHex(16)
 	refresh, hash := newRefresh(sid)
-	end := s.now().Add(SessionLifetime)
+	end := s.now().Add(s.SessionLifetime)
 	if err := s.users.CreateSession(ctx, sid, user.ID, end.UnixMilli(), hash); err != nil {
 		return nil, err
 	}

@@ -36,6 +36,11 @@ func (s *Service) FormList(ctx context.Context, p *haven.Principal, projectID in
 		if f.CurrentVersionID == 0 || f.State != haven.FormOpen || (xmlFormID != "" && f.XMLFormID != xmlFormID) {
 			continue
 		}
+		if ok, err := s.assigned(ctx, p, f); err != nil {
+			return nil, err
+		} else if !ok {
+			continue
+		}
 		media, err := s.forms.Attachments(ctx, f.CurrentVersionID)
 		if err != nil {
 			return nil, err
@@ -60,7 +65,27 @@ func (s *Service) publishedForm(ctx context.Context, p *haven.Principal, project
 	if f.CurrentVersionID == 0 {
 		return nil, haven.Errorf(haven.ENOTFOUND, "Form %s has not been published yet.", xmlFormID)
 	}
+	if ok, err := s.assigned(ctx, p, f); err != nil {
+		return nil, err
+	} else if !ok {
+		return nil, notAssigned(f.XMLFormID)
+	}
 	return f, nil
+}
+
+// assigned reports whether p may use the form as a device: app users see,
+// download and submit only the forms assigned to them (as in ODK Central);
+// users use every form their project role allows.
+func (s *Service) assigned(ctx context.Context, p *haven.Principal, f *haven.Form) (bool, error) {
+	if p == nil || p.Type != haven.ActorFieldKey {
+		return true, nil
+	}
+	m, err := s.forms.Assigned(ctx, p.ActorID)
+	return m[f.ID], err
+}
+
+func notAssigned(xmlFormID string) error {
+	return haven.Errorf(haven.EFORBIDDEN, "The form %q is not assigned to this device's app user. Ask your supervisor to assign it.", xmlFormID)
 }
 
 // FormXML returns the XML of a form's published version, as devices download it.

@@ -30,6 +30,9 @@ type ExportOptions struct {
 	RawCSV       bool
 	Since, Until *time.Time // by time of arrival: Since inclusive, Until exclusive
 	Version      string     // one form version only
+	// Filter is an OData $filter on the submissions' metadata (ODK
+	// Central's submissions.csv.zip?$filter=...).
+	Filter string
 }
 
 func (o ExportOptions) writer() export.Options {
@@ -40,7 +43,7 @@ func (o ExportOptions) writer() export.Options {
 // details lists the options for the audit trail.
 func (o ExportOptions) details() map[string]any {
 	d := map[string]any{"format": o.Format}
-	for k, v := range map[string]string{"version": o.Version, "geoField": o.GeoField, "language": o.Language} {
+	for k, v := range map[string]string{"version": o.Version, "geoField": o.GeoField, "language": o.Language, "filter": o.Filter} {
 		if v != "" {
 			d[k] = v
 		}
@@ -104,13 +107,19 @@ func (s *Service) Export(ctx context.Context, p *haven.Principal, projectID int6
 	if err != nil {
 		return nil, err
 	}
+	var filter *export.ODataFilter
+	if opts.Filter != "" {
+		if filter, err = export.ParseODataFilter(opts.Filter, false); err != nil {
+			return nil, err
+		}
+	}
 	x, err := export.New(form.XMLFormID, schemas, opts.writer(), view)
 	if err != nil {
 		return nil, err
 	}
 	detail(e, "omitted", x.Omitted)
 	s.record(ctx, e, nil)
-	return &Export{Export: x, src: &rows{s: s, form: form, filter: storage.Filter{Since: opts.Since, Until: opts.Until, Version: opts.Version}}}, nil
+	return &Export{Export: x, src: &rows{s: s, form: form, filter: storage.Filter{Since: opts.Since, Until: opts.Until, Version: opts.Version}, keep: filter}}, nil
 }
 
 // AggregateOptions is an aggregate query.
@@ -163,6 +172,7 @@ type rows struct {
 	s      *Service
 	form   *haven.Form
 	filter storage.Filter
+	keep   *export.ODataFilter // on metadata, before anything is decrypted
 }
 
 // Rows walks the submissions, parsed. Three stages run at once, so both
@@ -180,7 +190,11 @@ func (r *rows) Rows(ctx context.Context, fn func(export.Row) error) error {
 	done := make(chan error, 1)
 	go func() {
 		defer close(read)
+		now := r.s.now()
 		done <- r.s.submissions.Each(ctx, r.form.ProjectID, r.form.ID, r.filter, func(sub *haven.Submission, xml storage.SealedXML, consent *haven.ConsentRecord) error {
+			if !r.keep.Match(meta(sub), now) {
+				return nil
+			}
 			select {
 			case read <- item{row: export.Row{Sub: sub, Consent: consent}, xml: xml}:
 				return nil

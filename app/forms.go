@@ -38,6 +38,15 @@ func (u Upload) xlsx() bool {
 	return strings.Contains(ct, "spreadsheetml") || strings.Contains(ct, "ms-excel")
 }
 
+// keep stores an uploaded XLSForm with the version made from it, so it can
+// be downloaded as uploaded (Central's .xlsx endpoints).
+func (u Upload) keep(nv *storage.NewFormVersion) {
+	if u.xlsx() {
+		nv.XLSX = u.Body
+		nv.XLSXType, _, _ = mime.ParseMediaType(u.ContentType)
+	}
+}
+
 // UploadLimit is the largest form upload of a content type Haven reads.
 func UploadLimit(contentType string) int64 {
 	if (Upload{ContentType: contentType}).xlsx() {
@@ -122,6 +131,7 @@ func (s *Service) CreateForm(ctx context.Context, p *haven.Principal, projectID 
 	if err != nil {
 		return nil, err
 	}
+	u.keep(&nv)
 	e.Object = objForm(projectID, f.ID)
 	if publish {
 		if err := checkPublishable(f, c.rows); err != nil {
@@ -201,6 +211,7 @@ func (s *Service) NewDraft(ctx context.Context, p *haven.Principal, projectID in
 		if err != nil {
 			return nil, err
 		}
+		u.keep(&parsed)
 		nv, warnings = &parsed, c.warnings
 	}
 	return warnings, s.forms.SetDraft(ctx, f, nv)

@@ -44,9 +44,14 @@ type SubmitRequest struct {
 // The submission's audit event is written in the transaction that stores
 // it; a refusal is audited with its reason.
 func (s *Service) Submit(ctx context.Context, req SubmitRequest) (_ *Receipt, err error) {
-	e := s.event(ctx, req.Principal, "submission.create", req.ProjectID, objProject(req.ProjectID))
+	return s.submit(ctx, req, "submission.create", haven.ActionSubmit)
+}
+
+// submit ingests a request as the principal's right to action allows.
+func (s *Service) submit(ctx context.Context, req SubmitRequest, action string, right haven.Action) (_ *Receipt, err error) {
+	e := s.event(ctx, req.Principal, action, req.ProjectID, objProject(req.ProjectID))
 	defer func() { s.record(ctx, e, err) }()
-	if err := s.authorize(req.Principal, haven.ActionSubmit, req.ProjectID); err != nil {
+	if err := s.authorize(req.Principal, right, req.ProjectID); err != nil {
 		return nil, err
 	}
 	if pr, err := s.projects.Get(ctx, req.ProjectID); err != nil {
@@ -322,6 +327,11 @@ func (in *ingestion) readXML(ctx context.Context, part *multipart.Part) error {
 	}
 	if form.State == haven.FormClosed {
 		return haven.Errorf(haven.ECONFLICT, "The form %q is closed and no longer accepts submissions. Nothing was saved.", inst.FormID)
+	}
+	if ok, err := in.s.assigned(ctx, in.req.Principal, form); err != nil {
+		return err
+	} else if !ok {
+		return haven.Errorf(haven.EFORBIDDEN, "The form %q is not assigned to this device's app user, so it cannot be sent here. Nothing was saved. Ask your supervisor to assign the form.", inst.FormID)
 	}
 	version, err := in.s.forms.PublishedVersion(ctx, form.ID, inst.Version)
 	if err != nil {

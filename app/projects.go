@@ -243,3 +243,18 @@ func (s *Service) Allowlists(ctx context.Context, projectID int64) (api, device 
 	}
 	return pr.APIAllow, pr.DeviceAllow, true
 }
+
+// DeleteProject destroys a project's collected data now (site
+// administrators): what the reaper does at the end of retention, with the
+// same signed certificate. ODK Central's deletion only hides a project;
+// Haven's removes the data for good, so it is refused while a legal hold
+// stands. The project's name, dates, forms and certificate stay, marked
+// destroyed.
+func (s *Service) DeleteProject(ctx context.Context, p *haven.Principal, projectID int64) (_ *SignedCertificate, err error) {
+	e := s.event(ctx, p, "project.delete", projectID, objProject(projectID))
+	defer func() { s.record(ctx, e, err) }()
+	if err := admin(p); err != nil {
+		return nil, err
+	}
+	return s.st.Destroy(ctx, projectID, p.Name)
+}

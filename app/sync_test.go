@@ -55,6 +55,9 @@ func setup(t testing.TB) (*app.Service, int64, *haven.Principal, objects) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if err := svc.AssignForm(ctx, admin, pr.ID, "household", "app-user", au.ID, true); err != nil {
+		t.Fatal(err)
+	}
 	p, err := st.Users.AppUserPrincipal(ctx, *au.Token)
 	if err != nil {
 		t.Fatal(err)

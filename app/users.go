@@ -166,6 +166,7 @@ func (s *Service) ListAssignments(ctx context.Context, p *haven.Principal, proje
 
 // Assign gives a user a role in a project.
 func (s *Service) Assign(ctx context.Context, p *haven.Principal, projectID, actorID int64, role string) (err error) {
+	role = roleName(role)
 	e := s.event(ctx, p, "assignment.create", projectID, objProject(projectID)+"/"+objActor(actorID))
 	e.Details = map[string]any{"role": role}
 	defer func() { s.record(ctx, e, err) }()
@@ -180,6 +181,7 @@ func (s *Service) Assign(ctx context.Context, p *haven.Principal, projectID, act
 
 // Unassign takes a role in a project away from a user.
 func (s *Service) Unassign(ctx context.Context, p *haven.Principal, projectID, actorID int64, role string) (err error) {
+	role = roleName(role)
 	e := s.event(ctx, p, "assignment.delete", projectID, objProject(projectID)+"/"+objActor(actorID))
 	e.Details = map[string]any{"role": role}
 	defer func() { s.record(ctx, e, err) }()
@@ -220,4 +222,129 @@ func (s *Service) SetClearance(ctx context.Context, p *haven.Principal, projectI
 		return haven.Errorf(haven.EFORBIDDEN, "User %d is cleared for %s, above your own clearance (%s): only someone cleared at least as high may change it.", actorID, current, own)
 	}
 	return s.users.SetClearance(ctx, projectID, actorID, clearance, p.ActorID)
+}
+
+// UserChange is what PATCH /v1/users/{id} may change; nil leaves a value.
+type UserChange struct {
+	DisplayName *string
+	Email       *string
+}
+
+// UpdateUser changes a user's display name or email: administrators may
+// change anyone's, users their own.
+func (s *Service) UpdateUser(ctx context.Context, p *haven.Principal, id int64, c UserChange) (_ *haven.User, err error) {
+	e := s.event(ctx, p, "user.update", 0, objActor(id))
+	defer func() { s.record(ctx, e, err) }()
+	if p == nil || (!p.Admin && p.ActorID != id) {
+		return nil, haven.Errorf(haven.EFORBIDDEN, "You may change only your own account. Ask an administrator.")
+	}
+	if c.Email != nil {
+		detail(e, "email", "changed")
+	}
+	return s.users.UpdateUser(ctx, id, c.DisplayName, c.Email)
+}
+
+// ChangePassword sets a user's password once the current one is proved:
+// only the user themselves may. Every other session of theirs ends.
+func (s *Service) ChangePassword(ctx context.Context, p *haven.Principal, id int64, old, password, sessionID string) (err error) {
+	e := s.event(ctx, p, "user.password.change", 0, objActor(id))
+	defer func() { s.record(ctx, e, err) }()
+	if p == nil || p.Type != haven.ActorUser || p.ActorID != id {
+		return haven.Errorf(haven.EFORBIDDEN, "Only the user themselves may change their password.")
+	}
+	return s.users.SetPassword(ctx, id, old, password, sessionID)
+}
+
+// Roles lists every role, as Central's /v1/roles does: open to anyone signed in.
+func (s *Service) Roles() []haven.RoleInfo { return haven.RoleList() }
+
+// Role finds one role by number or system name.
+func (s *Service) Role(ref string) (*haven.RoleInfo, error) {
+	r, _, ok := haven.LookupRole(ref)
+	if !ok {
+		return nil, haven.Errorf(haven.ENOTFOUND, "There is no role %q: see /v1/roles for the roles there are.", ref)
+	}
+	return &r, nil
+}
+
+// SiteAssignment is a role held server-wide: in Haven, only administrator.
+type SiteAssignment struct {
+	ActorID int64 `json:"actorId"`
+	RoleID  int64 `json:"roleId"`
+}
+
+// SiteAssignments lists the server-wide roles (administrators), optionally
+// only those of one role.
+func (s *Service) SiteAssignments(ctx context.Context, p *haven.Principal, roleRef string) ([]SiteAssignment, error) {
+	if err := admin(p); err != nil {
+		return nil, err
+	}
+	out := []SiteAssignment{}
+	if roleRef != "" {
+		_, name, ok := haven.LookupRole(roleRef)
+		if !ok {
+			return nil, haven.Errorf(haven.ENOTFOUND, "There is no role %q: see /v1/roles for the roles there are.", roleRef)
+		}
+		if name != haven.RoleAdmin {
+			return out, nil
+		}
+	}
+	users, err := s.users.List(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for _, u := range users {
+		if u.Admin {
+			out = append(out, SiteAssignment{ActorID: u.ID, RoleID: haven.RoleID(haven.RoleAdmin)})
+		}
+	}
+	return out, nil
+}
+
+// SetSiteRole gives a user, or takes away, a server-wide role: only
+// administrator is one; project roles are given within a project.
+func (s *Service) SetSiteRole(ctx context.Context, p *haven.Principal, roleRef string, actorID int64, give bool) (err error) {
+	action := "admin.grant"
+	if !give {
+		action = "admin.revoke"
+	}
+	e := s.event(ctx, p, action, 0, objActor(actorID))
+	defer func() { s.record(ctx, e, err) }()
+	if err := admin(p); err != nil {
+		return err
+	}
+	_, name, ok := haven.LookupRole(roleRef)
+	if !ok {
+		return haven.Errorf(haven.ENOTFOUND, "There is no role %q: see /v1/roles for the roles there are.", roleRef)
+	}
+	if name != haven.RoleAdmin {
+		return haven.Errorf(haven.EINVALID, "Only the administrator role is held server-wide; give %s within a project at /v1/projects/{id}/assignments.", name)
+	}
+	if !give && p.ActorID == actorID {
+		return haven.Errorf(haven.ECONFLICT, "You cannot take away your own administrator role; ask another administrator.")
+	}
+	return s.users.SetAdmin(ctx, actorID, give)
+}
+
+// roleName turns a role as Central clients name it (its number or system
+// name) into Haven's name; unknown names stay as given, to be refused.
+func roleName(ref string) string {
+	if _, name, ok := haven.LookupRole(ref); ok {
+		return name
+	}
+	return ref
+}
+
+// AppUser returns one app user of a project.
+func (s *Service) AppUser(ctx context.Context, p *haven.Principal, projectID, actorID int64) (*haven.AppUser, error) {
+	all, err := s.ListAppUsers(ctx, p, projectID)
+	if err != nil {
+		return nil, err
+	}
+	for _, au := range all {
+		if au.ID == actorID {
+			return au, nil
+		}
+	}
+	return nil, haven.Errorf(haven.ENOTFOUND, "Project %d has no app user %d.", projectID, actorID)
 }

@@ -32,7 +32,7 @@ import (
 
 // Options say what a raw export holds.
 type Options struct {
-	Format string // csv (a zip), xlsx or geojson
+	Format string // csv (a zip), table (the main table as one CSV), xlsx or geojson
 	// SplitSelectMultiples adds a 0/1 column per choice of a select_multiple.
 	SplitSelectMultiples bool
 	// Attachments adds the submissions' files (within clearance) to a csv zip.
@@ -218,7 +218,7 @@ func New(formID string, versions []*formspec.Form, opts Options, view View) (*Ex
 	switch opts.Format {
 	case "", "csv":
 		opts.Format = "csv"
-	case "xlsx", "geojson":
+	case "xlsx", "geojson", "table":
 	default:
 		return nil, haven.Errorf(haven.EINVALID, "The export format %q is not one Haven writes: use csv, xlsx or geojson.", opts.Format)
 	}
@@ -279,6 +279,8 @@ func New(formID string, versions []*formspec.Form, opts Options, view View) (*Ex
 		if err := e.pickGeo(); err != nil {
 			return nil, err
 		}
+	case "table":
+		e.ContentType, e.FileName = "text/csv; charset=utf-8", FileStem(formID)+".csv"
 	}
 	return e, nil
 }
@@ -581,8 +583,35 @@ func (e *Export) Write(ctx context.Context, w io.Writer, src Source) error {
 		return e.writeXLSX(ctx, w)
 	case "geojson":
 		return e.writeGeoJSON(ctx, w)
+	case "table":
+		return e.writeTable(ctx, w)
 	}
 	return e.writeCSV(ctx, w)
+}
+
+// writeTable writes the submissions' own table as one CSV, without the
+// repeats' tables (ODK Central's submissions.csv).
+func (e *Export) writeTable(ctx context.Context, w io.Writer) error {
+	cw := csv.NewWriter(w)
+	main := e.layout.tables[0]
+	if err := cw.Write(e.headers(main)); err != nil {
+		return err
+	}
+	err := e.src.Rows(ctx, func(r Row) error {
+		return e.rows(main, r, func(row []string) error {
+			if !e.opts.RawCSV {
+				for j := range row {
+					row[j] = SafeCell(row[j])
+				}
+			}
+			return cw.Write(row)
+		})
+	})
+	if err != nil {
+		return err
+	}
+	cw.Flush()
+	return cw.Error()
 }
 
 func (e *Export) writeCSV(ctx context.Context, w io.Writer) error {

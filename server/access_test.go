@@ -81,10 +81,9 @@ func TestAllowlists(t *testing.T) {
 		TrustedProxies: mustAllow(t, "127.0.0.1"),
 	}, storage.Options{})
 	pid, _ := e.project()
-	var au struct{ ServerURL string }
-	e.admin("POST", fmt.Sprintf("/v1/projects/%d/app-users", pid), map[string]string{"displayName": "T"}, &au)
+	_, serverURL := e.appUser(pid, "T")
 	device := func(addr string) *collect.Client {
-		d := collect.New(au.ServerURL)
+		d := collect.New(serverURL)
 		d.HTTP = &http.Client{Transport: viaProxy{addr}}
 		return d
 	}
@@ -112,7 +111,7 @@ func TestAllowlists(t *testing.T) {
 		t.Fatalf("form list refusal audit: %+v", refused)
 	}
 	// A submission posted without the preflight is refused and audited, with its route.
-	if st, body := e.from("198.51.100.7", "POST", strings.TrimPrefix(au.ServerURL, e.srv.URL)+"/submission", "", "x"); st != 403 || !strings.Contains(body, "OpenRosaResponse") {
+	if st, body := e.from("198.51.100.7", "POST", strings.TrimPrefix(serverURL, e.srv.URL)+"/submission", "", "x"); st != 403 || !strings.Contains(body, "OpenRosaResponse") {
 		t.Fatalf("posted submission: %d %s", st, body)
 	}
 	subs := e.events("request.refused")
@@ -319,9 +318,12 @@ func TestLoginThrottle(t *testing.T) {
 		t.Fatalf("administrator from another address: %+v", a)
 	}
 }
+
+// TestSessionsRefreshAndRevoke runs with short access tokens, as an
+// operator may configure them for the console.
 func TestSessionsRefreshAndRevoke(t *testing.T) {
 	ctx := context.Background()
-	e := newEnv(t)
+	e := newEnvConfig(t, server.Config{AccessLifetime: 15 * time.Minute}, storage.Options{})
 	now := time.Now()
 	e.st.DB.Now = func() time.Time { return now }
 	pid, _ := e.project()

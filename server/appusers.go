@@ -11,7 +11,24 @@ import (
 func (s *Server) appUserRoutes(p *echo.Group) {
 	p.GET("/app-users", s.listAppUsers)
 	p.POST("/app-users", s.createAppUser)
+	p.GET("/app-users/:id", s.getAppUser)
 	p.DELETE("/app-users/:id", s.revokeAppUser)
+}
+
+func (s *Server) getAppUser(c echo.Context) error {
+	pid, err := projectID(c)
+	if err != nil {
+		return err
+	}
+	id, err := pathInt(c, "id")
+	if err != nil {
+		return err
+	}
+	au, err := s.app.AppUser(c.Request().Context(), principal(c), pid, id)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, au)
 }
 
 func (s *Server) listAppUsers(c echo.Context) error {

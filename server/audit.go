@@ -10,7 +10,8 @@ import (
 	"github.com/labstack/echo/v4"
 )
 
-// listAudit answers GET /v1/audit?actor=&action=&projectId=&since=&until=&limit=&offset=:
+// listAudit answers GET /v1/audit?actor=&action=&projectId=&since=&until=&limit=&offset=
+// (and /v1/audits, Central's address, with its start and end):
 // the whole trail for site administrators, a project's events for its lead.
 func (s *Server) listAudit(c echo.Context) error {
 	var f app.AuditFilter
@@ -30,11 +31,21 @@ func (s *Server) listAudit(c echo.Context) error {
 	for _, kv := range []struct {
 		name string
 		dst  *time.Time
-	}{{"since", &f.Since}, {"until", &f.Until}} {
+		end  bool
+	}{{"since", &f.Since, false}, {"until", &f.Until, false}, {"start", &f.Since, false}, {"end", &f.Until, true}} {
+		// start and end are Central's names; a date alone is its whole day.
 		if v := q.Get(kv.name); v != "" {
-			if *kv.dst, err = time.Parse(time.RFC3339, v); err != nil {
-				return haven.Errorf(haven.EINVALID, "%s must be a time such as 2026-11-23T00:00:00Z.", kv.name)
+			if *kv.dst, err = time.Parse(time.RFC3339, v); err == nil {
+				continue
 			}
+			d, derr := time.Parse("2006-01-02", v)
+			if derr != nil {
+				return haven.Errorf(haven.EINVALID, "%s must be a date (2026-11-23) or a time such as 2026-11-23T00:00:00Z.", kv.name)
+			}
+			if kv.end {
+				d = d.AddDate(0, 0, 1)
+			}
+			*kv.dst = d
 		}
 	}
 	for _, kv := range []struct {

@@ -32,10 +32,6 @@ func principal(c echo.Context) *haven.Principal {
 	return p
 }
 
-// AccessLifetime is how long an access token (a JWT) lives within its
-// session: the client swaps its refresh token for a new pair as they expire.
-const AccessLifetime = 15 * time.Minute
-
 type sessionClaims struct {
 	jwt.RegisteredClaims
 	// SessionID is the session the token belongs to (tokens made before
@@ -62,9 +58,9 @@ type tokens struct {
 // accessToken signs a short-lived JWT within a session.
 func (s *Server) accessToken(se *app.Session) (*tokens, error) {
 	now := s.app.Now()
-	exp := now.Add(AccessLifetime)
-	if exp.After(se.ExpiresAt) {
-		exp = se.ExpiresAt
+	exp := se.ExpiresAt
+	if l := s.cfg.AccessLifetime; l > 0 && now.Add(l).Before(exp) {
+		exp = now.Add(l)
 	}
 	var id [16]byte
 	rand.Read(id[:])
@@ -343,4 +339,19 @@ func (s *Server) logout(c echo.Context) error {
 		return err
 	}
 	return success(c)
+}
+
+// restoreSession answers GET /v1/sessions/restore: the session the access
+// token belongs to, as Central answers it (its token and when it ends).
+func (s *Server) restoreSession(c echo.Context) error {
+	token, ok := strings.CutPrefix(c.Request().Header.Get("Authorization"), "Bearer ")
+	if !ok {
+		return haven.Errorf(haven.ENOTFOUND, "There is no session to restore: this request was not made with a session's token.")
+	}
+	claims, err := s.parseToken(strings.TrimSpace(token))
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, map[string]any{"token": strings.TrimSpace(token), "expiresAt": claims.ExpiresAt.Time.UTC(),
+		"createdAt": claims.IssuedAt.Time.UTC()})
 }

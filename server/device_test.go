@@ -60,10 +60,17 @@ func TestWalkthrough(t *testing.T) {
 	if forms, err := dev.FormList(ctx); err != nil || len(forms) != 0 {
 		t.Fatalf("form list before publishing: %v %v", forms, err)
 	}
-	e.admin("POST", base+"/household/draft/publish?version=1", nil, &form)
-	if form.Version != "1" || form.State != "open" {
-		t.Fatalf("published: %+v", form)
+	var published map[string]bool
+	e.admin("POST", base+"/household/draft/publish?version=1", nil, &published)
+	e.admin("GET", base+"/household", nil, &form)
+	if !published["success"] || form.Version != "1" || form.State != "open" {
+		t.Fatalf("published: %v %+v", published, form)
 	}
+	// App users see only the forms assigned to them, as in ODK Central.
+	if forms, err := dev.FormList(ctx); err != nil || len(forms) != 0 {
+		t.Fatalf("form list before the form is assigned: %v %v", forms, err)
+	}
+	e.admin("POST", fmt.Sprintf("%s/household/assignments/app-user/%d", base, au.ID), nil, nil)
 
 	// The QR payload is Collect's settings JSON, deflated and base64'd.
 	if !strings.HasSuffix(au.ServerURL, fmt.Sprintf("/v1/key/%s/projects/%d", au.Token, pr.ID)) {

@@ -141,6 +141,16 @@ func (s *Server) getForm(c echo.Context) error {
 		return err
 	}
 	ctx := c.Request().Context()
+	if id, ok := strings.CutSuffix(param(c, "formId"), ".svc"); ok {
+		return s.odataService(c, pid, id, false)
+	}
+	if id, ok := strings.CutSuffix(param(c, "formId"), ".xlsx"); ok {
+		b, ct, err := s.app.FormXLSX(ctx, principal(c), pid, id, app.VersionRef{Current: true})
+		if err != nil {
+			return err
+		}
+		return xlsxAnswer(c, id, b, ct)
+	}
 	if id, ok := strings.CutSuffix(param(c, "formId"), ".xml"); ok {
 		s.markOpenRosa(c)
 		b, err := s.app.FormXML(ctx, principal(c), pid, id)

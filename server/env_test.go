@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"path/filepath"
 	"testing"
@@ -167,12 +168,30 @@ func (e *env) emptyProject() (pr struct{ ID int64 }) {
 	return pr
 }
 
-// device makes an app user in a project and returns ODK Collect set up with it.
+// device makes an app user in a project, assigns it every form there is,
+// and returns ODK Collect set up with it.
 func (e *env) device(pid int64, name string) *collect.Client {
 	e.t.Helper()
-	var au struct{ ServerURL string }
+	_, url := e.appUser(pid, name)
+	return collect.New(url)
+}
+
+// appUser makes an app user in a project, assigned every form of it (app
+// users see only the forms assigned to them), and returns its actor id and
+// the server URL Collect is set up with.
+func (e *env) appUser(pid int64, name string) (int64, string) {
+	e.t.Helper()
+	var au struct {
+		ID        int64
+		ServerURL string
+	}
 	e.admin("POST", fmt.Sprintf("/v1/projects/%d/app-users", pid), map[string]string{"displayName": name}, &au)
-	return collect.New(au.ServerURL)
+	var forms []struct{ XMLFormID string }
+	e.admin("GET", fmt.Sprintf("/v1/projects/%d/forms", pid), nil, &forms)
+	for _, f := range forms {
+		e.admin("POST", fmt.Sprintf("/v1/projects/%d/forms/%s/assignments/app-user/%d", pid, url.PathEscape(f.XMLFormID), au.ID), nil, nil)
+	}
+	return au.ID, au.ServerURL
 }
 
 const xlsxType = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"

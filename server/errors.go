@@ -22,17 +22,18 @@ var status = map[string]struct {
 	http    int
 	central float64
 }{
-	haven.EINVALID:      {http.StatusBadRequest, 400.1},
-	haven.EUNAUTHORIZED: {http.StatusUnauthorized, 401.2},
-	haven.EFORBIDDEN:    {http.StatusForbidden, 403.1},
-	haven.ENOTFOUND:     {http.StatusNotFound, 404.1},
-	haven.ECONFLICT:     {http.StatusConflict, 409.1},
-	haven.EDUPLICATE:    {http.StatusConflict, 409.3}, // Central's uniqueness violation
-	haven.ETOOLARGE:     {http.StatusRequestEntityTooLarge, 413.1},
-	haven.ETOOMANY:      {http.StatusTooManyRequests, 429.1},
-	haven.ETIMEOUT:      {http.StatusRequestTimeout, 408.1},
-	haven.EUNAVAILABLE:  {http.StatusServiceUnavailable, 503.1},
-	haven.EINTERNAL:     {http.StatusInternalServerError, 500.1},
+	haven.EINVALID:        {http.StatusBadRequest, 400.1},
+	haven.EUNAUTHORIZED:   {http.StatusUnauthorized, 401.2},
+	haven.EFORBIDDEN:      {http.StatusForbidden, 403.1},
+	haven.ENOTFOUND:       {http.StatusNotFound, 404.1},
+	haven.ECONFLICT:       {http.StatusConflict, 409.1},
+	haven.EDUPLICATE:      {http.StatusConflict, 409.3}, // Central's uniqueness violation
+	haven.ETOOLARGE:       {http.StatusRequestEntityTooLarge, 413.1},
+	haven.ETOOMANY:        {http.StatusTooManyRequests, 429.1},
+	haven.ETIMEOUT:        {http.StatusRequestTimeout, 408.1},
+	haven.EUNAVAILABLE:    {http.StatusServiceUnavailable, 503.1},
+	haven.EINTERNAL:       {http.StatusInternalServerError, 500.1},
+	haven.ENOTIMPLEMENTED: {http.StatusNotImplemented, 501.1},
 }
 
 // errorBody is the JSON shape of an API error, as ODK Central answers.

@@ -16,10 +16,7 @@ import (
 // Fields above the reader's clearance are left out (listed in the export
 // and in X-Haven-Omitted-Fields).
 func (s *Server) exportSubmissions(c echo.Context) error {
-	pid, err := projectID(c)
-	if err != nil {
-		return err
-	}
+	var err error
 	q := c.QueryParams()
 	opts := app.ExportOptions{Format: q.Get("format"), GeoField: q.Get("geoField"),
 		SplitSelectMultiples: q.Get("splitSelectMultiples") == "true", Attachments: q.Get("attachments") == "true",
@@ -34,6 +31,15 @@ func (s *Server) exportSubmissions(c echo.Context) error {
 		if opts.Until, err = app.ParseWhen("until", v); err != nil {
 			return err
 		}
+	}
+	return s.export(c, opts)
+}
+
+// export prepares an export and streams it.
+func (s *Server) export(c echo.Context, opts app.ExportOptions) error {
+	pid, err := projectID(c)
+	if err != nil {
+		return err
 	}
 	ctx := c.Request().Context()
 	exp, err := s.app.Export(ctx, principal(c), pid, param(c, "formId"), opts)

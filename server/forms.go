@@ -4,6 +4,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"strings"
 
 	"github.com/haven-org/haven"
 	"github.com/haven-org/haven/app"
@@ -29,6 +30,181 @@ func (s *Server) formRoutes(p *echo.Group) {
 	p.POST("/forms/:formId/draft/publish", s.publishDraft)
 	p.GET("/forms/:formId/draft/attachments", s.draftAttachments)
 	p.POST("/forms/:formId/draft/attachments/:name", s.uploadDraftAttachment)
+	p.GET("/forms/:formId/draft/attachments/:name", s.draftAttachment)
+	p.DELETE("/forms/:formId/draft/attachments/:name", s.deleteDraftAttachment)
+	p.GET("/forms/:formId/draft.xlsx", s.draftXLSX)
+	p.DELETE("/forms/:formId", s.deleteForm)
+	p.GET("/forms/:formId/versions/:version", s.formVersion)
+	p.GET("/forms/:formId/versions/:version/fields", s.versionFields)
+	p.GET("/forms/:formId/versions/:version/attachments", s.versionAttachments)
+	p.GET("/forms/:formId/versions/:version/attachments/:name", s.versionAttachment)
+	p.GET("/forms/:formId/assignments", s.formAssignments)
+	p.GET("/forms/:formId/assignments/:role", s.formAssignments)
+	p.POST("/forms/:formId/assignments/:role/:actorId", s.assignForm)
+	p.DELETE("/forms/:formId/assignments/:role/:actorId", s.unassignForm)
+}
+
+// formTarget is the project and form a request's path names.
+func formTarget(c echo.Context) (int64, string, error) {
+	pid, err := projectID(c)
+	return pid, param(c, "formId"), err
+}
+
+// deleteForm answers DELETE .../forms/{id}: a form that holds no data goes
+// for good at once (Central keeps it 30 days in its trash).
+func (s *Server) deleteForm(c echo.Context) error {
+	pid, id, err := formTarget(c)
+	if err != nil {
+		return err
+	}
+	if err := s.app.DeleteForm(c.Request().Context(), principal(c), pid, id); err != nil {
+		return err
+	}
+	return success(c)
+}
+
+// formVersion answers .../versions/{version} (JSON), .../versions/{version}.xml
+// and .../versions/{version}.xlsx; "___" names the empty version, as in Central.
+func (s *Server) formVersion(c echo.Context) error {
+	pid, id, err := formTarget(c)
+	if err != nil {
+		return err
+	}
+	v := param(c, "version")
+	ctx := c.Request().Context()
+	if ver, ok := strings.CutSuffix(v, ".xlsx"); ok {
+		b, ct, err := s.app.FormXLSX(ctx, principal(c), pid, id, app.PublishedVersionRef(ver))
+		if err != nil {
+			return err
+		}
+		return xlsxAnswer(c, id, b, ct)
+	}
+	if ver, ok := strings.CutSuffix(v, ".xml"); ok {
+		_, fv, err := s.app.FormVersion(ctx, principal(c), pid, id, app.PublishedVersionRef(ver))
+		if err != nil {
+			return err
+		}
+		return c.Blob(http.StatusOK, "text/xml; charset=utf-8", fv.XML)
+	}
+	_, fv, err := s.app.FormVersion(ctx, principal(c), pid, id, app.PublishedVersionRef(v))
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, fv)
+}
+
+// xlsxAnswer sends an XLSForm as uploaded.
+func xlsxAnswer(c echo.Context, formID string, b []byte, contentType string) error {
+	name := app.FileStem(formID) + ".xlsx"
+	if contentType == "application/vnd.ms-excel" {
+		name = app.FileStem(formID) + ".xls"
+	}
+	c.Response().Header().Set("Content-Disposition", attachment(name))
+	if contentType == "" {
+		contentType = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+	}
+	return c.Blob(http.StatusOK, contentType, b)
+}
+
+func (s *Server) draftXLSX(c echo.Context) error {
+	pid, id, err := formTarget(c)
+	if err != nil {
+		return err
+	}
+	b, ct, err := s.app.FormXLSX(c.Request().Context(), principal(c), pid, id, app.VersionRef{Draft: true})
+	if err != nil {
+		return err
+	}
+	return xlsxAnswer(c, id, b, ct)
+}
+
+func (s *Server) versionFields(c echo.Context) error {
+	pid, id, err := formTarget(c)
+	if err != nil {
+		return err
+	}
+	fs, err := s.app.VersionFields(c.Request().Context(), principal(c), pid, id, app.PublishedVersionRef(param(c, "version")))
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, fs)
+}
+
+func (s *Server) versionAttachments(c echo.Context) error {
+	pid, id, err := formTarget(c)
+	if err != nil {
+		return err
+	}
+	as, err := s.app.VersionAttachments(c.Request().Context(), principal(c), pid, id, app.PublishedVersionRef(param(c, "version")))
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, as)
+}
+
+func (s *Server) versionAttachment(c echo.Context) error {
+	return s.mediaFile(c, app.PublishedVersionRef(param(c, "version")))
+}
+
+func (s *Server) draftAttachment(c echo.Context) error {
+	return s.mediaFile(c, app.VersionRef{Draft: true})
+}
+
+// mediaFile sends a form version's media file.
+func (s *Server) mediaFile(c echo.Context, ref app.VersionRef) error {
+	pid, id, err := formTarget(c)
+	if err != nil {
+		return err
+	}
+	rc, a, err := s.app.OpenVersionAttachment(c.Request().Context(), principal(c), pid, id, ref, param(c, "name"))
+	if err != nil {
+		return err
+	}
+	defer rc.Close()
+	return streamFile(c, a.Name, a.Size, rc)
+}
+
+func (s *Server) deleteDraftAttachment(c echo.Context) error {
+	pid, id, err := formTarget(c)
+	if err != nil {
+		return err
+	}
+	if err := s.app.DeleteDraftMedia(c.Request().Context(), principal(c), pid, id, param(c, "name")); err != nil {
+		return err
+	}
+	return success(c)
+}
+
+// formAssignments answers .../forms/{id}/assignments[/{role}]: the app
+// users the form is assigned to.
+func (s *Server) formAssignments(c echo.Context) error {
+	pid, id, err := formTarget(c)
+	if err != nil {
+		return err
+	}
+	as, err := s.app.FormAssignments(c.Request().Context(), principal(c), pid, id, param(c, "role"))
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, as)
+}
+
+func (s *Server) assignForm(c echo.Context) error   { return s.formAssignment(c, true) }
+func (s *Server) unassignForm(c echo.Context) error { return s.formAssignment(c, false) }
+
+func (s *Server) formAssignment(c echo.Context, give bool) error {
+	pid, id, err := formTarget(c)
+	if err != nil {
+		return err
+	}
+	actor, err := pathInt(c, "actorId")
+	if err != nil {
+		return err
+	}
+	if err := s.app.AssignForm(c.Request().Context(), principal(c), pid, id, param(c, "role"), actor, give); err != nil {
+		return err
+	}
+	return success(c)
 }
 
 func (s *Server) listForms(c echo.Context) error {
@@ -179,11 +355,10 @@ func (s *Server) publishDraft(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	f, err := s.app.PublishDraft(c.Request().Context(), principal(c), pid, param(c, "formId"), c.QueryParam("version"))
-	if err != nil {
+	if _, err := s.app.PublishDraft(c.Request().Context(), principal(c), pid, param(c, "formId"), c.QueryParam("version")); err != nil {
 		return err
 	}
-	return c.JSON(http.StatusOK, f)
+	return success(c) // as Central answers; GET the form for what it became
 }
 
 func (s *Server) draftAttachments(c echo.Context) error {

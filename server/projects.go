@@ -13,6 +13,8 @@ import (
 func (s *Server) projectRoutes(p *echo.Group) {
 	p.GET("", s.getProject)
 	p.PATCH("", s.updateProject)
+	p.PUT("", s.updateProject) // Central's full update: name, description, archived (its forms list is not read)
+	p.DELETE("", s.deleteProject)
 	p.POST("/legal-hold", s.placeHold)
 	p.DELETE("/legal-hold", s.liftHold)
 	p.GET("/destruction-certificate", s.destructionCertificate)
@@ -104,4 +106,18 @@ func (s *Server) destructionCertificate(c echo.Context) error {
 		return err
 	}
 	return c.JSON(http.StatusOK, cert)
+}
+
+// deleteProject answers DELETE /v1/projects/{id} (administrators): the
+// project's data is destroyed now, and the answer is its certificate.
+func (s *Server) deleteProject(c echo.Context) error {
+	pid, err := projectID(c)
+	if err != nil {
+		return err
+	}
+	cert, err := s.app.DeleteProject(c.Request().Context(), principal(c), pid)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, map[string]any{"success": true, "certificate": cert})
 }

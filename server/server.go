@@ -43,6 +43,11 @@ type Config struct {
 	// TrustedProxies are the proxies whose X-Forwarded-For is believed.
 	// Without them the client address is the connection's.
 	TrustedProxies haven.Allowlist
+	// AccessLifetime is how long an access token (a JWT) lives within its
+	// session; 0: until the session ends, as ODK Central's tokens do (pyodk
+	// and ruODK keep one token for a whole script and never refresh it).
+	// Shorter tokens are renewed with the refresh token.
+	AccessLifetime time.Duration
 }
 
 // Server is Haven's HTTP server.
@@ -113,6 +118,16 @@ func (s *Server) routes() {
 	v1.POST("/users", s.createUser, s.requireAuth)
 	v1.GET("/users/:id", s.getUser, s.requireAuth)
 	v1.DELETE("/users/:id", s.disableUser, s.requireAuth)
+	v1.PATCH("/users/:id", s.updateUser, s.requireAuth)
+	v1.PUT("/users/:id/password", s.changePassword, s.requireAuth)
+	v1.GET("/roles", s.listRoles)
+	v1.GET("/roles/:id", s.getRole)
+	v1.GET("/assignments", s.siteAssignments, s.requireAuth)
+	v1.GET("/assignments/:role", s.siteAssignments, s.requireAuth)
+	v1.POST("/assignments/:role/:actorId", s.grantSiteRole, s.requireAuth)
+	v1.DELETE("/assignments/:role/:actorId", s.revokeSiteRole, s.requireAuth)
+	v1.GET("/sessions/restore", s.restoreSession, s.requireAuth)
+	v1.GET("/audits", s.listAudit, s.requireAuth)
 	v1.GET("/projects", s.listProjects, s.requireAuth)
 	v1.POST("/projects", s.createProject, s.requireAuth)
 	v1.GET("/audit", s.listAudit, s.requireAuth)
@@ -130,6 +145,7 @@ func (s *Server) routes() {
 	s.subjectRoutes(p)
 	s.appUserRoutes(p)
 	s.assignmentRoutes(p)
+	s.odataRoutes(p)
 }
 
 // deviceRoutes registers the endpoints ODK Collect uses. openrosa marks a
@@ -222,6 +238,12 @@ func (s *Server) bodyLimit(c echo.Context) (limit int64, upload bool) {
 		return s.app.Limits.MaxMedia, true
 	case "/v1/projects/:pid/forms", "/v1/projects/:pid/forms/:formId/draft":
 		return app.UploadLimit(r.Header.Get("Content-Type")), true
+	case "/v1/projects/:pid/forms/:formId/submissions", "/v1/projects/:pid/forms/:formId/submissions/:instanceId":
+		if r.Method != http.MethodPatch {
+			return int64(s.app.Limits.XML.MaxBytes), true // a submission's XML, over REST
+		}
+	case "/v1/projects/:pid/forms/:formId/submissions/:instanceId/attachments/:name":
+		return s.app.Limits.MaxBody, true
 	}
 	return jsonBody, false
 }

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"io"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -27,6 +28,156 @@ func (s *Server) submissionRoutes(p *echo.Group) {
 	p.GET("/forms/:formId/submissions/:instanceId/attachments", s.submissionAttachments)
 	p.GET("/forms/:formId/submissions/:instanceId/attachments/:name", s.submissionAttachment)
 	p.POST("/forms/:formId/submissions/:instanceId/corrections", s.correctSubmission)
+	p.POST("/forms/:formId/submissions", s.createSubmission)
+	p.PUT("/forms/:formId/submissions/:instanceId", s.editSubmission)
+	p.PATCH("/forms/:formId/submissions/:instanceId", s.reviewSubmission)
+	p.GET("/forms/:formId/submissions/:instanceId/comments", s.listComments)
+	p.POST("/forms/:formId/submissions/:instanceId/comments", s.addComment)
+	p.POST("/forms/:formId/submissions/:instanceId/attachments/:name", s.uploadSubmissionFile)
+	p.GET("/forms/:formId/submissions.csv.zip", s.centralCSV)
+	p.GET("/forms/:formId/submissions.csv", s.centralCSV)
+	p.GET("/forms/:formId/submissions.geojson", s.centralCSV)
+	p.POST("/forms/:formId/submissions.csv.zip", s.centralCSV)
+	p.POST("/forms/:formId/submissions.csv", s.centralCSV)
+}
+
+// readXML reads a submission's XML sent as a request body.
+func (s *Server) readXML(c echo.Context) ([]byte, error) {
+	max := s.app.Limits.XML.MaxBytes
+	b, err := io.ReadAll(io.LimitReader(c.Request().Body, int64(max)+1))
+	if err != nil {
+		if be := bodyError(err); be != nil {
+			return nil, be
+		}
+		return nil, haven.Errorf(haven.EINVALID, "The submission could not be read: %v.", err)
+	}
+	if len(b) > max {
+		return nil, haven.Errorf(haven.ETOOLARGE, "The submission XML is larger than %d bytes, more than Haven accepts. Nothing was stored.", max)
+	}
+	return b, nil
+}
+
+// createSubmission answers POST .../forms/{id}/submissions with the XML as
+// the body (?deviceID= optional), as Central: the files follow one by one.
+func (s *Server) createSubmission(c echo.Context) error {
+	t, err := submissionTarget(c)
+	if err != nil {
+		return err
+	}
+	xml, err := s.readXML(c)
+	if err != nil {
+		return err
+	}
+	sub, err := s.app.CreateSubmission(c.Request().Context(), principal(c), t.pid, t.form, xml, c.QueryParam("deviceID"))
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, sub)
+}
+
+// editSubmission answers PUT .../submissions/{instanceId}: a new version,
+// whose XML names the current one in meta/deprecatedID.
+func (s *Server) editSubmission(c echo.Context) error {
+	t, err := submissionTarget(c)
+	if err != nil {
+		return err
+	}
+	xml, err := s.readXML(c)
+	if err != nil {
+		return err
+	}
+	sub, err := s.app.EditSubmission(c.Request().Context(), principal(c), t.pid, t.form, t.instanceID, xml)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, sub)
+}
+
+// reviewSubmission answers PATCH .../submissions/{instanceId} {"reviewState"}.
+func (s *Server) reviewSubmission(c echo.Context) error {
+	t, err := submissionTarget(c)
+	if err != nil {
+		return err
+	}
+	var body struct {
+		ReviewState *string `json:"reviewState"`
+	}
+	if err := bind(c, &body); err != nil {
+		return err
+	}
+	if body.ReviewState == nil {
+		return haven.Errorf(haven.EINVALID, "Send {\"reviewState\": ...} with one of %s.", strings.Join(app.ReviewStates, ", "))
+	}
+	sub, err := s.app.Review(c.Request().Context(), principal(c), t.pid, t.form, t.instanceID, *body.ReviewState)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, sub)
+}
+
+func (s *Server) listComments(c echo.Context) error {
+	t, err := submissionTarget(c)
+	if err != nil {
+		return err
+	}
+	cs, err := s.app.Comments(c.Request().Context(), principal(c), t.pid, t.form, t.instanceID)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, cs)
+}
+
+func (s *Server) addComment(c echo.Context) error {
+	t, err := submissionTarget(c)
+	if err != nil {
+		return err
+	}
+	var body struct{ Body string }
+	if err := bind(c, &body); err != nil {
+		return err
+	}
+	cm, err := s.app.AddComment(c.Request().Context(), principal(c), t.pid, t.form, t.instanceID, body.Body)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, cm)
+}
+
+// uploadSubmissionFile answers POST .../submissions/{instanceId}/attachments/{name}
+// with the file as the body.
+func (s *Server) uploadSubmissionFile(c echo.Context) error {
+	t, err := submissionTarget(c)
+	if err != nil {
+		return err
+	}
+	r := c.Request()
+	if err := s.app.UploadSubmissionFile(r.Context(), principal(c), t.pid, t.form, t.instanceID, param(c, "name"), r.Body); err != nil {
+		if be := bodyError(err); be != nil {
+			return be
+		}
+		return err
+	}
+	return success(c)
+}
+
+// centralCSV answers Central's export addresses: submissions.csv.zip (every
+// table, with the files unless attachments=false), submissions.csv (the
+// submissions' own table) and submissions.geojson; $filter selects by
+// metadata as in OData. POST, as Central also takes, reads the same
+// options from the query.
+func (s *Server) centralCSV(c echo.Context) error {
+	q := c.QueryParams()
+	format := "csv"
+	switch {
+	case strings.HasSuffix(c.Path(), ".csv"):
+		format = "table"
+	case strings.HasSuffix(c.Path(), ".geojson"):
+		format = "geojson"
+	}
+	opts := app.ExportOptions{Format: format, SplitSelectMultiples: q.Get("splitSelectMultiples") == "true",
+		Attachments: format == "csv" && q.Get("attachments") != "false", Filter: q.Get("$filter"),
+		GeoField: q.Get("geometryField")}
+	return s.export(c, opts)
 }
 
 // target is the project, form and submission a request's path names.
@@ -49,7 +200,7 @@ func (s *Server) listSubmissions(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	limit, offset := 250, 0
+	limit, offset := -1, 0 // all of them, as Central lists them, unless asked for a page
 	if v := c.QueryParam("limit"); v != "" {
 		if limit, err = strconv.Atoi(v); err != nil || limit < 1 || limit > 10000 {
 			return haven.Errorf(haven.EINVALID, "limit must be a number from 1 to 10000.")

@@ -246,6 +246,9 @@ func (u *Users) DigestHA1(ctx context.Context, email string) (int64, []byte, err
 	} else if err != nil {
 		return 0, nil, err
 	}
+	if len(sealed) == 0 {
+		return 0, nil, haven.Errorf(haven.EUNAUTHORIZED, "This user's email changed since their password was last set, so Digest cannot check it: set the password again.")
+	}
 	ha1, err := u.Keys.OpenMaster(sealed, "digest "+email)
 	return id, ha1, err
 }
@@ -518,6 +521,7 @@ func (u *Users) Unassign(ctx context.Context, projectID, actorID int64, role str
 // Assignment is a role held by an actor in a project.
 type Assignment struct {
 	ActorID int64  `json:"actorId"`
+	RoleID  int64  `json:"roleId"` // Central's number for the role
 	Role    string `json:"roleSystemName"`
 }
 
@@ -534,6 +538,7 @@ func (u *Users) Assignments(ctx context.Context, projectID int64) ([]Assignment,
 		if err := rows.Scan(&a.ActorID, &a.Role); err != nil {
 			return nil, err
 		}
+		a.RoleID = haven.RoleID(a.Role)
 		out = append(out, a)
 	}
 	return out, rows.Err()
@@ -651,6 +656,110 @@ func (u *Users) RevokeAppUser(ctx context.Context, projectID, actorID int64) err
 			return notFound(fmt.Sprintf("App user %d of project %d", actorID, projectID))
 		}
 		_, err = tx.Exec(`UPDATE actors SET updated_at = ? WHERE id = ?`, ms(tx.Now()), actorID)
+		return err
+	})
+}
+
+// UpdateUser changes a live user's display name or email (nil leaves one
+// as it is). The Digest credential is bound to the email, so a new email
+// leaves the user without one until their password is next set: devices
+// using Digest must then be given the new email and the password again.
+func (u *Users) UpdateUser(ctx context.Context, id int64, displayName, email *string) (*haven.User, error) {
+	if email != nil {
+		addr, err := mail.ParseAddress(*email)
+		if err != nil || addr.Address != *email {
+			return nil, haven.Errorf(haven.EINVALID, "%q is not an email address: give one like name@example.org.", *email)
+		}
+	}
+	if displayName != nil && strings.TrimSpace(*displayName) == "" {
+		return nil, haven.Errorf(haven.EINVALID, "The display name is empty: give the name people know this user by.")
+	}
+	defer u.basic.clear()
+	err := u.DB.Write(ctx, func(tx *Tx) error {
+		var current string
+		err := tx.QueryRow(`SELECT u.email FROM users u JOIN actors a ON a.id = u.actor_id WHERE a.id = ? AND a.deleted_at IS NULL`, id).Scan(&current)
+		if errors.Is(err, sql.ErrNoRows) {
+			return notFound(fmt.Sprintf("User %d", id))
+		} else if err != nil {
+			return err
+		}
+		now := ms(tx.Now())
+		if displayName != nil {
+			if _, err := tx.Exec(`UPDATE actors SET display_name = ?, updated_at = ? WHERE id = ?`, *displayName, now, id); err != nil {
+				return err
+			}
+		}
+		if email != nil && strings.ToLower(*email) != current {
+			var n int
+			tx.QueryRow(`SELECT count(*) FROM users WHERE email = ?`, strings.ToLower(*email)).Scan(&n)
+			if n > 0 {
+				return haven.Errorf(haven.EDUPLICATE, "A user with the email %s already exists.", *email)
+			}
+			if _, err := tx.Exec(`UPDATE users SET email = ?, digest_ha1 = X'' WHERE actor_id = ?`, strings.ToLower(*email), id); err != nil {
+				return err
+			}
+			_, err = tx.Exec(`UPDATE actors SET updated_at = ? WHERE id = ?`, now, id)
+			return err
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return u.Get(ctx, id)
+}
+
+// SetPassword replaces a live user's password, once the old one is proved,
+// and ends every session of theirs but keep (the one asking, if any): a
+// password changed because it leaked must shut out whoever holds it.
+func (u *Users) SetPassword(ctx context.Context, id int64, old, password, keep string) error {
+	user, err := u.Get(ctx, id)
+	if err != nil {
+		return err
+	}
+	if _, err := u.Authenticate(ctx, user.Email, old); err != nil {
+		return haven.Errorf(haven.EUNAUTHORIZED, "The current password is wrong: nothing was changed.")
+	}
+	if err := ValidatePassword(password); err != nil {
+		return err
+	}
+	hash := HashPassword(password)
+	ha1 := u.Keys.SealMaster(digestHA1(user.Email, password), "digest "+user.Email)
+	defer u.basic.clear()
+	return u.DB.Write(ctx, func(tx *Tx) error {
+		if _, err := tx.Exec(`UPDATE users SET password_hash = ?, digest_ha1 = ? WHERE actor_id = ?`, hash, ha1, id); err != nil {
+			return err
+		}
+		now := ms(tx.Now())
+		if _, err := tx.Exec(`UPDATE actors SET updated_at = ? WHERE id = ?`, now, id); err != nil {
+			return err
+		}
+		_, err := tx.Exec(`UPDATE sessions SET revoked_at = ? WHERE actor_id = ? AND revoked_at IS NULL AND id <> ?`, now, id, keep)
+		return err
+	})
+}
+
+// SetAdmin makes a live user a site administrator, or takes that away.
+// The last administrator stays one.
+func (u *Users) SetAdmin(ctx context.Context, id int64, admin bool) error {
+	return u.DB.Write(ctx, func(tx *Tx) error {
+		var was bool
+		err := tx.QueryRow(`SELECT u.admin FROM users u JOIN actors a ON a.id = u.actor_id WHERE a.id = ? AND a.deleted_at IS NULL`, id).Scan(&was)
+		if errors.Is(err, sql.ErrNoRows) {
+			return notFound(fmt.Sprintf("User %d", id))
+		} else if err != nil {
+			return err
+		}
+		if was && !admin {
+			var n int
+			if err := tx.QueryRow(`SELECT count(*) FROM users u JOIN actors a ON a.id = u.actor_id WHERE u.admin = 1 AND a.deleted_at IS NULL`).Scan(&n); err != nil {
+				return err
+			}
+			if n <= 1 {
+				return haven.Errorf(haven.ECONFLICT, "User %d is the last administrator; make another administrator first.", id)
+			}
+		}
+		_, err = tx.Exec(`UPDATE users SET admin = ? WHERE actor_id = ?`, admin, id)
 		return err
 	})
 }

@@ -560,6 +560,15 @@ func (s *Forms) Delete(ctx context.Context, form *haven.Form) ([]*Blob, error) {
 		if n > 0 {
 			return haven.Errorf(haven.ECONFLICT, "Form %s holds %d submission(s), so deleting it would erase collected data. Haven erases data only on purpose: erase the submissions (or close the form with state closed) first.", form.XMLFormID, n)
 		}
+		// Records of erased submissions and withdrawn consent keep a device's
+		// retry from bringing erased data back and prove the erasure: a form
+		// that holds them stays (closed) rather than forget them.
+		if err := tx.QueryRow(`SELECT (SELECT count(*) FROM erased_instances WHERE form_id = ?) + (SELECT count(*) FROM consent_withdrawals WHERE form_id = ?)`, form.ID, form.ID).Scan(&n); err != nil {
+			return err
+		}
+		if n > 0 {
+			return haven.Errorf(haven.ECONFLICT, "Form %s keeps the records of %d erased submission(s), which stop devices from sending them again; it cannot be deleted. Close it instead (PATCH with state closed).", form.XMLFormID, n)
+		}
 		ids, objs, err := tx.selectBlobs(`SELECT DISTINCT b.id, b.store, b.object, b.data IS NOT NULL FROM blobs b
 			JOIN form_attachments a ON a.blob_id = b.id JOIN form_versions v ON v.id = a.form_version_id WHERE v.form_id = ?`, form.ID)
 		if err != nil {
@@ -571,8 +580,6 @@ func (s *Forms) Delete(ctx context.Context, form *haven.Form) ([]*Blob, error) {
 			`DELETE FROM form_attachments WHERE form_version_id IN (SELECT id FROM form_versions WHERE form_id = ?)`,
 			`DELETE FROM form_assignments WHERE form_id = ?`,
 			`DELETE FROM consent_refusals WHERE form_id = ?`,
-			`DELETE FROM consent_withdrawals WHERE form_id = ?`,
-			`DELETE FROM erased_instances WHERE form_id = ?`,
 			`DELETE FROM form_versions WHERE form_id = ?`,
 			`DELETE FROM forms WHERE id = ?`,
 		} {

@@ -712,14 +712,14 @@ func (s SealedXML) Open() ([]byte, error) {
 //
 // Each reads only what exports and aggregates use, as few columns as it can
 // (every column read costs on a walk of 100,000 rows): of sub it fills ID,
-// FormID, InstanceID, SubmitterID, DeviceID, ReviewState, CreatedAt, and of
+// FormID, InstanceID, SubmitterID, DeviceID, ReviewState, CreatedAt, UpdatedAt, and of
 // sub.Current ID, InstanceID, FormVersionID, FormVersion and the attachment counts.
 func (s *Submissions) Each(ctx context.Context, projectID, formID int64, f Filter, fn func(sub *haven.Submission, xml SealedXML, consent *haven.ConsentRecord) error) error {
 	pk, err := s.Keys.ProjectKey(ctx, projectID)
 	if err != nil {
 		return err
 	}
-	q := `SELECT s.id, s.instance_id, s.submitter_id, s.device_id, s.review_state, s.created_at, v.id, v.instance_id, v.form_version_id, fv.version,
+	q := `SELECT s.id, s.instance_id, s.submitter_id, s.device_id, s.review_state, s.created_at, s.updated_at, v.id, v.instance_id, v.form_version_id, fv.version,
 	(SELECT count(*) FROM submission_attachments a WHERE a.version_id = v.id),
 	(SELECT count(*) FROM submission_attachments a WHERE a.version_id = v.id AND a.blob_id IS NOT NULL),
 	v.xml, c.outcome, c.legal_basis, c.statement_version, c.received_at` + submissionJoins +
@@ -745,11 +745,11 @@ func (s *Submissions) Each(ctx context.Context, projectID, formID int64, f Filte
 	var sealed, device []byte
 	var review, outcome, basis, statement sql.NullString
 	var created int64
-	var received sql.NullInt64
+	var received, updated sql.NullInt64
 	for rows.Next() {
 		sub := &haven.Submission{FormID: formID}
 		v := &sub.Current
-		if err := rows.Scan(&sub.ID, &sub.InstanceID, &sub.SubmitterID, &device, &review, &created, &v.ID, &v.InstanceID, &v.FormVersionID, &v.FormVersion,
+		if err := rows.Scan(&sub.ID, &sub.InstanceID, &sub.SubmitterID, &device, &review, &created, &updated, &v.ID, &v.InstanceID, &v.FormVersionID, &v.FormVersion,
 			&v.AttachmentsExpected, &v.AttachmentsPresent, &sealed, &outcome, &basis, &statement, &received); err != nil {
 			return err
 		}
@@ -759,7 +759,7 @@ func (s *Submissions) Each(ctx context.Context, projectID, formID int64, f Filte
 		if review.Valid {
 			sub.ReviewState = &review.String
 		}
-		sub.CreatedAt = fromMS(created)
+		sub.CreatedAt, sub.UpdatedAt = fromMS(created), fromNullMS(updated)
 		v.SubmissionID, v.Current = sub.ID, true
 		var consent *haven.ConsentRecord
 		if outcome.Valid {

@@ -35,6 +35,9 @@ func TestRun(t *testing.T) {
 		t.Fatal(err)
 	}
 	au, _ := st.Users.CreateAppUser(ctx, pr.ID, "T")
+	if err := svc.AssignForm(ctx, admin, pr.ID, "bench", "app-user", au.ID, true); err != nil {
+		t.Fatal(err)
+	}
 	url := srv.URL + "/v1/key/" + *au.Token + "/projects/1"
 
 	rep, err := loadgen.Run(ctx, loadgen.Config{ServerURL: url, Devices: 4, Count: 60, Duration: 20 * time.Second, Photo: 40_000, Flaky: 0.3})

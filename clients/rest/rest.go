@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"strings"
 	"time"
 
@@ -216,15 +217,26 @@ func (c *Client) CreateAppUser(ctx context.Context, projectID int64, displayName
 
 // UploadDraftAttachment uploads a media file the form's draft expects.
 func (c *Client) UploadDraftAttachment(ctx context.Context, projectID int64, xmlFormID, name string, content []byte) error {
-	return c.Do(ctx, "POST", fmt.Sprintf("/v1/projects/%d/forms/%s/draft/attachments/%s", projectID, xmlFormID, name), "application/octet-stream", bytes.NewReader(content), nil)
+	return c.Do(ctx, "POST", fmt.Sprintf("/v1/projects/%d/forms/%s/draft/attachments/%s", projectID, url.PathEscape(xmlFormID), url.PathEscape(name)), "application/octet-stream", bytes.NewReader(content), nil)
 }
 
-// PublishDraft publishes a form's draft (with version, when not empty).
+// PublishDraft publishes a form's draft (with version, when not empty)
+// and returns the form as it became.
 func (c *Client) PublishDraft(ctx context.Context, projectID int64, xmlFormID, version string) (*haven.Form, error) {
-	var f haven.Form
-	path := fmt.Sprintf("/v1/projects/%d/forms/%s/draft/publish", projectID, xmlFormID)
+	form := fmt.Sprintf("/v1/projects/%d/forms/%s", projectID, url.PathEscape(xmlFormID))
+	path := form + "/draft/publish"
 	if version != "" {
-		path += "?version=" + version
+		path += "?version=" + url.QueryEscape(version)
 	}
-	return &f, c.Do(ctx, "POST", path, "", nil, &f)
+	if err := c.Do(ctx, "POST", path, "", nil, nil); err != nil {
+		return nil, err
+	}
+	var f haven.Form
+	return &f, c.Do(ctx, "GET", form, "", nil, &f)
+}
+
+// AssignForm lets an app user list, download and submit to a form (app
+// users see only the forms assigned to them, as in ODK Central).
+func (c *Client) AssignForm(ctx context.Context, projectID int64, xmlFormID string, actorID int64) error {
+	return c.json(ctx, "POST", fmt.Sprintf("/v1/projects/%d/forms/%s/assignments/app-user/%d", projectID, url.PathEscape(xmlFormID), actorID), nil, nil)
 }

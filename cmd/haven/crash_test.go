@@ -103,6 +103,9 @@ func TestCrash(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if err := a.AssignForm(ctx, pr.ID, "household", au.ID); err != nil {
+		t.Fatal(err)
+	}
 	serverURL := au.ServerURL
 
 	var mu gosync.Mutex

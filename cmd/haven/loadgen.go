@@ -148,6 +148,9 @@ func setupLoad(ctx context.Context, base, email, password string) (string, error
 	if err != nil {
 		return "", err
 	}
+	if err := c.AssignForm(ctx, pr.ID, "bench", au.ID); err != nil {
+		return "", err
+	}
 	return au.ServerURL, nil
 }
 

@@ -211,11 +211,16 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	apiAllow := fs.String("api-allow", os.Getenv("HAVEN_API_ALLOW"), "comma-separated CIDR ranges that may reach the API and console (empty: any); HAVEN_API_ALLOW")
 	deviceAllow := fs.String("device-allow", os.Getenv("HAVEN_DEVICE_ALLOW"), "comma-separated CIDR ranges that may reach device endpoints (empty: any); HAVEN_DEVICE_ALLOW")
 	proxies := fs.String("trusted-proxies", os.Getenv("HAVEN_TRUSTED_PROXIES"), "comma-separated addresses of proxies whose X-Forwarded-For is believed; HAVEN_TRUSTED_PROXIES")
+	sessionLife := fs.Duration("session-lifetime", envDuration("HAVEN_SESSION_LIFETIME", app.SessionLifetime), "how long a login lasts, as in ODK Central; HAVEN_SESSION_LIFETIME")
+	accessLife := fs.Duration("access-lifetime", envDuration("HAVEN_ACCESS_LIFETIME", 0), "how long an access token lives within its session (0: as long as the session, which Central clients such as pyodk need); HAVEN_ACCESS_LIFETIME")
 	s3 := s3Flags(fs)
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	cfg := server.Config{PublicURL: *publicURL, BehindTLS: *behindTLS}
+	if *sessionLife < time.Minute || (*accessLife != 0 && *accessLife < time.Minute) {
+		return haven.Errorf(haven.EINVALID, "--session-lifetime and --access-lifetime must be at least a minute (e.g. 24h, 15m).")
+	}
+	cfg := server.Config{PublicURL: *publicURL, BehindTLS: *behindTLS, AccessLifetime: *accessLife}
 	for _, l := range []struct {
 		flag string
 		in   string
@@ -241,7 +246,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err := firstAdmin(ctx, st, stdout); err != nil {
 		return err
 	}
-	srv := server.New(cfg, app.New(st, app.Options{Log: log}), log)
+	srv := server.New(cfg, app.New(st, app.Options{Log: log, SessionLifetime: *sessionLife}), log)
 	ln, err := net.Listen("tcp", *listen)
 	if err != nil {
 		return fmt.Errorf("listening on %s: %w", *listen, err)
@@ -402,4 +407,12 @@ func adminCreate(ctx context.Context, args []string, stdin io.Reader, stdout, st
 func isTerminal(f *os.File) bool {
 	fi, err := f.Stat()
 	return err == nil && fi.Mode()&os.ModeCharDevice != 0
+}
+
+// envDuration reads a duration from the environment, or def.
+func envDuration(name string, def time.Duration) time.Duration {
+	if d, err := time.ParseDuration(os.Getenv(name)); err == nil {
+		return d
+	}
+	return def
 }

@@ -62,6 +62,9 @@ func TestLoginExportLogout(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if err := api.AssignForm(ctx, pr.ID, "household", au.ID); err != nil {
+		t.Fatal(err)
+	}
 	dev := collect.New(au.ServerURL)
 	for i := 0; i < 2; i++ {
 		doc := fmt.Sprintf(`<household xmlns:orx="http://openrosa.org/xforms" id="household" version="2026110101"><district>north</district><head_name>Head %d</head_name><members>3</members><needs>food water</needs><shelter><roof>tarp</roof><photo/></shelter><orx:meta><orx:instanceID>uuid:cli-%d</orx:instanceID></orx:meta></household>`, i, i)
