@@ -7,6 +7,7 @@
 package haven
 
 import (
+	"encoding/json"
 	"math"
 	"time"
 )
@@ -174,6 +175,23 @@ type FormAttachment struct {
 	Size          int64      `json:"size,omitempty"`
 	BlobID        int64      `json:"-"`
 	UpdatedAt     *time.Time `json:"updatedAt"`
+}
+
+// MarshalJSON writes a form attachment as ODK Central does: hash null until
+// the file is uploaded, and blobExists and datasetExists beside exists
+// (Haven links no file to entity lists, so datasetExists is false).
+func (a FormAttachment) MarshalJSON() ([]byte, error) {
+	type plain FormAttachment
+	var hash *string
+	if a.Hash != "" {
+		hash = &a.Hash
+	}
+	return json.Marshal(struct {
+		plain
+		Hash          *string `json:"hash"`
+		BlobExists    bool    `json:"blobExists"`
+		DatasetExists bool    `json:"datasetExists"`
+	}{plain(a), hash, a.Exists, false})
 }
 
 // Submission is one filled-in form: the logical record that edits version.

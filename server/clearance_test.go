@@ -113,6 +113,7 @@ func TestClearanceMatrix(t *testing.T) {
 	if res, err := dev.Submit(context.Background(), []byte(edit), nil); err != nil || res.Status != 201 {
 		t.Fatalf("edit under version 2: %+v %v", res, err)
 	}
+	e.admin("POST", form+"/submissions/uuid:m0/comments", map[string]string{"body": "Confirmed L3MARK by phone"}, nil)
 	paths := []struct {
 		path   string
 		action haven.Action
@@ -143,6 +144,17 @@ func TestClearanceMatrix(t *testing.T) {
 		{form + "/aggregate?by=district&format=xlsx", haven.ActionAggregate, "", false},
 		// Looking a person up by their identifier (hh_id, level_2) needs its clearance.
 		{base + "/subjects/HH-0", haven.ActionSubjectRequest, haven.Level2, true},
+		// OData, as pyodk, Power BI and Excel read it, and Central's export addresses.
+		{form + ".svc", haven.ActionSubmissionRead, "", false},
+		{form + ".svc/$metadata", haven.ActionSubmissionRead, "", false},
+		{form + ".svc/Submissions", haven.ActionSubmissionRead, "", true},
+		{form + ".svc/Submissions?$expand=*&$wkt=true&$count=true", haven.ActionSubmissionRead, "", true},
+		{form + ".svc/Submissions('uuid:m0')", haven.ActionSubmissionRead, "", true},
+		{form + ".svc/Submissions?$select=__id,comment,__system", haven.ActionSubmissionRead, "", false},
+		{form + "/submissions.csv.zip", haven.ActionSubmissionRead, "", true},
+		{form + "/submissions.csv", haven.ActionSubmissionRead, "", true},
+		// Comments are as sensitive as their author's clearance (one by a level_3 administrator here).
+		{form + "/submissions/uuid:m0/comments", haven.ActionSubmissionRead, "", false},
 		// A correction of a public field answers with the submission as the corrector may see it.
 		{"POST " + form + "/submissions/uuid:m1/corrections", haven.ActionSubjectRequest, "", true},
 	}

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"strings"
 
 	"github.com/haven-org/haven"
 	"github.com/labstack/echo/v4"
@@ -159,3 +160,6 @@ func bind(c echo.Context, v any) error {
 
 // success is the answer of a change that has nothing else to say.
 func success(c echo.Context) error { return c.JSON(http.StatusOK, map[string]bool{"success": true}) }
+
+// isTrue reads a query flag as Central does: "true" in any case.
+func isTrue(v string) bool { return strings.EqualFold(v, "true") }

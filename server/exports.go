@@ -19,8 +19,8 @@ func (s *Server) exportSubmissions(c echo.Context) error {
 	var err error
 	q := c.QueryParams()
 	opts := app.ExportOptions{Format: q.Get("format"), GeoField: q.Get("geoField"),
-		SplitSelectMultiples: q.Get("splitSelectMultiples") == "true", Attachments: q.Get("attachments") == "true",
-		Labels: q.Get("labels") == "true", Language: q.Get("language"), RawCSV: q.Get("escapeFormulas") == "false",
+		SplitSelectMultiples: isTrue(q.Get("splitSelectMultiples")), Attachments: isTrue(q.Get("attachments")),
+		Labels: isTrue(q.Get("labels")), Language: q.Get("language"), RawCSV: strings.EqualFold(q.Get("escapeFormulas"), "false"),
 		Version: q.Get("version")}
 	if v := q.Get("since"); v != "" {
 		if opts.Since, err = app.ParseWhen("since", v); err != nil {

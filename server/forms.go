@@ -252,7 +252,7 @@ func (s *Server) createForm(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	f, err := s.app.CreateForm(c.Request().Context(), principal(c), pid, u, c.QueryParam("publish") == "true")
+	f, err := s.app.CreateForm(c.Request().Context(), principal(c), pid, u, isTrue(c.QueryParam("publish")))
 	if err != nil {
 		return err
 	}
@@ -415,7 +415,7 @@ func (s *Server) classification(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	cs, err := s.app.Classifications(c.Request().Context(), principal(c), pid, c.QueryParam("overdue") == "true")
+	cs, err := s.app.Classifications(c.Request().Context(), principal(c), pid, isTrue(c.QueryParam("overdue")))
 	if err != nil {
 		return err
 	}

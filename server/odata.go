@@ -142,8 +142,8 @@ func (s *Server) odataRead(c echo.Context, pid int64, formID string, draft bool,
 	q := c.QueryParams()
 	r := c.Request()
 	req := app.ODataRequest{Draft: draft, Path: path, Top: odataInt(q, "$top"), Skip: odataInt(q, "$skip"),
-		SkipToken: q.Get("$skiptoken"), Count: q.Get("$count") == "true", Filter: q.Get("$filter"), OrderBy: q.Get("$orderby"),
-		Select: q.Get("$select"), Expand: q.Get("$expand") == "*", WKT: q.Get("$wkt") == "true",
+		SkipToken: q.Get("$skiptoken"), Count: isTrue(q.Get("$count")), Filter: q.Get("$filter"), OrderBy: q.Get("$orderby"),
+		Select: q.Get("$select"), Expand: q.Get("$expand") == "*", WKT: isTrue(q.Get("$wkt")),
 		ServiceRoot: serviceRoot, Request: s.baseURL(c) + r.URL.EscapedPath()}
 	if r.URL.RawQuery != "" {
 		req.Request += "?" + r.URL.RawQuery

@@ -174,8 +174,8 @@ func (s *Server) centralCSV(c echo.Context) error {
 	case strings.HasSuffix(c.Path(), ".geojson"):
 		format = "geojson"
 	}
-	opts := app.ExportOptions{Format: format, SplitSelectMultiples: q.Get("splitSelectMultiples") == "true",
-		Attachments: format == "csv" && q.Get("attachments") != "false", Filter: q.Get("$filter"),
+	opts := app.ExportOptions{Format: format, SplitSelectMultiples: isTrue(q.Get("splitSelectMultiples")),
+		Attachments: format == "csv" && !strings.EqualFold(q.Get("attachments"), "false"), Filter: q.Get("$filter"),
 		GeoField: q.Get("geometryField")}
 	return s.export(c, opts)
 }

@@ -133,7 +133,8 @@ func (s *Submissions) Ingest(ctx context.Context, in *Incoming) (*IngestResult, 
 			if _, err := tx.Exec(`UPDATE submission_versions SET current = 0 WHERE id = ?`, prevID); err != nil {
 				return err
 			}
-			if _, err := tx.Exec(`UPDATE submissions SET updated_at = ? WHERE id = ?`, ms(tx.Now()), submissionID); err != nil {
+			// An edit is marked for review again, as ODK Central marks it.
+			if _, err := tx.Exec(`UPDATE submissions SET updated_at = ?, review_state = 'edited' WHERE id = ?`, ms(tx.Now()), submissionID); err != nil {
 				return err
 			}
 			if versionID, err = tx.insertVersion(pk, in, submissionID, sealedXML, sealedName, sealedDevice, mac); err != nil {
