@@ -5,6 +5,7 @@ import (
 	"io"
 
 	"github.com/haven-org/haven"
+	"github.com/haven-org/haven/export"
 	"github.com/haven-org/haven/formspec"
 )
 
@@ -219,4 +220,18 @@ func (s *Service) DeleteDraftMedia(ctx context.Context, p *haven.Principal, proj
 		s.blobs.Discard(ctx, blob)
 	}
 	return nil
+}
+
+// CentralFields lists a version's fields as ODK Central does (ruODK reads
+// them to type the columns): every field, groups and repeats included.
+func (s *Service) CentralFields(ctx context.Context, p *haven.Principal, projectID int64, xmlFormID string, ref VersionRef, odata bool) ([]export.CentralField, error) {
+	_, v, err := s.FormVersion(ctx, p, projectID, xmlFormID, ref)
+	if err != nil {
+		return nil, err
+	}
+	schema, err := s.schema(ctx, v.ID)
+	if err != nil {
+		return nil, err
+	}
+	return export.NewOData(schema, func(string) bool { return true }).CentralFields(odata), nil
 }

@@ -35,6 +35,7 @@ type odField struct {
 	ident    string // as an OData identifier
 	path     string // from the root, without it: /household/member/age
 	kind     string // "structure", "repeat" or the bind type
+	multiple bool   // a select_multiple
 	parent   *odField
 	children []*odField
 	byName   map[string]*odField
@@ -84,7 +85,7 @@ func NewOData(form *formspec.Form, sees func(path string) bool) *OData {
 					o.Omitted = append(o.Omitted, c.Path)
 					continue
 				}
-				f.kind = c.Type
+				f.kind, f.multiple = c.Type, c.Control == "select"
 				if f.kind == "" {
 					f.kind = "string"
 				}
@@ -1047,4 +1048,43 @@ func (p *ODataPage) Close(f ODataFooter) error {
 	}
 	p.w.Write(b[1:]) // the members, after the rows' opening
 	return p.w.Flush()
+}
+
+// CentralField is a field as ODK Central lists a form's fields
+// (GET .../fields?odata=): groups and repeats included, paths from the
+// root without it.
+type CentralField struct {
+	Name           string `json:"name"`
+	Path           string `json:"path"`
+	Type           string `json:"type"`
+	Binary         *bool  `json:"binary"`
+	SelectMultiple *bool  `json:"selectMultiple"`
+}
+
+// CentralFields lists the fields as Central does; odata gives names and
+// paths as OData identifiers.
+func (o *OData) CentralFields(odata bool) []CentralField {
+	yes := true
+	var out []CentralField
+	var walk func(f *odField)
+	walk = func(f *odField) {
+		for _, c := range f.children {
+			cf := CentralField{Name: c.name, Path: c.path, Type: c.kind}
+			if odata {
+				cf.Name, cf.Path = c.ident, c.identPath()
+			}
+			if c.kind == "binary" {
+				cf.Binary = &yes
+			}
+			if c.multiple {
+				cf.SelectMultiple = &yes
+			}
+			out = append(out, cf)
+			if c.structural() {
+				walk(c)
+			}
+		}
+	}
+	walk(o.root)
+	return out
 }

@@ -249,6 +249,19 @@ func TestPyodkExchanges(t *testing.T) {
 		t.Fatalf("get_table of the repeat: %v", table)
 	}
 
+	// ruODK's form_schema: Central's field listing, groups and repeats
+	// included, paths without the root.
+	var fields []map[string]any
+	py.ok("GET", fp+"/fields", url.Values{"odata": {"false"}}, nil, nil, &fields)
+	byPath := map[string]map[string]any{}
+	for _, f := range fields {
+		byPath[f["path"].(string)] = f
+	}
+	if byPath["/member"]["type"] != "repeat" || byPath["/shelter"]["type"] != "structure" || byPath["/shelter/photo"]["binary"] != true ||
+		byPath["/needs"]["selectMultiple"] != true || byPath["/members"]["type"] != "int" || byPath["/member/age"]["name"] != "age" {
+		t.Fatalf("fields: %v", fields)
+	}
+
 	// entity_lists: their own issue; the address answers, not a 500.
 	if st, _ := py.do("GET", fmt.Sprintf("projects/%d/datasets", pid), nil, nil, nil); st >= 500 {
 		t.Fatalf("entity lists: %d", st)

@@ -123,6 +123,13 @@ func (s *Server) versionFields(c echo.Context) error {
 	if err != nil {
 		return err
 	}
+	if v := c.QueryParam("odata"); v != "" {
+		fs, err := s.app.CentralFields(c.Request().Context(), principal(c), pid, id, app.PublishedVersionRef(param(c, "version")), isTrue(v))
+		if err != nil {
+			return err
+		}
+		return c.JSON(http.StatusOK, fs)
+	}
 	fs, err := s.app.VersionFields(c.Request().Context(), principal(c), pid, id, app.PublishedVersionRef(param(c, "version")))
 	if err != nil {
 		return err
@@ -400,6 +407,15 @@ func (s *Server) fields(c echo.Context, draft bool) error {
 	pid, err := projectID(c)
 	if err != nil {
 		return err
+	}
+	if v := c.QueryParam("odata"); v != "" {
+		// Central's listing (ruODK asks for it with ?odata=true|false).
+		ref := app.VersionRef{Current: true, Draft: draft}
+		fs, err := s.app.CentralFields(c.Request().Context(), principal(c), pid, param(c, "formId"), ref, isTrue(v))
+		if err != nil {
+			return err
+		}
+		return c.JSON(http.StatusOK, fs)
 	}
 	fs, err := s.app.Fields(c.Request().Context(), principal(c), pid, param(c, "formId"), draft)
 	if err != nil {
