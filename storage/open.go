@@ -37,6 +37,9 @@ type Options struct {
 	// Key says where the master key comes from (default: a key file in the
 	// user's configuration folder).
 	Key KeySource
+	// WALCeiling bounds the database's write-ahead log, in bytes (0:
+	// DefaultWALCeiling).
+	WALCeiling int64
 }
 
 // OpenDir opens (creating it on first use) the data directory dir.
@@ -69,6 +72,12 @@ func OpenDir(ctx context.Context, dir string, opts ...Options) (*Store, error) {
 	db, err := Open(ctx, filepath.Join(dir, "haven.db"))
 	if err != nil {
 		return nil, err
+	}
+	if opt.WALCeiling > 0 {
+		if err := db.SetWALCeiling(opt.WALCeiling); err != nil {
+			db.Close()
+			return nil, err
+		}
 	}
 	keys, err := NewKeyring(db, master, filepath.Join(dir, "keys"))
 	if err != nil {

@@ -86,12 +86,6 @@ func (s *Submissions) Scan(ctx context.Context, projectID, formID int64, q ScanQ
 	if !q.Light {
 		from = submissionJoins
 	}
-	where := ` WHERE s.form_id = ?`
-	args := []any{formID}
-	if q.After != nil {
-		where += ` AND (s.created_at < ? OR (s.created_at = ? AND s.id < ?))`
-		args = append(args, q.After.CreatedAt, q.After.CreatedAt, q.After.ID)
-	}
 	order := ` ORDER BY s.created_at DESC, s.id DESC`
 	if len(q.Order) > 0 {
 		var keys []string
@@ -107,11 +101,51 @@ func (s *Submissions) Scan(ctx context.Context, projectID, formID int64, q ScanQ
 		}
 		order = ` ORDER BY ` + strings.Join(append(keys, `s.id`+direction(q.Order[0].Desc)), ", ")
 	}
-	rows, err := s.DB.read.QueryContext(ctx, `SELECT `+cols+from+where+order, args...)
+	// In chunks, each in a short snapshot handed over after it ends (see
+	// Each): the default order resumes after the chunk's last row, another
+	// order at its offset.
+	offset, after := 0, q.After
+	for {
+		where, args := ` WHERE s.form_id = ?`, []any{formID}
+		if after != nil {
+			where += ` AND (s.created_at < ? OR (s.created_at = ? AND s.id < ?))`
+			args = append(args, after.CreatedAt, after.CreatedAt, after.ID)
+		}
+		chunk, err := s.scanChunk(ctx, pk, formID, q.Light, `SELECT `+cols+from+where+order+` LIMIT ? OFFSET ?`, append(args, scanChunk, offset)...)
+		if err != nil {
+			return err
+		}
+		for _, sc := range chunk {
+			if err := fn(sc); err != nil {
+				if errors.Is(err, ErrStop) {
+					return nil
+				}
+				return err
+			}
+		}
+		if len(chunk) < scanChunk {
+			return nil
+		}
+		if len(q.Order) == 0 {
+			c := chunk[len(chunk)-1].Cursor
+			after = &c
+		} else {
+			offset += len(chunk)
+		}
+	}
+}
+
+// scanChunk is how many submissions a scan reads per snapshot.
+const scanChunk = 256
+
+// scanChunk reads one chunk of a scan.
+func (s *Submissions) scanChunk(ctx context.Context, pk *ProjectKey, formID int64, light bool, query string, args ...any) ([]*Scanned, error) {
+	rows, err := s.DB.read.QueryContext(ctx, query, args...)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer rows.Close()
+	var out []*Scanned
 	for rows.Next() {
 		sub := &haven.Submission{FormID: formID}
 		sc := &Scanned{Submission: sub}
@@ -121,37 +155,32 @@ func (s *Submissions) Scan(ctx context.Context, projectID, formID int64, q ScanQ
 		var device []byte
 		var versionIDs string
 		v := &sub.Current
-		if !q.Light {
+		if !light {
 			dest = append(dest, &device, &v.ID, &v.InstanceID, &v.FormVersionID, &v.FormVersion, &v.AttachmentsExpected, &v.AttachmentsPresent,
 				&versionIDs, &sc.Edits, &sc.FirstVersion, &sc.SubmitterName)
 		}
 		if err := rows.Scan(dest...); err != nil {
-			return err
+			return nil, err
 		}
 		sc.Cursor.ID = sub.ID
 		sub.CreatedAt, sub.UpdatedAt = fromMS(sc.Cursor.CreatedAt), fromNullMS(updated)
 		if review.Valid {
 			sub.ReviewState = &review.String
 		}
-		if !q.Light {
+		if !light {
 			for _, id := range strings.Split(versionIDs, ",") {
 				if n, err := strconv.ParseInt(id, 10, 64); err == nil {
 					sub.FormVersionIDs = append(sub.FormVersionIDs, n)
 				}
 			}
 			if sub.DeviceID, err = openString(pk, device, deviceAAD(formID, sub.InstanceID)); err != nil {
-				return err
+				return nil, err
 			}
 			v.SubmissionID, v.Current = sub.ID, true
 		}
-		if err := fn(sc); err != nil {
-			if errors.Is(err, ErrStop) {
-				return nil
-			}
-			return err
-		}
+		out = append(out, sc)
 	}
-	return rows.Err()
+	return out, rows.Err()
 }
 
 // ErrStop ends a scan early.

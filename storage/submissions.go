@@ -708,8 +708,8 @@ func (s SealedXML) Open() ([]byte, error) {
 }
 
 // Each calls fn for every current submission of a form that the filter
-// keeps, oldest first, with its XML. It streams: one submission is in
-// memory at a time, whatever the number of submissions.
+// keeps, oldest first, with its XML. It streams: a chunk of eachChunk
+// submissions (still sealed) is in memory at a time, whatever their number.
 //
 // Each reads only what exports and aggregates use, as few columns as it can
 // (every column read costs on a walk of 100,000 rows): of sub it fills ID,
@@ -738,41 +738,71 @@ func (s *Submissions) Each(ctx context.Context, projectID, formID int64, f Filte
 		q += ` AND fv.version = ?`
 		args = append(args, f.Version)
 	}
-	rows, err := s.DB.read.QueryContext(ctx, q+` ORDER BY s.created_at, s.id`, args...)
-	if err != nil {
-		return err
+	// The walk goes in chunks, each read in its own short snapshot and
+	// handed over after it ends: a slow consumer (a client downloading an
+	// export) never holds a read open, which would keep the WAL from being
+	// restarted (see boundWAL). Rows that arrive during the walk and sort
+	// after where it is are included; rows erased during it are not.
+	q += ` AND (s.created_at > ? OR (s.created_at = ? AND s.id > ?)) ORDER BY s.created_at, s.id LIMIT ?`
+	type item struct {
+		sub     *haven.Submission
+		xml     SealedXML
+		consent *haven.ConsentRecord
 	}
-	defer rows.Close()
-	var sealed, device []byte
-	var review, outcome, basis, statement sql.NullString
-	var created int64
-	var received, updated sql.NullInt64
-	for rows.Next() {
-		sub := &haven.Submission{FormID: formID}
-		v := &sub.Current
-		if err := rows.Scan(&sub.ID, &sub.InstanceID, &sub.SubmitterID, &device, &review, &created, &updated, &v.ID, &v.InstanceID, &v.FormVersionID, &v.FormVersion,
-			&v.AttachmentsExpected, &v.AttachmentsPresent, &sealed, &outcome, &basis, &statement, &received); err != nil {
+	var lastCreated, lastID int64 = -1 << 62, 0
+	for {
+		var chunk []item
+		rows, err := s.DB.read.QueryContext(ctx, q, append(args, lastCreated, lastCreated, lastID, eachChunk)...)
+		if err != nil {
 			return err
 		}
-		if sub.DeviceID, err = openString(pk, device, deviceAAD(formID, sub.InstanceID)); err != nil {
+		for rows.Next() {
+			var sealed, device []byte
+			var review, outcome, basis, statement sql.NullString
+			var created int64
+			var received, updated sql.NullInt64
+			sub := &haven.Submission{FormID: formID}
+			v := &sub.Current
+			if err := rows.Scan(&sub.ID, &sub.InstanceID, &sub.SubmitterID, &device, &review, &created, &updated, &v.ID, &v.InstanceID, &v.FormVersionID, &v.FormVersion,
+				&v.AttachmentsExpected, &v.AttachmentsPresent, &sealed, &outcome, &basis, &statement, &received); err != nil {
+				rows.Close()
+				return err
+			}
+			if sub.DeviceID, err = openString(pk, device, deviceAAD(formID, sub.InstanceID)); err != nil {
+				rows.Close()
+				return err
+			}
+			if review.Valid {
+				sub.ReviewState = &review.String
+			}
+			sub.CreatedAt, sub.UpdatedAt = fromMS(created), fromNullMS(updated)
+			v.SubmissionID, v.Current = sub.ID, true
+			var consent *haven.ConsentRecord
+			if outcome.Valid {
+				consent = &haven.ConsentRecord{Outcome: outcome.String, LegalBasis: basis.String, StatementVersion: statement.String,
+					ReceivedAt: fromMS(received.Int64)}
+			}
+			chunk = append(chunk, item{sub, SealedXML{pk, sealed, formID, v.InstanceID}, consent})
+			lastCreated, lastID = created, sub.ID
+		}
+		err = rows.Err()
+		rows.Close()
+		if err != nil {
 			return err
 		}
-		if review.Valid {
-			sub.ReviewState = &review.String
+		for _, it := range chunk {
+			if err := fn(it.sub, it.xml, it.consent); err != nil {
+				return err
+			}
 		}
-		sub.CreatedAt, sub.UpdatedAt = fromMS(created), fromNullMS(updated)
-		v.SubmissionID, v.Current = sub.ID, true
-		var consent *haven.ConsentRecord
-		if outcome.Valid {
-			consent = &haven.ConsentRecord{Outcome: outcome.String, LegalBasis: basis.String, StatementVersion: statement.String,
-				ReceivedAt: fromMS(received.Int64)}
-		}
-		if err := fn(sub, SealedXML{pk, sealed, formID, v.InstanceID}, consent); err != nil {
-			return err
+		if len(chunk) < eachChunk {
+			return nil
 		}
 	}
-	return rows.Err()
 }
+
+// eachChunk is how many submissions a walk reads per snapshot.
+const eachChunk = 256
 
 // ReviewStates are the review states a submission may be given, as in
 // ODK Central (received is where every submission starts).

@@ -26,6 +26,7 @@ import (
 	"os/signal"
 	"runtime/debug"
 	"runtime/pprof"
+	"strconv"
 	"syscall"
 	"time"
 
@@ -211,6 +212,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	apiAllow := fs.String("api-allow", os.Getenv("HAVEN_API_ALLOW"), "comma-separated CIDR ranges that may reach the API and console (empty: any); HAVEN_API_ALLOW")
 	deviceAllow := fs.String("device-allow", os.Getenv("HAVEN_DEVICE_ALLOW"), "comma-separated CIDR ranges that may reach device endpoints (empty: any); HAVEN_DEVICE_ALLOW")
 	proxies := fs.String("trusted-proxies", os.Getenv("HAVEN_TRUSTED_PROXIES"), "comma-separated addresses of proxies whose X-Forwarded-For is believed; HAVEN_TRUSTED_PROXIES")
+	walCeiling := fs.Int("wal-ceiling-mb", envInt("HAVEN_WAL_CEILING_MB", storage.DefaultWALCeiling>>20), "the most the database's write-ahead log may grow to, in MiB, however busy the server (at least 4); HAVEN_WAL_CEILING_MB")
 	sessionLife := fs.Duration("session-lifetime", envDuration("HAVEN_SESSION_LIFETIME", app.SessionLifetime), "how long a login lasts, as in ODK Central; HAVEN_SESSION_LIFETIME")
 	accessLife := fs.Duration("access-lifetime", envDuration("HAVEN_ACCESS_LIFETIME", 0), "how long an access token lives within its session (0: as long as the session, which Central clients such as pyodk need); HAVEN_ACCESS_LIFETIME")
 	s3 := s3Flags(fs)
@@ -238,7 +240,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer stopProfile()
-	st, err := data.open(ctx, storage.Options{S3: s3()})
+	st, err := data.open(ctx, storage.Options{S3: s3(), WALCeiling: int64(*walCeiling) << 20})
 	if err != nil {
 		return err
 	}
@@ -413,6 +415,14 @@ func isTerminal(f *os.File) bool {
 func envDuration(name string, def time.Duration) time.Duration {
 	if d, err := time.ParseDuration(os.Getenv(name)); err == nil {
 		return d
+	}
+	return def
+}
+
+// envInt reads a whole number from the environment, or def.
+func envInt(name string, def int) int {
+	if n, err := strconv.Atoi(os.Getenv(name)); err == nil {
+		return n
 	}
 	return def
 }
