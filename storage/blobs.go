@@ -38,6 +38,9 @@ type Blob struct {
 	// Data holds the ciphertext of a small object kept in the database
 	// rather than a store; nil for objects in a store.
 	Data []byte
+	// KeySlot is the slot of the submission key that wraps the object's
+	// key; 0 when the project key wraps it.
+	KeySlot int64
 }
 
 // Blobs puts and gets encrypted objects: each object has its own random key,
@@ -206,8 +209,12 @@ func (tx *Tx) RecordBlob(b *Blob) error {
 	} else {
 		store = StoreLocal // unused for objects kept in the database
 	}
-	res, err := tx.Exec(`INSERT INTO blobs (project_id, object, wrapped_key, size, md5, data, store, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
-		b.ProjectID, b.Object, b.WrappedKey, b.Size, b.MD5, b.Data, store, ms(tx.Now()))
+	var slot any
+	if b.KeySlot != 0 {
+		slot = b.KeySlot
+	}
+	res, err := tx.Exec(`INSERT INTO blobs (project_id, object, wrapped_key, size, md5, data, store, created_at, key_slot) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		b.ProjectID, b.Object, b.WrappedKey, b.Size, b.MD5, b.Data, store, ms(tx.Now()), slot)
 	if err != nil {
 		return err
 	}
@@ -218,8 +225,10 @@ func (tx *Tx) RecordBlob(b *Blob) error {
 // Open returns the decrypted content of a recorded blob.
 func (b *Blobs) Open(ctx context.Context, blobID int64) (io.ReadCloser, *Blob, error) {
 	bl := &Blob{ID: blobID}
-	err := b.DB.read.QueryRowContext(ctx, `SELECT project_id, object, wrapped_key, size, md5, data, store FROM blobs WHERE id = ?`, blobID).
-		Scan(&bl.ProjectID, &bl.Object, &bl.WrappedKey, &bl.Size, &bl.MD5, &bl.Data, &bl.Store)
+	var slot sql.NullInt64
+	err := b.DB.read.QueryRowContext(ctx, `SELECT project_id, object, wrapped_key, size, md5, data, store, key_slot FROM blobs WHERE id = ?`, blobID).
+		Scan(&bl.ProjectID, &bl.Object, &bl.WrappedKey, &bl.Size, &bl.MD5, &bl.Data, &bl.Store, &slot)
+	bl.KeySlot = slot.Int64
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, nil, notFound("The file")
 	} else if err != nil {
@@ -229,7 +238,11 @@ func (b *Blobs) Open(ctx context.Context, blobID int64) (io.ReadCloser, *Blob, e
 	if err != nil {
 		return nil, nil, err
 	}
-	key, err := pk.Open(bl.WrappedKey, "blob "+bl.Object)
+	sk, err := b.Keys.sealerFor(pk, bl.KeySlot)
+	if err != nil {
+		return nil, nil, err
+	}
+	key, err := sk.Open(bl.WrappedKey, "blob "+bl.Object)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -41,6 +41,10 @@ type Keyring struct {
 
 	mu    sync.RWMutex
 	cache map[int64]*ProjectKey
+
+	slotMu    sync.Mutex
+	slotFiles map[int64]*slotFile // by project key id
+	slotNext  map[int64]int64     // the last slot numbered, by project key id
 }
 
 // ProjectKey is an unwrapped project data key.
@@ -323,7 +327,7 @@ func NewKeyring(db *DB, master []byte, dir string) (*Keyring, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("creating the key store: %w", err)
 	}
-	k := &Keyring{db: db, master: aead, dir: dir, cache: map[int64]*ProjectKey{}}
+	k := &Keyring{db: db, master: aead, dir: dir, cache: map[int64]*ProjectKey{}, slotFiles: map[int64]*slotFile{}, slotNext: map[int64]int64{}}
 	return k, k.moveKeysOutOfDatabase(context.Background())
 }
 
@@ -479,6 +483,11 @@ func (k *Keyring) ShredKeyFiles(ctx context.Context) (int, error) {
 			return n, err
 		}
 		n++
+	}
+	for _, id := range ids {
+		if err := k.shredSlotFile(id); err != nil {
+			return n, err
+		}
 	}
 	if n > 0 {
 		return n, syncDir(k.dir)

@@ -13,3 +13,6 @@ func (s *Store) DestroyOneBatch(ctx context.Context, projectID int64) (int, erro
 	}
 	return s.destroySubmissions(ctx, projectID)
 }
+
+// XMLAAD is the place a submission version's XML is sealed to.
+func XMLAAD(formID int64, instanceID string) string { return xmlAAD(formID, instanceID) }

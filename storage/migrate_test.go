@@ -96,13 +96,44 @@ func TestMigrationRebuildsSubmissions(t *testing.T) {
 			InstanceID: id, DeprecatedID: deprecated, XML: []byte(xml), SubmitterID: 1, DeviceID: "collect:x",
 			Consent: &haven.ConsentRecord{Outcome: "given", LegalBasis: haven.BasisConsent, DeviceUserID: 1}})
 	}
-	for i, x := range []struct{ id, deprecated string }{{"uuid:a", ""}, {"uuid:b", ""}, {"uuid:c", ""}, {"uuid:b2", "uuid:b"}} {
-		if _, err := ingest(st, x.id, x.deprecated, fmt.Sprintf("<d>%d</d>", i)); err != nil {
-			t.Fatal(err)
+	// Rows as the Haven of 0008 wrote them: sealed under the project key.
+	pk, err := st.Keys.ProjectKey(ctx, pr.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = st.DB.Write(ctx, func(tx *Tx) error {
+		subIDs := map[string]int64{}
+		for i, x := range []struct{ id, deprecated string }{{"uuid:a", ""}, {"uuid:b", ""}, {"uuid:c", ""}, {"uuid:b2", "uuid:b"}} {
+			xml := fmt.Sprintf("<d>%d</d>", i)
+			device := pk.Seal([]byte("collect:x"), deviceAAD(formID, x.id))
+			sid := subIDs[x.deprecated]
+			if sid == 0 {
+				r, err := tx.Exec(`INSERT INTO submissions (form_id, instance_id, submitter_id, device_id, created_at) VALUES (?, ?, 1, ?, ?)`, formID, x.id, device, i)
+				if err != nil {
+					return err
+				}
+				sid, _ = r.LastInsertId()
+				if _, err := tx.Exec(`INSERT INTO consent_records (submission_id, form_version_id, outcome, legal_basis, received_at, device_user_id, device_id)
+					VALUES (?, ?, 'given', 'consent', 0, 1, ?)`, sid, versionID, device); err != nil {
+					return err
+				}
+			} else if _, err := tx.Exec(`UPDATE submission_versions SET current = 0 WHERE submission_id = ?`, sid); err != nil {
+				return err
+			}
+			subIDs[x.id] = sid
+			if _, err := tx.Exec(`INSERT INTO submission_versions (submission_id, form_id, form_version_id, instance_id, deprecated_id, xml, xml_mac,
+				submitter_id, device_id, current, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, 1, ?, 1, ?)`,
+				sid, formID, versionID, x.id, x.deprecated, pk.Seal([]byte(xml), xmlAAD(formID, x.id)), pk.MAC([]byte(xml)), device, i); err != nil {
+				return err
+			}
 		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 	const (
-		subs     = `SELECT * FROM submissions ORDER BY id`
+		subs     = `SELECT id, form_id, instance_id, submitter_id, device_id, review_state, created_at, updated_at FROM submissions ORDER BY id`
 		versions = `SELECT id, submission_id, instance_id, deprecated_id, current FROM submission_versions ORDER BY id`
 		consents = `SELECT submission_id, outcome FROM consent_records ORDER BY submission_id`
 	)

@@ -2,6 +2,7 @@ package storage
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -85,7 +86,15 @@ func OpenDir(ctx context.Context, dir string, opts ...Options) (*Store, error) {
 		return nil, err
 	}
 	blobs.Keys, blobs.DB = keys, db
-	db.BeforeCommit = blobs.SyncAll
+	// Before a commit that names new files or submission keys, both are
+	// made durable: what a commit names is never lost to a crash.
+	db.BeforeCommit = func(ctx context.Context) error {
+		return errors.Join(blobs.SyncAll(ctx), keys.SyncSlots())
+	}
+	if _, err := keys.ReconcileSlots(ctx); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("checking the submission keys: %w", err)
+	}
 	audit := NewAudit(db, master)
 	st := &Store{
 		Dir: dir, DB: db, Keys: keys, MasterKey: master, KeyCreated: mk.Created, Blobs: blobs,
@@ -102,5 +111,7 @@ func OpenDir(ctx context.Context, dir string, opts ...Options) (*Store, error) {
 // Close writes the audit trail's head a last time and closes the database.
 func (s *Store) Close() error {
 	s.stopHead()
-	return s.DB.Close()
+	err := s.DB.Close()
+	s.Keys.closeSlots()
+	return err
 }

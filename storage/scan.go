@@ -80,7 +80,7 @@ func (s *Submissions) Scan(ctx context.Context, projectID, formID int64, q ScanQ
 		(SELECT group_concat(DISTINCT x.form_version_id) FROM submission_versions x WHERE x.submission_id = s.id),
 		(SELECT count(*) - 1 FROM submission_versions x WHERE x.submission_id = s.id),
 		(SELECT f1.version FROM submission_versions x JOIN form_versions f1 ON f1.id = x.form_version_id WHERE x.submission_id = s.id ORDER BY x.id LIMIT 1),
-		coalesce((SELECT a.display_name FROM actors a WHERE a.id = s.submitter_id), '')`
+		coalesce((SELECT a.display_name FROM actors a WHERE a.id = s.submitter_id), ''), coalesce(s.key_slot, 0)`
 	}
 	from := ` FROM submissions s`
 	if !q.Light {
@@ -154,10 +154,11 @@ func (s *Submissions) scanChunk(ctx context.Context, pk *ProjectKey, formID int6
 		dest := []any{&sub.ID, &sub.InstanceID, &sub.SubmitterID, &review, &sc.Cursor.CreatedAt, &updated}
 		var device []byte
 		var versionIDs string
+		var slot int64
 		v := &sub.Current
 		if !light {
 			dest = append(dest, &device, &v.ID, &v.InstanceID, &v.FormVersionID, &v.FormVersion, &v.AttachmentsExpected, &v.AttachmentsPresent,
-				&versionIDs, &sc.Edits, &sc.FirstVersion, &sc.SubmitterName)
+				&versionIDs, &sc.Edits, &sc.FirstVersion, &sc.SubmitterName, &slot)
 		}
 		if err := rows.Scan(dest...); err != nil {
 			return nil, err
@@ -173,7 +174,11 @@ func (s *Submissions) scanChunk(ctx context.Context, pk *ProjectKey, formID int6
 					sub.FormVersionIDs = append(sub.FormVersionIDs, n)
 				}
 			}
-			if sub.DeviceID, err = openString(pk, device, deviceAAD(formID, sub.InstanceID)); err != nil {
+			sk, err := s.Keys.sealerFor(pk, slot)
+			if err != nil {
+				return nil, err
+			}
+			if sub.DeviceID, err = openString(sk, device, deviceAAD(formID, sub.InstanceID)); err != nil {
 				return nil, err
 			}
 			v.SubmissionID, v.Current = sub.ID, true

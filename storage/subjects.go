@@ -233,10 +233,10 @@ func (s *Submissions) EraseSubject(ctx context.Context, blobs *Blobs, projectID 
 	if err != nil {
 		return nil, err
 	}
-	var objects []*Blob
+	var goneAll []*erased
 	var out *Erasure
 	err = s.DB.Write(ctx, func(tx *Tx) error {
-		objects = nil
+		goneAll = nil
 		type inst struct {
 			formID  int64
 			id      string
@@ -281,7 +281,7 @@ func (s *Submissions) EraseSubject(ctx context.Context, blobs *Blobs, projectID 
 			if err != nil {
 				return err
 			}
-			objects = append(objects, gone.objects...)
+			goneAll = append(goneAll, gone)
 			out.Submissions++
 			out.Files += gone.files
 			for _, v := range versions {
@@ -308,8 +308,7 @@ func (s *Submissions) EraseSubject(ctx context.Context, blobs *Blobs, projectID 
 	if err != nil {
 		return nil, err
 	}
-	blobs.Discard(ctx, objects...)
-	return out, nil
+	return out, s.forget(ctx, blobs, goneAll...)
 }
 
 // Erasures lists a project's erasure records.

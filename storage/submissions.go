@@ -68,7 +68,7 @@ func deviceAAD(formID int64, instanceID string) string {
 }
 
 // openString opens a sealed text column.
-func openString(pk *ProjectKey, raw []byte, aad string) (string, error) {
+func openString(pk sealer, raw []byte, aad string) (string, error) {
 	if len(raw) == 0 {
 		return "", nil
 	}
@@ -90,17 +90,18 @@ func (s *Submissions) Ingest(ctx context.Context, in *Incoming) (*IngestResult, 
 		return nil, err
 	}
 	mac := pk.MAC(in.XML)
-	sealedXML := pk.Seal(in.XML, xmlAAD(in.FormID, in.InstanceID))
-	var sealedName []byte
-	if in.InstanceName != "" {
-		sealedName = pk.Seal([]byte(in.InstanceName), nameAAD(in.FormID, in.InstanceID))
+	// Sealed ahead, as for a new submission (the most common case), with
+	// a key of its own; an edit or a resend uses its submission's key.
+	fresh, err := newKey(pk)
+	if err != nil {
+		return nil, err
 	}
-	// The device id is sealed too: with its times it tells who collected what.
-	sealedDevice := pk.Seal([]byte(in.DeviceID), deviceAAD(in.FormID, in.InstanceID))
+	sealed := sealVersion(fresh, in)
 	var res *IngestResult
 	err = s.DB.Write(ctx, func(tx *Tx) error {
 		res = &IngestResult{}
 		var versionID, submissionID int64
+		var sk sealer // the submission's key
 		have, err := tx.lookup(pk, in.FormID, in.InstanceID)
 		if err != nil {
 			return err
@@ -112,6 +113,9 @@ func (s *Submissions) Ingest(ctx context.Context, in *Incoming) (*IngestResult, 
 			}
 			versionID, submissionID = have.versionID, have.submissionID
 			res.Duplicate = true
+			if sk, err = tx.sealerOf(s.Keys, pk, submissionID); err != nil {
+				return err
+			}
 		case in.DeprecatedID != "":
 			prev, err := tx.lookup(pk, in.FormID, in.DeprecatedID)
 			switch {
@@ -137,7 +141,11 @@ func (s *Submissions) Ingest(ctx context.Context, in *Incoming) (*IngestResult, 
 			if _, err := tx.Exec(`UPDATE submissions SET updated_at = ?, review_state = 'edited' WHERE id = ?`, ms(tx.Now()), submissionID); err != nil {
 				return err
 			}
-			if versionID, err = tx.insertVersion(pk, in, submissionID, sealedXML, sealedName, sealedDevice, mac); err != nil {
+			// An edit is sealed under the key of the submission it edits.
+			if sk, err = tx.sealerOf(s.Keys, pk, submissionID); err != nil {
+				return err
+			}
+			if versionID, err = tx.insertVersion(sealVersion(sk, in), in, submissionID, mac); err != nil {
 				return err
 			}
 			// Files the edit does not resend carry over from the version it replaces, by name.
@@ -153,16 +161,20 @@ func (s *Submissions) Ingest(ctx context.Context, in *Incoming) (*IngestResult, 
 			if err := tx.checkObjection(pk, in); err != nil {
 				return err
 			}
-			r, err := tx.Exec(`INSERT INTO submissions (form_id, instance_id, submitter_id, device_id, created_at) VALUES (?, ?, ?, ?, ?)`,
-				in.FormID, in.InstanceID, in.SubmitterID, sealedDevice, ms(tx.Now()))
+			if err := s.Keys.store(tx, pk, fresh); err != nil {
+				return err
+			}
+			sk = fresh.SubmissionKey
+			r, err := tx.Exec(`INSERT INTO submissions (form_id, instance_id, submitter_id, device_id, created_at, key_slot) VALUES (?, ?, ?, ?, ?, ?)`,
+				in.FormID, in.InstanceID, in.SubmitterID, sealed.device, ms(tx.Now()), fresh.Slot)
 			if err != nil {
 				return err
 			}
 			submissionID, _ = r.LastInsertId()
-			if versionID, err = tx.insertVersion(pk, in, submissionID, sealedXML, sealedName, sealedDevice, mac); err != nil {
+			if versionID, err = tx.insertVersion(sealed, in, submissionID, mac); err != nil {
 				return err
 			}
-			if err := insertConsent(tx, submissionID, in, sealedDevice); err != nil {
+			if err := insertConsent(tx, submissionID, in, sealed.device); err != nil {
 				return err
 			}
 			res.Created = true
@@ -192,6 +204,9 @@ func (s *Submissions) Ingest(ctx context.Context, in *Incoming) (*IngestResult, 
 			if have.Valid {
 				res.Unused = append(res.Unused, blob)
 				continue
+			}
+			if err := rewrap(pk, sk, blob); err != nil {
+				return err
 			}
 			if err := tx.RecordBlob(blob); err != nil {
 				return err
@@ -270,7 +285,11 @@ func (s *Submissions) Consent(ctx context.Context, projectID int64, sub *haven.S
 	} else if err != nil {
 		return nil, err
 	}
-	if c.DeviceID, err = openString(pk, device, deviceAAD(sub.FormID, sub.InstanceID)); err != nil {
+	sk, err := s.sealerOf(ctx, pk, sub.ID)
+	if err != nil {
+		return nil, err
+	}
+	if c.DeviceID, err = openString(sk, device, deviceAAD(sub.FormID, sub.InstanceID)); err != nil {
 		return nil, err
 	}
 	c.DeviceStart, c.DeviceEnd, c.ReceivedAt = fromNullMS(start), fromNullMS(end), fromMS(received)
@@ -340,11 +359,28 @@ func reasonAAD(formID int64, instanceID string) string {
 	return fmt.Sprintf("edit reason %d %s", formID, instanceID)
 }
 
-func (tx *Tx) insertVersion(pk *ProjectKey, in *Incoming, submissionID int64, sealedXML, sealedName, sealedDevice, mac []byte) (int64, error) {
-	var reason []byte
-	if in.EditReason != "" {
-		reason = pk.Seal([]byte(in.EditReason), reasonAAD(in.FormID, in.InstanceID))
+// sealedVersion is a version's values sealed under its submission's key.
+type sealedVersion struct {
+	xml, name, device, reason []byte
+}
+
+// sealVersion seals what a version stores; the device id too: with its
+// times it tells who collected what.
+func sealVersion(sk sealer, in *Incoming) *sealedVersion {
+	v := &sealedVersion{xml: sk.Seal(in.XML, xmlAAD(in.FormID, in.InstanceID)),
+		device: sk.Seal([]byte(in.DeviceID), deviceAAD(in.FormID, in.InstanceID))}
+	if in.InstanceName != "" {
+		v.name = sk.Seal([]byte(in.InstanceName), nameAAD(in.FormID, in.InstanceID))
 	}
+	if in.EditReason != "" {
+		v.reason = sk.Seal([]byte(in.EditReason), reasonAAD(in.FormID, in.InstanceID))
+	}
+	return v
+}
+
+// insertVersion stores a version of a submission.
+func (tx *Tx) insertVersion(v *sealedVersion, in *Incoming, submissionID int64, mac []byte) (int64, error) {
+	sealedXML, sealedName, sealedDevice, reason := v.xml, v.name, v.device, v.reason
 	r, err := tx.Exec(`INSERT INTO submission_versions (submission_id, form_id, form_version_id, instance_id, deprecated_id,
 		instance_name, xml, xml_mac, submitter_id, device_id, current, created_at, edit_reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?)`,
 		submissionID, in.FormID, in.FormVersionID, in.InstanceID, in.DeprecatedID, sealedName, sealedXML, mac,
@@ -367,20 +403,36 @@ func (tx *Tx) insertVersion(pk *ProjectKey, in *Incoming, submissionID int64, se
 // from their stores after it commits, and any a store fails to delete are
 // left to the garbage collector, since nothing records them any more.
 func (s *Submissions) Delete(ctx context.Context, blobs *Blobs, formID int64, instanceID string, e *haven.AuditEvent) error {
-	var objects []*Blob
+	var gone *erased
 	err := s.DB.Write(ctx, func(tx *Tx) error {
-		gone, err := eraseSubmission(tx, formID, instanceID)
-		if err != nil {
+		var err error
+		if gone, err = eraseSubmission(tx, formID, instanceID); err != nil {
 			return err
 		}
-		objects = gone.objects
 		return s.audit(tx, e, "ok")
 	})
 	if err != nil {
 		return err
 	}
-	blobs.Discard(ctx, objects...)
-	return nil
+	return s.forget(ctx, blobs, gone)
+}
+
+// forget finishes an erasure once its transaction has committed: the
+// submission's key is destroyed (whatever copy of its ciphertext survives
+// opens with nothing any more), then its stored objects are deleted.
+func (s *Submissions) forget(ctx context.Context, blobs *Blobs, gone ...*erased) error {
+	var errs []error
+	for _, g := range gone {
+		if g.slot != 0 {
+			pk, err := s.Keys.ProjectKey(ctx, g.project)
+			if err == nil {
+				err = s.Keys.DestroySubmissionKeys(pk, g.slot)
+			}
+			errs = append(errs, err) // a slot left behind is zeroed when the store next opens
+		}
+		blobs.Discard(ctx, g.objects...)
+	}
+	return errors.Join(errs...)
 }
 
 // WithdrawConsent erases a submission as Delete does and records, without
@@ -392,13 +444,12 @@ func (s *Submissions) WithdrawConsent(ctx context.Context, blobs *Blobs, project
 	if err != nil {
 		return err
 	}
-	var objects []*Blob
+	var gone *erased
 	err = s.DB.Write(ctx, func(tx *Tx) error {
-		gone, err := eraseSubmission(tx, formID, instanceID)
-		if err != nil {
+		var err error
+		if gone, err = eraseSubmission(tx, formID, instanceID); err != nil {
 			return err
 		}
-		objects = gone.objects
 		if _, err := tx.Exec(`INSERT INTO consent_withdrawals (form_id, instance_mac, submitted_on, withdrawn_at, recorded_by) VALUES (?, ?, ?, ?, ?)`,
 			formID, withdrawalMAC(pk, instanceID), gone.created.UTC().Format("2006-01-02"), ms(tx.Now()), by); err != nil {
 			return err
@@ -408,12 +459,13 @@ func (s *Submissions) WithdrawConsent(ctx context.Context, blobs *Blobs, project
 	if err != nil {
 		return err
 	}
-	blobs.Discard(ctx, objects...)
-	return nil
+	return s.forget(ctx, blobs, gone)
 }
 
 // erased is what eraseSubmission removed.
 type erased struct {
+	project  int64
+	slot     int64     // the submission's key slot: zero it once tx commits
 	created  time.Time // when the submission had arrived
 	versions int64
 	consents int64
@@ -425,8 +477,10 @@ type erased struct {
 // eraseSubmission deletes a submission's rows: versions, attachment
 // records, consent record and blobs.
 func eraseSubmission(tx *Tx, formID int64, instanceID string) (*erased, error) {
-	var id, created int64
-	err := tx.QueryRow(`SELECT s.id, s.created_at FROM submissions s WHERE `+firstInstanceID, formID, instanceID, instanceID).Scan(&id, &created)
+	var id, created, project int64
+	var slot sql.NullInt64
+	err := tx.QueryRow(`SELECT s.id, s.created_at, s.key_slot, (SELECT f.project_id FROM forms f WHERE f.id = s.form_id) FROM submissions s WHERE `+firstInstanceID,
+		formID, instanceID, instanceID).Scan(&id, &created, &slot, &project)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, notFound(fmt.Sprintf("Submission %s", instanceID))
 	} else if err != nil {
@@ -438,7 +492,13 @@ func eraseSubmission(tx *Tx, formID int64, instanceID string) (*erased, error) {
 	if err != nil {
 		return nil, err
 	}
-	e := &erased{created: fromMS(created), files: int64(len(ids)), objects: objects}
+	e := &erased{project: project, slot: slot.Int64, created: fromMS(created), files: int64(len(ids)), objects: objects}
+	if e.slot != 0 {
+		if _, err := tx.Exec(`INSERT INTO key_slot_erasures (project_key_id, slot)
+			SELECT id, ? FROM project_keys WHERE project_id = ? AND destroyed_at IS NULL ON CONFLICT DO NOTHING`, e.slot, project); err != nil {
+			return nil, err
+		}
+	}
 	for _, q := range []struct {
 		sql   string
 		count *int64
@@ -518,7 +578,7 @@ const submissionColumns = `s.id, s.form_id, s.instance_id, s.submitter_id, s.dev
 	v.id, v.form_version_id, v.instance_id, v.deprecated_id, v.instance_name, v.submitter_id, v.device_id, v.created_at, fv.version,
 	(SELECT count(*) FROM submission_attachments a WHERE a.version_id = v.id),
 	(SELECT count(*) FROM submission_attachments a WHERE a.version_id = v.id AND a.blob_id IS NOT NULL),
-	(SELECT group_concat(DISTINCT x.form_version_id) FROM submission_versions x WHERE x.submission_id = s.id)`
+	(SELECT group_concat(DISTINCT x.form_version_id) FROM submission_versions x WHERE x.submission_id = s.id), coalesce(s.key_slot, 0)`
 
 // firstInstanceID finds submission s by the instanceID of its first version
 // (form, instanceID, instanceID), through the versions' index: the only
@@ -535,10 +595,15 @@ func (s *Submissions) scan(row interface{ Scan(...any) error }, pk *ProjectKey) 
 	var updated sql.NullInt64
 	var sealedName, subDevice, verDevice []byte
 	var versionIDs string
+	var slot int64
 	v := &sub.Current
 	err := row.Scan(&sub.ID, &sub.FormID, &sub.InstanceID, &sub.SubmitterID, &subDevice, &review, &created, &updated,
 		&v.ID, &v.FormVersionID, &v.InstanceID, &v.DeprecatedID, &sealedName, &v.SubmitterID, &verDevice, &vcreated, &v.FormVersion,
-		&v.AttachmentsExpected, &v.AttachmentsPresent, &versionIDs)
+		&v.AttachmentsExpected, &v.AttachmentsPresent, &versionIDs, &slot)
+	if err != nil {
+		return nil, err
+	}
+	sk, err := s.Keys.sealerFor(pk, slot)
 	if err != nil {
 		return nil, err
 	}
@@ -547,10 +612,10 @@ func (s *Submissions) scan(row interface{ Scan(...any) error }, pk *ProjectKey) 
 			sub.FormVersionIDs = append(sub.FormVersionIDs, n)
 		}
 	}
-	if sub.DeviceID, err = openString(pk, subDevice, deviceAAD(sub.FormID, sub.InstanceID)); err != nil {
+	if sub.DeviceID, err = openString(sk, subDevice, deviceAAD(sub.FormID, sub.InstanceID)); err != nil {
 		return nil, err
 	}
-	if v.DeviceID, err = openString(pk, verDevice, deviceAAD(sub.FormID, v.InstanceID)); err != nil {
+	if v.DeviceID, err = openString(sk, verDevice, deviceAAD(sub.FormID, v.InstanceID)); err != nil {
 		return nil, err
 	}
 	if review.Valid {
@@ -559,7 +624,7 @@ func (s *Submissions) scan(row interface{ Scan(...any) error }, pk *ProjectKey) 
 	sub.CreatedAt, sub.UpdatedAt = fromMS(created), fromNullMS(updated)
 	v.SubmissionID, v.CreatedAt, v.Current = sub.ID, fromMS(vcreated), true
 	if sealedName != nil {
-		name, err := pk.Open(sealedName, nameAAD(sub.FormID, v.InstanceID))
+		name, err := sk.Open(sealedName, nameAAD(sub.FormID, v.InstanceID))
 		if err != nil {
 			return nil, err
 		}
@@ -614,6 +679,10 @@ func (s *Submissions) Versions(ctx context.Context, projectID int64, sub *haven.
 	if err != nil {
 		return nil, err
 	}
+	sk, err := s.sealerOf(ctx, pk, sub.ID)
+	if err != nil {
+		return nil, err
+	}
 	rows, err := s.DB.read.QueryContext(ctx, `SELECT v.id, v.form_version_id, v.instance_id, v.deprecated_id, v.instance_name, v.submitter_id,
 		v.device_id, v.current, v.created_at, fv.version,
 		(SELECT count(*) FROM submission_attachments a WHERE a.version_id = v.id),
@@ -633,15 +702,15 @@ func (s *Submissions) Versions(ctx context.Context, projectID int64, sub *haven.
 			return nil, err
 		}
 		var err error
-		if v.DeviceID, err = openString(pk, device, deviceAAD(sub.FormID, v.InstanceID)); err != nil {
+		if v.DeviceID, err = openString(sk, device, deviceAAD(sub.FormID, v.InstanceID)); err != nil {
 			return nil, err
 		}
-		if v.EditReason, err = openString(pk, reason, reasonAAD(sub.FormID, v.InstanceID)); err != nil {
+		if v.EditReason, err = openString(sk, reason, reasonAAD(sub.FormID, v.InstanceID)); err != nil {
 			return nil, err
 		}
 		v.CreatedAt = fromMS(created)
 		if sealedName != nil {
-			name, err := pk.Open(sealedName, nameAAD(sub.FormID, v.InstanceID))
+			name, err := sk.Open(sealedName, nameAAD(sub.FormID, v.InstanceID))
 			if err != nil {
 				return nil, err
 			}
@@ -658,12 +727,17 @@ func (s *Submissions) XML(ctx context.Context, projectID int64, v *haven.Submiss
 	if err != nil {
 		return nil, err
 	}
-	var formID int64
+	var formID, slot int64
 	var sealed []byte
-	if err := s.DB.read.QueryRowContext(ctx, `SELECT form_id, xml FROM submission_versions WHERE id = ?`, v.ID).Scan(&formID, &sealed); err != nil {
+	if err := s.DB.read.QueryRowContext(ctx, `SELECT v.form_id, v.xml, coalesce(s.key_slot, 0) FROM submission_versions v
+		JOIN submissions s ON s.id = v.submission_id WHERE v.id = ?`, v.ID).Scan(&formID, &sealed, &slot); err != nil {
 		return nil, err
 	}
-	return pk.Open(sealed, xmlAAD(formID, v.InstanceID))
+	sk, err := s.Keys.sealerFor(pk, slot)
+	if err != nil {
+		return nil, err
+	}
+	return sk.Open(sealed, xmlAAD(formID, v.InstanceID))
 }
 
 // Attachments lists the files a submission version's XML names.
@@ -696,7 +770,7 @@ type Filter struct {
 // SealedXML is a submission's XML as stored. Walks hand it over sealed so
 // that decrypting can run beside the reading, on another core.
 type SealedXML struct {
-	pk         *ProjectKey
+	pk         sealer
 	data       []byte
 	formID     int64
 	instanceID string
@@ -723,7 +797,7 @@ func (s *Submissions) Each(ctx context.Context, projectID, formID int64, f Filte
 	q := `SELECT s.id, s.instance_id, s.submitter_id, s.device_id, s.review_state, s.created_at, s.updated_at, v.id, v.instance_id, v.form_version_id, fv.version,
 	(SELECT count(*) FROM submission_attachments a WHERE a.version_id = v.id),
 	(SELECT count(*) FROM submission_attachments a WHERE a.version_id = v.id AND a.blob_id IS NOT NULL),
-	v.xml, c.outcome, c.legal_basis, c.statement_version, c.received_at` + submissionJoins +
+	v.xml, c.outcome, c.legal_basis, c.statement_version, c.received_at, coalesce(s.key_slot, 0)` + submissionJoins +
 		` LEFT JOIN consent_records c ON c.submission_id = s.id WHERE s.form_id = ?`
 	args := []any{formID}
 	if f.Since != nil {
@@ -761,14 +835,20 @@ func (s *Submissions) Each(ctx context.Context, projectID, formID int64, f Filte
 			var review, outcome, basis, statement sql.NullString
 			var created int64
 			var received, updated sql.NullInt64
+			var slot int64
 			sub := &haven.Submission{FormID: formID}
 			v := &sub.Current
 			if err := rows.Scan(&sub.ID, &sub.InstanceID, &sub.SubmitterID, &device, &review, &created, &updated, &v.ID, &v.InstanceID, &v.FormVersionID, &v.FormVersion,
-				&v.AttachmentsExpected, &v.AttachmentsPresent, &sealed, &outcome, &basis, &statement, &received); err != nil {
+				&v.AttachmentsExpected, &v.AttachmentsPresent, &sealed, &outcome, &basis, &statement, &received, &slot); err != nil {
 				rows.Close()
 				return err
 			}
-			if sub.DeviceID, err = openString(pk, device, deviceAAD(formID, sub.InstanceID)); err != nil {
+			sk, err := s.Keys.sealerFor(pk, slot)
+			if err != nil {
+				rows.Close()
+				return err
+			}
+			if sub.DeviceID, err = openString(sk, device, deviceAAD(formID, sub.InstanceID)); err != nil {
 				rows.Close()
 				return err
 			}
@@ -782,7 +862,7 @@ func (s *Submissions) Each(ctx context.Context, projectID, formID int64, f Filte
 				consent = &haven.ConsentRecord{Outcome: outcome.String, LegalBasis: basis.String, StatementVersion: statement.String,
 					ReceivedAt: fromMS(received.Int64)}
 			}
-			chunk = append(chunk, item{sub, SealedXML{pk, sealed, formID, v.InstanceID}, consent})
+			chunk = append(chunk, item{sub, SealedXML{sk, sealed, formID, v.InstanceID}, consent})
 			lastCreated, lastID = created, sub.ID
 		}
 		err = rows.Err()
@@ -846,7 +926,11 @@ func (s *Submissions) AddComment(ctx context.Context, projectID int64, sub *have
 	if err != nil {
 		return err
 	}
-	sealed := pk.Seal([]byte(c.Body), commentAAD(sub.FormID, sub.InstanceID))
+	sk, err := s.sealerOf(ctx, pk, sub.ID)
+	if err != nil {
+		return err
+	}
+	sealed := sk.Seal([]byte(c.Body), commentAAD(sub.FormID, sub.InstanceID))
 	return s.DB.Write(ctx, func(tx *Tx) error {
 		r, err := tx.Exec(`INSERT INTO submission_comments (submission_id, actor_id, tier, body, created_at) VALUES (?, ?, ?, ?, ?)`,
 			sub.ID, c.ActorID, string(c.Tier), sealed, ms(tx.Now()))
@@ -865,6 +949,10 @@ func (s *Submissions) Comments(ctx context.Context, projectID int64, sub *haven.
 	if err != nil {
 		return nil, err
 	}
+	sk, err := s.sealerOf(ctx, pk, sub.ID)
+	if err != nil {
+		return nil, err
+	}
 	rows, err := s.DB.read.QueryContext(ctx, `SELECT id, actor_id, tier, body, created_at FROM submission_comments WHERE submission_id = ? ORDER BY id`, sub.ID)
 	if err != nil {
 		return nil, err
@@ -878,7 +966,7 @@ func (s *Submissions) Comments(ctx context.Context, projectID int64, sub *haven.
 		if err := rows.Scan(&c.ID, &c.ActorID, &c.Tier, &sealed, &at); err != nil {
 			return nil, err
 		}
-		if c.Body, err = openString(pk, sealed, commentAAD(sub.FormID, sub.InstanceID)); err != nil {
+		if c.Body, err = openString(sk, sealed, commentAAD(sub.FormID, sub.InstanceID)); err != nil {
 			return nil, err
 		}
 		c.CreatedAt = fromMS(at)
@@ -891,6 +979,17 @@ func (s *Submissions) Comments(ctx context.Context, projectID int64, sub *haven.
 // still lacks (as a device completes a split upload). A file already there
 // is refused: a submission's files change only with a new version.
 func (s *Submissions) AttachFile(ctx context.Context, sub *haven.Submission, name string, blob *Blob, e *haven.AuditEvent) error {
+	pk, err := s.Keys.ProjectKey(ctx, blob.ProjectID)
+	if err != nil {
+		return err
+	}
+	sk, err := s.sealerOf(ctx, pk, sub.ID)
+	if err != nil {
+		return err
+	}
+	if err := rewrap(pk, sk, blob); err != nil {
+		return err
+	}
 	return s.DB.Write(ctx, func(tx *Tx) error {
 		var have sql.NullInt64
 		err := tx.QueryRow(`SELECT blob_id FROM submission_attachments WHERE version_id = ? AND name = ?`, sub.Current.ID, name).Scan(&have)
@@ -910,4 +1009,25 @@ func (s *Submissions) AttachFile(ctx context.Context, sub *haven.Submission, nam
 		}
 		return s.audit(tx, e, "ok")
 	})
+}
+
+// sealerOf returns what seals a submission's values, by its row id.
+func (s *Submissions) sealerOf(ctx context.Context, pk *ProjectKey, submissionID int64) (sealer, error) {
+	var slot sql.NullInt64
+	err := s.DB.read.QueryRowContext(ctx, `SELECT key_slot FROM submissions WHERE id = ?`, submissionID).Scan(&slot)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, notFound("That submission")
+	} else if err != nil {
+		return nil, err
+	}
+	return s.Keys.sealerFor(pk, slot.Int64)
+}
+
+// sealerOf is Submissions.sealerOf inside a write transaction.
+func (tx *Tx) sealerOf(k *Keyring, pk *ProjectKey, submissionID int64) (sealer, error) {
+	var slot sql.NullInt64
+	if err := tx.QueryRow(`SELECT key_slot FROM submissions WHERE id = ?`, submissionID).Scan(&slot); err != nil {
+		return nil, err
+	}
+	return k.sealerFor(pk, slot.Int64)
 }

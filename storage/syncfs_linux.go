@@ -17,3 +17,8 @@ func syncfs(dir string) error {
 	defer f.Close()
 	return unix.Syncfs(int(f.Fd()))
 }
+
+// datasync flushes a file's data, and its metadata only where reading the
+// data back needs it (fdatasync): for a file overwritten in place, no
+// journal commit.
+func datasync(f *os.File) error { return unix.Fdatasync(int(f.Fd())) }

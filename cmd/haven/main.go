@@ -248,6 +248,19 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err := firstAdmin(ctx, st, stdout); err != nil {
 		return err
 	}
+	// Submissions stored before each had its own key get one now, before
+	// anything is served; interrupted, this resumes at the next start.
+	last := time.Now()
+	if n, err := st.Submissions.SealLegacy(ctx, func(done, left int) {
+		if time.Since(last) > 5*time.Second || done == 0 {
+			log.Info("giving each stored submission its own key", "done", done, "left", left)
+			last = time.Now()
+		}
+	}); err != nil {
+		return fmt.Errorf("giving stored submissions their own keys (it resumes at the next start): %w", err)
+	} else if n > 0 {
+		log.Info("every stored submission has its own key", "resealed", n)
+	}
 	srv := server.New(cfg, app.New(st, app.Options{Log: log, SessionLifetime: *sessionLife}), log)
 	ln, err := net.Listen("tcp", *listen)
 	if err != nil {
