@@ -10,7 +10,7 @@ FUZZTIME ?= 30s
 
 .PHONY: haven test lint fuzz bench bench-small-32 bench-small-256 bench-small-256-nopause bench-photo \
 	bench-formlist bench-flaky bench-micro bench-convert bench-convert-cli bench-export \
-	bench-aggregate bench-large-object crash-test
+	bench-aggregate bench-large-object crash-test soak
 
 haven:
 	go build -o $(HAVEN) ./cmd/haven
@@ -78,3 +78,8 @@ bench-large-object:
 # Kills the server with SIGKILL under load and checks nothing acknowledged was lost.
 crash-test:
 	go test ./cmd/haven -run TestCrash -count 1 -v
+
+# Thirty minutes of mixed load against a fresh Haven, recording what must
+# stay flat (not in CI): docs/soak.csv and docs/soak.svg.
+soak: haven
+	./haven soak --duration 30m --out docs/soak.csv --plot docs/soak.svg

@@ -74,3 +74,13 @@ func (s *Server) verifyAudit(c echo.Context) error {
 	}
 	return c.JSON(http.StatusOK, v)
 }
+
+// systemStats answers GET /v1/system/stats (administrators): goroutines,
+// heap, database and WAL sizes, and what bounding the WAL has cost.
+func (s *Server) systemStats(c echo.Context) error {
+	st, err := s.app.SystemStats(c.Request().Context(), principal(c))
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, st)
+}

@@ -132,6 +132,7 @@ func (s *Server) routes() {
 	v1.POST("/projects", s.createProject, s.requireAuth)
 	v1.GET("/audit", s.listAudit, s.requireAuth)
 	v1.GET("/audit/verify", s.verifyAudit, s.requireAuth)
+	v1.GET("/system/stats", s.systemStats, s.requireAuth)
 
 	// Device endpoints answer both under /v1 (users with a password: Digest
 	// or Basic) and under /v1/key/{token} (app users, as ODK Central does).

@@ -62,11 +62,12 @@ func loadgenCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	var stop func() float64
 	switch {
 	case *spawn:
-		base, pw, stopServer, err := spawnHaven(ctx, stderr)
+		sp, err := spawnHaven(ctx, stderr)
 		if err != nil {
 			return err
 		}
-		stop = stopServer
+		base, pw := sp.Base, sp.Password
+		stop = sp.Stop
 		defer func() {
 			if stop != nil {
 				stop()
@@ -156,38 +157,46 @@ func setupLoad(ctx context.Context, base, email, password string) (string, error
 
 // spawnHaven starts this binary's `serve` on a fresh data directory. stop
 // ends it, deletes the directory and returns the server's peak RSS in MB.
-func spawnHaven(ctx context.Context, stderr io.Writer) (base, password string, stop func() float64, err error) {
+// spawned is a Haven this binary started on a fresh data directory.
+type spawned struct {
+	Base, Password, Dir string
+	PID                 int
+	// Stop ends it, deletes the directory and returns its peak RSS in MB.
+	Stop func() float64
+}
+
+func spawnHaven(ctx context.Context, stderr io.Writer, serveArgs ...string) (*spawned, error) {
 	top, err := os.MkdirTemp("", "haven-loadgen-*")
 	if err != nil {
-		return "", "", nil, err
+		return nil, err
 	}
 	// The data directory, and its master key beside it (never inside).
 	dir, key := filepath.Join(top, "data"), filepath.Join(top, "master.key")
-	password = storage.GeneratePassword()
+	password := storage.GeneratePassword()
 	if err := run(ctx, []string{"admin", "create", "--email", "loadgen@haven.local", "--data", dir, "--master-key-file", key}, strings.NewReader(password+"\n"), io.Discard, io.Discard); err != nil {
 		os.RemoveAll(top)
-		return "", "", nil, err
+		return nil, err
 	}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		os.RemoveAll(top)
-		return "", "", nil, err
+		return nil, err
 	}
 	addr := l.Addr().String()
 	l.Close()
 	exe, err := os.Executable()
 	if err != nil {
 		os.RemoveAll(top)
-		return "", "", nil, err
+		return nil, err
 	}
 	logf, _ := os.Create(filepath.Join(dir, "serve.log"))
-	cmd := exec.Command(exe, "serve", "--data", dir, "--master-key-file", key, "--listen", addr)
+	cmd := exec.Command(exe, append([]string{"serve", "--data", dir, "--master-key-file", key, "--listen", addr}, serveArgs...)...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
 		os.RemoveAll(top)
-		return "", "", nil, err
+		return nil, err
 	}
-	stop = func() float64 {
+	stop := func() float64 {
 		rss := peakRSSMB(cmd.Process.Pid)
 		cmd.Process.Signal(syscall.SIGTERM)
 		cmd.Wait()
@@ -195,16 +204,16 @@ func spawnHaven(ctx context.Context, stderr io.Writer) (base, password string, s
 		os.RemoveAll(top)
 		return rss
 	}
-	base = "http://" + addr
+	base := "http://" + addr
 	for i := 0; i < 400; i++ {
 		if resp, err := http.Get(base + "/"); err == nil {
 			resp.Body.Close()
-			return base, password, stop, nil
+			return &spawned{Base: base, Password: password, Dir: dir, PID: cmd.Process.Pid, Stop: stop}, nil
 		}
 		time.Sleep(25 * time.Millisecond)
 	}
 	stop()
-	return "", "", nil, fmt.Errorf("the spawned server did not start")
+	return nil, fmt.Errorf("the spawned server did not start")
 }
 
 // peakRSSMB reads a process's peak resident set size (VmHWM) from /proc.

@@ -57,6 +57,7 @@ Usage:
                [--aggregate by=district,sex --measure count|sum:x|mean:x]   (against the server you logged in to)
   haven logout
   haven loadgen --spawn|--server URL|--url URL [--devices N --duration D --photo BYTES --flaky F --mode submit|formlist --json]
+  haven soak [--duration 30m --interval 15s --devices 16 --out soak.csv --plot soak.svg]   (a long mixed load, recording what must stay flat)
 
 The data directory defaults to ./haven-data, or HAVEN_DATA when set.
 `
@@ -117,6 +118,8 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return storageCmd(ctx, args[1:], stdout, stderr)
 	case "loadgen":
 		return loadgenCmd(ctx, args[1:], stdout, stderr)
+	case "soak":
+		return soakCmd(ctx, args[1:], stdout, stderr)
 	case "audit":
 		return auditCmd(ctx, args[1:], stdout, stderr)
 	case "key":

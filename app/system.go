@@ -1,0 +1,37 @@
+package app
+
+import (
+	"context"
+	"os"
+	"runtime"
+
+	"github.com/haven-org/haven"
+	"github.com/haven-org/haven/storage"
+)
+
+// SystemStats is how the server is doing, for its operator (and the soak
+// test, which watches that none of it grows).
+type SystemStats struct {
+	Goroutines    int              `json:"goroutines"`
+	HeapBytes     uint64           `json:"heapBytes"`
+	DatabaseBytes int64            `json:"databaseBytes"`
+	WALBytes      int64            `json:"walBytes"`
+	WAL           storage.WALStats `json:"wal"`
+}
+
+// SystemStats answers site administrators.
+func (s *Service) SystemStats(ctx context.Context, p *haven.Principal) (*SystemStats, error) {
+	if err := admin(p); err != nil {
+		return nil, err
+	}
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	out := &SystemStats{Goroutines: runtime.NumGoroutine(), HeapBytes: ms.HeapAlloc, WAL: s.st.DB.WALStats()}
+	if fi, err := os.Stat(s.st.DB.Path); err == nil {
+		out.DatabaseBytes = fi.Size()
+	}
+	if fi, err := os.Stat(s.st.DB.Path + "-wal"); err == nil {
+		out.WALBytes = fi.Size()
+	}
+	return out, nil
+}
