@@ -71,6 +71,7 @@ type WALStats struct {
 	Busy     int           `json:"busy"`     // tries a long read held off, to be tried again
 	Stalled  time.Duration `json:"stalled"`  // time the commit path spent on them, in total
 	Longest  time.Duration `json:"longest"`  // the longest single one
+	Largest  int64         `json:"largest"`  // the largest WAL seen after a commit, in bytes
 }
 
 // SetWALCeiling sets the WAL's ceiling in bytes (at least 4 MiB).
@@ -109,11 +110,17 @@ func (db *DB) boundWAL() {
 	db.walMu.Lock()
 	ceiling := db.walCeiling
 	db.walMu.Unlock()
-	if ceiling <= 0 || time.Since(db.walTried) < 100*time.Millisecond {
+	if ceiling <= 0 {
 		return
 	}
 	fi, err := os.Stat(db.Path + "-wal")
-	if err != nil || fi.Size() <= ceiling {
+	if err != nil {
+		return
+	}
+	db.walMu.Lock()
+	db.walStats.Largest = max(db.walStats.Largest, fi.Size())
+	db.walMu.Unlock()
+	if fi.Size() <= ceiling || time.Since(db.walTried) < 100*time.Millisecond {
 		return
 	}
 	start := time.Now()

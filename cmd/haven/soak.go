@@ -48,6 +48,7 @@ type soakSample struct {
 	At                       time.Duration
 	PerSecond, P99MS         float64
 	WALMB, DBMB, RSSMB       float64
+	WALLargestMB             float64
 	OpenFiles, Goroutines    int
 	HeapMB                   float64
 	WALRestarts, Errors      int
@@ -194,12 +195,12 @@ func soakCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		var st app.SystemStats
 		if err := api.Do(context.Background(), "GET", "/v1/system/stats", "", nil, &st); err == nil {
 			s.WALMB, s.DBMB, s.Goroutines, s.HeapMB = mb(st.WALBytes), mb(st.DatabaseBytes), st.Goroutines, mb(int64(st.HeapBytes))
-			s.WALRestarts = st.WAL.Restarts
+			s.WALRestarts, s.WALLargestMB = st.WAL.Restarts, mb(st.WAL.Largest)
 		}
 		s.RSSMB, s.OpenFiles = procRSS(sp.PID), procFDs(sp.PID)
 		samples = append(samples, s)
-		fmt.Fprintf(stdout, "%6.0fs  %5.0f/s  p99 %5.1f ms  WAL %5.1f MB  db %6.1f MB  RSS %5.1f MB  fds %3d  goroutines %4d  heap %5.1f MB  errors %d\n",
-			s.At.Seconds(), s.PerSecond, s.P99MS, s.WALMB, s.DBMB, s.RSSMB, s.OpenFiles, s.Goroutines, s.HeapMB, s.Errors)
+		fmt.Fprintf(stdout, "%6.0fs  %5.0f/s  p99 %5.1f ms  WAL %5.1f MB (largest %5.1f)  db %6.1f MB  RSS %5.1f MB  fds %3d  goroutines %4d  heap %5.1f MB  errors %d\n",
+			s.At.Seconds(), s.PerSecond, s.P99MS, s.WALMB, s.WALLargestMB, s.DBMB, s.RSSMB, s.OpenFiles, s.Goroutines, s.HeapMB, s.Errors)
 	}
 	cancel()
 	wg.Wait()
@@ -244,10 +245,10 @@ func procFDs(pid int) int {
 func writeSoakCSV(path string, samples []soakSample) error {
 	var b bytes.Buffer
 	w := csv.NewWriter(&b)
-	w.Write([]string{"seconds", "submissions_per_s", "p99_ms", "wal_mb", "db_mb", "rss_mb", "open_files", "goroutines", "heap_mb", "wal_restarts", "exports", "erasures", "api_reads", "errors"})
+	w.Write([]string{"seconds", "submissions_per_s", "p99_ms", "wal_mb", "wal_largest_mb", "db_mb", "rss_mb", "open_files", "goroutines", "heap_mb", "wal_restarts", "exports", "erasures", "api_reads", "errors"})
 	f := func(v float64) string { return strconv.FormatFloat(v, 'f', 1, 64) }
 	for _, s := range samples {
-		w.Write([]string{f(s.At.Seconds()), f(s.PerSecond), f(s.P99MS), f(s.WALMB), f(s.DBMB), f(s.RSSMB), strconv.Itoa(s.OpenFiles),
+		w.Write([]string{f(s.At.Seconds()), f(s.PerSecond), f(s.P99MS), f(s.WALMB), f(s.WALLargestMB), f(s.DBMB), f(s.RSSMB), strconv.Itoa(s.OpenFiles),
 			strconv.Itoa(s.Goroutines), f(s.HeapMB), strconv.Itoa(s.WALRestarts), strconv.FormatInt(s.Exports, 10),
 			strconv.FormatInt(s.Erasures, 10), strconv.FormatInt(s.Reads, 10), strconv.Itoa(s.Errors)})
 	}
@@ -267,7 +268,7 @@ func soakSVG(samples []soakSample) []byte {
 	}{
 		{"submissions/s", "", func(s soakSample) float64 { return s.PerSecond }},
 		{"p99", "ms", func(s soakSample) float64 { return s.P99MS }},
-		{"WAL", "MB", func(s soakSample) float64 { return s.WALMB }},
+		{"largest WAL so far", "MB", func(s soakSample) float64 { return s.WALLargestMB }},
 		{"database", "MB", func(s soakSample) float64 { return s.DBMB }},
 		{"RSS", "MB", func(s soakSample) float64 { return s.RSSMB }},
 		{"open files", "", func(s soakSample) float64 { return float64(s.OpenFiles) }},
