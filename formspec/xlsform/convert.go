@@ -3,6 +3,7 @@ package xlsform
 import (
 	"fmt"
 	"maps"
+	"path"
 	"regexp"
 	"slices"
 	"sort"
@@ -628,13 +629,38 @@ func (c *converter) readSurvey(sh *Sheet) {
 	}
 }
 
+// selectCommands are the ways a select's type may be written, as pyxform
+// reads them (its select aliases), longest first: a command, the list's
+// name, then optionally "or specify other", "or_other" or "or other".
+var selectCommands = []struct{ spelled, as string }{
+	{"add select one prompt using ", "select_one"},
+	{"add select multiple prompt using ", "select_multiple"},
+	{"select one from file ", "select_one_from_file"},
+	{"select multiple from file ", "select_multiple_from_file"},
+	{"select all that apply from ", "select_multiple"},
+	{"select one from ", "select_one"},
+	{"select all that apply ", "select_multiple"},
+	{"select one ", "select_one"},
+	{"select1 ", "select_one"},
+}
+
 // normalType is a type cell with its spacing folded and the older select
-// spellings (select one LIST, select all that apply LIST) written as today.
+// spellings written as today: "select one from LIST or specify other" is
+// "select_one LIST or_other".
 func normalType(cell string) string {
 	typ := strings.Join(strings.Fields(cell), " ")
-	for long, short := range map[string]string{"select one ": "select_one ", "select multiple ": "select_multiple ", "select all that apply ": "select_multiple "} {
-		if len(typ) > len(long) && strings.EqualFold(typ[:len(long)], long) {
-			typ = short + typ[len(long):]
+	for _, c := range selectCommands {
+		if len(typ) > len(c.spelled) && strings.EqualFold(typ[:len(c.spelled)], c.spelled) {
+			typ = c.as + " " + typ[len(c.spelled):]
+			break
+		}
+	}
+	if base, rest, ok := strings.Cut(typ, " "); ok && (strings.HasPrefix(strings.ToLower(base), "select_") || strings.EqualFold(base, "rank")) {
+		for _, other := range []string{" or specify other", " or other"} {
+			if strings.HasSuffix(strings.ToLower(rest), other) && len(rest) > len(other) {
+				typ = base + " " + rest[:len(rest)-len(other)] + " or_other"
+				break
+			}
 		}
 	}
 	return typ
@@ -689,8 +715,25 @@ func (c *converter) rowNode(r Row, typ, low string) (n *node, orOther, ok bool) 
 			c.errorf("survey", r.Num, "save_to", "Groups and repeats cannot be saved as entity properties: remove the save_to value from this row, or move it to a question.")
 		}
 	default:
+		if alias, ok := phraseTypes[strings.ToLower(typ)]; ok {
+			typ = alias.as
+			for col, v := range alias.defaults {
+				if !hasColumn(r, col) {
+					r.Cells[col] = v // the type's own constraint and hint, as pyxform gives them
+				}
+			}
+		}
 		base, list, _ := strings.Cut(typ, " ")
 		base = strings.ToLower(base)
+		if base == "select_one_from_file" || base == "select_multiple_from_file" {
+			// As pyxform: the file's name has exactly one extension, one a device reads.
+			file := strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(list), "or_other"))
+			ext := path.Ext(file)
+			if strings.Count(path.Base(file), ".") != 1 || (ext != ".csv" && ext != ".xml" && ext != ".geojson") {
+				c.errorf("survey", r.Num, "type", "The file name %q of %s must end with .csv, .xml or .geojson (one extension): name the attached file so.", file, base)
+				return nil, false, false
+			}
+		}
 		if alias, ok := typeAliases[base]; ok {
 			base = alias
 		}
@@ -821,6 +864,58 @@ func hasText(r Row) bool {
 
 func isSelect(t string) bool { return t == "select_one" || t == "select_multiple" || t == "rank" }
 
+// phraseTypes are the older whole-cell spellings of question types that
+// pyxform's question type dictionary still reads, with the constraint and
+// hint some of them bring.
+var phraseTypes = func() map[string]struct {
+	as       string
+	defaults map[string]string
+} {
+	type alias = struct {
+		as       string
+		defaults map[string]string
+	}
+	m := map[string]alias{}
+	for as, spellings := range map[string][]string{
+		"image":        {"q picture", "q image", "add image prompt"},
+		"audio":        {"q audio", "add audio prompt"},
+		"video":        {"q video", "add video prompt"},
+		"file":         {"add file prompt"},
+		"dateTime":     {"add date time prompt", "q date time", "date time", "q datetime", "add datetime prompt"},
+		"date":         {"q date", "add date prompt"},
+		"start":        {"get start time", "start time"},
+		"end":          {"get end time", "end time"},
+		"today":        {"get today"},
+		"note":         {"add note prompt", "q note"},
+		"acknowledge":  {"q acknowledge", "add acknowledge prompt"},
+		"geopoint":     {"q geopoint", "q location", "add location prompt"},
+		"geoshape":     {"q geoshape"},
+		"geotrace":     {"q geotrace"},
+		"text":         {"q string", "add text prompt"},
+		"integer":      {"q int", "add integer prompt"},
+		"decimal":      {"q decimal", "add decimal prompt"},
+		"barcode":      {"q barcode", "add barcode prompt"},
+		"calculate":    {"q calculate", "add calculate prompt"},
+		"deviceid":     {"device id", "get device id"},
+		"subscriberid": {"subscriber id", "get subscriber id"},
+		"simserial":    {"sim id", "get sim id"},
+		"phonenumber":  {"get phone number"},
+	} {
+		for _, sp := range spellings {
+			m[sp] = alias{as: as}
+		}
+	}
+	days := func(n int) alias {
+		return alias{as: "integer", defaults: map[string]string{"constraint": fmt.Sprintf("0 <= . and . <= %d", n), "hint": fmt.Sprintf("Enter a number 0-%d.", n)}}
+	}
+	m["number of days in last month"] = days(31)
+	m["number of days in last six months"] = days(183)
+	m["number of days in last year"] = days(365)
+	m["percentage"] = alias{as: "integer", defaults: map[string]string{"constraint": "0 <= . and . <= 100"}}
+	m["phone number"] = alias{as: "text", defaults: map[string]string{"constraint": `regex(., '^\d*$')`, "hint": "Enter numbers only."}}
+	return m
+}()
+
 var typeAliases = map[string]string{
 	"string": "text", "int": "integer", "select1": "select_one", "select_one_from_file": "select_one", "select_multiple_from_file": "select_multiple",
 	"add select one prompt using": "select_one", "photo": "image", "datetime": "dateTime", "geo-point": "geopoint", "location": "geopoint",
@@ -851,6 +946,13 @@ var questionTypes = map[string]qtype{
 	"simserial":    {bind: "string", preload: "property", preloadParams: "simserial"},
 	"subscriberid": {bind: "string", preload: "property", preloadParams: "subscriberid"},
 	"email":        {bind: "string", preload: "property", preloadParams: "email"},
+	// The same device properties under their URI names.
+	"uri:deviceid":     {bind: "string", preload: "property", preloadParams: "uri:deviceid"},
+	"uri:username":     {bind: "string", preload: "property", preloadParams: "uri:username"},
+	"uri:phonenumber":  {bind: "string", preload: "property", preloadParams: "uri:phonenumber"},
+	"uri:simserial":    {bind: "string", preload: "property", preloadParams: "uri:simserial"},
+	"uri:subscriberid": {bind: "string", preload: "property", preloadParams: "uri:subscriberid"},
+	"uri:email":        {bind: "string", preload: "property", preloadParams: "uri:email"},
 	// Not questions: an external instance (a CSV or XML file beside the form).
 	"csv-external": {}, "xml-external": {},
 	// A log of how the form was filled in, kept under meta.

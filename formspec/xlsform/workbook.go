@@ -136,7 +136,16 @@ func (wb *Workbook) add(name string, grid [][]string) {
 		start++
 	}
 	if start < len(grid) {
+		// As pyxform: headers are split on "::", or, in a sheet where no
+		// header has "::" (older forms), on ":" (label:English).
+		double := false
 		for _, h := range grid[start] {
+			double = double || strings.Contains(h, "::")
+		}
+		for _, h := range grid[start] {
+			if !double {
+				h = singleColons(h)
+			}
 			sh.Headers = append(sh.Headers, normalizeHeader(h))
 			sh.Raw = append(sh.Raw, strings.TrimSpace(h))
 		}
@@ -194,12 +203,63 @@ var headerAliases = map[string]string{
 	"default sensitivity": "default_sensitivity",
 	"legal basis":         "legal_basis",
 	"subject id":          "subject_id",
+	// pyxform's survey_header, list_header and settings_header aliases.
+	"relevance":            "relevant",
+	"constraining_message": "constraint_message",
+	"command":              "type",
+	"tag":                  "name",
+	"count":                "repeat_count",
+	"noapperrorstring":     "no_app_error_string",
+	"requiredmsg":          "required_message",
+	"set_form_title":       "form_title",
+	"set_form_id":          "form_id",
+}
+
+// knownHeader reports whether h is a column Haven reads.
+func knownHeader(h string) bool {
+	switch h {
+	case "label", "hint", "guidance_hint", "constraint_message", "required_message", "type", "name", "list_name", "required", "relevant",
+		"constraint", "calculation", "default", "readonly", "appearance", "choice_filter", "repeat_count", "parameters", "trigger",
+		"form_title", "form_id", "version", "instance_name", "default_language", "style", "public_key", "submission_url",
+		"auto_send", "auto_delete", "client_editable", "prefix", "delimiter", "instance_xmlns", "compact_tag", "namespaces",
+		"allow_choice_duplicates", "clean_text_values", "omit_instanceID", "autoplay", "purpose", "sensitivity",
+		"default_sensitivity", "legal_basis", "consent", "subject_id", "save_to", "media", "no_app_error_string", "rows":
+		return true
+	}
+	return false
+}
+
+// singleColons rewrites a header delimited by single colons with double
+// ones, keeping jr: prefixes whole (jr:count, label:jr:constraintMsg...).
+func singleColons(h string) string {
+	if !strings.Contains(h, ":") {
+		return h
+	}
+	parts := strings.Split(h, ":")
+	var tokens []string
+	for i := 0; i < len(parts); i++ {
+		t := strings.TrimSpace(parts[i])
+		if t == "jr" && i+1 < len(parts) {
+			i++
+			t = "jr:" + strings.TrimSpace(parts[i])
+		}
+		tokens = append(tokens, t)
+	}
+	if len(tokens) == 1 {
+		return tokens[0]
+	}
+	return strings.Join(tokens, "::")
 }
 
 func normalizeHeader(h string) string {
 	h = strings.TrimSpace(h)
 	base, lang, hasLang := strings.Cut(h, "::")
 	lb := strings.ToLower(strings.TrimSpace(base))
+	if a, ok := headerAliases[strings.Join(strings.Fields(lb), "_")]; ok {
+		lb = a // pyxform also reads headers in snake case: "Repeat Count"
+	} else if snake := strings.Join(strings.Fields(lb), "_"); knownHeader(snake) {
+		lb = snake
+	}
 	if a, ok := headerAliases[lb]; ok {
 		lb = a
 	}

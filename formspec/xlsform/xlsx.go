@@ -85,8 +85,11 @@ func ReadXLSX(b []byte) (*Workbook, error) {
 	return wb, nil
 }
 
-// errTooManyRows: a sheet's rows (or a formatted row far down) pass MaxRows.
-var errTooManyRows = fmt.Errorf("it has more than %d rows, which Haven does not read: delete the rows below the form (formatting alone makes a row count)", MaxRows)
+// errTooManyRows: a sheet's rows holding values pass MaxRows.
+var errTooManyRows = fmt.Errorf("it has more than %d rows holding values, more than any form needs: is it the right sheet?", MaxRows)
+
+// maxRowNumber is the last row a spreadsheet can have (Excel's).
+const maxRowNumber = 1 << 20
 
 func notXLSX(err error) error {
 	return fmt.Errorf("the file is not a readable .xlsx workbook (%v); save it again as Excel Workbook (.xlsx)", err)
@@ -379,6 +382,7 @@ func (r *sheetReader) read(data []byte) ([][]string, error) {
 	var row []string
 	var (
 		inData, inRow, inCell, inV, inIs bool
+		rowNum, valued                   int // the current row's number; rows holding a value so far
 		col                              int
 		typ                              string
 		ref, style                       []byte
@@ -395,7 +399,7 @@ func (r *sheetReader) read(data []byte) ([][]string, error) {
 				if !inData {
 					return nil
 				}
-				n := len(grid) + 1
+				n := rowNum + 1
 				if s, ok := attr(t.attrs, "r"); ok {
 					k, err := strconv.Atoi(s)
 					if err != nil || k < 1 {
@@ -405,13 +409,10 @@ func (r *sheetReader) read(data []byte) ([][]string, error) {
 						n = k
 					}
 				}
-				if n > MaxRows+1 {
-					return errTooManyRows
+				if n > maxRowNumber {
+					return fmt.Errorf("row number %d is past the last row a spreadsheet can have (%d)", n, maxRowNumber)
 				}
-				for len(grid) < n-1 {
-					grid = append(grid, nil)
-				}
-				inRow, row = true, nil
+				rowNum, inRow, row = n, true, nil
 			case "c":
 				if !inRow {
 					return nil
@@ -467,8 +468,19 @@ func (r *sheetReader) read(data []byte) ([][]string, error) {
 					for len(row) > 0 && row[len(row)-1] == "" {
 						row = row[:len(row)-1]
 					}
-					grid = append(grid, row)
 					inRow = false
+					// Spreadsheet programs save formatted empty rows down to the
+					// sheet's end: only rows that hold a value count, and are kept.
+					if len(row) == 0 {
+						return nil
+					}
+					if valued++; valued > MaxRows {
+						return errTooManyRows
+					}
+					for len(grid) < rowNum-1 {
+						grid = append(grid, nil)
+					}
+					grid = append(grid, row)
 				}
 			case "c":
 				if !inCell {
@@ -480,7 +492,7 @@ func (r *sheetReader) read(data []byte) ([][]string, error) {
 				}
 				val, err := r.value(typ, style, v, inlineText(&is, typ))
 				if err != nil {
-					return fmt.Errorf("cell %s: %v", cellName(ref, col, len(grid)+1), err)
+					return fmt.Errorf("cell %s: %v", cellName(ref, col, rowNum), err)
 				}
 				for len(row) < col {
 					row = append(row, "")

@@ -263,7 +263,8 @@ func TestReadXLSXRefuses(t *testing.T) {
 		{"invalid UTF-8", workbook(t, sheet("<row r=\"1\"><c t=\"inlineStr\"><is><t>\xff</t></is></c></row>")), "UTF-8"},
 		{"missing shared string", workbook(t, sheet(`<row r="1"><c r="A1" t="s"><v>7</v></c></row>`)), "cell A1"},
 		{"bad cell reference", workbook(t, sheet(`<row r="1"><c r="1A" t="inlineStr"><is><t>x</t></is></c></row>`)), "not a cell"},
-		{"too many rows", workbook(t, sheet(fmt.Sprintf(`<row r="%d"/>`, xlsform.MaxRows+5))), "rows"},
+		{"too many rows holding values", workbook(t, sheet(strings.Repeat(`<row><c t="inlineStr"><is><t>x</t></is></c></row>`, xlsform.MaxRows+1))), "rows"},
+		{"a row past a spreadsheet's last", workbook(t, sheet(`<row r="1048577"><c t="inlineStr"><is><t>x</t></is></c></row>`)), "last row"},
 		{"deep nesting", workbook(t, sheet(strings.Repeat("<a>", 100)+strings.Repeat("</a>", 100))), "nested"},
 	}
 	for _, c := range cases {
@@ -354,4 +355,29 @@ func FuzzReadSheetXML(f *testing.F) {
 		}
 		xlsform.Convert(wb, xlsform.Options{})
 	})
+}
+
+// Spreadsheet programs save formatted empty rows down to the sheet's end
+// (the declared dimension runs to tens of thousands of rows): they are
+// not the form's, and cost nothing.
+func TestReadXLSXSkipsEmptyFormattedRows(t *testing.T) {
+	var rows strings.Builder
+	rows.WriteString(`<row r="1"><c r="A1" t="inlineStr"><is><t>type</t></is></c><c r="B1" t="inlineStr"><is><t>name</t></is></c></row>`)
+	rows.WriteString(`<row r="2"><c r="A2" t="inlineStr"><is><t>text</t></is></c><c r="B2" t="inlineStr"><is><t>q1</t></is></c></row>`)
+	for i := 3; i <= 65000; i++ {
+		fmt.Fprintf(&rows, `<row r="%d" s="3" customFormat="1"><c r="A%d" s="3"/></row>`, i, i)
+	}
+	rows.WriteString(`<row r="70000"><c r="A70000" t="inlineStr"><is><t>note</t></is></c><c r="B70000" t="inlineStr"><is><t>far</t></is></c></row>`)
+	wb, err := xlsform.ReadXLSX(workbook(t, map[string]string{"xl/worksheets/sheet1.xml": `<worksheet><dimension ref="A1:Z1048576"/><sheetData>` +
+		rows.String() + `</sheetData></worksheet>`}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rowsRead int
+	for _, sh := range wb.Sheets {
+		rowsRead += len(sh.Rows)
+	}
+	if rowsRead != 2 {
+		t.Fatalf("%d rows read, want the two holding values", rowsRead)
+	}
 }
