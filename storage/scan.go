@@ -111,7 +111,7 @@ func (s *Submissions) Scan(ctx context.Context, projectID, formID int64, q ScanQ
 			where += ` AND (s.created_at < ? OR (s.created_at = ? AND s.id < ?))`
 			args = append(args, after.CreatedAt, after.CreatedAt, after.ID)
 		}
-		chunk, err := s.scanChunk(ctx, pk, formID, q.Light, `SELECT `+cols+from+where+order+` LIMIT ? OFFSET ?`, append(args, scanChunk, offset)...)
+		chunk, read, err := s.scanChunk(ctx, pk, formID, q.Light, `SELECT `+cols+from+where+order+` LIMIT ? OFFSET ?`, append(args, scanChunk, offset)...)
 		if err != nil {
 			return err
 		}
@@ -123,14 +123,17 @@ func (s *Submissions) Scan(ctx context.Context, projectID, formID int64, q ScanQ
 				return err
 			}
 		}
-		if len(chunk) < scanChunk {
+		if read < scanChunk {
 			return nil
 		}
 		if len(q.Order) == 0 {
+			if len(chunk) == 0 {
+				continue // every row of the chunk was erased meanwhile: they are gone now, read again
+			}
 			c := chunk[len(chunk)-1].Cursor
 			after = &c
 		} else {
-			offset += len(chunk)
+			offset += len(chunk) // rows erased meanwhile no longer count
 		}
 	}
 }
@@ -139,14 +142,16 @@ func (s *Submissions) Scan(ctx context.Context, projectID, formID int64, q ScanQ
 const scanChunk = 256
 
 // scanChunk reads one chunk of a scan.
-func (s *Submissions) scanChunk(ctx context.Context, pk *ProjectKey, formID int64, light bool, query string, args ...any) ([]*Scanned, error) {
+func (s *Submissions) scanChunk(ctx context.Context, pk *ProjectKey, formID int64, light bool, query string, args ...any) ([]*Scanned, int, error) {
 	rows, err := s.DB.read.QueryContext(ctx, query, args...)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	defer rows.Close()
 	var out []*Scanned
+	read := 0
 	for rows.Next() {
+		read++
 		sub := &haven.Submission{FormID: formID}
 		sc := &Scanned{Submission: sub}
 		var review sql.NullString
@@ -161,7 +166,7 @@ func (s *Submissions) scanChunk(ctx context.Context, pk *ProjectKey, formID int6
 				&versionIDs, &sc.Edits, &sc.FirstVersion, &sc.SubmitterName, &slot)
 		}
 		if err := rows.Scan(dest...); err != nil {
-			return nil, err
+			return nil, read, err
 		}
 		sc.Cursor.ID = sub.ID
 		sub.CreatedAt, sub.UpdatedAt = fromMS(sc.Cursor.CreatedAt), fromNullMS(updated)
@@ -175,17 +180,19 @@ func (s *Submissions) scanChunk(ctx context.Context, pk *ProjectKey, formID int6
 				}
 			}
 			sk, err := s.Keys.sealerFor(pk, slot)
-			if err != nil {
-				return nil, err
+			if errors.Is(err, errKeyDestroyed) {
+				continue // erased since this read began: it is gone
+			} else if err != nil {
+				return nil, read, err
 			}
 			if sub.DeviceID, err = openString(sk, device, deviceAAD(formID, sub.InstanceID)); err != nil {
-				return nil, err
+				return nil, read, err
 			}
 			v.SubmissionID, v.Current = sub.ID, true
 		}
 		out = append(out, sc)
 	}
-	return out, rows.Err()
+	return out, read, rows.Err()
 }
 
 // ErrStop ends a scan early.

@@ -127,7 +127,9 @@ func (s *Submissions) SubjectSubmissions(ctx context.Context, projectID int64, i
 	for rows.Next() {
 		var xmlFormID string
 		sub, err := s.scan(scanExtra{rows, []any{&xmlFormID}}, pk)
-		if err != nil {
+		if errors.Is(err, errKeyDestroyed) {
+			continue // erased since this read began
+		} else if err != nil {
 			return nil, err
 		}
 		out = append(out, SubjectSubmission{XMLFormID: xmlFormID, Submission: sub})

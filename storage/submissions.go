@@ -652,7 +652,9 @@ func (s *Submissions) List(ctx context.Context, projectID, formID int64, limit, 
 	out := []*haven.Submission{}
 	for rows.Next() {
 		sub, err := s.scan(rows, pk)
-		if err != nil {
+		if errors.Is(err, errKeyDestroyed) {
+			continue // erased since this read began
+		} else if err != nil {
 			return nil, 0, err
 		}
 		out = append(out, sub)
@@ -826,6 +828,7 @@ func (s *Submissions) Each(ctx context.Context, projectID, formID int64, f Filte
 	var lastCreated, lastID int64 = -1 << 62, 0
 	for {
 		var chunk []item
+		read := 0
 		rows, err := s.DB.read.QueryContext(ctx, q, append(args, lastCreated, lastCreated, lastID, eachChunk)...)
 		if err != nil {
 			return err
@@ -843,8 +846,12 @@ func (s *Submissions) Each(ctx context.Context, projectID, formID int64, f Filte
 				rows.Close()
 				return err
 			}
+			lastCreated, lastID = created, sub.ID
+			read++
 			sk, err := s.Keys.sealerFor(pk, slot)
-			if err != nil {
+			if errors.Is(err, errKeyDestroyed) {
+				continue // erased since this read began: it is gone
+			} else if err != nil {
 				rows.Close()
 				return err
 			}
@@ -863,7 +870,6 @@ func (s *Submissions) Each(ctx context.Context, projectID, formID int64, f Filte
 					ReceivedAt: fromMS(received.Int64)}
 			}
 			chunk = append(chunk, item{sub, SealedXML{sk, sealed, formID, v.InstanceID}, consent})
-			lastCreated, lastID = created, sub.ID
 		}
 		err = rows.Err()
 		rows.Close()
@@ -875,7 +881,7 @@ func (s *Submissions) Each(ctx context.Context, projectID, formID int64, f Filte
 				return err
 			}
 		}
-		if len(chunk) < eachChunk {
+		if read < eachChunk {
 			return nil
 		}
 	}
