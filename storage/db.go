@@ -104,8 +104,9 @@ func (db *DB) WALStats() WALStats {
 // that began before it to end (new ones read the database file and do not
 // hold it up), and empties the log. A read that holds a snapshot longer
 // than a quarter second makes it give up and try again 100 ms later, so
-// the commit path never waits long; walks over many rows (exports) take
-// fresh snapshots as they go for this reason.
+// the commit path seldom waits long (walks over many rows, such as
+// exports, take fresh snapshots as they go for this reason); past a
+// quarter over the ceiling it waits up to 2 s, past twice 10 s.
 func (db *DB) boundWAL() {
 	db.walMu.Lock()
 	ceiling := db.walCeiling
@@ -126,7 +127,17 @@ func (db *DB) boundWAL() {
 	start := time.Now()
 	db.walTried = start
 	var busy, frames, done int
-	db.write.Exec(`PRAGMA busy_timeout = 250`)
+	// Reads that began before the checkpoint get a quarter second to end;
+	// if they keep it waiting while the WAL grows well past its ceiling,
+	// longer, so the ceiling holds even against reads that linger.
+	wait := 250
+	switch {
+	case fi.Size() > 2*ceiling:
+		wait = 10000
+	case fi.Size() > ceiling*5/4:
+		wait = 2000
+	}
+	db.write.Exec(fmt.Sprintf(`PRAGMA busy_timeout = %d`, wait))
 	err = db.write.QueryRow(`PRAGMA wal_checkpoint(TRUNCATE)`).Scan(&busy, &frames, &done)
 	db.write.Exec(`PRAGMA busy_timeout = 10000`)
 	took := time.Since(start)
