@@ -31,7 +31,7 @@ var allowed = map[string][]string{
 	"clients/collect":           {},
 	"clients/rest":              {""},
 	"clients/loadgen":           {"clients/collect", "formspec"},
-	"cmd/haven":                 {"", "app", "server", "storage", "formspec/xlsform", "clients/loadgen", "clients/rest"},
+	"cmd/haven":                 {"", "app", "server", "storage", "formspec/xlsform", "clients/loadgen", "clients/rest", "clients/collect"}, // collect: the soak submits as a device
 }
 
 // neverBelow are packages that must not reach the named ones even
