@@ -28,7 +28,7 @@ lint:
 # Every fuzz target for FUZZTIME each (their seeds run with the ordinary tests).
 fuzz:
 	for t in formspec:FuzzParseInstance formspec:FuzzFastTree formspec:FuzzParseForm formspec:FuzzExprRefs \
-		formspec/xlsform:FuzzConvertMarkdown formspec/xlsform:FuzzReadSheetXML formspec/xlsform:FuzzReadXLSX app:FuzzSubmit export:FuzzODataFilter; do \
+		formspec/xlsform:FuzzConvertMarkdown formspec/xlsform:FuzzReadSheetXML formspec/xlsform:FuzzReadXLSX app:FuzzSubmit export:FuzzODataFilter formspec:FuzzParseXPath; do \
 		go test ./$${t%%:*} -run '^$$' -fuzz "^$${t##*:}$$" -fuzztime $(FUZZTIME) || exit 1; \
 	done
 

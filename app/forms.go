@@ -397,24 +397,36 @@ func (s *Service) Fields(ctx context.Context, p *haven.Principal, projectID int6
 // rows, when the form came from an XLSForm, maps paths to survey rows so
 // the answer points at them. There is no switch that turns this off.
 func checkPublishable(f *formspec.Form, rows map[string]int) error {
-	problems := f.CheckProtection()
-	if len(problems) == 0 {
-		return nil
-	}
 	type located struct {
 		formspec.Problem
 		Row int `json:"row,omitempty"`
 	}
-	list := make([]located, len(problems))
-	lines := make([]string, len(problems))
-	for i, p := range problems {
-		list[i] = located{Problem: p, Row: rows[p.Path]}
-		where := p.Path
-		if list[i].Row > 0 {
-			where = fmt.Sprintf("%s (survey row %d)", p.Path, list[i].Row)
+	locate := func(problems []formspec.Problem) ([]located, []string) {
+		list := make([]located, len(problems))
+		lines := make([]string, len(problems))
+		for i, p := range problems {
+			list[i] = located{Problem: p, Row: rows[p.Path]}
+			where := p.Path
+			if list[i].Row > 0 {
+				where = fmt.Sprintf("%s (survey row %d)", p.Path, list[i].Row)
+			}
+			lines[i] = where + ": " + p.Message
 		}
-		lines[i] = where + ": " + p.Message
+		return list, lines
 	}
+	// What a device would choke on comes first: such a form can be opened nowhere.
+	if problems := f.CheckExpressions(); len(problems) > 0 {
+		list, lines := locate(problems)
+		return &haven.Error{Code: haven.EINVALID,
+			Message: fmt.Sprintf("Form %s cannot be published: %d expression(s) would stop every device from opening it. Fix them and publish again: %s.",
+				f.ID, len(problems), strings.Join(lines, "; ")),
+			Details: map[string]any{"problems": list}}
+	}
+	problems := f.CheckProtection()
+	if len(problems) == 0 {
+		return nil
+	}
+	list, lines := locate(problems)
 	return &haven.Error{Code: haven.EINVALID,
 		Message: fmt.Sprintf("Form %s cannot be published: Haven publishes only forms that say why each field is collected and how sensitive it is, and on what legal basis. Fix these %d problem(s) and publish again: %s. (In an XForm these are the bind attributes haven:purpose and haven:sensitivity and the model attributes haven:legal-basis and haven:consent-field, in the namespace urn:haven:xforms.)",
 			f.ID, len(problems), strings.Join(lines, "; ")),

@@ -32,6 +32,8 @@ type Form struct {
 	// Encrypted is true for ODK encrypted forms (a public key in <submission>).
 	Encrypted bool
 	Protection
+
+	exprSites []exprSite // the form's XPath expressions (CheckExpressions)
 }
 
 // Node is a node of the primary instance: a field (leaf) or a group/repeat.
@@ -209,6 +211,7 @@ func Parse(xml []byte) (*Form, error) {
 		}
 	}
 	f.readSetvalues(html, bindRefs)
+	collectExpressions(html, &f.exprSites)
 	f.resolveConsent()
 	f.Media = expectedMedia(doc)
 	return f, nil

@@ -121,7 +121,9 @@ func (db *DB) boundWAL() {
 	db.walMu.Lock()
 	db.walStats.Largest = max(db.walStats.Largest, fi.Size())
 	db.walMu.Unlock()
-	if fi.Size() <= ceiling || time.Since(db.walTried) < 100*time.Millisecond {
+	// It acts at seven eighths of the ceiling, so the batches that commit
+	// while it tries (a batch of photos can be several MB) stay under it.
+	if fi.Size() <= ceiling*7/8 || time.Since(db.walTried) < 100*time.Millisecond {
 		return
 	}
 	start := time.Now()
