@@ -209,15 +209,14 @@ func soakCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		samples = append(samples, s)
 		fmt.Fprintf(stdout, "%6.0fs  %5.0f/s  p99 %5.1f ms  WAL %5.1f MB (largest %5.1f)  db %6.1f MB  RSS %5.1f MB  fds %3d  goroutines %4d  heap %5.1f MB  errors %d\n",
 			s.At.Seconds(), s.PerSecond, s.P99MS, s.WALMB, s.WALLargestMB, s.DBMB, s.RSSMB, s.OpenFiles, s.Goroutines, s.HeapMB, s.Errors)
+		// The record is rewritten after every interval, so a soak cut short
+		// (a killed terminal, a rebooted machine) still leaves what it saw.
+		if err := writeSoakRecord(*out, *plot, samples); err != nil {
+			return err
+		}
 	}
 	cancel()
 	wg.Wait()
-	if err := writeSoakCSV(*out, samples); err != nil {
-		return err
-	}
-	if err := os.WriteFile(*plot, soakSVG(samples), 0o644); err != nil {
-		return err
-	}
 	fmt.Fprintf(stdout, "Recorded %d intervals in %s and %s.\n", len(samples), *out, *plot)
 	return nil
 }
@@ -248,6 +247,16 @@ func procRSS(pid int) float64 {
 func procFDs(pid int) int {
 	es, _ := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
 	return len(es)
+}
+
+func writeSoakRecord(csvPath, svgPath string, samples []soakSample) error {
+	if err := writeSoakCSV(csvPath, samples); err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Dir(svgPath), 0o755); err != nil {
+		return err
+	}
+	return os.WriteFile(svgPath, soakSVG(samples), 0o644)
 }
 
 func writeSoakCSV(path string, samples []soakSample) error {
