@@ -292,7 +292,7 @@ func (s *Service) PublishDraft(ctx context.Context, p *haven.Principal, projectI
 	if err != nil {
 		return nil, err
 	}
-	if err := checkPublishable(parsed, nil); err != nil {
+	if err := checkPublishable(parsed, s.draftRows(ctx, v)); err != nil {
 		return nil, err
 	}
 	if err := s.checkLowered(ctx, p, f, parsed, e); err != nil {
@@ -516,4 +516,34 @@ func (s *Service) classification(ctx context.Context, f *haven.Form) (*Classific
 	}
 	sort.Strings(c.Undecided)
 	return c, nil
+}
+
+// draftRows finds the survey row of each field of a draft made from an
+// XLSForm (converted again from the workbook kept with it), so refusals
+// can say which row to fix; nil for an XForm.
+func (s *Service) draftRows(ctx context.Context, v *haven.FormVersion) map[string]int {
+	b, ct, err := s.forms.XLSForm(ctx, v.ID)
+	if err != nil || b == nil {
+		return nil
+	}
+	c, err := convert(Upload{Body: b, ContentType: ct, FormIDFallback: v.XMLFormID})
+	if err != nil {
+		return nil
+	}
+	return c.rows
+}
+
+// CheckDraft says what publishing a form's draft would refuse, without
+// publishing it: nil when it would publish. The console shows it on the
+// draft, so a designer learns what to fix before trying.
+func (s *Service) CheckDraft(ctx context.Context, p *haven.Principal, projectID int64, xmlFormID string) error {
+	_, v, err := s.Draft(ctx, p, projectID, xmlFormID)
+	if err != nil {
+		return err
+	}
+	parsed, err := formspec.Parse(v.XML)
+	if err != nil {
+		return err
+	}
+	return checkPublishable(parsed, s.draftRows(ctx, v))
 }

@@ -1037,3 +1037,83 @@ func (tx *Tx) sealerOf(k *Keyring, pk *ProjectKey, submissionID int64) (sealer, 
 	}
 	return k.sealerFor(pk, slot.Int64)
 }
+
+// PageQuery narrows a page of a form's submissions: received within
+// [Since, Until) when set, and whose current version was filled in with
+// form version Version when set.
+type PageQuery struct {
+	Limit, Offset int
+	Since, Until  time.Time
+	Version       *string
+}
+
+// Page returns a page of a form's submissions that match q, oldest first,
+// and how many match.
+func (s *Submissions) Page(ctx context.Context, projectID, formID int64, q PageQuery) ([]*haven.Submission, int, error) {
+	pk, err := s.Keys.ProjectKey(ctx, projectID)
+	if err != nil {
+		return nil, 0, err
+	}
+	where, args := ` WHERE s.form_id = ?`, []any{formID}
+	if !q.Since.IsZero() {
+		where += ` AND s.created_at >= ?`
+		args = append(args, q.Since.UnixMilli())
+	}
+	if !q.Until.IsZero() {
+		where += ` AND s.created_at < ?`
+		args = append(args, q.Until.UnixMilli())
+	}
+	if q.Version != nil {
+		where += ` AND fv.version = ?`
+		args = append(args, *q.Version)
+	}
+	var total int
+	if err := s.DB.read.QueryRowContext(ctx, `SELECT count(*)`+submissionJoins+where, args...).Scan(&total); err != nil {
+		return nil, 0, err
+	}
+	rows, err := s.DB.read.QueryContext(ctx, `SELECT `+submissionColumns+submissionJoins+where+` ORDER BY s.created_at DESC, s.id DESC LIMIT ? OFFSET ?`,
+		append(args, q.Limit, q.Offset)...)
+	if err != nil {
+		return nil, 0, err
+	}
+	defer rows.Close()
+	out := []*haven.Submission{}
+	for rows.Next() {
+		sub, err := s.scan(rows, pk)
+		if errors.Is(err, errKeyDestroyed) {
+			continue // erased since this read began
+		} else if err != nil {
+			return nil, 0, err
+		}
+		out = append(out, sub)
+	}
+	return out, total, rows.Err()
+}
+
+// Tally is how many submissions a form holds and when the latest arrived.
+type Tally struct {
+	Count int
+	Last  *time.Time
+}
+
+// Tallies counts the submissions of each form of a project.
+func (s *Submissions) Tallies(ctx context.Context, projectID int64) (map[int64]Tally, error) {
+	rows, err := s.DB.read.QueryContext(ctx, `SELECT s.form_id, count(*), max(s.created_at) FROM submissions s
+		JOIN forms f ON f.id = s.form_id WHERE f.project_id = ? GROUP BY s.form_id`, projectID)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := map[int64]Tally{}
+	for rows.Next() {
+		var id, last int64
+		var t Tally
+		if err := rows.Scan(&id, &t.Count, &last); err != nil {
+			return nil, err
+		}
+		at := time.UnixMilli(last).UTC()
+		t.Last = &at
+		out[id] = t
+	}
+	return out, rows.Err()
+}
