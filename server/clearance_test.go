@@ -6,6 +6,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net/http"
 	"strings"
 	"testing"
 
@@ -103,6 +104,8 @@ func TestClearanceMatrix(t *testing.T) {
 	// Version 2 lowers the phone to public. The phones collected under
 	// version 1 stay level_2, even in submissions edited under version 2.
 	form := base + "/forms/matrix"
+	consoleProject := fmt.Sprintf("/projects/%d", pr.ID)
+	console := consoleProject + "/forms/matrix"
 	if resp := e.request("POST", form+"/draft", e.token, xlsxType, bytes.NewReader(matrixVersion(t, "2", "public"))); resp.StatusCode != 200 {
 		t.Fatalf("draft of version 2: %d", resp.StatusCode)
 	}
@@ -157,6 +160,20 @@ func TestClearanceMatrix(t *testing.T) {
 		{form + "/submissions/uuid:m0/comments", haven.ActionSubmissionRead, "", false},
 		// A correction of a public field answers with the submission as the corrector may see it.
 		{"POST " + form + "/submissions/uuid:m1/corrections", haven.ActionSubjectRequest, "", true},
+		// The web console's pages, read with the same session as a cookie.
+		{"CONSOLE " + console + "/submissions", haven.ActionSubmissionRead, "", true},
+		{"CONSOLE " + console + "/submissions?version=1&since=2000-01-01", haven.ActionSubmissionRead, "", true},
+		{"CONSOLE " + console + "/submissions/uuid:m0", haven.ActionSubmissionRead, "", true},
+		{"CONSOLE " + console + "/submissions/uuid:m11", haven.ActionSubmissionRead, "", true},
+		{"CONSOLE " + console + "/submissions/uuid:m0/files/L2MARK.jpg", haven.ActionSubmissionRead, haven.Level2, false},
+		{"CONSOLE " + console + "/export?format=csv", haven.ActionSubmissionRead, "", true},
+		{"CONSOLE " + console + "/export?format=xlsx", haven.ActionSubmissionRead, "", true},
+		{"CONSOLE " + console + "/map.svg", haven.ActionSubmissionRead, haven.Level2, false},
+		{"CONSOLE " + console + "/aggregate?by=/data/district", haven.ActionAggregate, "", false},
+		{"CONSOLE " + console + "/aggregate?by=/data/sex&format=csv", haven.ActionAggregate, haven.Level1, false},
+		{"CONSOLE " + consoleProject + "/subjects?id=HH-0", haven.ActionSubjectRequest, haven.Level2, true},
+		{"CONSOLE " + consoleProject + "/inventory", haven.ActionFormRead, "", false},
+		{"CONSOLE " + console, haven.ActionFormRead, "", false},
 	}
 	n := 0
 	for _, role := range haven.Roles {
@@ -170,11 +187,17 @@ func TestClearanceMatrix(t *testing.T) {
 			tok := e.login(email, "a long enough password")
 			for _, p := range paths {
 				method, path, reqBody, ct := "GET", p.path, io.Reader(nil), ""
-				if m, rest, ok := strings.Cut(p.path, " "); ok {
-					method, path, ct = m, rest, "application/json"
-					reqBody = strings.NewReader(`{"values":{"/data/comment":"PUBMARK corrected"},"reason":"the person asked"}`)
+				var resp *http.Response
+				if m, rest, ok := strings.Cut(p.path, " "); ok && m == "CONSOLE" {
+					path = rest
+					resp = e.consoleGet(path, tok)
+				} else {
+					if ok {
+						method, path, ct = m, rest, "application/json"
+						reqBody = strings.NewReader(`{"values":{"/data/comment":"PUBMARK corrected"},"reason":"the person asked"}`)
+					}
+					resp = e.request(method, path, tok, ct, reqBody)
 				}
-				resp := e.request(method, path, tok, ct, reqBody)
 				raw, _ := io.ReadAll(resp.Body)
 				resp.Body.Close()
 				body := readable(raw)

@@ -101,6 +101,23 @@ func (e *env) request(method, path, token, contentType string, body io.Reader) *
 	return resp
 }
 
+// consoleGet reads a console page with a session's cookie.
+func (e *env) consoleGet(path, token string) *http.Response {
+	e.t.Helper()
+	req, err := http.NewRequest("GET", e.srv.URL+path, nil)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	req.AddCookie(&http.Cookie{Name: "haven_session", Value: token})
+	resp, err := noRedirect.Do(req)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return resp
+}
+
+var noRedirect = &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+
 // call sends JSON (or raw bytes) and decodes a JSON answer into out; it returns the status.
 func (e *env) call(method, path, token string, body any, out any) int {
 	e.t.Helper()

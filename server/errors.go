@@ -127,6 +127,10 @@ func (s *Server) handleError(err error, c echo.Context) {
 		// hold the connection for as long as the client cares to trickle it.
 		h.Set("Connection", "close")
 	}
+	if c.Get(keyConsole) != nil {
+		s.consoleError(c, st.http, err)
+		return
+	}
 	if c.Get(keyOpenRosa) != nil {
 		writeOpenRosa(c, st.http, "error", msg)
 		return

@@ -48,6 +48,10 @@ type Config struct {
 	// and ruODK keep one token for a whole script and never refresh it).
 	// Shorter tokens are renewed with the refresh token.
 	AccessLifetime time.Duration
+	// TileURL is a map tile server for the console's maps
+	// (https://tiles.example.org/{z}/{x}/{y}.png); empty: points are drawn
+	// on a plain background, which needs no internet.
+	TileURL string
 }
 
 // Server is Haven's HTTP server.
@@ -60,11 +64,12 @@ type Server struct {
 	// devicePaths are the routes devices use, for the device allowlist and
 	// Digest authentication.
 	devicePaths map[string]bool
+	pages       pages
 }
 
 // New builds the server and its routes over the application layer.
 func New(cfg Config, svc *app.Service, log *slog.Logger) *Server {
-	s := &Server{cfg: cfg, log: log, app: svc, jwtKey: svc.Secret("jwt"), devicePaths: map[string]bool{}}
+	s := &Server{cfg: cfg, log: log, app: svc, jwtKey: svc.Secret("jwt"), devicePaths: map[string]bool{}, pages: parsePages()}
 	if s.log == nil {
 		s.log = slog.Default()
 	}
@@ -107,7 +112,7 @@ func (s *Server) HTTPServer(addr string) *http.Server {
 
 func (s *Server) routes() {
 	e := s.echo
-	e.GET("/", s.home)
+	s.consoleRoutes()
 	e.POST("/v1/sessions", s.login)
 	e.POST("/v1/sessions/refresh", s.refresh)
 
@@ -168,10 +173,6 @@ func (s *Server) deviceRoutes(g *echo.Group, openrosa, auth echo.MiddlewareFunc)
 }
 
 func (s *Server) noop(next echo.HandlerFunc) echo.HandlerFunc { return next }
-
-func (s *Server) home(c echo.Context) error {
-	return c.String(http.StatusOK, "Haven is running. Devices connect at /v1/key/{token}/projects/{id}; the API is under /v1.\n")
-}
 
 func (s *Server) recoverPanics(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) (err error) {
@@ -245,6 +246,11 @@ func (s *Server) bodyLimit(c echo.Context) (limit int64, upload bool) {
 		}
 	case "/v1/projects/:pid/forms/:formId/submissions/:instanceId/attachments/:name":
 		return s.app.Limits.MaxBody, true
+	// The console's uploads: multipart forms around a form file or a media file.
+	case "/projects/:pid/forms", "/projects/:pid/forms/:formId/draft":
+		return max(app.UploadLimit("application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"), app.UploadLimit("application/xml")) + multipartSlack, true
+	case "/projects/:pid/forms/:formId/media":
+		return s.app.Limits.MaxMedia + multipartSlack, true
 	}
 	return jsonBody, false
 }

@@ -218,6 +218,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	walCeiling := fs.Int("wal-ceiling-mb", envInt("HAVEN_WAL_CEILING_MB", storage.DefaultWALCeiling>>20), "the most the database's write-ahead log may grow to, in MiB, however busy the server (at least 4); HAVEN_WAL_CEILING_MB")
 	sessionLife := fs.Duration("session-lifetime", envDuration("HAVEN_SESSION_LIFETIME", app.SessionLifetime), "how long a login lasts, as in ODK Central; HAVEN_SESSION_LIFETIME")
 	accessLife := fs.Duration("access-lifetime", envDuration("HAVEN_ACCESS_LIFETIME", 0), "how long an access token lives within its session (0: as long as the session, which Central clients such as pyodk need); HAVEN_ACCESS_LIFETIME")
+	tiles := fs.String("tile-url", os.Getenv("HAVEN_TILE_URL"), "map tile server for the console's maps, e.g. https://tiles.example.org/{z}/{x}/{y}.png (empty: points on a plain background, no internet needed); HAVEN_TILE_URL")
 	s3 := s3Flags(fs)
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -225,7 +226,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if *sessionLife < time.Minute || (*accessLife != 0 && *accessLife < time.Minute) {
 		return haven.Errorf(haven.EINVALID, "--session-lifetime and --access-lifetime must be at least a minute (e.g. 24h, 15m).")
 	}
-	cfg := server.Config{PublicURL: *publicURL, BehindTLS: *behindTLS, AccessLifetime: *accessLife}
+	cfg := server.Config{PublicURL: *publicURL, BehindTLS: *behindTLS, AccessLifetime: *accessLife, TileURL: *tiles}
 	for _, l := range []struct {
 		flag string
 		in   string
