@@ -100,6 +100,8 @@ func parsePages() pages {
 			}
 			return false
 		},
+		// short names a field by the last step of its path.
+		"short":       func(path string) string { return path[strings.LastIndexByte(path, '/')+1:] },
 		"suppressed":  func(count string) bool { return strings.HasPrefix(count, "<") },
 		"hasImageExt": func(name string) bool { return strings.HasPrefix(contentType(name), "image/") },
 		"flat": func(data map[string]any) map[string]string {

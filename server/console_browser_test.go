@@ -25,6 +25,8 @@ import (
 	"github.com/chromedp/chromedp"
 	"github.com/haven-org/haven/clients/collect"
 	"github.com/haven-org/haven/formspec/xlsform/xlsxtest"
+	"github.com/haven-org/haven/server"
+	"github.com/haven-org/haven/storage"
 	"github.com/makiuchi-d/gozxing"
 	"github.com/makiuchi-d/gozxing/qrcode"
 )
@@ -393,10 +395,14 @@ func TestConsoleFlow(t *testing.T) {
 	b.check("aggregate")
 
 	// The map, drawn with no internet.
-	b.run(chromedp.Navigate(e.srv.URL+formURL+"/map"), chromedp.WaitVisible(".map img", chromedp.ByQuery))
-	svg, resp := b.get(formURL + "/map.svg")
-	if resp.StatusCode != 200 || strings.Count(string(svg), "<circle") != 12 {
-		t.Errorf("the map: %d, %d points", resp.StatusCode, strings.Count(string(svg), "<circle"))
+	b.run(chromedp.Navigate(e.srv.URL+formURL+"/map"), chromedp.WaitVisible(".map svg", chromedp.ByQuery))
+	var circles int
+	b.run(chromedp.Evaluate(`document.querySelectorAll(".map svg circle").length`, &circles))
+	if circles != 12 {
+		t.Errorf("the map shows %d points, want 12", circles)
+	}
+	if svg, resp := b.get(formURL + "/map.svg"); resp.StatusCode != 200 || strings.Count(string(svg), "<circle") != 12 {
+		t.Errorf("the map as SVG: %d, %d points", resp.StatusCode, strings.Count(string(svg), "<circle"))
 	}
 	b.check("map")
 
@@ -507,4 +513,46 @@ func decodeCollectQR(t *testing.T, b []byte) string {
 		t.Fatalf("the QR code's settings: %+v", settings)
 	}
 	return settings.General.ServerURL
+}
+
+// With a tile server configured, the map loads its tiles (the CSP allows
+// that host for images, and no other); the points stay within clearance.
+func TestConsoleMapTiles(t *testing.T) {
+	e := newEnvConfig(t, server.Config{TileURL: "https://tiles.example.org/{z}/{x}/{y}.png"}, storage.Options{})
+	pr := e.emptyProject()
+	e.publishXLSX(pr.ID, matrixForm(t))
+	dev := e.device(pr.ID, "Tablet")
+	for i := 0; i < 3; i++ {
+		xml := fmt.Sprintf(`<data id="matrix" version="1"><district>north</district><hh_id>HH-%d</hh_id><loc>-1.2%d 36.8%d 10 5</loc><meta><instanceID>uuid:t%d</instanceID></meta></data>`, i, i, i, i)
+		if res, err := dev.Submit(context.Background(), []byte(xml), nil); err != nil || res.Status != 201 {
+			t.Fatalf("submission: %+v %v", res, err)
+		}
+	}
+	resp := e.consoleGet(fmt.Sprintf("/projects/%d/forms/matrix/map", pr.ID), e.token)
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("map: %d", resp.StatusCode)
+	}
+	if csp := resp.Header.Get("Content-Security-Policy"); !strings.Contains(csp, "img-src 'self' data: blob: https://tiles.example.org;") {
+		t.Errorf("the CSP does not allow the tile server's images: %s", csp)
+	}
+	page := string(body)
+	if !strings.Contains(page, `<image href="https://tiles.example.org/`) || strings.Contains(page, "{z}") {
+		t.Errorf("no tiles on the map: %.2000s", page)
+	}
+	if n := strings.Count(page, "<circle"); n != 3 {
+		t.Errorf("%d points on the map, want 3", n)
+	}
+	// A reader below the location's tier (level_2) gets no map at all.
+	var u struct{ ID int64 }
+	e.admin("POST", "/v1/users", map[string]string{"email": "lead@example.org", "password": "a long enough password"}, &u)
+	e.admin("POST", fmt.Sprintf("/v1/projects/%d/assignments/manager/%d", pr.ID, u.ID), nil, nil)
+	e.admin("PUT", fmt.Sprintf("/v1/projects/%d/clearances/%d", pr.ID, u.ID), map[string]string{"clearance": "level_1"}, nil)
+	resp = e.consoleGet(fmt.Sprintf("/projects/%d/forms/matrix/map", pr.ID), e.login("lead@example.org", "a long enough password"))
+	body, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode == 200 || strings.Contains(string(body), "<circle") {
+		t.Errorf("a level_1 reader sees the level_2 locations: %d", resp.StatusCode)
+	}
 }

@@ -4,7 +4,8 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
-	"io"
+	"html"
+	"html/template"
 	"math"
 	"net/http"
 	"net/url"
@@ -67,9 +68,13 @@ func (s *Server) formData(c echo.Context) (*formData, error) {
 			if fd.Repeat || fd.Kind == "note" {
 				continue
 			}
+			// Categories make dimensions; identifiers, free text and the
+			// most sensitive fields do not (they would single people out).
 			switch fd.Type {
-			case "select1", "string", "boolean", "date", "int":
-				d.Dimensions = append(d.Dimensions, fd)
+			case "select1", "boolean", "date", "int":
+				if fd.Kind == "data" && !fd.Subject && fd.Effective.Rank() < haven.Level3.Rank() && fd.Effective != haven.Level0 {
+					d.Dimensions = append(d.Dimensions, fd)
+				}
 			}
 			if fd.Type == "int" || fd.Type == "decimal" {
 				d.Measures = append(d.Measures, fd)
@@ -439,27 +444,32 @@ func (s *Server) mapPage(c echo.Context) error {
 	if err != nil {
 		return err
 	}
+	pts, err := s.mapPoints(c)
+	if err != nil {
+		return err
+	}
 	v := s.page(c, "Map", crumb{"Projects", "/projects"}, crumb{d.Project.Name, projectPath(d.Project.ID)}, crumb{formName(d.Form), formPath(d.Project.ID, d.Form.XMLFormID)}, crumb{"Map", ""})
-	v.D = map[string]any{"Form": d, "Tiles": s.cfg.TileURL}
+	// The map is inline, so tiles from the configured tile server load
+	// (the CSP allows that one host for images); the points are ours.
+	v.D = map[string]any{"Form": d, "Tiles": s.cfg.TileURL != "", "SVG": template.HTML(pointsSVG(pts, s.cfg.TileURL))}
 	return s.render(c, http.StatusOK, "map", v)
 }
 
-// mapSVG draws a form's geopoints within the reader's clearance (the
-// GeoJSON export's, so the same door decides) on a plain background: a
-// map that needs no internet and no script.
-func (s *Server) mapSVG(c echo.Context) error {
+// mapPoints reads a form's geopoints within the reader's clearance: from
+// the GeoJSON export, so the same door decides.
+func (s *Server) mapPoints(c echo.Context) ([][2]float64, error) {
 	pid, formID, err := formTarget(c)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	ctx := c.Request().Context()
 	exp, err := s.app.Export(ctx, principal(c), pid, formID, app.ExportOptions{Format: "geojson", GeoField: c.QueryParam("field")})
 	if err != nil {
-		return err
+		return nil, err
 	}
 	var b bytes.Buffer
 	if err := exp.Write(ctx, &b); err != nil {
-		return err
+		return nil, err
 	}
 	var fc struct {
 		Features []struct {
@@ -468,8 +478,8 @@ func (s *Server) mapSVG(c echo.Context) error {
 			} `json:"geometry"`
 		} `json:"features"`
 	}
-	if err := json.NewDecoder(io.LimitReader(&b, 256<<20)).Decode(&fc); err != nil {
-		return err
+	if err := json.NewDecoder(&b).Decode(&fc); err != nil {
+		return nil, err
 	}
 	var pts [][2]float64
 	for _, f := range fc.Features {
@@ -477,43 +487,88 @@ func (s *Server) mapSVG(c echo.Context) error {
 			pts = append(pts, [2]float64{f.Geometry.Coordinates[0], f.Geometry.Coordinates[1]})
 		}
 	}
-	c.Response().Header().Set("Cache-Control", "no-store")
-	return c.Blob(http.StatusOK, "image/svg+xml", pointsSVG(pts))
+	return pts, nil
 }
 
-// pointsSVG plots longitude/latitude points in an equirectangular frame
-// fitted around them, with a graticule for orientation.
-func pointsSVG(pts [][2]float64) []byte {
+// mapSVG answers the map as an SVG file, on a plain background.
+func (s *Server) mapSVG(c echo.Context) error {
+	pts, err := s.mapPoints(c)
+	if err != nil {
+		return err
+	}
+	c.Response().Header().Set("Cache-Control", "no-store")
+	return c.Blob(http.StatusOK, "image/svg+xml", []byte(pointsSVG(pts, "")))
+}
+
+// mercator projects a point to Web Mercator pixels at zoom z (256-px
+// tiles), as tile servers cut their tiles.
+func mercator(lon, lat float64, z int) (x, y float64) {
+	n := 256 * math.Exp2(float64(z))
+	lat = math.Max(-85.05112878, math.Min(85.05112878, lat))
+	r := lat * math.Pi / 180
+	return (lon + 180) / 360 * n, (1 - math.Log(math.Tan(r)+1/math.Cos(r))/math.Pi) / 2 * n
+}
+
+// pointsSVG draws points (longitude, latitude) in Web Mercator at the
+// largest zoom that fits them all, over tiles from tileURL ({z}, {x}, {y})
+// when given, else on a plain background with a graticule.
+func pointsSVG(pts [][2]float64, tileURL string) string {
 	const w, h, pad = 800.0, 500.0, 30.0
 	var b strings.Builder
-	fmt.Fprintf(&b, `<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 %g %g" width="%g" height="%g" role="img" font-family="sans-serif" font-size="12">`, w, h, w, h)
+	fmt.Fprintf(&b, `<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 %g %g" width="%g" height="%g" role="img" aria-label="%d points" font-family="sans-serif" font-size="12">`, w, h, w, h, len(pts))
 	b.WriteString(`<rect width="100%" height="100%" fill="#eef3f7"/>`)
 	if len(pts) == 0 {
 		fmt.Fprintf(&b, `<text x="%g" y="%g" text-anchor="middle" fill="#333">No geopoints to show.</text></svg>`, w/2, h/2)
-		return []byte(b.String())
+		return b.String()
 	}
 	minX, maxX, minY, maxY := math.Inf(1), math.Inf(-1), math.Inf(1), math.Inf(-1)
 	for _, p := range pts {
 		minX, maxX = math.Min(minX, p[0]), math.Max(maxX, p[0])
 		minY, maxY = math.Min(minY, p[1]), math.Max(maxY, p[1])
 	}
-	spanX, spanY := math.Max(maxX-minX, 0.01), math.Max(maxY-minY, 0.01)
-	scale := math.Min((w-2*pad)/spanX, (h-2*pad)/spanY)
-	cx, cy := (minX+maxX)/2, (minY+maxY)/2
-	x := func(lon float64) float64 { return w/2 + (lon-cx)*scale }
-	y := func(lat float64) float64 { return h/2 - (lat-cy)*scale }
-	step := math.Pow(10, math.Floor(math.Log10(math.Max(spanX, spanY))))
-	b.WriteString(`<g stroke="#c5d3df" stroke-width="1">`)
-	for lon := math.Floor((cx-(w/2)/scale)/step) * step; lon <= cx+(w/2)/scale; lon += step {
-		fmt.Fprintf(&b, `<line x1="%.1f" y1="0" x2="%.1f" y2="%g"/><text x="%.1f" y="%g" fill="#567" stroke="none">%.4g°</text>`, x(lon), x(lon), h, x(lon)+2, h-4, lon)
+	z := 17
+	for ; z > 0; z-- {
+		x0, y0 := mercator(minX, maxY, z)
+		x1, y1 := mercator(maxX, minY, z)
+		if x1-x0 <= w-2*pad && y1-y0 <= h-2*pad {
+			break
+		}
 	}
-	for lat := math.Floor((cy-(h/2)/scale)/step) * step; lat <= cy+(h/2)/scale; lat += step {
-		fmt.Fprintf(&b, `<line x1="0" y1="%.1f" x2="%g" y2="%.1f"/><text x="2" y="%.1f" fill="#567" stroke="none">%.4g°</text>`, y(lat), w, y(lat), y(lat)-2, lat)
+	cx0, cy0 := mercator(minX, maxY, z)
+	cx1, cy1 := mercator(maxX, minY, z)
+	// The view's top-left corner in world pixels.
+	ox, oy := (cx0+cx1)/2-w/2, (cy0+cy1)/2-h/2
+	if tileURL != "" {
+		n := int(math.Exp2(float64(z)))
+		for ty := int(math.Floor(oy / 256)); ty <= int(math.Floor((oy+h)/256)); ty++ {
+			for tx := int(math.Floor(ox / 256)); tx <= int(math.Floor((ox+w)/256)); tx++ {
+				if ty < 0 || ty >= n {
+					continue
+				}
+				u := strings.NewReplacer("{z}", strconv.Itoa(z), "{x}", strconv.Itoa(((tx%n)+n)%n), "{y}", strconv.Itoa(ty)).Replace(tileURL)
+				fmt.Fprintf(&b, `<image href="%s" x="%.1f" y="%.1f" width="256" height="256"/>`, html.EscapeString(u), float64(tx)*256-ox, float64(ty)*256-oy)
+			}
+		}
+	} else {
+		// A graticule, every power of ten of degrees that gives a few lines.
+		span := math.Max(maxX-minX, maxY-minY)
+		step := math.Pow(10, math.Floor(math.Log10(math.Max(span, 1e-4))))
+		b.WriteString(`<g stroke="#c5d3df" stroke-width="1">`)
+		for lon := math.Floor(minX/step-3) * step; lon <= maxX+3*step; lon += step {
+			x, _ := mercator(lon, 0, z)
+			fmt.Fprintf(&b, `<line x1="%.1f" y1="0" x2="%.1f" y2="%g"/><text x="%.1f" y="%g" fill="#4a5866" stroke="none">%.5g°</text>`, x-ox, x-ox, h, x-ox+2, h-4, lon)
+		}
+		for lat := math.Floor(minY/step-3) * step; lat <= maxY+3*step; lat += step {
+			_, y := mercator(0, lat, z)
+			fmt.Fprintf(&b, `<line x1="0" y1="%.1f" x2="%g" y2="%.1f"/><text x="2" y="%.1f" fill="#4a5866" stroke="none">%.5g°</text>`, y-oy, w, y-oy, y-oy-2, lat)
+		}
+		b.WriteString(`</g>`)
 	}
-	b.WriteString(`</g><g fill="#c0392b" fill-opacity="0.75" stroke="#fff" stroke-width="1">`)
+	b.WriteString(`<g fill="#c0392b" fill-opacity="0.8" stroke="#fff" stroke-width="1.5">`)
 	for _, p := range pts {
-		fmt.Fprintf(&b, `<circle cx="%.1f" cy="%.1f" r="5"/>`, x(p[0]), y(p[1]))
+		x, y := mercator(p[0], p[1], z)
+		fmt.Fprintf(&b, `<circle cx="%.1f" cy="%.1f" r="6"/>`, x-ox, y-oy)
 	}
-	fmt.Fprintf(&b, `</g><text x="%g" y="18" text-anchor="end" fill="#333">%d points</text></svg>`, w-8, len(pts))
-	return []byte(b.String())
+	fmt.Fprintf(&b, `</g><text x="%g" y="18" text-anchor="end" fill="#1d2733">%d</text></svg>`, w-8, len(pts))
+	return b.String()
 }

@@ -2,6 +2,7 @@ package server
 
 // catalogFR is the console in French.
 var catalogFR = map[string]string{
+	"Each point is a submission's location, within your clearance.": "Chaque point est la position d'une soumission, dans les limites de votre habilitation.",
 	"Email":                  "Adresse e-mail",
 	"Name":                   "Nom",
 	"Change your password":   "Changer votre mot de passe",
