@@ -209,9 +209,12 @@ func (s *Service) PlaceHold(ctx context.Context, p *haven.Principal, projectID i
 }
 
 // LiftHold lifts a project's legal hold.
-func (s *Service) LiftHold(ctx context.Context, p *haven.Principal, projectID int64) (_ *ProjectView, err error) {
+func (s *Service) LiftHold(ctx context.Context, p *haven.Principal, projectID int64, reason string) (_ *ProjectView, err error) {
 	e := s.event(ctx, p, "project.hold.lift", projectID, objProject(projectID))
 	defer func() { s.record(ctx, e, err) }()
+	if reason = strings.TrimSpace(reason); reason != "" {
+		detail(e, "reason", reason)
+	}
 	if err := s.authorize(p, haven.ActionProjectUpdate, projectID); err != nil {
 		return nil, err
 	}

@@ -86,10 +86,11 @@ func parsePages() pages {
 			}
 			return t.UTC().Format("2006-01-02")
 		},
-		"join": strings.Join,
-		"add":  func(a, b int) int { return a + b },
-		"esc":  url.PathEscape,
-		"q":    url.QueryEscape,
+		"join":     strings.Join,
+		"contains": strings.Contains,
+		"add":      func(a, b int) int { return a + b },
+		"esc":      url.PathEscape,
+		"q":        url.QueryEscape,
 		// dict2 passes the page and a value to a shared template.
 		"dict2": func(v *view, x any) map[string]any { return map[string]any{"V": v, "X": x} },
 		"has": func(list []string, s string) bool {

@@ -363,6 +363,18 @@ func TestConsoleFlow(t *testing.T) {
 		t.Errorf("the submission page: %q", txt)
 	}
 	b.check("submission")
+	// A correction (a data subject's rectification) keeps the earlier version.
+	b.run(chromedp.SetValue("#field", "size", chromedp.ByID), chromedp.SendKeys("#value", "9", chromedp.ByID),
+		chromedp.SendKeys("#reason", "the household counted again", chromedp.ByID), chromedp.Submit("#reason", chromedp.ByID))
+	b.run(chromedp.WaitVisible(".notice", chromedp.ByQuery))
+	var versions string
+	b.run(chromedp.Text("table.values", &versions, chromedp.ByQuery))
+	if !strings.Contains(versions, "size\t9") {
+		t.Errorf("after the correction: %q", versions)
+	}
+	if txt := b.text(); !strings.Contains(txt, "the household counted again") {
+		t.Errorf("the correction's reason is not among the versions: %q", txt)
+	}
 
 	// An export, opened.
 	zipped, resp := b.get(formURL + "/export?format=csv")
@@ -413,6 +425,21 @@ func TestConsoleFlow(t *testing.T) {
 	b.run(chromedp.WaitVisible(".notice", chromedp.ByQuery))
 	if n := e.submissionCount(projectID(t, projectURL)); n != 11 {
 		t.Errorf("after erasing HH-2: %d submissions, want 11", n)
+	}
+
+	// A legal hold, placed and lifted with reasons.
+	b.run(chromedp.Navigate(e.srv.URL+projectURL+"/protection"), chromedp.WaitVisible("#reason", chromedp.ByID))
+	b.run(chromedp.SendKeys("#reason", "Inquiry 12", chromedp.ByID), chromedp.SendKeys("#reference", "Case 2026/44", chromedp.ByID), chromedp.Submit("#reason", chromedp.ByID))
+	b.run(chromedp.WaitVisible("#liftreason", chromedp.ByID))
+	if txt := b.text(); !strings.Contains(txt, "Inquiry 12") {
+		t.Errorf("the hold is not shown: %q", txt)
+	}
+	b.run(chromedp.SendKeys("#liftreason", "Inquiry closed", chromedp.ByID), chromedp.Submit("#liftreason", chromedp.ByID))
+	b.run(chromedp.WaitVisible("#reason", chromedp.ByID))
+	var lifted []struct{ Details map[string]any }
+	e.admin("GET", "/v1/audit?action=project.hold.lift", nil, &lifted)
+	if len(lifted) != 1 || lifted[0].Details["reason"] != "Inquiry closed" {
+		t.Errorf("the lift's reason is not in the audit trail: %+v", lifted)
 	}
 
 	// The DPO's pages.

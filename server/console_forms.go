@@ -572,3 +572,33 @@ func pointsSVG(pts [][2]float64, tileURL string) string {
 	fmt.Fprintf(&b, `</g><text x="%g" y="18" text-anchor="end" fill="#1d2733">%d</text></svg>`, w-8, len(pts))
 	return b.String()
 }
+
+// correctSubmit corrects one value of a submission (a data subject's
+// request for rectification): a new version with the reason, through the
+// same use case as the API's correction.
+func (s *Server) correctSubmit(c echo.Context) error {
+	pid, formID, err := formTarget(c)
+	if err != nil {
+		return err
+	}
+	ctx, p := c.Request().Context(), principal(c)
+	iid := param(c, "instanceId")
+	fields, err := s.app.Fields(ctx, p, pid, formID, false)
+	if err != nil {
+		return err
+	}
+	// The page names fields as it shows them (group/name); find the path.
+	path := ""
+	for _, f := range fields {
+		if strings.HasSuffix(f.Path, "/"+c.FormValue("field")) && strings.Count(f.Path, "/") == strings.Count(c.FormValue("field"), "/")+2 {
+			path = f.Path
+		}
+	}
+	if path == "" {
+		return haven.Errorf(haven.EINVALID, "Choose a field of the form to correct.")
+	}
+	if _, err := s.app.Correct(ctx, p, pid, formID, iid, app.Correction{Values: map[string]string{path: c.FormValue("value")}, Reason: c.FormValue("reason")}); err != nil {
+		return err
+	}
+	return back(c, formPath(pid, formID)+"/submissions/"+url.PathEscape(iid), "The value was corrected: the earlier version is kept.")
+}

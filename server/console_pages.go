@@ -71,6 +71,7 @@ func (s *Server) consoleRoutes() {
 	f.GET("/submissions", s.submissionsPage)
 	f.GET("/submissions/:instanceId", s.submissionPage)
 	f.GET("/submissions/:instanceId/files/:name", s.submissionFile)
+	f.POST("/submissions/:instanceId/correct", s.correctSubmit)
 	f.GET("/export", s.consoleExport)
 	f.GET("/aggregate", s.aggregatePage)
 	f.GET("/map", s.mapPage)
@@ -697,7 +698,7 @@ func (s *Server) liftHoldSubmit(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	if _, err := s.app.LiftHold(c.Request().Context(), principal(c), pid); err != nil {
+	if _, err := s.app.LiftHold(c.Request().Context(), principal(c), pid, c.FormValue("reason")); err != nil {
 		return s.renderProtection(c, status[haven.ErrorCode(err)].http, err)
 	}
 	return back(c, projectPath(pid)+"/protection", "The legal hold was lifted.")

@@ -89,7 +89,14 @@ func (s *Server) liftHold(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	pr, err := s.app.LiftHold(c.Request().Context(), principal(c), pid)
+	// A reason is optional (DELETE may carry no body); it goes to the audit trail.
+	var body struct{ Reason string }
+	if c.Request().ContentLength > 0 {
+		if err := bind(c, &body); err != nil {
+			return err
+		}
+	}
+	pr, err := s.app.LiftHold(c.Request().Context(), principal(c), pid, body.Reason)
 	if err != nil {
 		return err
 	}
