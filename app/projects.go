@@ -2,6 +2,7 @@ package app
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"time"
 
@@ -59,6 +60,27 @@ type ProjectSettings struct {
 	DeviceAllow *[]string `json:"deviceAllow"`
 	// Archived sets the project aside, as in ODK Central.
 	Archived *bool `json:"archived"`
+	// ConfirmPastEndDate confirms an end date in the past, which closes
+	// the project at once and brings its destruction near.
+	ConfirmPastEndDate bool `json:"confirmPastEndDate"`
+}
+
+// checkPastEnd refuses an end date in the past unless confirmed, saying
+// what it would do: close the project now, and when its data would go.
+func (s *Service) checkPastEnd(b ProjectSettings, l storage.Lifecycle, retention int) error {
+	if l.EndDate == nil || !l.EndDate.Before(s.now()) || b.ConfirmPastEndDate {
+		return nil
+	}
+	if b.RetentionDays != nil {
+		retention = *b.RetentionDays
+	}
+	destroy := l.EndDate.AddDate(0, 0, retention)
+	when := "at the next haven reap, since that day has passed too"
+	if destroy.After(s.now()) {
+		when = fmt.Sprintf("on %s (the end date plus %d days of retention), at the first haven reap after that day", destroy.Format("2006-01-02"), retention)
+	}
+	return haven.Errorf(haven.EINVALID, "The end date %s is in the past: the project would close at once (devices could no longer send, and what they hold unsent would be refused), and its data would be destroyed for good %s. Nothing was changed. To do it anyway, send confirmPastEndDate: true (haven project set --yes).",
+		l.EndDate.Format("2006-01-02"), when)
 }
 
 // lifecycle reads the settings. An API allowlist that leaves out the
@@ -148,6 +170,9 @@ func (s *Service) CreateProject(ctx context.Context, p *haven.Principal, b Proje
 	if err != nil {
 		return nil, err
 	}
+	if err := s.checkPastEnd(b, life, 0); err != nil {
+		return nil, err
+	}
 	var name, description string
 	if b.Name != nil {
 		name = *b.Name
@@ -183,6 +208,13 @@ func (s *Service) UpdateProject(ctx context.Context, p *haven.Principal, project
 	}
 	life, err := b.lifecycle(ctx)
 	if err != nil {
+		return nil, err
+	}
+	current, err := s.projects.Get(ctx, projectID)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.checkPastEnd(b, life, current.RetentionDays); err != nil {
 		return nil, err
 	}
 	pr, err := s.projects.Update(ctx, projectID, b.Name, b.Description, life)

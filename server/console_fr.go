@@ -2,6 +2,7 @@ package server
 
 // catalogFR is the console in French.
 var catalogFR = map[string]string{
+	"An end date in the past closes the project at once: I confirm": "Une date de fin passée clôt le projet aussitôt : je confirme",
 	"Correct a value":                    "Corriger une valeur",
 	"Corrected value":                    "Valeur corrigée",
 	"Reason (kept with the new version)": "Motif (gardé avec la nouvelle version)",

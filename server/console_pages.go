@@ -668,7 +668,7 @@ func (s *Server) settingsSubmit(c echo.Context) error {
 		return err
 	}
 	end := c.FormValue("endDate")
-	b := app.ProjectSettings{EndDate: &end}
+	b := app.ProjectSettings{EndDate: &end, ConfirmPastEndDate: c.FormValue("confirm") != ""}
 	if r := c.FormValue("retentionDays"); r != "" {
 		n, err := strconv.Atoi(r)
 		if err != nil {

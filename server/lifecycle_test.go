@@ -29,6 +29,11 @@ func TestProjectLifecycle(t *testing.T) {
 		LegalHold       *struct{ Reason, Reference string }
 		DestroyedAt     *time.Time
 	}
+	// An end date in the past closes the project at once: it needs a confirmation.
+	var refusal struct{ Message string }
+	if st := e.call("PATCH", base, e.token, map[string]any{"endDate": "2020-01-01", "retentionDays": 14}, &refusal); st != 400 || !strings.Contains(refusal.Message, "confirmPastEndDate") || !strings.Contains(refusal.Message, "destroyed for good") {
+		t.Fatalf("an unconfirmed past end date: %d %q", st, refusal.Message)
+	}
 	e.admin("PATCH", base, map[string]any{"endDate": "2026-12-01", "retentionDays": 14}, &pr)
 	if pr.DestructionDate == nil || !pr.DestructionDate.Equal(time.Date(2026, 12, 15, 0, 0, 0, 0, time.UTC)) || *pr.DaysLeft != 22 || pr.Closed || pr.Warning == "" {
 		t.Fatalf("after setting the end: %+v", pr)
