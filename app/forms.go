@@ -547,3 +547,15 @@ func (s *Service) CheckDraft(ctx context.Context, p *haven.Principal, projectID 
 	}
 	return checkPublishable(parsed, s.draftRows(ctx, v))
 }
+
+// CheckPublishable says what publishing an XForm would refuse, without a
+// server: the expressions no device can read, then the purposes, tiers,
+// legal basis and consent the form lacks. rows are the survey rows of an
+// XLSForm's fields (from its conversion), so problems name them.
+func CheckPublishable(xform []byte, rows map[string]int) error {
+	f, err := formspec.Parse(xform)
+	if err != nil {
+		return err
+	}
+	return checkPublishable(f, rows)
+}

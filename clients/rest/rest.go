@@ -25,6 +25,8 @@ type Client struct {
 	// OnRefresh is told of the new tokens (to save them).
 	Session   *Session
 	OnRefresh func(*Session)
+	// Header holds headers sent with every request (X-XlsForm-FormId-Fallback).
+	Header map[string]string
 }
 
 // Session is what a login or a refresh answers.
@@ -70,6 +72,8 @@ type Error struct {
 	Status  int
 	Code    float64
 	Message string
+	// Details are the refusal's particulars (a form's problems, by row).
+	Details map[string]any
 }
 
 func (e *Error) Error() string { return fmt.Sprintf("%s (HTTP %d)", e.Message, e.Status) }
@@ -148,6 +152,9 @@ func (c *Client) request(ctx context.Context, method, path, contentType string, 
 	}
 	if c.Token != "" {
 		req.Header.Set("Authorization", "Bearer "+c.Token)
+	}
+	for k, v := range c.Header {
+		req.Header.Set(k, v)
 	}
 	resp, err := hc.Do(req)
 	if err != nil {

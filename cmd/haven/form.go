@@ -11,17 +11,23 @@ import (
 	"strings"
 
 	"github.com/haven-org/haven"
+	"github.com/haven-org/haven/app"
 	"github.com/haven-org/haven/formspec/xlsform"
 )
 
 const formUsage = `haven form convert FORM.xlsx [-o out.xml] [--form-id ID] [--root-name NAME] [--json]
-  converts an XLSForm (.xlsx, or pyxform's markdown notation in a .md file) into an XForm.
+  converts an XLSForm (.xlsx, or pyxform's markdown notation in a .md file) into an XForm, and
+  checks what publishing checks (each field's purpose and tier, the legal basis, consent).
   Errors (sheet, row, column, what to change) and warnings go to stderr; exit status 1 on errors.
   --json prints {xform, warnings, errors} to stdout instead.
+haven form list|upload|attach|fields|publish|versions -p P ...   (on the server you logged in to)
 `
 
 func formCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 || args[0] != "convert" {
+	if len(args) > 0 && args[0] != "convert" {
+		return formRemote(ctx, args, stdout, stderr)
+	}
+	if len(args) == 0 {
 		fmt.Fprint(stderr, formUsage)
 		return haven.Errorf(haven.EINVALID, "usage: haven form convert FORM.xlsx")
 	}
@@ -84,6 +90,16 @@ func formCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}
 	if len(res.Errors) > 0 {
 		return haven.Errorf(haven.EINVALID, "%s was not converted: %d error(s).", files[0], len(res.Errors))
+	}
+	// What publishing checks, checked now: a designer learns before uploading.
+	if err := app.CheckPublishable(res.XForm, res.Rows); err != nil {
+		if !*asJSON {
+			printProblems(stderr, err)
+		}
+		return haven.Errorf(haven.EINVALID, "%s converts, but Haven would refuse to publish it: fix the problems above (one per line) and convert again.", files[0])
+	}
+	if !*asJSON {
+		fmt.Fprintf(stderr, "%s converts, and every field says why it is collected and how sensitive it is: Haven will publish it.\n", files[0])
 	}
 	if *asJSON {
 		return nil

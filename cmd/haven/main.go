@@ -56,6 +56,8 @@ Usage:
   haven export --project P --form F [--format csv|xlsx|geojson] [-o FILE] [--labels] [--since D --until D --version V]
                [--aggregate by=district,sex --measure count|sum:x|mean:x]   (against the server you logged in to)
   haven logout
+  haven project|form|appuser|user|role|clearance|submission|subject|audit list|certificate get ...
+               (managing the server you logged in to: see haven help manage)
   haven loadgen --spawn|--server URL|--url URL [--devices N --duration D --photo BYTES --flaky F --mode submit|formlist --json]
   haven soak [--duration 30m --interval 15s --devices 16 --out soak.csv --plot soak.svg]   (a long mixed load, recording what must stay flat)
 
@@ -121,7 +123,24 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	case "soak":
 		return soakCmd(ctx, args[1:], stdout, stderr)
 	case "audit":
+		if len(args) > 1 && args[1] == "list" {
+			return auditList(ctx, args[2:], stdout, stderr)
+		}
 		return auditCmd(ctx, args[1:], stdout, stderr)
+	case "project":
+		return projectCmd(ctx, args[1:], stdin, stdout, stderr)
+	case "appuser", "app-user":
+		return appUserCmd(ctx, args[1:], stdout, stderr)
+	case "user":
+		return userCmd(ctx, args[1:], stdout, stderr)
+	case "role":
+		return roleCmd(ctx, args[1:], stdout, stderr)
+	case "clearance":
+		return clearanceCmd(ctx, args[1:], stdout, stderr)
+	case "submission":
+		return submissionCmd(ctx, args[1:], stdout, stderr)
+	case "subject":
+		return subjectCmd(ctx, args[1:], stdout, stderr)
 	case "key":
 		return keyCmd(args[1:], stdout, stderr)
 	case "reap":
@@ -129,6 +148,9 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	case "backup":
 		return backupCmd(ctx, args[1:], stdout, stderr)
 	case "certificate":
+		if len(args) > 1 && args[1] == "get" {
+			return certificateGet(ctx, args[2:], stdout, stderr)
+		}
 		return certificateCmd(ctx, args[1:], stdout, stderr)
 	case "login":
 		return login(ctx, args[1:], stdin, stdout, stderr)
@@ -137,6 +159,10 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	case "export":
 		return export(ctx, args[1:], stdout, stderr)
 	case "help", "-h", "--help":
+		if len(args) > 1 && args[1] == "manage" {
+			fmt.Fprint(stdout, manageUsage)
+			return nil
+		}
 		fmt.Fprint(stdout, usage)
 		return nil
 	}

@@ -166,6 +166,7 @@ func export(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	split := fs.Bool("split-select-multiples", false, "a 0/1 column per choice of a select_multiple")
 	attachments := fs.Bool("attachments", false, "add the files (csv only)")
 	aggregate := fs.String("aggregate", "", "aggregated figures instead of raw data: by=district,sex")
+	force := fs.Bool("force", false, "replace the file if it exists")
 	measure := fs.String("measure", "count", "with --aggregate: count, sum:FIELD or mean:FIELD")
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -183,7 +184,7 @@ func export(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		}
 	})
 	q := url.Values{}
-	endpoint, name := "export", *form
+	endpoint, name := "export", *form+"-submissions" // never the XLSForm's own name
 	if *aggregate != "" {
 		by, ok := strings.CutPrefix(*aggregate, "by=")
 		if !ok {
@@ -218,6 +219,9 @@ func export(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 	var w io.Writer = stdout
 	var f *os.File
+	if _, err := os.Stat(target); err == nil && target != "-" && !*force {
+		return haven.Errorf(haven.EDUPLICATE, "%s already exists: give another file with -o, or --force to replace it.", target)
+	}
 	if target != "-" {
 		// Written beside the target and renamed at the end: a cut download leaves no half file.
 		if f, err = os.CreateTemp(filepath.Dir(target), ".haven-export-*"); err != nil {
@@ -227,7 +231,12 @@ func export(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		defer f.Close()
 		w = f
 	}
-	h, err := c.Stream(ctx, fmt.Sprintf("/v1/projects/%d/forms/%s/%s?%s", *project, url.PathEscape(*form), endpoint, q.Encode()), w)
+	pw, done := w, func() {}
+	if f != nil {
+		pw, done = progressWriter(w, "downloading "+target, stderr)
+	}
+	h, err := c.Stream(ctx, fmt.Sprintf("/v1/projects/%d/forms/%s/%s?%s", *project, url.PathEscape(*form), endpoint, q.Encode()), pw)
+	done()
 	if err != nil {
 		return remoteError(err)
 	}
