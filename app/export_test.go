@@ -7,6 +7,7 @@ import (
 	"encoding/csv"
 	"fmt"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 
@@ -153,5 +154,122 @@ func TestExportNestedRepeats(t *testing.T) {
 		if got := pick(rows); !reflect.DeepEqual(got, want[sheet]) {
 			t.Errorf("sheet %s:\n got %q\nwant %q", sheet, got, want[sheet])
 		}
+	}
+}
+
+// A form with numbers, dates, a time, a geopoint and a note, as an XLSX
+// a project lead opens: numbers and dates typed, the geopoint in four
+// columns, no column for the note, and labels on request.
+const typedForm = `<h:html xmlns="http://www.w3.org/2002/xforms" xmlns:h="http://www.w3.org/1999/xhtml" xmlns:jr="http://openrosa.org/javarosa" xmlns:haven="urn:haven:xforms">
+<h:head><h:title>Typed</h:title>
+<model haven:legal-basis="public_interest" haven:default-sensitivity="public">
+<instance><typed id="typed" version="1"><intro/><size/><weight/><visited/><seen/><loc/><district/><meta><instanceID/></meta></typed></instance>
+<bind nodeset="/typed/intro" type="string" readonly="true()"/>
+<bind nodeset="/typed/size" type="int" haven:purpose="Plan"/>
+<bind nodeset="/typed/weight" type="decimal" haven:purpose="Plan"/>
+<bind nodeset="/typed/visited" type="date" haven:purpose="Plan"/>
+<bind nodeset="/typed/seen" type="dateTime" haven:purpose="Plan"/>
+<bind nodeset="/typed/loc" type="geopoint" haven:purpose="Map"/>
+<bind nodeset="/typed/district" type="string" haven:purpose="Plan"/>
+<bind nodeset="/typed/meta/instanceID" type="string" readonly="true()" jr:preload="uid"/>
+</model></h:head>
+<h:body>
+<input ref="/typed/intro"><label>Welcome</label></input>
+<input ref="/typed/size"><label>Household size</label></input>
+<input ref="/typed/weight"><label>Weight</label></input>
+<input ref="/typed/visited"><label>Visit date</label></input>
+<input ref="/typed/seen"><label>Seen at</label></input>
+<input ref="/typed/loc"><label>Location</label></input>
+<select1 ref="/typed/district"><label>District</label><item><label>North</label><value>n</value></item><item><label>South</label><value>s</value></item></select1>
+</h:body></h:html>`
+
+func TestExportTypedCells(t *testing.T) {
+	svc, pid, _, o := setup(t)
+	ctx := context.Background()
+	admin := &haven.Principal{Admin: true}
+	if _, err := svc.CreateForm(ctx, admin, pid, app.Upload{Body: []byte(typedForm)}, true); err != nil {
+		t.Fatal(err)
+	}
+	form, err := o.st.Forms.Get(ctx, pid, "typed")
+	if err != nil {
+		t.Fatal(err)
+	}
+	xml := `<typed id="typed" version="1"><intro/><size>7</size><weight>61.5</weight><visited>2026-11-03</visited><seen>2026-11-03T10:30:00.000+03:00</seen><loc>2.04 45.3 10.5 4</loc><district>n</district><meta><instanceID>uuid:t1</instanceID></meta></typed>`
+	if _, err := o.st.Submissions.Ingest(ctx, &storage.Incoming{ProjectID: pid, FormID: form.ID, FormVersionID: form.CurrentVersionID,
+		InstanceID: "uuid:t1", XML: []byte(xml), SubmitterID: 1}); err != nil {
+		t.Fatal(err)
+	}
+	export := func(opts app.ExportOptions) []byte {
+		exp, err := svc.Export(ctx, admin, pid, "typed", opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var buf bytes.Buffer
+		if err := exp.Write(ctx, &buf); err != nil {
+			t.Fatal(err)
+		}
+		return buf.Bytes()
+	}
+	x, err := excelize.OpenReader(bytes.NewReader(export(app.ExportOptions{Format: "xlsx", Labels: true})))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows, _ := x.GetRows("typed")
+	col := map[string]int{}
+	for i, h := range rows[0] {
+		col[h] = i
+	}
+	if _, ok := col["intro"]; ok {
+		t.Errorf("the note has a column: %v", rows[0])
+	}
+	for _, h := range []string{"loc-Latitude", "loc-Longitude", "loc-Altitude", "loc-Accuracy"} {
+		if _, ok := col[h]; !ok {
+			t.Errorf("no column %s: %v", h, rows[0])
+		}
+	}
+	cell := func(h string) (excelize.CellType, string) {
+		name, _ := excelize.CoordinatesToCellName(col[h]+1, 2)
+		typ, _ := x.GetCellType("typed", name)
+		v, _ := x.GetCellValue("typed", name)
+		return typ, v
+	}
+	for h, want := range map[string]string{"size": "7", "weight": "61.5", "loc-Latitude": "2.04", "loc-Longitude": "45.3", "loc-Accuracy": "4", "SubmitterID": "1"} {
+		if typ, v := cell(h); typ != excelize.CellTypeUnset && typ != excelize.CellTypeNumber || v != want {
+			t.Errorf("%s: %v %q, want the number %s", h, typ, v, want)
+		}
+	}
+	// Dates are dates (a serial number with a date format), times in UTC.
+	if _, v := cell("visited"); v != "2026-11-03" {
+		t.Errorf("visited: %q", v)
+	}
+	if _, v := cell("seen"); v != "2026-11-03 07:30:00" {
+		t.Errorf("seen: %q", v)
+	}
+	name, _ := excelize.CoordinatesToCellName(col["visited"]+1, 2)
+	if raw, _ := x.GetCellValue("typed", name, excelize.Options{RawCellValue: true}); raw != "46329" {
+		t.Errorf("visited is stored as %q, not a date serial", raw)
+	}
+	if _, v := cell("district"); v != "North" {
+		t.Errorf("a choice's label: %q", v)
+	}
+
+	// CSV splits geopoints too, unless asked to keep them whole; header labels on request.
+	table := func(opts app.ExportOptions) [][]string {
+		opts.Format = "table"
+		rows, err := csv.NewReader(bytes.NewReader(export(opts))).ReadAll()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return rows
+	}
+	if h := strings.Join(table(app.ExportOptions{})[0], ","); !strings.Contains(h, "loc-Latitude,loc-Longitude,loc-Altitude,loc-Accuracy") || strings.Contains(h, "intro") {
+		t.Errorf("CSV headers: %s", h)
+	}
+	whole := table(app.ExportOptions{GeoCombined: true})
+	if i := slices.Index(whole[0], "loc"); i < 0 || whole[1][i] != "2.04 45.3 10.5 4" {
+		t.Errorf("the combined geopoint: %v", whole)
+	}
+	if h := strings.Join(table(app.ExportOptions{HeaderLabels: true})[0], ","); !strings.Contains(h, "Household size") || !strings.Contains(h, "Location-Latitude") {
+		t.Errorf("header labels: %s", h)
 	}
 }

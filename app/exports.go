@@ -33,11 +33,15 @@ type ExportOptions struct {
 	// Filter is an OData $filter on the submissions' metadata (ODK
 	// Central's submissions.csv.zip?$filter=...).
 	Filter string
+	// GeoCombined keeps each geopoint in one column instead of latitude,
+	// longitude, altitude and accuracy; HeaderLabels names columns by their
+	// questions' labels (in Language).
+	GeoCombined, HeaderLabels bool
 }
 
 func (o ExportOptions) writer() export.Options {
 	return export.Options{Format: o.Format, SplitSelectMultiples: o.SplitSelectMultiples, Attachments: o.Attachments,
-		GeoField: o.GeoField, Labels: o.Labels, Language: o.Language, RawCSV: o.RawCSV}
+		GeoField: o.GeoField, Labels: o.Labels, Language: o.Language, RawCSV: o.RawCSV, GeoCombined: o.GeoCombined, HeaderLabels: o.HeaderLabels}
 }
 
 // details lists the options for the audit trail.
@@ -48,7 +52,8 @@ func (o ExportOptions) details() map[string]any {
 			d[k] = v
 		}
 	}
-	for k, v := range map[string]bool{"splitSelectMultiples": o.SplitSelectMultiples, "attachments": o.Attachments, "labels": o.Labels, "rawCSV": o.RawCSV} {
+	for k, v := range map[string]bool{"splitSelectMultiples": o.SplitSelectMultiples, "attachments": o.Attachments, "labels": o.Labels, "rawCSV": o.RawCSV,
+		"geoCombined": o.GeoCombined, "headerLabels": o.HeaderLabels} {
 		if v {
 			d[k] = true
 		}

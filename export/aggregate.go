@@ -86,7 +86,11 @@ func (a *Aggregate) Table() [][]string {
 func (a *Aggregate) WriteCSV(w io.Writer) error { return writeCSV(w, a.Table()) }
 
 // WriteXLSX writes the aggregate's table as a one-sheet workbook.
-func (a *Aggregate) WriteXLSX(w io.Writer) error { return WriteTable(w, "aggregate", a.Table()) }
+// Counts and measures are numbers; a suppressed cell stays the text "<k".
+func (a *Aggregate) WriteXLSX(w io.Writer) error {
+	n := len(a.Dimensions)
+	return WriteTable(w, "aggregate", a.Table(), n, n+1)
+}
 
 // writeCSV writes rows as CSV, cells a spreadsheet would run as a formula
 // neutralised (see SafeCell).

@@ -46,7 +46,17 @@ type Options struct {
 	// RawCSV writes CSV cells exactly as stored, for machine readers; by
 	// default a cell a spreadsheet would run as a formula is neutralised.
 	RawCSV bool
+	// GeoCombined keeps a geopoint in one column ("lat lon alt acc"), as
+	// stored; by default tables split it into latitude, longitude,
+	// altitude and accuracy columns, as ODK Central's CSV does.
+	GeoCombined bool
+	// HeaderLabels names columns by their questions' labels (in Language)
+	// instead of their field names.
+	HeaderLabels bool
 }
+
+// geoParts name a split geopoint's columns, as ODK Central does.
+var geoParts = []string{"Latitude", "Longitude", "Altitude", "Accuracy"}
 
 // FileStem is a form id made fit to name a file (a download, a zip entry):
 // the characters file systems refuse or read as folders become '_'. Form
@@ -135,6 +145,8 @@ type column struct {
 	path   string // absolute path of the field, repeat indexes removed
 	choice string // a split select_multiple's choice: "1" when chosen
 	geo    string // geopoint, geotrace or geoshape
+	part   int    // of a split geopoint: 1 latitude … 4 accuracy; 0 the whole value
+	kind   string // the field's type (int, decimal, date, dateTime…), for typed cells
 	slot   int    // where the field's value is in a row's values
 }
 
@@ -161,6 +173,9 @@ type layout struct {
 	// strings; values holds one row's field values, by slot.
 	paths  *pathNode
 	values []string
+	// splitGeo splits geopoints into four columns; headerLabels names
+	// columns by their labels.
+	splitGeo, headerLabels bool
 }
 
 // pathNode is one element of the layout's paths.
@@ -222,15 +237,15 @@ func New(formID string, versions []*formspec.Form, opts Options, view View) (*Ex
 	default:
 		return nil, haven.Errorf(haven.EINVALID, "The export format %q is not one Haven writes: use csv, xlsx or geojson.", opts.Format)
 	}
-	lay := &layout{repeats: map[string]bool{}, visible: map[string]bool{}}
+	lay := &layout{repeats: map[string]bool{}, visible: map[string]bool{}, splitGeo: !opts.GeoCombined && opts.Format != "geojson", headerLabels: opts.HeaderLabels, lang: opts.Language}
 	if opts.Labels {
-		lay.selects, lay.lang = map[string][]*formspec.Node{}, opts.Language
+		lay.selects = map[string][]*formspec.Node{}
 	}
 	tables := map[string]*table{}
 	seen := map[string]bool{}
 	var omitted, langs []string
 	for _, schema := range versions {
-		if opts.Labels && lay.lang == "" {
+		if (opts.Labels || opts.HeaderLabels) && lay.lang == "" {
 			lay.lang = schema.DefaultLanguage // the newest version's
 		}
 		for _, l := range schema.Languages {
@@ -258,7 +273,7 @@ func New(formID string, versions []*formspec.Form, opts Options, view View) (*Ex
 			}
 			kept = append(kept, c)
 			lay.visible[c.path] = true
-			if c.geo != "" && t.repeat == "" {
+			if c.geo != "" && c.part <= 1 && t.repeat == "" {
 				lay.geo = append(lay.geo, c)
 			}
 		}
@@ -309,8 +324,8 @@ func (l *layout) add(f *formspec.Form, n *formspec.Node, repeat string, tables m
 		if l.selects != nil && len(c.ChoiceLabels) > 0 {
 			l.selects[c.Path] = append(l.selects[c.Path], c)
 		}
-		if seen[c.Path] {
-			continue
+		if seen[c.Path] || formspec.IsNote(c) {
+			continue // a note is shown, never answered: no column
 		}
 		seen[c.Path] = true
 		base := repeat
@@ -318,10 +333,23 @@ func (l *layout) add(f *formspec.Form, n *formspec.Node, repeat string, tables m
 			base = f.Root.Path
 		}
 		header := strings.ReplaceAll(strings.TrimPrefix(strings.TrimPrefix(c.Path, base), "/"), "/", "-")
-		col := column{header: header, path: c.Path}
+		if l.headerLabels {
+			if lab := c.Label[l.lang]; lab != "" {
+				header = lab
+			} else if lab := c.Label[""]; lab != "" {
+				header = lab
+			}
+		}
+		col := column{header: header, path: c.Path, kind: c.Type}
 		switch c.Type {
 		case "geopoint", "geotrace", "geoshape":
 			col.geo = c.Type
+		}
+		if c.Type == "geopoint" && l.splitGeo {
+			for i, part := range geoParts {
+				t.cols = append(t.cols, column{header: header + "-" + part, path: c.Path, geo: c.Type, part: i + 1, kind: "decimal"})
+			}
+			continue
 		}
 		t.cols = append(t.cols, col)
 		if split && c.Control == "select" && c.Choices != nil {
@@ -387,6 +415,12 @@ func (l *layout) flatten(e *formspec.Element, n *pathNode) {
 
 func (l *layout) cell(c column) string {
 	v := l.values[c.slot]
+	if c.part > 0 {
+		if f := strings.Fields(v); len(f) >= c.part {
+			return f[c.part-1]
+		}
+		return ""
+	}
 	if c.choice == "" {
 		if nodes := l.selects[c.path]; nodes != nil && v != "" {
 			return l.label(nodes, v)

@@ -12,7 +12,8 @@ import (
 
 // exportSubmissions streams a raw export: GET .../forms/{id}/export?format=
 // csv|xlsx|geojson&since=&until=&version=&splitSelectMultiples=true&
-// attachments=true&labels=true&language=&geoField=&escapeFormulas=false.
+// attachments=true&labels=true&headerLabels=true&language=&geoField=&
+// geoCombined=true&escapeFormulas=false.
 // Fields above the reader's clearance are left out (listed in the export
 // and in X-Haven-Omitted-Fields).
 func (s *Server) exportSubmissions(c echo.Context) error {
@@ -21,7 +22,7 @@ func (s *Server) exportSubmissions(c echo.Context) error {
 	opts := app.ExportOptions{Format: q.Get("format"), GeoField: q.Get("geoField"),
 		SplitSelectMultiples: isTrue(q.Get("splitSelectMultiples")), Attachments: isTrue(q.Get("attachments")),
 		Labels: isTrue(q.Get("labels")), Language: q.Get("language"), RawCSV: strings.EqualFold(q.Get("escapeFormulas"), "false"),
-		Version: q.Get("version")}
+		Version: q.Get("version"), GeoCombined: isTrue(q.Get("geoCombined")), HeaderLabels: isTrue(q.Get("headerLabels"))}
 	if v := q.Get("since"); v != "" {
 		if opts.Since, err = app.ParseWhen("since", v); err != nil {
 			return err

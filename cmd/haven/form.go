@@ -15,9 +15,10 @@ import (
 	"github.com/haven-org/haven/formspec/xlsform"
 )
 
-const formUsage = `haven form convert FORM.xlsx [-o out.xml] [--form-id ID] [--root-name NAME] [--json]
-  converts an XLSForm (.xlsx, or pyxform's markdown notation in a .md file) into an XForm, and
-  checks what publishing checks (each field's purpose and tier, the legal basis, consent).
+const formUsage = `haven form convert FORM.xlsx [-o out.xml] [--form-id ID] [--root-name NAME] [--json] [--no-check]
+  converts an XLSForm (.xlsx, or pyxform's markdown notation in a .md file) into an XForm, then
+  checks what publishing checks (each field's purpose and tier, the legal basis, consent): the
+  XForm is written either way, and the exit status is 1 when Haven would refuse to publish it.
   Errors (sheet, row, column, what to change) and warnings go to stderr; exit status 1 on errors.
   --json prints {xform, warnings, errors} to stdout instead.
 haven form list|upload|attach|fields|publish|versions -p P ...   (on the server you logged in to)
@@ -36,6 +37,7 @@ func formCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	formID := fs.String("form-id", "", "form id when the settings sheet has none (default: the file name)")
 	rootName := fs.String("root-name", "", "the instance's root element (default: data)")
 	asJSON := fs.Bool("json", false, "print {xform, warnings, errors} as JSON")
+	noCheck := fs.Bool("no-check", false, "only convert: skip the checks publishing makes (purpose, tier, legal basis, consent)")
 	// Flags may come after the file name.
 	var files []string
 	rest := args[1:]
@@ -91,22 +93,24 @@ func formCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if len(res.Errors) > 0 {
 		return haven.Errorf(haven.EINVALID, "%s was not converted: %d error(s).", files[0], len(res.Errors))
 	}
-	// What publishing checks, checked now: a designer learns before uploading.
-	if err := app.CheckPublishable(res.XForm, res.Rows); err != nil {
-		if !*asJSON {
-			printProblems(stderr, err)
-		}
-		return haven.Errorf(haven.EINVALID, "%s converts, but Haven would refuse to publish it: fix the problems above (one per line) and convert again.", files[0])
-	}
-	if !*asJSON {
-		fmt.Fprintf(stderr, "%s converts, and every field says why it is collected and how sensitive it is: Haven will publish it.\n", files[0])
-	}
 	if *asJSON {
 		return nil
 	}
 	if *out == "" {
-		_, err = stdout.Write(res.XForm)
+		if _, err := stdout.Write(res.XForm); err != nil {
+			return err
+		}
+	} else if err := os.WriteFile(*out, res.XForm, 0o644); err != nil {
 		return err
 	}
-	return os.WriteFile(*out, res.XForm, 0o644)
+	if *noCheck {
+		return nil
+	}
+	// What publishing checks, checked now: a designer learns before uploading.
+	if err := app.CheckPublishable(res.XForm, res.Rows); err != nil {
+		printProblems(stderr, err)
+		return haven.Errorf(haven.EINVALID, "%s converts, but Haven would refuse to publish it: fix the problems above (one a line) and convert again.", files[0])
+	}
+	fmt.Fprintf(stderr, "%s converts, and every field says why it is collected and how sensitive it is: Haven will publish it.\n", files[0])
+	return nil
 }

@@ -11,6 +11,8 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -977,12 +979,35 @@ func printProblems(w io.Writer, err error) {
 		Row           int
 	}
 	json.Unmarshal(b, &list)
+	// An explanation in brackets that several problems share is said once,
+	// after them.
+	hints := regexp.MustCompile(`\s*\(([^()]+)\)`)
+	seen := map[string]int{}
 	for _, p := range list {
+		for _, m := range hints.FindAllStringSubmatch(p.Message, -1) {
+			seen[m[1]]++
+		}
+	}
+	var shared []string
+	for _, p := range list {
+		msg := hints.ReplaceAllStringFunc(p.Message, func(m string) string {
+			inner := hints.FindStringSubmatch(m)[1]
+			if seen[inner] < 2 {
+				return m
+			}
+			if !slices.Contains(shared, inner) {
+				shared = append(shared, inner)
+			}
+			return ""
+		})
 		where := p.Path
 		if p.Row > 0 {
 			where = fmt.Sprintf("survey row %d, %s", p.Row, p.Path)
 		}
-		fmt.Fprintf(w, "error: %s: %s\n", where, p.Message)
+		fmt.Fprintf(w, "error: %s: %s\n", where, msg)
+	}
+	for _, h := range shared {
+		fmt.Fprintf(w, "  (%s)\n", h)
 	}
 	if i := strings.LastIndex(he.Message, "(In an XForm"); i > 0 {
 		fmt.Fprintln(w, strings.TrimSuffix(strings.TrimPrefix(he.Message[i:], "("), ")"))

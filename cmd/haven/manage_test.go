@@ -105,6 +105,9 @@ func TestManageCommands(t *testing.T) {
 	os.WriteFile("unmapped.xlsx", cliForm(t, false), 0o644)
 	os.WriteFile("household.xlsx", cliForm(t, true), 0o644)
 	out, err := haven("", "form", "convert", "unmapped.xlsx", "-o", "unmapped.xml")
+	if _, statErr := os.Stat("unmapped.xml"); statErr != nil {
+		t.Error("convert did not write the XForm of a form it converts")
+	}
 	if err == nil || !strings.Contains(out, "survey row 4, /data/district: has no purpose") || !strings.Contains(out, "survey row 5, /data/size") {
 		t.Fatalf("convert of an unmapped form: %v\n%s", err, out)
 	}

@@ -162,6 +162,8 @@ func export(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	until := fs.String("until", "", "only submissions received before this date or time")
 	version := fs.String("version", "", "one form version only")
 	labels := fs.Bool("labels", false, "choices' labels instead of their values")
+	headerLabels := fs.Bool("header-labels", false, "name columns by their questions' labels")
+	geoCombined := fs.Bool("geo-combined", false, "keep each geopoint in one column (default: latitude, longitude, altitude, accuracy)")
 	language := fs.String("language", "", "the labels' language (default: the form's)")
 	split := fs.Bool("split-select-multiples", false, "a 0/1 column per choice of a select_multiple")
 	attachments := fs.Bool("attachments", false, "add the files (csv only)")
@@ -202,7 +204,7 @@ func export(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 				q.Set(k, v)
 			}
 		}
-		for k, v := range map[string]bool{"labels": *labels, "splitSelectMultiples": *split, "attachments": *attachments} {
+		for k, v := range map[string]bool{"labels": *labels, "splitSelectMultiples": *split, "attachments": *attachments, "headerLabels": *headerLabels, "geoCombined": *geoCombined} {
 			if v {
 				q.Set(k, "true")
 			}
