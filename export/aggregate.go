@@ -3,6 +3,7 @@ package export
 import (
 	"context"
 	"encoding/csv"
+	"encoding/json"
 	"fmt"
 	"io"
 	"math"
@@ -51,6 +52,30 @@ type AggregateCell struct {
 	Keys  []string `json:"keys"`
 	Count string   `json:"count"`
 	Value *string  `json:"value,omitempty"` // the sum or mean; absent when hidden
+}
+
+// MarshalJSON writes a cell with its count and measure as numbers, as a
+// script sums them; a suppressed cell has a null count, says so, and
+// carries what the tables show ("<5").
+func (c AggregateCell) MarshalJSON() ([]byte, error) {
+	out := struct {
+		Keys       []string `json:"keys"`
+		Count      *int64   `json:"count"`
+		Suppressed bool     `json:"suppressed"`
+		Shown      string   `json:"shown,omitempty"`
+		Value      *float64 `json:"value,omitempty"`
+	}{Keys: c.Keys}
+	if n, err := strconv.ParseInt(c.Count, 10, 64); err == nil {
+		out.Count = &n
+	} else {
+		out.Suppressed, out.Shown = true, c.Count
+	}
+	if c.Value != nil {
+		if v, err := strconv.ParseFloat(*c.Value, 64); err == nil {
+			out.Value = &v
+		}
+	}
+	return json.Marshal(out)
 }
 
 // Table is the aggregate as rows: a header, then one row per cell. A

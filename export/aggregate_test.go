@@ -1,7 +1,9 @@
 package export
 
 import (
+	"encoding/json"
 	"math/rand"
+	"strings"
 	"testing"
 )
 
@@ -111,5 +113,23 @@ func TestSuppressionDifferencing(t *testing.T) {
 	// The district with 1 and 9: 1 is hidden; 9 must be too, or 10 - 9 = 1.
 	if !h2[[3]int{0, 0, -1}] || !h2[[3]int{0, 1, -1}] {
 		t.Fatalf("district 0: hidden %v", h2)
+	}
+}
+
+// In JSON, counts and measures are numbers; a suppressed cell says so.
+func TestAggregateCellJSON(t *testing.T) {
+	v := "12.5"
+	for _, c := range []struct {
+		cell AggregateCell
+		want string
+	}{
+		{AggregateCell{Keys: []string{"north", ""}, Count: "12", Value: &v}, `{"keys":["north",""],"count":12,"suppressed":false,"value":12.5}`},
+		{AggregateCell{Keys: []string{"south", ""}, Count: "<5"}, `{"keys":["south",""],"count":null,"suppressed":true,"shown":"<5"}`},
+		{AggregateCell{Keys: []string{"east", ""}, Count: "0"}, `{"keys":["east",""],"count":0,"suppressed":false}`},
+	} {
+		b, err := json.Marshal(c.cell)
+		if err != nil || strings.ReplaceAll(string(b), `\u003c`, "<") != c.want {
+			t.Errorf("%+v: %s %v, want %s", c.cell, b, err, c.want)
+		}
 	}
 }
