@@ -21,7 +21,7 @@ func auditCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err := parseFlags(fs, args[1:]); err != nil {
 		return err
 	}
-	st, err := data.open(ctx)
+	st, err := data.openExisting(ctx)
 	if err != nil {
 		return err
 	}

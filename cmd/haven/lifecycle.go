@@ -45,7 +45,7 @@ func reapCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	st, err := data.open(ctx)
+	st, err := data.openExisting(ctx)
 	if err != nil {
 		return err
 	}
@@ -76,7 +76,7 @@ func backupCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if *to == "" {
 		return haven.Errorf(haven.EINVALID, "say where the backup goes: --to DIR (a new or empty folder).")
 	}
-	st, err := data.open(ctx)
+	st, err := data.openExisting(ctx)
 	if err != nil {
 		return err
 	}
@@ -91,22 +91,35 @@ func backupCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 
 // certificateCmd runs `haven certificate verify FILE`.
 func certificateCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) < 2 || args[0] != "verify" {
-		return haven.Errorf(haven.EINVALID, "usage: haven certificate verify FILE [--data DIR] (FILE as GET .../destruction-certificate answered it)")
+	if len(args) < 1 || args[0] != "verify" {
+		return haven.Errorf(haven.EINVALID, "usage: haven certificate verify FILE [--data DIR] (FILE as GET .../destruction-certificate answered it), or haven certificate get -p P")
 	}
 	fs, data := flags("certificate verify", stderr)
-	if err := parseFlags(fs, args[2:]); err != nil {
-		return err
+	// The file may come before or after the flags; -h is help.
+	var files []string
+	rest := args[1:]
+	for {
+		if err := parseFlags(fs, rest); err != nil {
+			return err
+		}
+		if fs.NArg() == 0 {
+			break
+		}
+		files = append(files, fs.Arg(0))
+		rest = fs.Args()[1:]
 	}
-	b, err := os.ReadFile(args[1])
+	if len(files) != 1 {
+		return haven.Errorf(haven.EINVALID, "usage: haven certificate verify FILE [--data DIR]")
+	}
+	b, err := os.ReadFile(files[0])
 	if err != nil {
-		return haven.Errorf(haven.EINVALID, "reading %s: %v", args[1], err)
+		return haven.Errorf(haven.EINVALID, "reading %s: %v", files[0], err)
 	}
 	var sc storage.SignedCertificate
 	if err := json.Unmarshal(b, &sc); err != nil || len(sc.Body) == 0 {
-		return haven.Errorf(haven.EINVALID, "%s is not a destruction certificate as Haven issues them.", args[1])
+		return haven.Errorf(haven.EINVALID, "%s is not a destruction certificate as Haven issues them.", files[0])
 	}
-	st, err := data.open(ctx)
+	st, err := data.openExisting(ctx)
 	if err != nil {
 		return err
 	}

@@ -24,6 +24,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"runtime/debug"
 	"runtime/pprof"
 	"strconv"
@@ -188,6 +189,18 @@ func flags(name string, stderr io.Writer) (*flag.FlagSet, *dataFlags) {
 		"the master key's file, outside the data directory (default: haven/master-ID.key in your configuration folder); HAVEN_MASTER_KEY_FILE, or the key itself in HAVEN_MASTER_KEY")
 	d.ask = fs.Bool("passphrase", false, "derive the master key from a passphrase, asked at start (or HAVEN_MASTER_PASSPHRASE)")
 	return fs, d
+}
+
+// openExisting opens a data directory that must exist already: commands
+// that read one (verify, reap, backup) never create an empty one where a
+// mistyped path points, and say where they looked.
+func (d *dataFlags) openExisting(ctx context.Context, opts ...storage.Options) (*storage.Store, error) {
+	db := filepath.Join(*d.dir, "haven.db")
+	if _, err := os.Stat(db); err != nil {
+		abs, _ := filepath.Abs(*d.dir)
+		return nil, haven.Errorf(haven.ENOTFOUND, "There is no Haven data directory at %s (no haven.db in it). Give the right one with --data DIR or HAVEN_DATA; nothing was created.", abs)
+	}
+	return d.open(ctx, opts...)
 }
 
 // open opens the data directory with its master key.

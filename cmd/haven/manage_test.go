@@ -334,3 +334,31 @@ func httpDo(ctx context.Context, method, url, token string, body []byte) ([]byte
 	}
 	return b, nil
 }
+
+// Commands that read a data directory never create one: they say where
+// they looked. -h is help, also after verify.
+func TestReadersNeedTheirDataDirectory(t *testing.T) {
+	ctx := context.Background()
+	missing := filepath.Join(t.TempDir(), "typo")
+	cert := filepath.Join(t.TempDir(), "cert.json")
+	os.WriteFile(cert, []byte(`{"certificate":{"projectId":1},"signature":"AA=="}`), 0o644)
+	for _, args := range [][]string{
+		{"audit", "verify", "--data", missing},
+		{"reap", "--data", missing},
+		{"backup", "--to", filepath.Join(t.TempDir(), "b"), "--data", missing},
+		{"certificate", "verify", cert, "--data", missing},
+	} {
+		var out bytes.Buffer
+		err := run(ctx, args, nil, &out, &out)
+		if err == nil || !strings.Contains(err.Error(), "no Haven data directory at "+missing) {
+			t.Errorf("haven %s: %v", strings.Join(args, " "), err)
+		}
+		if _, statErr := os.Stat(missing); !os.IsNotExist(statErr) {
+			t.Fatalf("haven %s created %s", strings.Join(args, " "), missing)
+		}
+	}
+	var help bytes.Buffer
+	if err := run(ctx, []string{"certificate", "verify", "--help"}, nil, &help, &help); !errors.Is(err, flag.ErrHelp) || !strings.Contains(help.String(), "-data") {
+		t.Errorf("certificate verify --help: %v %s", err, help.String())
+	}
+}

@@ -73,7 +73,7 @@ func storageCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if err := parseFlags(fs, args[1:]); err != nil {
 		return err
 	}
-	st, err := data.open(ctx, storage.Options{S3: s3()})
+	st, err := data.openExisting(ctx, storage.Options{S3: s3()})
 	if err != nil {
 		return err
 	}
