@@ -27,6 +27,7 @@ import (
 	"github.com/haven-org/haven/formspec/xlsform/xlsxtest"
 	"github.com/haven-org/haven/server"
 	"github.com/haven-org/haven/storage"
+	"github.com/haven-org/haven/storage/miniotest"
 	"github.com/makiuchi-d/gozxing"
 	"github.com/makiuchi-d/gozxing/qrcode"
 )
@@ -46,7 +47,7 @@ func chromiumPath(t *testing.T) string {
 			return p
 		}
 	}
-	t.Log("Chromium is missing: installing Debian's chromium package (apt-get), once")
+	miniotest.Announce("Chromium is missing: installing Debian's chromium package with apt-get, once (a few minutes)")
 	install := exec.Command("apt-get", "install", "-y", "--no-install-recommends", "chromium")
 	if os.Geteuid() != 0 {
 		install = exec.Command("sudo", "-n", "apt-get", "install", "-y", "--no-install-recommends", "chromium")
@@ -80,6 +81,7 @@ func axe(t *testing.T) string {
 		dir := filepath.Join(cache, "haven-test", "axe-core-"+version)
 		file := filepath.Join(dir, "node_modules", "axe-core", "axe.min.js")
 		if _, err := os.Stat(file); err != nil {
+			miniotest.Announce("installing axe-core " + version + " with npm into " + dir + ", once")
 			os.MkdirAll(dir, 0o755)
 			cmd := exec.Command("npm", "install", "--no-audit", "--no-fund", "--prefix", dir, "axe-core@"+version)
 			if out, err := cmd.CombinedOutput(); err != nil {

@@ -71,7 +71,7 @@ func binary() (string, error) {
 	if _, err := os.Stat(bin); err == nil {
 		return bin, nil // another package's tests installed it while we waited
 	}
-	fmt.Fprintf(os.Stderr, "miniotest: installing the MinIO server (%s) into %s; the first time takes about ten minutes\n", Version, dir)
+	Announce(fmt.Sprintf("installing the MinIO server (%s) into %s; the first time takes about ten minutes", Version, dir))
 	cmd := exec.Command("go", "install", Version)
 	cmd.Env = append(os.Environ(), "GOBIN="+dir, "CGO_ENABLED=0")
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
@@ -148,4 +148,16 @@ func (s *Server) Restart() error {
 	}
 	s.Stop()
 	return fmt.Errorf("MinIO did not become ready on %s within 60 s", s.Addr)
+}
+
+// Announce says what a test is installing where the person running the
+// tests sees it: go test ./... shows a passing package's output only at
+// its end, so a long install would look stuck. It writes to the terminal
+// (/dev/tty) when there is one, and to stderr as well.
+func Announce(msg string) {
+	fmt.Fprintln(os.Stderr, "haven tests:", msg)
+	if tty, err := os.OpenFile("/dev/tty", os.O_WRONLY, 0); err == nil {
+		fmt.Fprintln(tty, "haven tests:", msg)
+		tty.Close()
+	}
 }
