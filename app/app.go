@@ -73,6 +73,8 @@ type Service struct {
 	logins      *loginGuard
 	nonces      *nonceLog
 
+	jobs exportJobs // exports running in the background
+
 	schemas  sync.Map // form version id -> *formspec.Form (published versions never change)
 	tierSets sync.Map // form version ids -> the strictest tier of each field among them
 

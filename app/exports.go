@@ -178,6 +178,9 @@ type rows struct {
 	form   *haven.Form
 	filter storage.Filter
 	keep   *export.ODataFilter // on metadata, before anything is decrypted
+	// counted, when set, is told of each submission given to the export
+	// (a background export's progress).
+	counted func()
 }
 
 // Rows walks the submissions, parsed. Three stages run at once, so both
@@ -233,6 +236,9 @@ func (r *rows) Rows(ctx context.Context, fn func(export.Row) error) error {
 		err := it.err
 		if err == nil {
 			err = fn(it.row)
+		}
+		if err == nil && r.counted != nil {
+			r.counted()
 		}
 		if err != nil {
 			failed = err

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"io"
 	"net/http"
 	"strconv"
 	"strings"
@@ -17,6 +18,15 @@ import (
 // Fields above the reader's clearance are left out (listed in the export
 // and in X-Haven-Omitted-Fields).
 func (s *Server) exportSubmissions(c echo.Context) error {
+	opts, err := exportOptions(c)
+	if err != nil {
+		return err
+	}
+	return s.export(c, opts)
+}
+
+// exportOptions reads an export's options from the query.
+func exportOptions(c echo.Context) (app.ExportOptions, error) {
 	var err error
 	q := c.QueryParams()
 	opts := app.ExportOptions{Format: q.Get("format"), GeoField: q.Get("geoField"),
@@ -25,15 +35,63 @@ func (s *Server) exportSubmissions(c echo.Context) error {
 		Version: q.Get("version"), GeoCombined: isTrue(q.Get("geoCombined")), HeaderLabels: isTrue(q.Get("headerLabels"))}
 	if v := q.Get("since"); v != "" {
 		if opts.Since, err = app.ParseWhen("since", v); err != nil {
-			return err
+			return opts, err
 		}
 	}
 	if v := q.Get("until"); v != "" {
 		if opts.Until, err = app.ParseWhen("until", v); err != nil {
-			return err
+			return opts, err
 		}
 	}
-	return s.export(c, opts)
+	return opts, nil
+}
+
+// startExportJob answers POST .../forms/{id}/export-jobs?format=...: the
+// export runs in the background (202, with the job to watch).
+func (s *Server) startExportJob(c echo.Context) error {
+	pid, err := projectID(c)
+	if err != nil {
+		return err
+	}
+	opts, err := exportOptions(c)
+	if err != nil {
+		return err
+	}
+	j, err := s.app.StartExport(c.Request().Context(), principal(c), pid, param(c, "formId"), opts)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusAccepted, j)
+}
+
+// exportJob answers GET .../export-jobs/{id}: how the export is going.
+func (s *Server) exportJob(c echo.Context) error {
+	j, err := s.app.ExportJobStatus(c.Request().Context(), principal(c), c.Param("id"))
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, j)
+}
+
+// exportJobFile answers GET .../export-jobs/{id}/file: the finished file,
+// once; it is erased when the download ends.
+func (s *Server) exportJobFile(c echo.Context) error {
+	rc, j, err := s.app.DownloadExport(c.Request().Context(), principal(c), c.Param("id"))
+	if err != nil {
+		return err
+	}
+	defer rc.Close()
+	h := c.Response().Header()
+	h.Set("Content-Type", j.ContentType)
+	h.Set("Content-Disposition", attachment(j.FileName))
+	h.Set("Content-Length", strconv.FormatInt(j.Bytes, 10))
+	h.Set("X-Haven-Omitted-Fields", strconv.Itoa(len(j.Omitted)))
+	c.Response().WriteHeader(http.StatusOK)
+	_, err = io.Copy(c.Response(), rc)
+	if err != nil {
+		panic(http.ErrAbortHandler)
+	}
+	return nil
 }
 
 // export prepares an export and streams it.

@@ -19,6 +19,9 @@ import (
 func (s *Server) submissionRoutes(p *echo.Group) {
 	p.GET("/forms/:formId/submissions", s.listSubmissions)
 	p.GET("/forms/:formId/export", s.exportSubmissions)
+	p.POST("/forms/:formId/export-jobs", s.startExportJob)
+	p.GET("/export-jobs/:id", s.exportJob)
+	p.GET("/export-jobs/:id/file", s.exportJobFile)
 	p.GET("/forms/:formId/aggregate", s.aggregate)
 	p.GET("/forms/:formId/consent-refusals", s.consentRefusals)
 	p.GET("/forms/:formId/submissions/:instanceId", s.getSubmission)

@@ -1117,3 +1117,10 @@ func (s *Submissions) Tallies(ctx context.Context, projectID int64) (map[int64]T
 	}
 	return out, rows.Err()
 }
+
+// Count is how many submissions a form holds.
+func (s *Submissions) Count(ctx context.Context, formID int64) (int, error) {
+	var n int
+	err := s.DB.read.QueryRowContext(ctx, `SELECT count(*) FROM submissions WHERE form_id = ?`, formID).Scan(&n)
+	return n, err
+}

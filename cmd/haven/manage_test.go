@@ -164,6 +164,11 @@ func TestManageCommands(t *testing.T) {
 	if _, err := haven("", "export", "--project", "1", "--form", "household", "--format", "xlsx"); err == nil {
 		t.Error("export overwrote household.xlsx silently")
 	}
+	// The same in the background, watched, then downloaded.
+	must("export", "--project", "1", "--form", "household", "--format", "xlsx", "--background", "-o", "background.xlsx")
+	if bg := xlsxSheet(t, "background.xlsx"); strings.Count(bg, "<row") != 21 {
+		t.Errorf("the background export: %.300s", bg)
+	}
 	sheet := xlsxSheet(t, "household-submissions.xlsx")
 	if !strings.Contains(sheet, "North") || strings.Count(sheet, "<row") != 21 {
 		t.Errorf("the export: %.600s", sheet)

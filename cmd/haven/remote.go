@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/haven-org/haven"
 	"github.com/haven-org/haven/clients/rest"
@@ -169,6 +170,7 @@ func export(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	attachments := fs.Bool("attachments", false, "add the files (csv only)")
 	aggregate := fs.String("aggregate", "", "aggregated figures instead of raw data: by=district,sex")
 	force := fs.Bool("force", false, "replace the file if it exists")
+	background := fs.Bool("background", false, "run the export on the server in the background, show its progress, then download it (for large exports)")
 	measure := fs.String("measure", "count", "with --aggregate: count, sum:FIELD or mean:FIELD")
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -237,7 +239,13 @@ func export(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if f != nil {
 		pw, done = progressWriter(w, "downloading "+target, stderr)
 	}
-	h, err := c.Stream(ctx, fmt.Sprintf("/v1/projects/%d/forms/%s/%s?%s", *project, url.PathEscape(*form), endpoint, q.Encode()), pw)
+	address := fmt.Sprintf("/v1/projects/%d/forms/%s/%s?%s", *project, url.PathEscape(*form), endpoint, q.Encode())
+	if *background && endpoint == "export" {
+		if address, err = waitForJob(ctx, c, *project, *form, q, stderr); err != nil {
+			return err
+		}
+	}
+	h, err := c.Stream(ctx, address, pw)
 	done()
 	if err != nil {
 		return remoteError(err)
@@ -289,4 +297,40 @@ func remoteError(err error) error {
 		return haven.Errorf(code, "the server answered %d: %s", re.Status, re.Message)
 	}
 	return haven.Errorf(haven.EUNAVAILABLE, "the server could not be reached: %v", err)
+}
+
+// waitForJob starts a background export, shows how far it has got (on a
+// terminal), and returns the address of the finished file.
+func waitForJob(ctx context.Context, c *rest.Client, project int64, form string, q url.Values, stderr io.Writer) (string, error) {
+	var job struct {
+		ID          string
+		State       string
+		Submissions int64
+		Total       int
+		Error       string
+	}
+	if err := c.Do(ctx, "POST", fmt.Sprintf("/v1/projects/%d/forms/%s/export-jobs?%s", project, url.PathEscape(form), q.Encode()), "", nil, &job); err != nil {
+		return "", remoteError(err)
+	}
+	p := newProgress(stderr, "exporting "+form, 0)
+	for job.State == "running" {
+		if p != nil {
+			fmt.Fprintf(stderr, "\rexporting %s: %d of %d submissions\033[K", form, job.Submissions, job.Total)
+		}
+		select {
+		case <-ctx.Done():
+			return "", ctx.Err()
+		case <-time.After(time.Second):
+		}
+		if err := c.Do(ctx, "GET", fmt.Sprintf("/v1/projects/%d/export-jobs/%s", project, job.ID), "", nil, &job); err != nil {
+			return "", remoteError(err)
+		}
+	}
+	if p != nil {
+		fmt.Fprintf(stderr, "\rexporting %s: %d of %d submissions, done\033[K\n", form, job.Submissions, job.Total)
+	}
+	if job.State != "done" {
+		return "", haven.Errorf(haven.EUNAVAILABLE, "the export failed on the server: %s", job.Error)
+	}
+	return fmt.Sprintf("/v1/projects/%d/export-jobs/%s/file", project, job.ID), nil
 }
