@@ -20,6 +20,21 @@ import (
 // key.json is copied: it opens nothing (it names the master key's file and
 // holds a passphrase's salt and a check value), and a restore needs it.
 func (s *Store) Backup(ctx context.Context, dir string) (objects int, err error) {
+	return s.BackupWithProgress(ctx, dir, nil)
+}
+
+// BackupWithProgress is Backup telling progress of each file copied: how
+// many files, and their bytes (the database counts as the first).
+func (s *Store) BackupWithProgress(ctx context.Context, dir string, progress func(files int, bytes int64)) (objects int, err error) {
+	var copied int64
+	tell := func(p string) {
+		if progress != nil {
+			if fi, err := os.Stat(p); err == nil {
+				copied += fi.Size()
+			}
+			progress(objects, copied)
+		}
+	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return 0, err
 	}
@@ -33,6 +48,7 @@ func (s *Store) Backup(ctx context.Context, dir string) (objects int, err error)
 	if _, err := s.DB.ckpt.ExecContext(ctx, `VACUUM INTO ?`, dbPath); err != nil {
 		return 0, fmt.Errorf("copying the database: %w", err)
 	}
+	tell(dbPath)
 	if err := copyFile(filepath.Join(s.Dir, "key.json"), filepath.Join(dir, "key.json")); err != nil && !os.IsNotExist(err) {
 		return 0, err
 	}
@@ -56,6 +72,7 @@ func (s *Store) Backup(ctx context.Context, dir string) (objects int, err error)
 			return err
 		}
 		objects++
+		tell(dst)
 		return nil
 	})
 	return objects, err

@@ -81,7 +81,11 @@ func backupCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return err
 	}
 	defer st.Close()
-	n, err := st.Backup(ctx, *to)
+	line := newStatusLine(stderr)
+	n, err := st.BackupWithProgress(ctx, *to, func(files int, bytes int64) {
+		line.set("backing up: the database and %d files, %s", files, bytesHuman(bytes))
+	})
+	line.done()
 	if err != nil {
 		return err
 	}

@@ -139,3 +139,36 @@ func (c *countingWriter) Write(b []byte) (int, error) {
 	c.p.add(n)
 	return n, err
 }
+
+// statusLine redraws one line on a terminal, at most five times a second
+// (the last call always shows when done is called); nothing elsewhere.
+type statusLine struct {
+	w    io.Writer
+	last time.Time
+	text string
+}
+
+func newStatusLine(w io.Writer) *statusLine {
+	f, ok := w.(*os.File)
+	if !ok || !isTerminal(f) {
+		return nil
+	}
+	return &statusLine{w: w}
+}
+
+func (s *statusLine) set(format string, args ...any) {
+	if s == nil {
+		return
+	}
+	s.text = fmt.Sprintf(format, args...)
+	if now := time.Now(); now.Sub(s.last) >= 200*time.Millisecond {
+		s.last = now
+		fmt.Fprintf(s.w, "\r%s\033[K", s.text)
+	}
+}
+
+func (s *statusLine) done() {
+	if s != nil && s.text != "" {
+		fmt.Fprintf(s.w, "\r%s\033[K\n", s.text)
+	}
+}

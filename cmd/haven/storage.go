@@ -89,11 +89,16 @@ func storageCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if *to == storage.StoreS3 && s3() == nil {
 		return haven.Errorf(haven.EINVALID, "moving files to object storage needs its settings: --s3-endpoint, --s3-bucket, --s3-access-key, --s3-secret-key.")
 	}
+	// A bar on a terminal; a line every hundred files in a log.
+	line := newStatusLine(stderr)
 	moved, err := st.Blobs.Migrate(ctx, *to, func(n, total int) {
-		if n%100 == 0 || n == total {
+		if line != nil {
+			line.set("moving files to %s: %d of %d (%.0f%%)", *to, n, total, 100*float64(n)/float64(max(total, 1)))
+		} else if n%100 == 0 || n == total {
 			fmt.Fprintf(stdout, "moved %d of %d\n", n, total)
 		}
 	})
+	line.done()
 	if err != nil {
 		return fmt.Errorf("after moving %d files (run the command again to go on): %w", moved, err)
 	}
