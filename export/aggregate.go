@@ -36,6 +36,10 @@ import (
 type AggregateOptions struct {
 	By      []string // dimensions: field names or paths, date fields with :week or :month, submissionDate:week|month
 	Measure string   // count (default), sum:field or mean:field
+	// Labels adds the choices' labels (in Language, the form's default
+	// language when empty) beside their values; tables show the labels.
+	Labels   bool
+	Language string
 }
 
 // Aggregate is an answer: every cell, margins included.
@@ -49,7 +53,9 @@ type Aggregate struct {
 // AggregateCell is one cell. A dimension's value is "" in a margin
 // (every category); Count is a number or "<k".
 type AggregateCell struct {
-	Keys  []string `json:"keys"`
+	Keys []string `json:"keys"`
+	// Labels are the keys' choice labels, when asked for ("" in a margin).
+	Labels []string `json:"labels,omitempty"`
 	Count string   `json:"count"`
 	Value *string  `json:"value,omitempty"` // the sum or mean; absent when hidden
 }
@@ -60,11 +66,12 @@ type AggregateCell struct {
 func (c AggregateCell) MarshalJSON() ([]byte, error) {
 	out := struct {
 		Keys       []string `json:"keys"`
+		Labels     []string `json:"labels,omitempty"`
 		Count      *int64   `json:"count"`
 		Suppressed bool     `json:"suppressed"`
 		Shown      string   `json:"shown,omitempty"`
 		Value      *float64 `json:"value,omitempty"`
-	}{Keys: c.Keys}
+	}{Keys: c.Keys, Labels: c.Labels}
 	if n, err := strconv.ParseInt(c.Count, 10, 64); err == nil {
 		out.Count = &n
 	} else {
@@ -88,7 +95,11 @@ func (a *Aggregate) Table() [][]string {
 	rows := [][]string{header}
 	for _, cell := range a.Cells {
 		row := make([]string, 0, len(cell.Keys)+2)
-		for _, k := range cell.Keys {
+		keys := cell.Keys
+		if cell.Labels != nil {
+			keys = cell.Labels
+		}
+		for _, k := range keys {
 			if k == "" {
 				k = "(all)"
 			}
@@ -170,6 +181,7 @@ type Query struct {
 	dims    []*dim
 	measure string         // count, sum or mean
 	mfield  *formspec.Node // the summed or averaged field; nil for count
+	lang    string         // of the labels
 }
 
 // Plan resolves an aggregate query against the schema of a form's current
@@ -199,7 +211,10 @@ func Plan(schema *formspec.Form, formID string, opts AggregateOptions) (*Query, 
 		}
 		return n, nil
 	}
-	q := &Query{opts: opts, measure: "count"}
+	q := &Query{opts: opts, measure: "count", lang: opts.Language}
+	if q.lang == "" {
+		q.lang = schema.DefaultLanguage
+	}
 	for _, b := range opts.By {
 		name, bucket, _ := strings.Cut(strings.TrimSpace(b), ":")
 		d := &dim{name: strings.TrimSpace(b), bucket: bucket, index: map[string]int{}}
@@ -398,6 +413,15 @@ func (q *Query) answer(cube *cube, sums map[[3]int]*acc, hidden map[[3]int]bool,
 				c.Keys = append(c.Keys, "(none)")
 			default:
 				c.Keys = append(c.Keys, d.cats[key[i]])
+			}
+			if q.opts.Labels {
+				label := c.Keys[i]
+				if d.node != nil && key[i] >= 0 {
+					if l := d.node.ChoiceLabel(c.Keys[i], q.lang); l != "" {
+						label = l
+					}
+				}
+				c.Labels = append(c.Labels, label)
 			}
 		}
 		n := cube.count[key]

@@ -407,6 +407,23 @@ func TestConsoleFlow(t *testing.T) {
 		t.Errorf("the aggregate shows no suppressed cell: %q", agg)
 	}
 	b.check("aggregate")
+	// With the choices' labels, and the same in the JSON API, counts as numbers.
+	b.run(chromedp.Navigate(e.srv.URL+formURL+"/aggregate?by=/data/district&labels=1"), chromedp.WaitVisible("table.aggregate", chromedp.ByQuery))
+	b.run(chromedp.Text("table.aggregate", &agg, chromedp.ByQuery))
+	if !strings.Contains(agg, "North") || strings.Contains(agg, "north") {
+		t.Errorf("the aggregate with labels: %q", agg)
+	}
+	var api struct {
+		Cells []struct {
+			Keys, Labels []string
+			Count        *int
+			Suppressed   bool
+		}
+	}
+	e.admin("GET", fmt.Sprintf("/v1/projects/%d/forms/household/aggregate?by=district&labels=true", projectID(t, projectURL)), nil, &api)
+	if len(api.Cells) != 3 || api.Cells[0].Count == nil || *api.Cells[0].Count != 12 || !api.Cells[1].Suppressed || api.Cells[1].Labels[0] != "North" {
+		t.Errorf("the aggregate in JSON: %+v", api)
+	}
 
 	// The map, drawn with no internet.
 	b.run(chromedp.Navigate(e.srv.URL+formURL+"/map"), chromedp.WaitVisible(".map svg", chromedp.ByQuery))

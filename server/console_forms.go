@@ -390,6 +390,7 @@ type aggregateData struct {
 	*formData
 	By      []string
 	Measure string
+	Labels  bool
 	Agg     *app.Aggregate
 	Query   string
 }
@@ -400,7 +401,7 @@ func (s *Server) aggregatePage(c echo.Context) error {
 		return err
 	}
 	q := c.QueryParams()
-	ad := &aggregateData{formData: d, Measure: q.Get("measure")}
+	ad := &aggregateData{formData: d, Measure: q.Get("measure"), Labels: q.Get("labels") != ""}
 	for _, b := range q["by"] {
 		if b = strings.TrimSpace(b); b != "" {
 			ad.By = append(ad.By, b)
@@ -411,7 +412,7 @@ func (s *Server) aggregatePage(c echo.Context) error {
 	if len(ad.By) == 0 {
 		return s.render(c, http.StatusOK, "aggregate", v)
 	}
-	agg, err := s.app.Aggregate(c.Request().Context(), principal(c), d.Project.ID, d.Form.XMLFormID, app.AggregateOptions{By: ad.By, Measure: ad.Measure})
+	agg, err := s.app.Aggregate(c.Request().Context(), principal(c), d.Project.ID, d.Form.XMLFormID, app.AggregateOptions{By: ad.By, Measure: ad.Measure, Labels: ad.Labels})
 	if err != nil {
 		v.fail(err)
 		return s.render(c, status[haven.ErrorCode(err)].http, "aggregate", v)
@@ -432,6 +433,9 @@ func (s *Server) aggregatePage(c echo.Context) error {
 	keep := url.Values{"by": ad.By}
 	if ad.Measure != "" {
 		keep.Set("measure", ad.Measure)
+	}
+	if ad.Labels {
+		keep.Set("labels", "1")
 	}
 	ad.Query = keep.Encode()
 	return s.render(c, http.StatusOK, "aggregate", v)

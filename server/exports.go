@@ -139,7 +139,8 @@ func (s *Server) aggregate(c echo.Context) error {
 			by = append(by, b)
 		}
 	}
-	agg, err := s.app.Aggregate(c.Request().Context(), principal(c), pid, param(c, "formId"), app.AggregateOptions{By: by, Measure: q.Get("measure")})
+	agg, err := s.app.Aggregate(c.Request().Context(), principal(c), pid, param(c, "formId"), app.AggregateOptions{By: by, Measure: q.Get("measure"),
+		Labels: isTrue(q.Get("labels")), Language: q.Get("language")})
 	if err != nil {
 		return err
 	}

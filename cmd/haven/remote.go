@@ -200,6 +200,12 @@ func export(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		endpoint, name = "aggregate", *form+"-aggregate"
 		q.Set("by", by)
 		q.Set("measure", *measure)
+		if *labels {
+			q.Set("labels", "true")
+		}
+		if *language != "" {
+			q.Set("language", *language)
+		}
 	} else {
 		for k, v := range map[string]string{"since": *since, "until": *until, "version": *version, "language": *language} {
 			if v != "" {
