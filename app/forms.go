@@ -559,3 +559,18 @@ func CheckPublishable(xform []byte, rows map[string]int) error {
 	}
 	return checkPublishable(f, rows)
 }
+
+// FormID reads the form id an upload will have, as publishing reads it:
+// from the XLSForm's settings (or FormIDFallback), or from the XForm. A
+// workbook that does not convert answers the conversion's errors.
+func FormID(u Upload) (string, error) {
+	c, err := convert(u)
+	if err != nil {
+		return "", err
+	}
+	f, err := formspec.Parse(c.xml)
+	if err != nil {
+		return "", err
+	}
+	return f.ID, nil
+}

@@ -22,7 +22,6 @@ import (
 	"github.com/haven-org/haven"
 	"github.com/haven-org/haven/app"
 	"github.com/haven-org/haven/clients/rest"
-	"github.com/haven-org/haven/formspec"
 	"github.com/haven-org/haven/formspec/xlsform"
 	"rsc.io/qr"
 )
@@ -1206,20 +1205,15 @@ func formRemote(ctx context.Context, args []string, stdout, stderr io.Writer) er
 // uploadedFormID reads the form id an upload will have, as the server
 // will: from the XLSForm's settings (or the file's name), or the XForm.
 func uploadedFormID(b []byte, contentType, stem string, stderr io.Writer) (string, error) {
-	xml := b
-	if !strings.HasSuffix(contentType, "xml") {
-		res := xlsform.ConvertXLSX(b, xlsform.Options{FormID: stem})
-		if len(res.Errors) > 0 {
-			for _, e := range res.Errors {
+	id, err := app.FormID(app.Upload{Body: b, ContentType: contentType, FormIDFallback: stem})
+	var he *haven.Error
+	if errors.As(err, &he) && he.Details["errors"] != nil {
+		if list, ok := he.Details["errors"].([]xlsform.Diagnostic); ok {
+			for _, e := range list {
 				fmt.Fprintln(stderr, "error:", e)
 			}
-			return "", haven.Errorf(haven.EINVALID, "the XLSForm does not convert: fix the problems above (haven form convert says the same) and upload it again.")
 		}
-		xml = res.XForm
+		return "", haven.Errorf(haven.EINVALID, "the XLSForm does not convert: fix the problems above (haven form convert says the same) and upload it again.")
 	}
-	f, err := formspec.Parse(xml)
-	if err != nil {
-		return "", err
-	}
-	return f.ID, nil
+	return id, err
 }

@@ -123,6 +123,11 @@ func TestManageCommands(t *testing.T) {
 	if out, err := haven("", "form", "upload", "-p", "Flood response", "unmapped.xlsx", "--publish"); err == nil || !strings.Contains(out, "survey row 4") {
 		t.Errorf("publishing an unmapped form: %v\n%s", err, out)
 	}
+	broken, _ := xlsxtest.FromMarkdown("| survey |      |      |       |\n|        | type | name | label |\n|        | telepathy | mind | Mind |\n")
+	os.WriteFile("broken.xlsx", broken, 0o644)
+	if out, err := haven("", "form", "upload", "-p", "Flood response", "broken.xlsx"); err == nil || !strings.Contains(out, "error: ") || !strings.Contains(out, "telepathy") {
+		t.Errorf("uploading a workbook that does not convert: %v\n%s", err, out)
+	}
 	must("form", "upload", "-p", "Flood response", "household.xlsx")
 	if out := must("form", "fields", "-p", "Flood response", "household", "--draft"); !strings.Contains(out, "/data/loc") || !strings.Contains(out, "level_2") {
 		t.Errorf("form fields: %s", out)
