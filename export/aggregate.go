@@ -56,8 +56,8 @@ type AggregateCell struct {
 	Keys []string `json:"keys"`
 	// Labels are the keys' choice labels, when asked for ("" in a margin).
 	Labels []string `json:"labels,omitempty"`
-	Count string   `json:"count"`
-	Value *string  `json:"value,omitempty"` // the sum or mean; absent when hidden
+	Count  string   `json:"count"`
+	Value  *string  `json:"value,omitempty"` // the sum or mean; absent when hidden
 }
 
 // MarshalJSON writes a cell with its count and measure as numbers, as a
