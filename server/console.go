@@ -257,6 +257,8 @@ func (s *Server) consoleAuth(next echo.HandlerFunc) echo.HandlerFunc {
 		c.Set(keyConsole, true)
 		h := c.Response().Header()
 		h.Set("Content-Security-Policy", s.consoleCSP())
+		// Pages, files and exports show collected data: never kept in a cache.
+		h.Set("Cache-Control", "no-store")
 		ck, err := c.Cookie(cookieSession)
 		if err == nil && ck.Value != "" {
 			if claims, err := s.parseToken(ck.Value); err == nil {

@@ -380,8 +380,8 @@ func TestConsoleFlow(t *testing.T) {
 
 	// An export, opened.
 	zipped, resp := b.get(formURL + "/export?format=csv")
-	if resp.StatusCode != 200 {
-		t.Fatalf("export: %d", resp.StatusCode)
+	if resp.StatusCode != 200 || resp.Header.Get("Cache-Control") != "no-store" {
+		t.Fatalf("export: %d, Cache-Control %q", resp.StatusCode, resp.Header.Get("Cache-Control"))
 	}
 	z, err := zip.NewReader(bytes.NewReader(zipped), int64(len(zipped)))
 	if err != nil {
