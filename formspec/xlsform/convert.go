@@ -817,6 +817,10 @@ func (c *converter) rowName(r Row, n *node, typ string, parent *node, repeats ma
 		c.errorf("survey", r.Num, "label", "The question %q has no label or hint: write what the enumerator sees.", name)
 		return "", false
 	}
+	if bigImageAlone(r) {
+		c.errorf("survey", r.Num, "media::big-image", "To use big-image, you must also specify an image for the survey element named %s (column media::image): the big image opens from it.", name)
+		return "", false
+	}
 	if n.typ == "background-geopoint" {
 		if r.Get("calculation") != "" {
 			c.errorf("survey", r.Num, "calculation", "A background-geopoint records a location when its trigger changes: leave its calculation empty.")
@@ -853,6 +857,11 @@ func hasText(r Row) bool {
 		if strings.TrimSpace(v) == "" {
 			continue
 		}
+		// A bare "media" column counts, though its content is ignored
+		// (pyxform gives such a question an empty label).
+		if h == "media" {
+			return true
+		}
 		for _, p := range []string{"label", "hint", "media::"} {
 			if h == p || strings.HasPrefix(h, p+"::") || (p == "media::" && strings.HasPrefix(h, p)) {
 				return true
@@ -860,6 +869,24 @@ func hasText(r Row) bool {
 		}
 	}
 	return false
+}
+
+// bigImageAlone reports whether a row has a big image (in some language)
+// but no image in any: devices open the big image from the image.
+func bigImageAlone(r Row) bool {
+	big, image := false, false
+	for h, v := range r.Cells {
+		if strings.TrimSpace(v) == "" {
+			continue
+		}
+		switch {
+		case h == "media::big-image" || strings.HasPrefix(h, "media::big-image::"):
+			big = true
+		case h == "media::image" || strings.HasPrefix(h, "media::image::"):
+			image = true
+		}
+	}
+	return big && !image
 }
 
 func isSelect(t string) bool { return t == "select_one" || t == "select_multiple" || t == "rank" }

@@ -7,6 +7,7 @@ import (
 	"maps"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"unicode/utf8"
 
@@ -85,7 +86,15 @@ func (e *el) setText(s string) *el {
 	return e
 }
 
+// attr sets an attribute; setting one again replaces its value (an
+// element never carries an attribute twice, or it would not parse).
 func (e *el) attr(k, v string) *el {
+	for i := 0; i < len(e.attrs); i += 2 {
+		if e.attrs[i] == k {
+			e.attrs[i+1] = v
+			return e
+		}
+	}
 	e.attrs = append(e.attrs, k, v)
 	return e
 }
@@ -607,7 +616,7 @@ func (c *converter) itext(langs []string, texts []*itextEntry) *el {
 			}
 			// The text and the guidance hint, when another language has
 			// them and this one does not, are "-" (media are not filled).
-			if _, ok := forms[""]; !ok && (strings.HasSuffix(t.id, ":hint") || t.has("")) {
+			if _, ok := forms[""]; !ok && t.has("") {
 				te.add(&el{name: "value", text: "-"})
 			}
 			if _, ok := forms["guidance"]; !ok && t.has("guidance") {
@@ -719,9 +728,20 @@ func (c *converter) externalInstances() []external {
 		seen[id] = src
 		out = append(out, external{id, src})
 	}
+	// An xml-external or csv-external question names an instance: two
+	// such questions may not share a name anywhere in the form, even in
+	// different groups (and even for the same file), as in pyxform.
+	externalRows := map[string][]int{}
+	var order []string
 	var walk func(n *node)
 	walk = func(n *node) {
 		for _, ch := range n.children {
+			if ch.typ == "csv-external" || ch.typ == "xml-external" {
+				if externalRows[ch.name] == nil {
+					order = append(order, ch.name)
+				}
+				externalRows[ch.name] = append(externalRows[ch.name], ch.row.Num)
+			}
 			for _, col := range []string{"calculation", "relevant", "constraint", "default", "choice_filter", "readonly", "required"} {
 				for _, m := range pulldataRef.FindAllStringSubmatch(ch.row.Get(col), -1) {
 					addOne(ch, m[1], "jr://file-csv/"+m[1]+".csv")
@@ -740,7 +760,27 @@ func (c *converter) externalInstances() []external {
 		}
 	}
 	walk(c.root)
+	for _, name := range order {
+		if rows := externalRows[name]; len(rows) > 1 {
+			c.errorf("survey", rows[1], "name", "Instance names must be unique within a form. The name %q was found %d time(s), on rows %s: give each external instance its own name.", name, len(rows), joinInts(rows))
+		}
+	}
 	return out
+}
+
+func joinInts(ns []int) string {
+	parts := make([]string, len(ns))
+	for i, n := range ns {
+		parts[i] = strconv.Itoa(n)
+	}
+	return strings.Join(parts, ", ")
+}
+
+// unshown reports whether a question is computed with nothing to show: a
+// calculated or triggered question without label or hint has no control,
+// as pyxform does, so it can trigger nothing.
+func unshown(r Row) bool {
+	return (r.Get("calculation") != "" || r.Get("trigger") != "") && !hasColumn(r, "label") && !hasColumn(r, "hint")
 }
 
 // collectTriggers reads the trigger column: a question whose trigger names
@@ -771,7 +811,7 @@ func (c *converter) collectTriggers() map[string][]*el {
 						c.errorf("survey", ch.row.Num, "trigger", "The trigger value is invalid: there is no question named %q on the survey sheet.", name)
 						return
 					}
-					if questionTypes[target.typ].control == "" || target.kind != "question" {
+					if questionTypes[target.typ].control == "" || target.kind != "question" || unshown(target.row) {
 						c.errorf("survey", ch.row.Num, "trigger", "The question ${%s} is not shown to the enumerator, so it cannot trigger ${%s}: use a visible question.", name, ch.name)
 						return
 					}
@@ -952,9 +992,7 @@ func (c *converter) buildQuestion(ch *node, inst, container *el, binds *[]*el, t
 	if qt.control == "" || container == nil {
 		return
 	}
-	// A calculated or triggered question with nothing to show has
-	// no control, as pyxform does.
-	if (r.Get("calculation") != "" || r.Get("trigger") != "") && !hasColumn(r, "label") && !hasColumn(r, "hint") {
+	if unshown(r) {
 		return
 	}
 	container.add(c.control(ch, qt, texts))
@@ -981,10 +1019,27 @@ func (c *converter) control(ch *node, qt qtype, texts *[]*itextEntry) *el {
 	if a := r.Get("autoplay"); a != "" {
 		ctl.attr("autoplay", a)
 	}
+	// body::x columns are attributes of the control. A deeper column
+	// (body::esri::style) is a group, which pyxform writes as one
+	// attribute holding a Python dict, references replaced: esri="{'style': '...'}".
+	var groups []string
+	grouped := map[string][]string{}
 	for _, h := range sortedKeys(r.Cells) {
-		if k, ok := strings.CutPrefix(h, "body::"); ok && r.Get(h) != "" {
-			ctl.attr(k, r.Get(h))
+		k, ok := strings.CutPrefix(h, "body::")
+		if !ok || r.Get(h) == "" {
+			continue
 		}
+		if g, sub, nested := strings.Cut(k, "::"); nested {
+			if grouped[g] == nil {
+				groups = append(groups, g)
+			}
+			grouped[g] = append(grouped[g], pyRepr(sub)+": "+pyRepr(c.expr(r.Get(h), ch, h)))
+			continue
+		}
+		ctl.attr(k, r.Get(h))
+	}
+	for _, g := range groups {
+		ctl.attr(g, "{"+strings.Join(grouped[g], ", ")+"}")
 	}
 	if ch.typ == "range" {
 		c.rangeParams(ch, ctl)
@@ -1262,6 +1317,23 @@ func (c *converter) instanceName(id string) bool {
 	return found
 }
 
+// pyRepr writes a string as Python's repr does: in single quotes, or in
+// double quotes when it holds a single quote and no double one.
+func pyRepr(s string) string {
+	if strings.Contains(s, "'") && !strings.Contains(s, `"`) {
+		return `"` + strings.ReplaceAll(s, `\`, `\\`) + `"`
+	}
+	return "'" + strings.NewReplacer(`\`, `\\`, "'", `\'`).Replace(s) + "'"
+}
+
+// bindingConversions are the spellings of yes and no that pyxform writes
+// as true() and false() in a bind's readonly, required, relevant,
+// constraint and calculate; other values are expressions.
+var bindingConversions = map[string]string{
+	"yes": "true()", "Yes": "true()", "YES": "true()", "true": "true()", "True": "true()", "TRUE": "true()",
+	"no": "false()", "No": "false()", "NO": "false()", "false": "false()", "False": "false()", "FALSE": "false()",
+}
+
 // bind makes the bind of a node (nil for a group with nothing to bind).
 func (c *converter) bind(n *node, typ string, r Row) *el {
 	b := elem("bind", "nodeset", n.path)
@@ -1269,22 +1341,23 @@ func (c *converter) bind(n *node, typ string, r Row) *el {
 		b.attr("type", typ)
 	}
 	qt := questionTypes[n.typ]
-	// readonly and required: yes/no, or an expression written as given.
-	for _, col := range []string{"readonly", "required"} {
-		v := r.Get(col)
-		switch {
-		case yes(v) || (col == "readonly" && n.typ == "note"):
-			b.attr(col, "true()")
-		case v == "" || no(v):
-		default:
-			b.attr(col, c.expr(v, n, col))
-		}
-	}
-	for _, kv := range [][2]string{{"relevant", "relevant"}, {"constraint", "constraint"}, {"calculation", "calculate"}} {
+	// readonly, required, relevant, constraint and calculate: a yes or no
+	// as pyxform spells them becomes true() or false() (written, even
+	// when false), anything else is an expression written as given.
+	for _, kv := range [][2]string{{"readonly", "readonly"}, {"required", "required"}, {"relevant", "relevant"}, {"constraint", "constraint"}, {"calculation", "calculate"}} {
+		v := r.Get(kv[0])
 		if kv[0] == "calculation" && r.Get("trigger") != "" {
 			continue // calculated when its trigger changes, by a setvalue
 		}
-		if v := r.Get(kv[0]); v != "" {
+		if kv[0] == "readonly" && n.typ == "note" && v == "" {
+			v = "true()"
+		}
+		if v == "" {
+			continue
+		}
+		if conv, ok := bindingConversions[v]; ok {
+			b.attr(kv[1], conv)
+		} else {
 			b.attr(kv[1], c.expr(v, n, kv[0]))
 		}
 	}

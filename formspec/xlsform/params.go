@@ -114,6 +114,8 @@ var paramChecks = map[string]func(c *converter, n *node, out map[string]string) 
 	"range":           checkRangeParams,
 	"audit":           checkAuditParams,
 	"geopoint":        checkGeopointParams,
+	"geotrace":        checkGeoParams,
+	"geoshape":        checkGeoParams,
 	"select_one":      checkSelectParams,
 	"select_multiple": checkSelectParams,
 }
@@ -239,8 +241,28 @@ func checkAuditParams(c *converter, n *node, out map[string]string) (string, boo
 	return "", false
 }
 
+// checkGeoParams checks what every geo question takes: allow-mock-accuracy
+// is true or false, as written; incremental (geotrace, geoshape) is true
+// or left out, as pyxform's yes/no aliases read it.
+func checkGeoParams(c *converter, n *node, out map[string]string) (string, bool) {
+	if v, ok := out["allow-mock-accuracy"]; ok && v != "true" && v != "false" {
+		return fail("The 'allow-mock-accuracy' parameter must be either 'true' or 'false'.")
+	}
+	if v, ok := out["incremental"]; ok {
+		switch v {
+		case "yes", "Yes", "YES", "true", "True", "TRUE", "true()":
+		default:
+			return fail("For geoshape and geotrace questions, the 'incremental' parameter may either be 'true' or not included.")
+		}
+	}
+	return "", false
+}
+
 // checkGeopointParams checks a geopoint's accuracy thresholds.
 func checkGeopointParams(c *converter, n *node, out map[string]string) (string, bool) {
+	if msg, whole := checkGeoParams(c, n, out); msg != "" {
+		return msg, whole
+	}
 	number := func(k string) (float64, bool) { return paramNumber(out, k) }
 	for _, k := range []string{"capture-accuracy", "warning-accuracy"} {
 		if _, ok := out[k]; ok {

@@ -2,6 +2,9 @@ package xlsform
 
 import (
 	"bytes"
+	"encoding/xml"
+	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -161,6 +164,9 @@ func FuzzConvertMarkdown(f *testing.F) {
 		res := ConvertMarkdown(md, Options{})
 		if len(res.Errors) > 0 {
 			return
+		}
+		if err := wellFormed(res.XForm); err != nil {
+			t.Fatalf("output that is not well-formed XML: %v\n%s", err, res.XForm)
 		}
 		_, err := formspec.Parse(res.XForm)
 		if err == nil {
@@ -353,5 +359,43 @@ func TestChoiceInstancesInSheetOrder(t *testing.T) {
 	xf := string(res.XForm)
 	if a, b := strings.Index(xf, `<instance id="a">`), strings.Index(xf, `<instance id="b">`); a < 0 || b < 0 || a > b {
 		t.Errorf("instances out of the sheet's order:\n%s", xf)
+	}
+}
+
+// wellFormed checks what Go's XML decoder lets pass but XML forbids and
+// form engines refuse: an attribute written twice on one element.
+func wellFormed(b []byte) error {
+	d := xml.NewDecoder(bytes.NewReader(b))
+	for {
+		tok, err := d.RawToken()
+		if err == io.EOF {
+			return nil
+		} else if err != nil {
+			return err
+		}
+		if se, ok := tok.(xml.StartElement); ok {
+			seen := map[xml.Name]bool{}
+			for _, a := range se.Attr {
+				if seen[a.Name] {
+					return fmt.Errorf("<%s> has the attribute %s:%s twice", se.Name.Local, a.Name.Space, a.Name.Local)
+				}
+				seen[a.Name] = true
+			}
+		}
+	}
+}
+
+// An attribute set by two columns (body::rows and the rows parameter) is
+// written once, the parameter's winning as in pyxform.
+func TestAttributeWrittenOnce(t *testing.T) {
+	res := ConvertMarkdown("| survey | | | | | |\n| | type | name | label | body::rows | parameters |\n| | text | name | Name | 7 | rows=8 |", Options{})
+	if len(res.Errors) > 0 {
+		t.Fatal(res.Errors)
+	}
+	if err := wellFormed(res.XForm); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(res.XForm), `rows="8"`) {
+		t.Errorf("rows: %s", res.XForm)
 	}
 }

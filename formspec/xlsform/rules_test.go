@@ -1,0 +1,73 @@
+package xlsform
+
+import (
+	"strings"
+	"testing"
+)
+
+// Rules carried over from pyxform's source: what it refuses, and how it
+// writes what it accepts.
+func TestPyxformRules(t *testing.T) {
+	for _, c := range []struct {
+		name, md string
+		err      string   // a refusal's words; "" when it converts
+		contains []string // in the XForm
+		excludes []string
+	}{
+		{"allow-mock-accuracy takes true or false", "| survey | | | | |\n| | type | name | label | parameters |\n| | geoshape | g | G | allow-mock-accuracy=foo |",
+			"'allow-mock-accuracy' parameter must be either 'true' or 'false'", nil, nil},
+		{"allow-mock-accuracy true", "| survey | | | | |\n| | type | name | label | parameters |\n| | geopoint | g | G | allow-mock-accuracy=true |",
+			"", []string{`odk:allow-mock-accuracy="true"`}, nil},
+		{"incremental is true or absent", "| survey | | | | |\n| | type | name | label | parameters |\n| | geotrace | g | G | incremental=no |",
+			"'incremental' parameter may either be 'true' or not included", nil, nil},
+		{"big-image needs an image", "| survey | | | |\n| | type | name | media::big-image |\n| | text | c | m.png |",
+			"To use big-image, you must also specify an image", nil, nil},
+		{"a bare media column is ignored", "| survey | | | |\n| | type | name | media |\n| | text | c | m.png |",
+			"", []string{"<label/>"}, []string{"m.png"}},
+		{"a hidden question triggers nothing", "| survey | | | | |\n| | type | name | trigger | calculation |\n| | integer | two | | 1 + 1 |\n| | integer | ts | ${two} | now() |",
+			"is not shown to the enumerator", nil, nil},
+		{"external instance names are unique", "| survey | | | |\n| | type | name | label |\n| | xml-external | d | |\n| | begin group | g | G |\n| | csv-external | d | |\n| | end group | g | |",
+			"Instance names must be unique", nil, nil},
+		{"required FALSE is written false()", "| survey | | | | |\n| | type | name | label | required |\n| | text | t | T | FALSE |",
+			"", []string{`required="false()"`}, nil},
+		{"required 1 is an expression", "| survey | | | | |\n| | type | name | label | required |\n| | text | t | T | 1 |",
+			"", []string{`required="1"`}, nil},
+		{"relevant no is false()", "| survey | | | | |\n| | type | name | label | relevant |\n| | text | t | T | no |",
+			"", []string{`relevant="false()"`}, nil},
+		{"a guidance hint alone gets no plain hint", "| survey | | | | |\n| | type | name | label | guidance_hint |\n| | text | t | T | as on the card |",
+			"", []string{`<value form="guidance">as on the card</value>`}, []string{"<value>-</value>"}},
+		{"a nested body column is a dict attribute", "| survey | | | | |\n| | type | name | label | body::esri::style |\n| | text | w | W | |\n| | image | i | I | watermark=${w} |",
+			"", []string{`esri="{'style': 'watermark= /data/w '}"`}, []string{"esri::"}},
+	} {
+		res := ConvertMarkdown(c.md, Options{})
+		var errs []string
+		for _, e := range res.Errors {
+			errs = append(errs, e.String())
+		}
+		got := strings.Join(errs, "; ")
+		switch {
+		case c.err != "" && !strings.Contains(got, c.err):
+			t.Errorf("%s: errors %q, want %q", c.name, got, c.err)
+			continue
+		case c.err == "" && got != "":
+			t.Errorf("%s: refused: %s", c.name, got)
+			continue
+		}
+		if c.err != "" {
+			continue
+		}
+		if err := wellFormed(res.XForm); err != nil {
+			t.Errorf("%s: %v", c.name, err)
+		}
+		for _, s := range c.contains {
+			if !strings.Contains(string(res.XForm), s) {
+				t.Errorf("%s: no %s in\n%s", c.name, s, res.XForm)
+			}
+		}
+		for _, s := range c.excludes {
+			if strings.Contains(string(res.XForm), s) {
+				t.Errorf("%s: %s in\n%s", c.name, s, res.XForm)
+			}
+		}
+	}
+}
