@@ -286,6 +286,19 @@ func Convert(wb *Workbook, opt Options) *Result {
 		c.opt.RootName = "data"
 	}
 	survey := wb.sheet("survey")
+	if survey == nil && wb != nil && len(wb.Sheets) == 1 {
+		// A workbook of one sheet whose name is no XLSForm sheet's is the
+		// survey, whatever it is called ("Sheet1"), as pyxform reads it.
+		for name, sh := range wb.Sheets {
+			switch strings.ToLower(name) {
+			case "choices", "settings", "external_choices", "entities", "osm":
+			default:
+				survey = sh
+				wb = &Workbook{Sheets: map[string]*Sheet{"survey": sh}}
+				c.wb = wb
+			}
+		}
+	}
 	if survey == nil {
 		c.errorf("", 0, "", "The workbook has no sheet named survey. Every XLSForm needs one: add it, with at least the columns type, name and label.")
 		return c.res

@@ -579,7 +579,47 @@ func (c *converter) itext(langs []string, texts []*itextEntry) *el {
 	for _, t := range texts {
 		hasDefault = hasDefault || t.forms["default"] != nil
 	}
-	for _, lang := range textOrder(langs, texts) {
+	// pyxform's order within a language: the texts it writes words for,
+	// then questions it gives only media (pyxform adds those after the
+	// words), each in document order; then those it lacks, filled with
+	// "-", in the order the texts first appear across the languages.
+	rank := func(t *itextEntry, lang string) int {
+		forms := t.forms[lang]
+		if forms == nil {
+			return 2
+		}
+		if !strings.HasPrefix(t.id, "/") {
+			return 0 // a choice's media come with its words
+		}
+		for f := range forms {
+			switch f {
+			case "image", "audio", "video", "big-image":
+			default:
+				return 0
+			}
+		}
+		return 1
+	}
+	order := textOrder(langs, texts)
+	own := map[string][]*itextEntry{}
+	var union []*itextEntry
+	seen := map[*itextEntry]bool{}
+	for _, lang := range order {
+		for r := 0; r <= 1; r++ {
+			for _, t := range texts {
+				if rank(t, lang) == r {
+					own[lang] = append(own[lang], t)
+				}
+			}
+		}
+		for _, t := range own[lang] {
+			if !seen[t] {
+				seen[t] = true
+				union = append(union, t)
+			}
+		}
+	}
+	for _, lang := range order {
 		if lang == "default" && !hasDefault {
 			continue
 		}
@@ -587,25 +627,18 @@ func (c *converter) itext(langs []string, texts []*itextEntry) *el {
 		if lang == c.settings["default_language"] || (c.settings["default_language"] == "" && lang == "default") {
 			tr.attr("default", "true()")
 		}
-		// Texts this language has, then those it lacks, filled with
-		// "-" (pyxform's order).
-		ordered := make([]*itextEntry, 0, len(texts))
-		for _, t := range texts {
-			if t.forms[lang] != nil {
-				ordered = append(ordered, t)
-			}
-		}
-		for _, t := range texts {
+		ordered := append([]*itextEntry{}, own[lang]...)
+		for _, t := range union {
 			if t.forms[lang] == nil {
 				ordered = append(ordered, t)
 			}
 		}
 		for _, t := range ordered {
 			te := elem("text", "id", t.id)
+			// A text this language lacks gets "-" for the words (and the
+			// guidance) other languages have, below; media are not filled,
+			// so a media-only text is empty, as pyxform writes it.
 			forms := t.forms[lang]
-			if forms == nil {
-				forms = map[string]string{"": "-"}
-			}
 			for _, f := range c.formOrder(t.id, forms) {
 				v := elem("value")
 				if f != "" {
@@ -893,6 +926,13 @@ func (c *converter) buildGroup(n, ch *node, inst, container *el, binds *[]*el, t
 	}
 	fresh := elem(ch.name)
 	placedBefore := len(c.placed)
+	// A group's bind comes before its children's, in document order, as
+	// pyxform writes them.
+	if binds != nil {
+		if b := c.bind(ch, "", r); b != nil {
+			*binds = append(*binds, b)
+		}
+	}
 	c.build(ch, fresh, inner, binds, texts)
 	for _, e := range c.entities {
 		if e.metaAt == ch && binds != nil {
@@ -933,11 +973,6 @@ func (c *converter) buildGroup(n, ch *node, inst, container *el, binds *[]*el, t
 		inst.add(tmpl)
 	}
 	inst.add(fresh)
-	if binds != nil {
-		if b := c.bind(ch, "", r); b != nil {
-			*binds = append(*binds, b)
-		}
-	}
 	if container != nil {
 		container.add(ctl)
 	}

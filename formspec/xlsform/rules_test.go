@@ -71,3 +71,61 @@ func TestPyxformRules(t *testing.T) {
 		}
 	}
 }
+
+// Workbooks as pyxform reads them: a single sheet of any name is the
+// survey; the entities sheet's headers in any case.
+func TestPyxformWorkbookShapes(t *testing.T) {
+	md := "| Sheet1 | | | |\n| | type | name | label |\n| | text | state | The State |"
+	if res := ConvertMarkdown(md, Options{}); len(res.Errors) > 0 || !strings.Contains(string(res.XForm), `<bind nodeset="/data/state"`) {
+		t.Errorf("a one-sheet workbook: %v", res.Errors)
+	}
+	two := md + "\n| notes | |\n| | hello |"
+	if res := ConvertMarkdown(two, Options{}); len(res.Errors) == 0 {
+		t.Error("two sheets, neither named survey, converted")
+	}
+	ent := "| survey | | | | |\n| | type | name | label | save_to |\n| | text | a | A | p |\n| entities | | |\n| | DATASET | LABEL |\n| | trees | ${a} |"
+	if res := ConvertMarkdown(ent, Options{}); len(res.Errors) > 0 || !strings.Contains(string(res.XForm), `dataset="trees"`) {
+		t.Errorf("an entities sheet with DATASET: %v", res.Errors)
+	}
+}
+
+// pyxform's itext order: in each language, the texts it has words for,
+// then questions it gives only media, then what it lacks ("-" for words,
+// nothing for media); a group's bind before its children's.
+func TestPyxformItextAndBindOrder(t *testing.T) {
+	md := `| survey |             |      |          |          |               |              |          |
+|        | type        | name | label::en | label::fr | media::image::en | hint::fr | relevant |
+|        | begin group | g    | G        | G        |               |              | 1 = 1    |
+|        | text        | a    |          |          | a.png         | indice       |          |
+|        | text        | b    | B        |          |               |              |          |
+|        | end group   | g    |          |          |               |              |          |`
+	res := ConvertMarkdown(md, Options{})
+	if len(res.Errors) > 0 {
+		t.Fatal(res.Errors)
+	}
+	x := string(res.XForm)
+	en := x[strings.Index(x, `lang="en"`):strings.Index(x, `lang="fr"`)]
+	order := func(s string, ids ...string) bool {
+		last := -1
+		for _, id := range ids {
+			i := strings.Index(s, `id="`+id+`"`)
+			if i < last || i < 0 {
+				return false
+			}
+			last = i
+		}
+		return true
+	}
+	// In English: words (g, b), then a's image, then a's hint it lacks.
+	if !order(en, "/data/g:label", "/data/g/b:label", "/data/g/a:label", "/data/g/a:hint") {
+		t.Errorf("English itext order:\n%s", en)
+	}
+	fr := x[strings.Index(x, `lang="fr"`):]
+	fr = fr[:strings.Index(fr, "</translation>")]
+	if !strings.Contains(fr, `<text id="/data/g/a:label"/>`) {
+		t.Errorf("a media-only text missing in French is not empty:\n%s", fr)
+	}
+	if strings.Index(x, `<bind nodeset="/data/g"`) > strings.Index(x, `<bind nodeset="/data/g/a"`) {
+		t.Errorf("the group's bind comes after its children's:\n%s", x)
+	}
+}

@@ -223,7 +223,8 @@ func knownHeader(h string) bool {
 		"form_title", "form_id", "version", "instance_name", "default_language", "style", "public_key", "submission_url",
 		"auto_send", "auto_delete", "client_editable", "prefix", "delimiter", "instance_xmlns", "compact_tag", "namespaces",
 		"allow_choice_duplicates", "clean_text_values", "omit_instanceID", "autoplay", "purpose", "sensitivity",
-		"default_sensitivity", "legal_basis", "consent", "subject_id", "save_to", "media", "no_app_error_string", "rows":
+		"default_sensitivity", "legal_basis", "consent", "subject_id", "save_to", "media", "no_app_error_string", "rows",
+		"dataset", "entity_id", "create_if", "update_if":
 		return true
 	}
 	return false
@@ -268,7 +269,8 @@ func normalizeHeader(h string) string {
 		"type", "name", "list_name", "required", "relevant", "constraint", "calculation", "default", "readonly", "appearance", "choice_filter",
 		"repeat_count", "parameters", "trigger", "form_title", "form_id", "version", "instance_name", "default_language", "style",
 		"public_key", "submission_url", "auto_send", "auto_delete", "client_editable", "prefix", "delimiter", "instance_xmlns", "compact_tag", "namespaces", "allow_choice_duplicates", "clean_text_values", "omit_instanceID", "autoplay",
-		"purpose", "sensitivity", "default_sensitivity", "legal_basis", "consent", "subject_id":
+		"purpose", "sensitivity", "default_sensitivity", "legal_basis", "consent", "subject_id",
+		"dataset", "entity_id", "create_if", "update_if", "save_to":
 		base = lb
 	}
 	if hasLang {
