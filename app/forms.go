@@ -1,6 +1,7 @@
 package app
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -66,6 +67,7 @@ type converted struct {
 	xml      []byte
 	warnings []Diagnostic
 	rows     map[string]int
+	itemsets []byte // itemsets.csv, made from the external_choices sheet
 }
 
 // convert turns an upload into an XForm: an XLSForm is converted, and its
@@ -87,7 +89,7 @@ func convert(u Upload) (*converted, error) {
 			Message: "The XLSForm could not be converted, so nothing was stored: " + strings.Join(msgs, " "),
 			Details: map[string]any{"errors": res.Errors, "warnings": res.Warnings}}
 	}
-	return &converted{xml: res.XForm, warnings: res.Warnings, rows: res.Rows}, nil
+	return &converted{xml: res.XForm, warnings: res.Warnings, rows: res.Rows, itemsets: res.Itemsets}, nil
 }
 
 // parseForm checks an XForm and prepares it for storage.
@@ -139,8 +141,13 @@ func (s *Service) CreateForm(ctx context.Context, p *haven.Principal, projectID 
 		}
 		detail(e, "version", f.Version)
 	}
+	discard, err := s.attachItemsets(ctx, projectID, c, &nv)
+	if err != nil {
+		return nil, err
+	}
 	form, err := s.forms.CreateForm(ctx, projectID, nv, publish)
 	if err != nil {
+		discard()
 		return nil, err
 	}
 	return &FormAnswer{Form: form, Warnings: c.warnings}, nil
@@ -212,7 +219,15 @@ func (s *Service) NewDraft(ctx context.Context, p *haven.Principal, projectID in
 			return nil, err
 		}
 		u.keep(&parsed)
-		nv, warnings = &parsed, c.warnings
+		discard, err := s.attachItemsets(ctx, projectID, c, &parsed)
+		if err != nil {
+			return nil, err
+		}
+		if err := s.forms.SetDraft(ctx, f, &parsed); err != nil {
+			discard()
+			return nil, err
+		}
+		return c.warnings, nil
 	}
 	return warnings, s.forms.SetDraft(ctx, f, nv)
 }
@@ -573,4 +588,27 @@ func FormID(u Upload) (string, error) {
 		return "", err
 	}
 	return f.ID, nil
+}
+
+// attachItemsets stores itemsets.csv, made from the workbook's
+// external_choices sheet, as the version's file of that name (a
+// select_one_external reads it), as pyxform makes it. It returns a func
+// that discards the stored file if the version is not stored after all.
+func (s *Service) attachItemsets(ctx context.Context, projectID int64, c *converted, nv *storage.NewFormVersion) (discard func(), err error) {
+	discard = func() {}
+	if c.itemsets == nil {
+		return discard, nil
+	}
+	for _, m := range nv.Media {
+		if m.Name != "itemsets.csv" {
+			continue
+		}
+		blob, err := s.blobs.Put(ctx, projectID, bytes.NewReader(c.itemsets), storage.PutOptions{Limit: s.Limits.MaxMedia, MD5: true})
+		if err != nil {
+			return discard, err
+		}
+		nv.Made = map[string]*storage.Blob{m.Name: blob}
+		return func() { s.blobs.Discard(ctx, blob) }, nil
+	}
+	return discard, nil
 }

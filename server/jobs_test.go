@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/haven-org/haven/formspec/xlsform/xlsxtest"
 )
 
 // A background export: started, watched until done, downloaded once;
@@ -84,5 +86,52 @@ func TestBackgroundExport(t *testing.T) {
 	}
 	if got := strings.Join(actions, " "); !strings.Contains(got, "submission.export.download") || !strings.Contains(got, "submission.export ") {
 		t.Errorf("the start and the download are not both audited: %s", got)
+	}
+}
+
+// A select_one_external reads itemsets.csv: Haven makes it from the
+// external_choices sheet and attaches it to the draft, as pyxform makes it.
+func TestItemsetsAttached(t *testing.T) {
+	e := newEnv(t)
+	pr := e.emptyProject()
+	x, err := xlsxtest.FromMarkdown(`
+| survey           |                          |       |       |               |          |             |
+|                  | type                     | name  | label | choice_filter | purpose  | sensitivity |
+|                  | text                     | state | State |               | Routing  | public      |
+|                  | select_one_external city | city  | City  | state=${state} | Routing | public      |
+| external_choices |                          |       |       |               |          |             |
+|                  | list_name                | name  | state |               |          |             |
+|                  | city                     | Sydney | nsw  |               |          |             |
+| settings         |                          |       |       |               |          |             |
+|                  | form_id                  | legal_basis |  |               |          |             |
+|                  | towns                    | public_interest | |             |          |             |
+`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := fmt.Sprintf("/v1/projects/%d/forms", pr.ID)
+	if resp := e.request("POST", base, e.token, xlsxType, bytes.NewReader(x)); resp.StatusCode != 200 {
+		b, _ := io.ReadAll(resp.Body)
+		t.Fatalf("upload: %d %s", resp.StatusCode, b)
+	}
+	var media []struct {
+		Name   string
+		Exists bool
+	}
+	e.admin("GET", base+"/towns/draft/attachments", nil, &media)
+	if len(media) != 1 || media[0].Name != "itemsets.csv" || !media[0].Exists {
+		t.Fatalf("the draft's media: %+v", media)
+	}
+	resp := e.request("GET", base+"/towns/draft/attachments/itemsets.csv", e.token, "", nil)
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if want := "\"list_name\",\"name\",\"state\"\r\n\"city\",\"Sydney\",\"nsw\"\r\n"; string(body) != want {
+		t.Errorf("itemsets.csv: %q", body)
+	}
+	// Published, devices get it in the manifest.
+	e.admin("POST", base+"/towns/draft/publish", nil, nil)
+	e.admin("GET", base+"/towns/attachments", nil, &media)
+	if len(media) != 1 || !media[0].Exists {
+		t.Errorf("the published version's media: %+v", media)
 	}
 }

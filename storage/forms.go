@@ -49,6 +49,9 @@ type NewFormVersion struct {
 	XML       []byte
 	MD5       string
 	Media     []haven.FormAttachment // expected files: Name and Type
+	// Made are files the server made with the upload (itemsets.csv), by
+	// name, stored but not yet recorded: they are recorded with the version.
+	Made map[string]*Blob
 	// XLSX is the XLSForm the XForm was converted from, as uploaded, and
 	// XLSXType its content type; nil for an uploaded XForm.
 	XLSX     []byte
@@ -246,7 +249,12 @@ func (tx *Tx) insertDraft(formID, carryFrom int64, nv NewFormVersion) error {
 	for _, m := range nv.Media {
 		var blob sql.NullInt64
 		var updated sql.NullInt64
-		if carryFrom != 0 {
+		if made := nv.Made[m.Name]; made != nil {
+			if err := tx.RecordBlob(made); err != nil {
+				return err
+			}
+			blob, updated = sql.NullInt64{Int64: made.ID, Valid: true}, sql.NullInt64{Int64: ms(tx.Now()), Valid: true}
+		} else if carryFrom != 0 {
 			tx.QueryRow(`SELECT blob_id, updated_at FROM form_attachments WHERE form_version_id = ? AND name = ?`, carryFrom, m.Name).Scan(&blob, &updated)
 		}
 		if _, err := tx.Exec(`INSERT INTO form_attachments (form_version_id, name, type, blob_id, updated_at) VALUES (?, ?, ?, ?, ?)`,

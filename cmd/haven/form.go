@@ -103,6 +103,15 @@ func formCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	} else if err := os.WriteFile(*out, res.XForm, 0o644); err != nil {
 		return err
 	}
+	if res.Itemsets != nil && *out != "" {
+		// A select_one_external reads itemsets.csv: made beside the XForm, as pyxform does.
+		p := filepath.Join(filepath.Dir(*out), "itemsets.csv")
+		if err := writeNew(p, res.Itemsets); err != nil {
+			fmt.Fprintln(stderr, "warning:", haven.ErrorMessage(err))
+		} else {
+			fmt.Fprintf(stderr, "Wrote %s from the external_choices sheet: attach it with the form (haven form upload does it for you).\n", p)
+		}
+	}
 	if *noCheck {
 		return nil
 	}

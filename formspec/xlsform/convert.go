@@ -52,6 +52,9 @@ type Result struct {
 	// Rows maps each question's path to its row on the survey sheet, so
 	// that later checks of the XForm can point the designer at the row.
 	Rows map[string]int `json:"-"`
+	// Itemsets is itemsets.csv, made from the external_choices sheet as
+	// pyxform makes it, when a select_one_external question reads it.
+	Itemsets []byte `json:"-"`
 }
 
 // ConvertXLSX converts an .xlsx workbook.
@@ -258,6 +261,30 @@ func (c *converter) osmTags(list string) []Row {
 }
 
 // externalList reports whether the external_choices sheet has the list.
+// itemsetsCSV writes the external_choices sheet as itemsets.csv, as pyxform
+// does: the headers as written, then every row, each cell quoted, CRLF.
+func itemsetsCSV(sh *Sheet) []byte {
+	var b strings.Builder
+	line := func(cells []string) {
+		for i, v := range cells {
+			if i > 0 {
+				b.WriteByte(',')
+			}
+			b.WriteString(`"` + strings.ReplaceAll(v, `"`, `""`) + `"`)
+		}
+		b.WriteString("\r\n")
+	}
+	line(sh.Raw)
+	for _, r := range sh.Rows {
+		cells := make([]string, len(sh.Headers))
+		for i, h := range sh.Headers {
+			cells[i] = r.Cells[h]
+		}
+		line(cells)
+	}
+	return []byte(b.String())
+}
+
 func (c *converter) externalList(list string) bool {
 	sh := c.wb.sheet("external_choices")
 	if sh == nil || list == "" {
@@ -760,7 +787,7 @@ func (c *converter) rowNode(r Row, typ, low string) (n *node, orOther, ok bool) 
 			}
 			if !c.warnedItemsets {
 				c.warnedItemsets = true
-				c.warnf("survey", r.Num, "type", "select_one_external reads its choices from itemsets.csv on the device. Haven does not make that file from the external_choices sheet: save the sheet as itemsets.csv and attach it to the form's draft.")
+				c.res.Itemsets = itemsetsCSV(c.wb.sheet("external_choices"))
 			}
 		}
 		if _, ok := questionTypes[base]; !ok {
