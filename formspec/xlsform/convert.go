@@ -842,6 +842,10 @@ func (c *converter) rowName(r Row, n *node, typ string, parent *node, repeats ma
 		c.errorf("survey", r.Num, "name", "The name 'meta' is reserved for form metadata: choose another name.")
 		return "", false
 	}
+	if n.kind == "repeat" && name == c.opt.RootName {
+		c.errorf("survey", r.Num, "name", "The name %q is invalid: a repeat's name must not be the same as the survey's root (%q, the settings' name or \"data\"). Choose another.", name, c.opt.RootName)
+		return "", false
+	}
 	if n.kind == "repeat" {
 		if prev, ok := repeats[name]; ok {
 			c.errorf("survey", r.Num, "name", "There is already a repeat named %q (row %d). Repeat names must be unique in the whole form, at every level.", name, prev)

@@ -88,7 +88,7 @@ func (c *converter) parseParams(n *node) (map[string]string, bool) {
 		return bad("randomize must be set to true or false: '" + r + "' is an invalid value.")
 	}
 	if seed, ok := out["seed"]; ok {
-		if out["randomize"] != "true" {
+		if _, has := out["randomize"]; !has {
 			return bad("Parameters must include randomize=true to use a seed.")
 		}
 		if _, err := strconv.ParseFloat(seed, 64); err != nil && !refPattern.MatchString(seed) {
@@ -115,6 +115,7 @@ var paramChecks = map[string]func(c *converter, n *node, out map[string]string) 
 	"audit":           checkAuditParams,
 	"geopoint":        checkGeopointParams,
 	"geotrace":        checkGeoParams,
+	"image":           checkImageParams,
 	"geoshape":        checkGeoParams,
 	"select_one":      checkSelectParams,
 	"select_multiple": checkSelectParams,
@@ -236,6 +237,41 @@ func checkAuditParams(c *converter, n *node, out map[string]string) (string, boo
 			return fail("location-min-interval must be greater than or equal to zero.")
 		case maxA < minI:
 			return fail("location-max-age must be greater than or equal to location-min-interval.")
+		}
+	}
+	return "", false
+}
+
+// checkImageParams checks the app an image question opens: an Android
+// package name, as pyxform validates it.
+func checkImageParams(c *converter, n *node, out map[string]string) (string, bool) {
+	name, ok := out["app"]
+	if a := n.row.Get("appearance"); !ok || (a != "" && a != "annotate") {
+		return "", false // with another appearance the app is ignored
+	}
+	const prefix = "Parameter 'app' has an invalid Android package name - "
+	segments := strings.Split(name, ".")
+	switch {
+	case strings.TrimSpace(name) == "":
+		return prefix + "package name is missing.", true
+	case !strings.Contains(name, "."):
+		return prefix + "the package name must have at least one '.' separator.", true
+	case strings.HasSuffix(name, "."):
+		return prefix + "the package name cannot end in a '.' separator.", true
+	}
+	for _, seg := range segments {
+		switch {
+		case seg == "":
+			return prefix + "package segments must be of non-zero length.", true
+		case seg[0] == '_':
+			return prefix + "the character '_' cannot be the first character in a package name segment.", true
+		case seg[0] >= '0' && seg[0] <= '9':
+			return prefix + "a digit cannot be the first character in a package name segment.", true
+		}
+		for _, r := range seg {
+			if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '_') {
+				return prefix + "the package name can only include letters (a-z, A-Z), numbers (0-9), dots (.), and underscores (_).", true
+			}
 		}
 	}
 	return "", false
