@@ -400,6 +400,9 @@ func (c *converter) emit() []byte {
 	rootEl := c.rootElement(formID)
 	var binds []*el
 	body := elem("h:body")
+	if style := c.settings["style"]; style != "" {
+		body.attr("class", style) // the form's theme (pages, theme-grid), as pyxform writes it
+	}
 	c.triggers = c.collectTriggers()
 	c.entities = c.readEntities()
 	c.texts = &texts

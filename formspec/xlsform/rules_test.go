@@ -46,6 +46,8 @@ func TestPyxformRules(t *testing.T) {
 			"", nil, nil},
 		{"a seed without randomize", "| survey | | | | |\n| | type | name | label | parameters |\n| | select_one l | s | S | seed=3 |\n| choices | | |\n| | list_name | name | label |\n| | l | a | A |",
 			"must include randomize=true to use a seed", nil, nil},
+		{"the style setting is the body's class", "| survey | | | |\n| | type | name | label |\n| | text | a | A |\n| settings | |\n| | style |\n| | theme-grid pages |",
+			"", []string{`<h:body class="theme-grid pages">`}, nil},
 		{"a nested body column is a dict attribute", "| survey | | | | |\n| | type | name | label | body::esri::style |\n| | text | w | W | |\n| | image | i | I | watermark=${w} |",
 			"", []string{`esri="{'style': 'watermark= /data/w '}"`}, []string{"esri::"}},
 	} {
