@@ -7,6 +7,7 @@ import (
 	"regexp"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 
 	"github.com/haven-org/haven"
@@ -195,6 +196,76 @@ func (c *converter) expandLoops(n *node) {
 			}))
 		}
 		n.children = append(n.children, g)
+	}
+}
+
+// expandTableLists rewrites each group with the table-list appearance as
+// pyxform does: the group becomes a field-list; its label and hint move to
+// a generated note first in it; before its first select, a select of the
+// same list with the label appearance shows the choices once as column
+// heads; every select in it shows no labels (list-nolabel). Its selects
+// must share one list and have no choice filter.
+func (c *converter) expandTableLists(n *node) {
+	for _, g := range n.children {
+		if g.kind == "question" {
+			continue
+		}
+		c.expandTableLists(g)
+		if g.kind != "group" {
+			continue
+		}
+		mods := strings.Fields(g.row.Get("appearance"))
+		if !slices.Contains(mods, "table-list") {
+			continue
+		}
+		appearance := "field-list"
+		for _, m := range mods {
+			if m != "table-list" {
+				appearance += " " + m
+			}
+		}
+		groupCells := maps.Clone(g.row.Cells)
+		groupCells["appearance"] = appearance
+		noteCells := map[string]string{}
+		for h, v := range g.row.Cells {
+			if strings.TrimSpace(v) != "" && (h == "label" || h == "hint" || strings.HasPrefix(h, "label::") || strings.HasPrefix(h, "hint::")) {
+				noteCells[h] = v
+				delete(groupCells, h)
+			}
+		}
+		g.row = Row{Num: g.row.Num, Cells: groupCells}
+		var kids []*node
+		if len(noteCells) > 0 {
+			name := "generated_table_list_label_" + strconv.Itoa(g.row.Num)
+			noteCells["type"], noteCells["name"] = "note", name
+			kids = append(kids, &node{kind: "question", typ: "note", name: name, row: Row{Num: g.row.Num, Cells: noteCells}, parent: g, path: g.path + "/" + name})
+		}
+		list := ""
+		for _, q := range g.children {
+			if q.kind == "question" && (q.typ == "select_one" || q.typ == "select_multiple") && q.list != "" {
+				if list == "" {
+					list = q.list
+					if q.row.Get("choice_filter") != "" {
+						c.errorf("survey", q.row.Num, "choice_filter", "Choice filter not supported for table-list appearance: the column heads show the whole list. Remove the choice filter, or the table-list appearance.")
+					}
+					name := "reserved_name_for_field_list_labels_" + strconv.Itoa(q.row.Num)
+					cells := map[string]string{"type": q.typ + " " + q.list, "name": name, "appearance": "label"}
+					for _, col := range []string{"purpose", "sensitivity"} {
+						if v := q.row.Get(col); v != "" {
+							cells[col] = v // it holds no answer, but says what the list is for
+						}
+					}
+					kids = append(kids, &node{kind: "question", typ: q.typ, list: q.list, name: name, row: Row{Num: q.row.Num, Cells: cells}, parent: g, path: g.path + "/" + name})
+				} else if q.list != list {
+					c.errorf("survey", q.row.Num, "type", "Badly formatted table list, list names don't match: %s vs. %s. The selects of a table-list share one choice list.", list, q.list)
+				}
+				cells := maps.Clone(q.row.Cells)
+				cells["appearance"] = "list-nolabel"
+				q.row = Row{Num: q.row.Num, Cells: cells}
+			}
+			kids = append(kids, q)
+		}
+		g.children = kids
 	}
 }
 
@@ -663,6 +734,7 @@ func (c *converter) readSurvey(sh *Sheet) {
 		}
 	}
 	c.expandLoops(c.root)
+	c.expandTableLists(c.root)
 	if len(stack) > 1 {
 		open := stack[len(stack)-1]
 		c.errorf("survey", open.row.Num, "type", "The %s %q is never ended: add an end %s row after its last question.", open.kind, open.name, open.kind)

@@ -928,6 +928,11 @@ func (c *converter) buildGroup(n, ch *node, inst, container *el, binds *[]*el, t
 		ctl.add(inner)
 	}
 	fresh := elem(ch.name)
+	for _, h := range sortedKeys(r.Cells) {
+		if k, ok := strings.CutPrefix(h, "instance::"); ok && r.Get(h) != "" {
+			fresh.attr(k, c.expr(r.Get(h), ch, h)) // instance attributes of a group or repeat, as of a question
+		}
+	}
 	placedBefore := len(c.placed)
 	// A group's bind comes before its children's, in document order, as
 	// pyxform writes them.
@@ -996,7 +1001,7 @@ func (c *converter) buildQuestion(ch *node, inst, container *el, binds *[]*el, t
 	}
 	for _, h := range sortedKeys(r.Cells) {
 		if k, ok := strings.CutPrefix(h, "instance::"); ok && r.Get(h) != "" {
-			ie.attr(k, r.Get(h))
+			ie.attr(k, c.expr(r.Get(h), ch, h)) // references become paths, as pyxform writes them
 		}
 	}
 	if d := r.Get("default"); d != "" && !dynamicDefault(d, ch.typ) {
@@ -1056,6 +1061,9 @@ func (c *converter) control(ch *node, qt qtype, texts *[]*itextEntry) *el {
 	}
 	if a := r.Get("autoplay"); a != "" {
 		ctl.attr("autoplay", a)
+	}
+	if v := r.Get("rows"); v != "" {
+		ctl.attr("rows", v) // the rows column, as pyxform reads it (a rows parameter wins)
 	}
 	// body::x columns are attributes of the control. A deeper column
 	// (body::esri::style) is a group, which pyxform writes as one
@@ -1461,8 +1469,10 @@ func (c *converter) labels(n *node, ctl *el, texts *[]*itextEntry) {
 		if col == "hint" && n.kind != "question" {
 			continue // pyxform shows no hint for a group or a repeat
 		}
-		if col == "label" && n.kind == "question" && !hasColumn(n.row, "label") && !colItext(n.row, "label") && hasText(n.row) {
-			ctl.add(elem("label")) // a question shown with only a hint still has a label
+		if col == "label" && n.kind == "question" && !hasColumn(n.row, "label") && !colItext(n.row, "label") && (hasText(n.row) || strings.HasPrefix(n.name, "reserved_name_for_field_list_labels_")) {
+			// A question shown with only a hint still has a label, and so
+			// do a table-list's column heads.
+			ctl.add(elem("label"))
 			continue
 		}
 		if colItext(n.row, col) {
