@@ -161,6 +161,9 @@ func TestClearanceMatrix(t *testing.T) {
 		// A correction of a public field answers with the submission as the corrector may see it.
 		{"POST " + form + "/submissions/uuid:m1/corrections", haven.ActionSubjectRequest, "", true},
 		// The web console's pages, read with the same session as a cookie.
+		// A background export, started, waited for and downloaded.
+		{"JOB " + form + "/export-jobs?format=csv", haven.ActionSubmissionRead, "", true},
+		{"JOB " + form + "/export-jobs?format=xlsx", haven.ActionSubmissionRead, "", true},
 		{"CONSOLE " + console + "/submissions", haven.ActionSubmissionRead, "", true},
 		{"CONSOLE " + console + "/submissions?version=1&since=2000-01-01", haven.ActionSubmissionRead, "", true},
 		{"CONSOLE " + console + "/submissions/uuid:m0", haven.ActionSubmissionRead, "", true},
@@ -191,6 +194,9 @@ func TestClearanceMatrix(t *testing.T) {
 				if m, rest, ok := strings.Cut(p.path, " "); ok && m == "CONSOLE" {
 					path = rest
 					resp = e.consoleGet(path, tok)
+				} else if ok && m == "JOB" {
+					path = rest
+					resp = e.exportJob(base, path, tok)
 				} else {
 					if ok {
 						method, path, ct = m, rest, "application/json"

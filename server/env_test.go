@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/haven-org/haven/app"
 	"github.com/haven-org/haven/clients/collect"
@@ -99,6 +100,24 @@ func (e *env) request(method, path, token, contentType string, body io.Reader) *
 		e.t.Fatal(err)
 	}
 	return resp
+}
+
+// exportJob starts a background export at path, waits for it and answers
+// its download; a refused start is answered as it came.
+func (e *env) exportJob(base, path, token string) *http.Response {
+	e.t.Helper()
+	resp := e.request("POST", path, token, "", nil)
+	if resp.StatusCode != http.StatusAccepted {
+		return resp
+	}
+	var job struct{ ID, State string }
+	json.NewDecoder(resp.Body).Decode(&job)
+	resp.Body.Close()
+	for i := 0; job.State == "running" && i < 600; i++ {
+		time.Sleep(20 * time.Millisecond)
+		e.call("GET", base+"/export-jobs/"+job.ID, token, nil, &job)
+	}
+	return e.request("GET", base+"/export-jobs/"+job.ID+"/file", token, "", nil)
 }
 
 // consoleGet reads a console page with a session's cookie.
