@@ -648,18 +648,8 @@ func (s *Submissions) List(ctx context.Context, projectID, formID int64, limit, 
 	if err != nil {
 		return nil, 0, err
 	}
-	defer rows.Close()
-	out := []*haven.Submission{}
-	for rows.Next() {
-		sub, err := s.scan(rows, pk)
-		if errors.Is(err, errKeyDestroyed) {
-			continue // erased since this read began
-		} else if err != nil {
-			return nil, 0, err
-		}
-		out = append(out, sub)
-	}
-	return out, total, rows.Err()
+	out, err := s.scanAll(rows, pk)
+	return out, total, err
 }
 
 // Get returns a submission by its instanceId (the instanceID of its first version).
@@ -1076,18 +1066,8 @@ func (s *Submissions) Page(ctx context.Context, projectID, formID int64, q PageQ
 	if err != nil {
 		return nil, 0, err
 	}
-	defer rows.Close()
-	out := []*haven.Submission{}
-	for rows.Next() {
-		sub, err := s.scan(rows, pk)
-		if errors.Is(err, errKeyDestroyed) {
-			continue // erased since this read began
-		} else if err != nil {
-			return nil, 0, err
-		}
-		out = append(out, sub)
-	}
-	return out, total, rows.Err()
+	out, err := s.scanAll(rows, pk)
+	return out, total, err
 }
 
 // Tally is how many submissions a form holds and when the latest arrived.
@@ -1123,4 +1103,21 @@ func (s *Submissions) Count(ctx context.Context, formID int64) (int, error) {
 	var n int
 	err := s.DB.read.QueryRowContext(ctx, `SELECT count(*) FROM submissions WHERE form_id = ?`, formID).Scan(&n)
 	return n, err
+}
+
+// scanAll reads the submissions of a query, skipping those erased since
+// the read began, and closes the rows.
+func (s *Submissions) scanAll(rows *sql.Rows, pk *ProjectKey) ([]*haven.Submission, error) {
+	defer rows.Close()
+	out := []*haven.Submission{}
+	for rows.Next() {
+		sub, err := s.scan(rows, pk)
+		if errors.Is(err, errKeyDestroyed) {
+			continue // erased since this read began
+		} else if err != nil {
+			return nil, err
+		}
+		out = append(out, sub)
+	}
+	return out, rows.Err()
 }
