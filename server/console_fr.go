@@ -2,6 +2,7 @@ package server
 
 // catalogFR is the console in French.
 var catalogFR = map[string]string{
+	"No submission was refused for want of consent.":                "Aucune soumission n'a été refusée faute de consentement.",
 	"Choices' labels instead of their values":                       "Libellés des choix au lieu de leurs valeurs",
 	"An end date in the past closes the project at once: I confirm": "Une date de fin passée clôt le projet aussitôt : je confirme",
 	"Correct a value":                    "Corriger une valeur",

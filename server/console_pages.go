@@ -616,10 +616,11 @@ func (s *Server) certificateSubmit(c echo.Context) error {
 // --- Data protection ---
 
 type protectionData struct {
-	Project  *app.ProjectView
-	Refusals map[string]*app.ConsentRefusals
-	Erasures []app.Erasure
-	Overdue  []app.Classification
+	Project   *app.ProjectView
+	ReadsData bool // the reader may see consent refusals
+	Refusals  map[string]*app.ConsentRefusals
+	Erasures  []app.Erasure
+	Overdue   []app.Classification
 }
 
 func (s *Server) protectionPage(c echo.Context) error {
@@ -636,14 +637,14 @@ func (s *Server) renderProtection(c echo.Context, st int, failure error) error {
 	if err != nil {
 		return err
 	}
-	d := &protectionData{Project: pr, Refusals: map[string]*app.ConsentRefusals{}}
+	d := &protectionData{Project: pr, Refusals: map[string]*app.ConsentRefusals{}, ReadsData: p.Can(haven.ActionSubmissionRead, pid) && pr.DestroyedAt == nil}
 	if p.Can(haven.ActionSubmissionRead, pid) && pr.DestroyedAt == nil {
 		forms, err := s.app.ListForms(ctx, p, pid)
 		if err != nil {
 			return err
 		}
 		for _, f := range forms {
-			if r, err := s.app.ConsentRefusals(ctx, p, pid, f.XMLFormID); err == nil {
+			if r, err := s.app.ConsentRefusals(ctx, p, pid, f.XMLFormID); err == nil && len(r.NotKeptByDay) > 0 {
 				d.Refusals[f.XMLFormID] = r
 			}
 		}
