@@ -43,8 +43,13 @@ func (u Upload) xlsx() bool {
 // be downloaded as uploaded (Central's .xlsx endpoints).
 func (u Upload) keep(nv *storage.NewFormVersion) {
 	if u.xlsx() {
+		// Typed by what it is, whatever the client said: an .xls sent as
+		// .xlsx is still downloaded as .xls.
 		nv.XLSX = u.Body
-		nv.XLSXType, _, _ = mime.ParseMediaType(u.ContentType)
+		nv.XLSXType = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+		if xlsform.IsXLS(u.Body) {
+			nv.XLSXType = "application/vnd.ms-excel"
+		}
 	}
 }
 
@@ -79,7 +84,7 @@ func convert(u Upload) (*converted, error) {
 	if !u.xlsx() {
 		return &converted{xml: u.Body}, nil
 	}
-	res := xlsform.ConvertXLSX(u.Body, xlsform.Options{FormID: u.FormIDFallback})
+	res := xlsform.ConvertWorkbook(u.Body, xlsform.Options{FormID: u.FormIDFallback})
 	if len(res.Errors) > 0 {
 		msgs := make([]string, len(res.Errors))
 		for i, e := range res.Errors {

@@ -290,7 +290,7 @@ func (s *Server) renderProject(c echo.Context, st int, failure error, created *a
 func readUpload(c echo.Context, field string) (app.Upload, error) {
 	fh, err := c.FormFile(field)
 	if err != nil {
-		return app.Upload{}, haven.Errorf(haven.EINVALID, "Choose a file to upload: an XLSForm (.xlsx) or an XForm (.xml).")
+		return app.Upload{}, haven.Errorf(haven.EINVALID, "Choose a file to upload: an XLSForm (.xlsx or .xls) or an XForm (.xml).")
 	}
 	name := strings.ToLower(fh.Filename)
 	ct := "application/xml"
@@ -301,7 +301,7 @@ func readUpload(c echo.Context, field string) (app.Upload, error) {
 		ct = "application/vnd.ms-excel"
 	case strings.HasSuffix(name, ".xml"):
 	default:
-		return app.Upload{}, haven.Errorf(haven.EINVALID, "%s is neither an XLSForm (.xlsx) nor an XForm (.xml): upload one of those.", fh.Filename)
+		return app.Upload{}, haven.Errorf(haven.EINVALID, "%s is neither an XLSForm (.xlsx or .xls) nor an XForm (.xml): upload one of those.", fh.Filename)
 	}
 	limit := app.UploadLimit(ct)
 	if fh.Size > limit {

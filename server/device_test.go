@@ -9,6 +9,8 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -376,5 +378,44 @@ func TestXLSFormUpload(t *testing.T) {
 	e.admin("GET", base, nil, &list)
 	if len(list) != 2 {
 		t.Fatalf("a refused XLSForm left a form behind: %+v", list)
+	}
+}
+
+// An Excel 97-2003 workbook (.xls, written by xlwt) publishes as an .xlsx
+// does, whatever type the client claims, and is downloaded back as .xls.
+func TestXLSUpload(t *testing.T) {
+	e := newEnv(t)
+	pr := e.emptyProject()
+	xls, err := os.ReadFile(filepath.Join("..", "formspec", "xlsform", "testdata", "xls", "household.xls"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp := e.request("POST", fmt.Sprintf("/v1/projects/%d/forms?publish=true", pr.ID), e.token, xlsxType, bytes.NewReader(xls))
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("publishing an .xls: %d %s", resp.StatusCode, body)
+	}
+	dl := e.request("GET", fmt.Sprintf("/v1/projects/%d/forms/household_visit.xlsx", pr.ID), e.token, "", nil)
+	back, _ := io.ReadAll(dl.Body)
+	dl.Body.Close()
+	if dl.StatusCode != 200 || !bytes.Equal(back, xls) || dl.Header.Get("Content-Type") != "application/vnd.ms-excel" ||
+		!strings.HasSuffix(dl.Header.Get("Content-Disposition"), "household_visit.xls") {
+		t.Fatalf("download: %d %q %q, %d bytes", dl.StatusCode, dl.Header.Get("Content-Type"), dl.Header.Get("Content-Disposition"), len(back))
+	}
+	dev := e.device(pr.ID, "T")
+	forms, err := dev.FormList(ctx)
+	if err != nil || len(forms) != 1 || forms[0].FormID != "household_visit" || forms[0].Version != "2024031501" {
+		t.Fatalf("form list: %+v %v", forms, err)
+	}
+	x, err := dev.Download(ctx, forms[0].DownloadURL, forms[0].Hash)
+	if err != nil || !bytes.Contains(x, []byte("Nom du chef de ménage")) || !bytes.Contains(x, []byte("اسم رب الأسرة")) {
+		t.Fatalf("the XForm lost the workbook's French or Arabic: %v\n%.1500s", err, x)
+	}
+	doc := []byte(`<data id="household_visit" version="2024031501"><start>2024-03-15T09:00:00Z</start><hh_name>Amina</hh_name>` +
+		`<members>5</members><income>12.5</income><visit>2024-03-15</visit><district>17</district><needs>food water</needs>` +
+		`<generated_note_name_9/><meta><instanceID>uuid:0a1b2c3d-0000-4000-8000-000000000001</instanceID></meta></data>`)
+	if _, err := dev.Submit(ctx, doc, nil); err != nil {
+		t.Fatalf("a submission to the .xls form: %v", err)
 	}
 }

@@ -70,7 +70,7 @@ func formCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if strings.EqualFold(filepath.Ext(files[0]), ".md") {
 		res = xlsform.ConvertMarkdown(string(b), opt)
 	} else {
-		res = xlsform.ConvertXLSX(b, opt)
+		res = xlsform.ConvertWorkbook(b, opt)
 	}
 	if *asJSON {
 		enc := json.NewEncoder(stdout)

@@ -1061,7 +1061,7 @@ func formRemote(ctx context.Context, args []string, stdout, stderr io.Writer) er
 			ct = "application/vnd.ms-excel"
 		case ".xml":
 		default:
-			return haven.Errorf(haven.EINVALID, "%s is neither an XLSForm (.xlsx) nor an XForm (.xml).", pos[0])
+			return haven.Errorf(haven.EINVALID, "%s is neither an XLSForm (.xlsx or .xls) nor an XForm (.xml).", pos[0])
 		}
 		// A form already on the server gets a new draft; a new one is created.
 		stem := strings.TrimSuffix(filepath.Base(pos[0]), filepath.Ext(pos[0]))

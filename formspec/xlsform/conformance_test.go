@@ -66,9 +66,9 @@ func TestConformance(t *testing.T) {
 		if err != nil {
 			continue
 		}
-		res := ConvertXLSX(xlsx, Options{RootName: c.RootName, FormID: "data"})
+		res := ConvertWorkbook(xlsx, Options{RootName: c.RootName, FormID: "data"})
 		// The same input gives the same bytes (map order must never leak out).
-		if again := ConvertXLSX(xlsx, Options{RootName: c.RootName, FormID: "data"}); !bytes.Equal(again.XForm, res.XForm) || len(again.Errors) != len(res.Errors) {
+		if again := ConvertWorkbook(xlsx, Options{RootName: c.RootName, FormID: "data"}); !bytes.Equal(again.XForm, res.XForm) || len(again.Errors) != len(res.Errors) {
 			t.Errorf("%s: two conversions of the same workbook differ", d.Name())
 		}
 		if !c.PyxformOK {

@@ -58,9 +58,9 @@ type Result struct {
 	Itemsets []byte `json:"-"`
 }
 
-// ConvertXLSX converts an .xlsx workbook.
-func ConvertXLSX(b []byte, opt Options) *Result {
-	wb, err := ReadXLSX(b)
+// ConvertWorkbook converts an .xlsx or .xls workbook.
+func ConvertWorkbook(b []byte, opt Options) *Result {
+	wb, err := ReadWorkbook(b)
 	if err != nil {
 		return &Result{Errors: []Diagnostic{{Message: err.Error()}}}
 	}
@@ -130,7 +130,10 @@ func (c *converter) checkAliases() {
 			if h == "" || i >= len(sh.Raw) {
 				continue
 			}
-			if prev, ok := first[h]; ok && !strings.EqualFold(prev, sh.Raw[i]) {
+			if prev, ok := first[h]; ok && prev == sh.Raw[i] && c.wb.spreadsheet {
+				c.errorf(name, 1, h, "The header %q is there twice: keep one of the two columns.", prev)
+				continue
+			} else if ok && !strings.EqualFold(prev, sh.Raw[i]) {
 				c.errorf(name, 1, h, "The headers %q and %q are two names for the same column: keep one of them.", prev, sh.Raw[i])
 				continue
 			}
@@ -906,6 +909,9 @@ func (c *converter) rowName(r Row, n *node, typ string, parent *node, repeats ma
 	if name == "" && n.typ == "audit" {
 		name = "audit" // the only name an audit may have
 	}
+	if name == "" && r.Get("type") == "note" {
+		name = fmt.Sprintf("generated_note_name_%d", r.Num) // as pyxform names them
+	}
 	if name == "" {
 		c.errorf("survey", r.Num, "name", "This %s has no name. Give it a name: letters, digits and _, starting with a letter.", typ)
 		return "", false
@@ -1062,7 +1068,7 @@ var phraseTypes = func() map[string]struct {
 var typeAliases = map[string]string{
 	"string": "text", "int": "integer", "select1": "select_one", "select_one_from_file": "select_one", "select_multiple_from_file": "select_multiple",
 	"add select one prompt using": "select_one", "photo": "image", "datetime": "dateTime", "geo-point": "geopoint", "location": "geopoint",
-	"trigger": "acknowledge", "q_note": "note", "imei": "deviceid", "gps": "geopoint",
+	"q_note": "note", "imei": "deviceid", "gps": "geopoint",
 }
 
 // questionTypes: bind type, body control, and extra bind/control attributes.
@@ -1075,6 +1081,7 @@ var questionTypes = map[string]qtype{
 	"date": {bind: "date", control: "input"}, "time": {bind: "time", control: "input"}, "dateTime": {bind: "dateTime", control: "input"},
 	"geopoint": {bind: "geopoint", control: "input"}, "geotrace": {bind: "geotrace", control: "input"}, "geoshape": {bind: "geoshape", control: "input"},
 	"note": {bind: "string", control: "input"}, "barcode": {bind: "barcode", control: "input"}, "acknowledge": {bind: "string", control: "trigger"},
+	"trigger":   {control: "trigger"}, // no bind, as pyxform: nothing is stored
 	"calculate": {bind: "string"}, "hidden": {bind: "string"},
 	"image": {bind: "binary", control: "upload", mediatype: "image/*"}, "audio": {bind: "binary", control: "upload", mediatype: "audio/*"},
 	"video": {bind: "binary", control: "upload", mediatype: "video/*"}, "file": {bind: "binary", control: "upload", mediatype: "application/*"},

@@ -33,7 +33,7 @@ func TestDiffSmallest(t *testing.T) {
 		md, _ := os.ReadFile(filepath.Join(dir, "form.md"))
 		want, _ := os.ReadFile(filepath.Join(dir, "expected.xml"))
 		xlsx, _ := os.ReadFile(filepath.Join(dir, "form.xlsx"))
-		res := ConvertXLSX(xlsx, Options{RootName: c.RootName, FormID: "data"})
+		res := ConvertWorkbook(xlsx, Options{RootName: c.RootName, FormID: "data"})
 		if len(res.Errors) == 0 && !sameXMLTree(res.XForm, want) {
 			items = append(items, item{d.Name(), len(md)})
 		}
@@ -46,7 +46,7 @@ func TestDiffSmallest(t *testing.T) {
 		json.Unmarshal(raw, &c)
 		md, _ := os.ReadFile(filepath.Join(dir, "form.md"))
 		xlsx, _ := os.ReadFile(filepath.Join(dir, "form.xlsx"))
-		res := ConvertXLSX(xlsx, Options{RootName: c.RootName, FormID: "data"})
+		res := ConvertWorkbook(xlsx, Options{RootName: c.RootName, FormID: "data"})
 		os.WriteFile("/tmp/xlsdiff-"+it.name+".got.xml", res.XForm, 0o644)
 		t.Logf("== %s\n%s", it.name, md)
 	}

@@ -1383,6 +1383,16 @@ var bindingConversions = map[string]string{
 // bind makes the bind of a node (nil for a group with nothing to bind).
 func (c *converter) bind(n *node, typ string, r Row) *el {
 	b := elem("bind", "nodeset", n.path)
+	if n.typ == "note" {
+		// pyxform's note type declares readonly before type.
+		if v := r.Get("readonly"); v == "" {
+			b.attr("readonly", "true()")
+		} else if conv, ok := bindingConversions[v]; ok {
+			b.attr("readonly", conv)
+		} else {
+			b.attr("readonly", c.expr(v, n, "readonly"))
+		}
+	}
 	if typ != "" {
 		b.attr("type", typ)
 	}
@@ -1395,8 +1405,8 @@ func (c *converter) bind(n *node, typ string, r Row) *el {
 		if kv[0] == "calculation" && r.Get("trigger") != "" {
 			continue // calculated when its trigger changes, by a setvalue
 		}
-		if kv[0] == "readonly" && n.typ == "note" && v == "" {
-			v = "true()"
+		if kv[0] == "readonly" && n.typ == "note" {
+			continue // written first
 		}
 		if v == "" {
 			continue
@@ -1451,7 +1461,7 @@ func (c *converter) bind(n *node, typ string, r Row) *el {
 	}
 	for _, h := range sortedKeys(r.Cells) {
 		if k, ok := strings.CutPrefix(h, "bind::"); ok && r.Get(h) != "" {
-			b.attr(k, r.Get(h))
+			b.attr(k, c.expr(r.Get(h), n, h)) // ${name} becomes a path in any bind, as pyxform
 			if strings.HasPrefix(k, "haven:") {
 				c.usesHaven = true
 			}

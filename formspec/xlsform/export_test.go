@@ -13,3 +13,6 @@ func WorkbookOf(names []string, grids [][][]string) *Workbook {
 	}
 	return wb
 }
+
+// SameXMLTree is sameXMLTree for the tests outside the package.
+var SameXMLTree = sameXMLTree

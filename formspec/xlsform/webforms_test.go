@@ -156,7 +156,7 @@ func TestWebFormsEngineLoadsWhatPyxformsLoads(t *testing.T) {
 		if err != nil {
 			continue
 		}
-		res := ConvertXLSX(xlsx, Options{RootName: c.RootName, FormID: "data"})
+		res := ConvertWorkbook(xlsx, Options{RootName: c.RootName, FormID: "data"})
 		if len(res.Errors) > 0 {
 			continue // TestConformance counts what Haven refuses
 		}

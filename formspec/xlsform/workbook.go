@@ -20,6 +20,9 @@ const (
 // Workbook is the sheets of an XLSForm, each a header row and data rows.
 type Workbook struct {
 	Sheets map[string]*Sheet
+	// spreadsheet: read from .xlsx or .xls, where pyxform refuses a header
+	// written twice (its markdown notation lets the later column win).
+	spreadsheet bool
 }
 
 // Sheet is one sheet: Headers in order, Rows as header -> cell text.
@@ -142,17 +145,35 @@ func (wb *Workbook) add(name string, grid [][]string) {
 		for _, h := range grid[start] {
 			double = double || strings.Contains(h, "::")
 		}
+		// As pyxform: a run of more than 20 empty headers ends the columns,
+		// and a run of more than 60 empty rows ends the sheet (spreadsheet
+		// programs leave stray cells far below a form).
+		empty := 0
 		for _, h := range grid[start] {
+			if strings.TrimSpace(h) == "" {
+				if empty == maxEmptyColumns {
+					break
+				}
+				empty++
+			} else {
+				empty = 0
+			}
 			if !double {
 				h = singleColons(h)
 			}
 			sh.Headers = append(sh.Headers, normalizeHeader(h))
 			sh.Raw = append(sh.Raw, strings.TrimSpace(h))
 		}
+		empty = 0
 		for i, r := range grid[start+1:] {
-			if allEmpty(r) {
+			if !holdsValue(r, sh.Headers) {
+				if empty == maxEmptyRows {
+					break
+				}
+				empty++
 				continue
 			}
+			empty = 0
 			row := Row{Num: start + i + 2, Cells: map[string]string{}}
 			for j, c := range r {
 				if j < len(sh.Headers) && sh.Headers[j] != "" {
@@ -163,6 +184,22 @@ func (wb *Workbook) add(name string, grid [][]string) {
 		}
 	}
 	wb.Sheets[strings.ToLower(sh.Name)] = sh
+}
+
+// The runs of empty columns and rows after which pyxform stops reading.
+const (
+	maxEmptyColumns = 20
+	maxEmptyRows    = 60
+)
+
+// holdsValue reports whether a row has a value under a header.
+func holdsValue(r []string, headers []string) bool {
+	for j, c := range r {
+		if j < len(headers) && headers[j] != "" && strings.TrimSpace(c) != "" {
+			return true
+		}
+	}
+	return false
 }
 
 func allEmpty(r []string) bool {
@@ -215,6 +252,42 @@ var headerAliases = map[string]string{
 	"set_form_id":          "form_id",
 }
 
+// groupedColumns are the columns pyxform reads under a group prefix
+// (bind::relevant is the relevant column, control::appearance the
+// appearance column): its header "relevant" is the alias of bind::relevant.
+var groupedColumns = map[string]map[string]string{
+	"bind": {"relevant": "relevant", "required": "required", "constraint": "constraint", "calculate": "calculation",
+		"readonly": "readonly", "jr:constraintmsg": "constraint_message", "jr:requiredmsg": "required_message",
+		"jr:noapperrorstring": "no_app_error_string"},
+	"control": {"appearance": "appearance", "jr:count": "repeat_count", "autoplay": "autoplay", "rows": "rows"},
+}
+
+// groupedHeader rewrites bind::X and control::X (body::X) headers naming a
+// column Haven reads as that column, keeping a language after them.
+func groupedHeader(h string) string {
+	group, rest, ok := strings.Cut(h, "::")
+	if !ok {
+		return h
+	}
+	g := strings.ToLower(strings.TrimSpace(group))
+	if g == "body" {
+		g = "control"
+	}
+	cols := groupedColumns[g]
+	if cols == nil {
+		return h
+	}
+	key, lang, hasLang := strings.Cut(rest, "::")
+	col, ok := cols[strings.ToLower(strings.TrimSpace(key))]
+	if !ok {
+		return h
+	}
+	if hasLang {
+		return col + "::" + lang
+	}
+	return col
+}
+
 // knownHeader reports whether h is a column Haven reads.
 func knownHeader(h string) bool {
 	switch h {
@@ -254,6 +327,7 @@ func singleColons(h string) string {
 
 func normalizeHeader(h string) string {
 	h = strings.TrimSpace(h)
+	h = groupedHeader(h)
 	base, lang, hasLang := strings.Cut(h, "::")
 	lb := strings.ToLower(strings.TrimSpace(base))
 	if a, ok := headerAliases[strings.Join(strings.Fields(lb), "_")]; ok {

@@ -144,7 +144,7 @@ func TestSelectOneExternal(t *testing.T) {
 
 func TestReadXLSXRefusesGarbage(t *testing.T) {
 	for _, b := range [][]byte{nil, []byte("not a zip"), append([]byte("PK\x03\x04"), make([]byte, 100)...)} {
-		if res := ConvertXLSX(b, Options{}); len(res.Errors) == 0 || !strings.Contains(res.Errors[0].Message, ".xlsx") {
+		if res := ConvertWorkbook(b, Options{}); len(res.Errors) == 0 || !strings.Contains(res.Errors[0].Message, ".xlsx") {
 			t.Errorf("%q: %+v", b, res.Errors)
 		}
 	}

@@ -63,7 +63,7 @@ func ReadXLSX(b []byte) (*Workbook, error) {
 			return nil, err
 		}
 	}
-	wb := &Workbook{Sheets: map[string]*Sheet{}}
+	wb := &Workbook{Sheets: map[string]*Sheet{}, spreadsheet: true}
 	for _, sh := range sheets {
 		target := rels.byID[sh.rid]
 		if target == "" {
