@@ -880,6 +880,33 @@ func (c *converter) build(n *node, inst, container *el, binds *[]*el, texts *[]*
 	}
 }
 
+// bodyAttrs writes body::x columns as attributes of the control (a group's
+// group, a repeat's repeat), with ${name} made a path as pyxform does. A
+// deeper column (body::esri::style) is a group, which pyxform writes as
+// one attribute holding a Python dict: esri="{'style': '...'}".
+func (c *converter) bodyAttrs(ch *node, ctl *el) {
+	r := ch.row
+	var groups []string
+	grouped := map[string][]string{}
+	for _, h := range sortedKeys(r.Cells) {
+		k, ok := strings.CutPrefix(h, "body::")
+		if !ok || r.Get(h) == "" {
+			continue
+		}
+		if g, sub, nested := strings.Cut(k, "::"); nested {
+			if grouped[g] == nil {
+				groups = append(groups, g)
+			}
+			grouped[g] = append(grouped[g], pyRepr(sub)+": "+pyRepr(c.expr(r.Get(h), ch, h)))
+			continue
+		}
+		ctl.attr(k, c.expr(r.Get(h), ch, h))
+	}
+	for _, g := range groups {
+		ctl.attr(g, "{"+strings.Join(grouped[g], ", ")+"}")
+	}
+}
+
 // buildGroup writes a group or repeat: its instance element (a repeat's
 // template first), its bind, its body control, and what it holds.
 func (c *converter) buildGroup(n, ch *node, inst, container *el, binds *[]*el, texts *[]*itextEntry) {
@@ -893,6 +920,9 @@ func (c *converter) buildGroup(n, ch *node, inst, container *el, binds *[]*el, t
 		}
 		if v := r.Get("intent"); v != "" && ch.kind != "repeat" {
 			ctl.attr("intent", c.expr(v, ch, "intent")) // an external app shows the group
+		}
+		if ch.kind != "repeat" {
+			c.bodyAttrs(ch, ctl)
 		}
 	}
 	inner := ctl
@@ -925,6 +955,7 @@ func (c *converter) buildGroup(n, ch *node, inst, container *el, binds *[]*el, t
 				inner.attr("jr:count", " "+path+" ")
 			}
 		}
+		c.bodyAttrs(ch, inner)
 		ctl.add(inner)
 	}
 	fresh := elem(ch.name)
@@ -1065,28 +1096,7 @@ func (c *converter) control(ch *node, qt qtype, texts *[]*itextEntry) *el {
 	if v := r.Get("rows"); v != "" {
 		ctl.attr("rows", v) // the rows column, as pyxform reads it (a rows parameter wins)
 	}
-	// body::x columns are attributes of the control. A deeper column
-	// (body::esri::style) is a group, which pyxform writes as one
-	// attribute holding a Python dict, references replaced: esri="{'style': '...'}".
-	var groups []string
-	grouped := map[string][]string{}
-	for _, h := range sortedKeys(r.Cells) {
-		k, ok := strings.CutPrefix(h, "body::")
-		if !ok || r.Get(h) == "" {
-			continue
-		}
-		if g, sub, nested := strings.Cut(k, "::"); nested {
-			if grouped[g] == nil {
-				groups = append(groups, g)
-			}
-			grouped[g] = append(grouped[g], pyRepr(sub)+": "+pyRepr(c.expr(r.Get(h), ch, h)))
-			continue
-		}
-		ctl.attr(k, r.Get(h))
-	}
-	for _, g := range groups {
-		ctl.attr(g, "{"+strings.Join(grouped[g], ", ")+"}")
-	}
+	c.bodyAttrs(ch, ctl)
 	if ch.typ == "range" {
 		c.rangeParams(ch, ctl)
 	}
