@@ -117,8 +117,10 @@ type converter struct {
 	namespaces     [][2]string         // the namespaces setting: prefix, URI, in order
 }
 
-// checkAliases refuses two headers that are names for the same column
-// (name and value, say): which one holds the cell would be a guess.
+// checkAliases refuses headers pyxform refuses: one written twice in a
+// workbook, and an alias after another name of its column (name, then
+// value). The column's own name after an alias is accepted, and the later
+// cell holding a value wins, as in pyxform.
 func (c *converter) checkAliases() {
 	for _, name := range []string{"survey", "choices", "settings", "entities"} {
 		sh := c.wb.sheet(name)
@@ -126,18 +128,24 @@ func (c *converter) checkAliases() {
 			continue
 		}
 		first := map[string]string{}
-		for i, h := range sh.Headers {
-			if h == "" || i >= len(sh.Raw) {
+		seen := map[string]bool{}
+		for i, raw := range sh.Raw {
+			if raw == "" || i >= len(sh.Headers) || sh.Headers[i] == "" {
 				continue
 			}
-			if prev, ok := first[h]; ok && prev == sh.Raw[i] && c.wb.spreadsheet {
-				c.errorf(name, 1, h, "The header %q is there twice: keep one of the two columns.", prev)
-				continue
-			} else if ok && !strings.EqualFold(prev, sh.Raw[i]) {
-				c.errorf(name, 1, h, "The headers %q and %q are two names for the same column: keep one of them.", prev, sh.Raw[i])
+			h := sh.Headers[i]
+			if seen[raw] && c.wb.spreadsheet {
+				c.errorf(name, 1, h, "The header %q is there twice: keep one of the two columns.", raw)
 				continue
 			}
-			first[h] = sh.Raw[i]
+			seen[raw] = true
+			if prev, ok := first[h]; ok && prev != raw && raw != h {
+				c.errorf(name, 1, h, "The headers %q and %q are two names for the same column: keep one of them.", prev, raw)
+				continue
+			}
+			if _, ok := first[h]; !ok {
+				first[h] = raw
+			}
 		}
 	}
 }
@@ -560,12 +568,12 @@ func no(s string) bool {
 	return false
 }
 
-// collapseSpaces makes each run of spaces in the survey and choices one
-// space, as pyxform does unless clean_text_values is no. wb is left as it
-// is: sheets that change are copied.
+// collapseSpaces makes each run of spaces on the survey sheet one space, as
+// pyxform does unless clean_text_values is no (the choices sheet is read
+// as written). wb is left as it is: sheets that change are copied.
 func collapseSpaces(wb *Workbook) *Workbook {
 	out := wb
-	for _, name := range []string{"survey", "choices"} {
+	for _, name := range []string{"survey"} {
 		sh := wb.sheet(name)
 		if sh == nil {
 			continue

@@ -2,6 +2,7 @@ package xlsform
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/xml"
 	"fmt"
 	"maps"
@@ -564,7 +565,11 @@ func (c *converter) meta(model *el, bindsp *[]*el) *el {
 	}
 	if !yes(c.settings["omit_instanceID"]) {
 		meta.add(elem("instanceID"))
-		binds = append(binds, elem("bind", "nodeset", c.root.path+"/meta/instanceID", "type", "string", "readonly", "true()", "jr:preload", "uid"))
+		preload := "uid"
+		if v := strings.TrimSpace(c.settings["instance_id"]); v != "" {
+			preload = v // pyxform's instance_id setting
+		}
+		binds = append(binds, elem("bind", "nodeset", c.root.path+"/meta/instanceID", "type", "string", "readonly", "true()", "jr:preload", preload))
 	}
 	if in := c.settings["instance_name"]; in != "" {
 		meta.add(elem("instanceName"))
@@ -684,9 +689,19 @@ func (c *converter) secondaryInstances(model *el) {
 	for _, x := range externals {
 		model.add(elem("instance", "id", x.id, "src", x.src))
 	}
+	files := map[string]string{}
+	for _, x := range externals {
+		files[x.id] = x.src
+	}
 	for _, list := range c.listOrder {
 		if c.searchLists[list] != nil {
 			continue // written inline in the select
+		}
+		if src, ok := files[list]; ok && len(c.choices[list]) > 0 {
+			// As pyxform: every list on the choices sheet is an instance,
+			// used or not, and an instance id names one thing.
+			c.errorf("choices", c.choices[list][0].Num, "list_name", "The choice list %q has the same name as the instance of the file %s, so one instance id would stand for both: rename the list or the file's instance.", list, src)
+			continue
 		}
 		rt := elem("root")
 		for i, r := range c.choices[list] {
@@ -864,7 +879,21 @@ func (c *converter) collectTriggers() map[string][]*el {
 		}
 	}
 	walk(c.root)
+	// As pyxform: a question's setvalues, then its setgeopoints.
+	for k, acts := range out {
+		slices.SortStableFunc(acts, func(a, b *el) int {
+			return cmp.Compare(boolInt(a.name == "odk:setgeopoint"), boolInt(b.name == "odk:setgeopoint"))
+		})
+		out[k] = acts
+	}
 	return out
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // build adds n's children to the instance element inst, the body element

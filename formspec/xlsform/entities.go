@@ -42,7 +42,22 @@ func (c *converter) readEntities() []*entity {
 	return out
 }
 
+// entityColumns are the entities sheet's columns (pyxform's EntityColumns;
+// list_name is dataset's later name).
+var entityColumns = map[string]bool{"list_name": true, "dataset": true, "entity_id": true, "create_if": true, "update_if": true, "repeat": true, "label": true}
+
 func (c *converter) readEntity(r Row) *entity {
+	var extra []string
+	for _, h := range sortedKeys(r.Cells) {
+		base, _, _ := strings.Cut(h, "::")
+		if !entityColumns[base] && r.Get(h) != "" {
+			extra = append(extra, "'"+h+"'")
+		}
+	}
+	if len(extra) > 0 {
+		c.errorf("entities", 1, "", "The entities sheet has column(s) Haven does not know: %s. Check their spelling, or remove them (the columns are list_name, label, entity_id, create_if, update_if and repeat).", strings.Join(extra, ", "))
+		return nil
+	}
 	dataset := r.Get("list_name")
 	if dataset == "" {
 		dataset = r.Get("dataset") // the column's older name

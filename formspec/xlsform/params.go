@@ -91,7 +91,8 @@ func (c *converter) parseParams(n *node) (map[string]string, bool) {
 		if _, has := out["randomize"]; !has {
 			return bad("Parameters must include randomize=true to use a seed.")
 		}
-		if _, err := strconv.ParseFloat(seed, 64); err != nil && !refPattern.MatchString(seed) {
+		// A number, or one ${reference} and nothing else.
+		if _, err := strconv.ParseFloat(seed, 64); err != nil && refPattern.FindString(seed) != seed {
 			return bad("seed value must be a number or a reference to another field.")
 		}
 	}
@@ -169,6 +170,13 @@ func checkRangeParams(c *converter, n *node, out map[string]string) (string, boo
 	}
 	if ti && vals["tick_interval"] == 0 {
 		return fail("For the 'range' question type, the parameter 'tick_interval' must not be '0' (zero).")
+	}
+	// Ticks and the placeholder fall on the range's steps.
+	if ti && !onStep(vals["tick_interval"], vals["step"]) {
+		return fail("For the 'range' question type, the parameter 'tick_interval' must be a multiple of 'step'.")
+	}
+	if ph && !onStep(vals["placeholder"]-vals["start"], vals["step"]) {
+		return fail("For the 'range' question type, the parameter 'placeholder' must be a multiple of 'step' from 'start'.")
 	}
 	lo, hi := min(vals["start"], vals["end"]), max(vals["start"], vals["end"])
 	if ph && (vals["placeholder"] < lo || vals["placeholder"] > hi) {

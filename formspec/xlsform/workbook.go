@@ -5,6 +5,7 @@ package xlsform
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 	"unicode/utf8"
 )
@@ -164,6 +165,12 @@ func (wb *Workbook) add(name string, grid [][]string) {
 			sh.Headers = append(sh.Headers, normalizeHeader(h))
 			sh.Raw = append(sh.Raw, strings.TrimSpace(h))
 		}
+		if strings.EqualFold(sh.Name, "settings") && slices.Contains(sh.Raw, "form_id") {
+			// pyxform drops id_string when form_id is there too.
+			if k := slices.Index(sh.Raw, "id_string"); k >= 0 {
+				sh.Headers[k] = ""
+			}
+		}
 		empty = 0
 		for i, r := range grid[start+1:] {
 			if !holdsValue(r, sh.Headers) {
@@ -176,8 +183,12 @@ func (wb *Workbook) add(name string, grid [][]string) {
 			empty = 0
 			row := Row{Num: start + i + 2, Cells: map[string]string{}}
 			for j, c := range r {
-				if j < len(sh.Headers) && sh.Headers[j] != "" {
-					row.Cells[sh.Headers[j]] = c
+				// Two headers naming one column (name and value, say): the
+				// later cell holding a value wins, as in pyxform.
+				if h := sh.Headers[min(j, len(sh.Headers)-1)]; j < len(sh.Headers) && h != "" {
+					if _, set := row.Cells[h]; !set || strings.TrimSpace(c) != "" {
+						row.Cells[h] = c
+					}
 				}
 			}
 			sh.Rows = append(sh.Rows, row)
