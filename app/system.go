@@ -2,7 +2,6 @@ package app
 
 import (
 	"context"
-	"os"
 	"runtime"
 
 	"github.com/haven-org/haven"
@@ -27,11 +26,9 @@ func (s *Service) SystemStats(ctx context.Context, p *haven.Principal) (*SystemS
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
 	out := &SystemStats{Goroutines: runtime.NumGoroutine(), HeapBytes: ms.HeapAlloc, WAL: s.st.DB.WALStats()}
-	if fi, err := os.Stat(s.st.DB.Path); err == nil {
-		out.DatabaseBytes = fi.Size()
-	}
-	if fi, err := os.Stat(s.st.DB.Path + "-wal"); err == nil {
-		out.WALBytes = fi.Size()
+	var err error
+	if out.DatabaseBytes, out.WALBytes, err = s.st.DB.Sizes(ctx); err != nil {
+		return nil, err
 	}
 	return out, nil
 }

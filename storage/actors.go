@@ -155,12 +155,10 @@ func (u *Users) Create(ctx context.Context, email, password, displayName string,
 }
 
 func (tx *Tx) insertActor(typ, displayName string) (int64, error) {
-	res, err := tx.Exec(`INSERT INTO actors (type, display_name, created_at, updated_at) VALUES (?, ?, ?, ?)`,
+	var id int64
+	err := tx.Insert(&id, `INSERT INTO actors (type, display_name, created_at, updated_at) VALUES (?, ?, ?, ?)`,
 		typ, displayName, ms(tx.Now()), ms(tx.Now()))
-	if err != nil {
-		return 0, err
-	}
-	return res.LastInsertId()
+	return id, err
 }
 
 const userColumns = `a.id, u.email, a.display_name, u.admin, a.created_at, a.updated_at`
@@ -695,7 +693,7 @@ func (u *Users) UpdateUser(ctx context.Context, id int64, displayName, email *st
 			if n > 0 {
 				return haven.Errorf(haven.EDUPLICATE, "A user with the email %s already exists.", *email)
 			}
-			if _, err := tx.Exec(`UPDATE users SET email = ?, digest_ha1 = X'' WHERE actor_id = ?`, strings.ToLower(*email), id); err != nil {
+			if _, err := tx.Exec(`UPDATE users SET email = ?, digest_ha1 = ? WHERE actor_id = ?`, strings.ToLower(*email), []byte{}, id); err != nil {
 				return err
 			}
 			_, err = tx.Exec(`UPDATE actors SET updated_at = ? WHERE id = ?`, now, id)

@@ -7,6 +7,8 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+
+	"github.com/haven-org/haven"
 )
 
 // Backup writes a consistent copy of the data directory into dir (which
@@ -26,6 +28,9 @@ func (s *Store) Backup(ctx context.Context, dir string) (objects int, err error)
 // BackupWithProgress is Backup telling progress of each file copied: how
 // many files, and their bytes (the database counts as the first).
 func (s *Store) BackupWithProgress(ctx context.Context, dir string, progress func(files int, bytes int64)) (objects int, err error) {
+	if s.DB.pg {
+		return 0, haven.Errorf(haven.EINVALID, "This Haven keeps its records in PostgreSQL: back them up with PostgreSQL's tools (pg_dump, or pgBackRest for point-in-time recovery) and the files with the object store's, as the README's deployment section says.")
+	}
 	var copied int64
 	tell := func(p string) {
 		if progress != nil {

@@ -213,13 +213,8 @@ func (tx *Tx) RecordBlob(b *Blob) error {
 	if b.KeySlot != 0 {
 		slot = b.KeySlot
 	}
-	res, err := tx.Exec(`INSERT INTO blobs (project_id, object, wrapped_key, size, md5, data, store, created_at, key_slot) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+	return tx.Insert(&b.ID, `INSERT INTO blobs (project_id, object, wrapped_key, size, md5, data, store, created_at, key_slot) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		b.ProjectID, b.Object, b.WrappedKey, b.Size, b.MD5, b.Data, store, ms(tx.Now()), slot)
-	if err != nil {
-		return err
-	}
-	b.ID, err = res.LastInsertId()
-	return err
 }
 
 // Open returns the decrypted content of a recorded blob.

@@ -422,11 +422,10 @@ func (k *Keyring) createProjectKey(tx *Tx, projectID int64) error {
 	key := make([]byte, KeySize)
 	rand.Read(key)
 	wrapped := seal(k.master, key, projectKeyAAD(projectID))
-	res, err := tx.Exec(`INSERT INTO project_keys (project_id, created_at) VALUES (?, ?)`, projectID, ms(tx.Now()))
-	if err != nil {
+	var id int64
+	if err := tx.Insert(&id, `INSERT INTO project_keys (project_id, created_at) VALUES (?, ?)`, projectID, ms(tx.Now())); err != nil {
 		return err
 	}
-	id, _ := res.LastInsertId()
 	// Written before the row commits: a crash in between leaves a key file
 	// no row names, which unlocks nothing that was ever stored.
 	return writeFileDurably(k.keyFile(id), wrapped, 0o600)

@@ -12,6 +12,9 @@ import (
 	"io/fs"
 	"net/url"
 	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -27,9 +30,15 @@ import (
 // one writer at a time; queueing them in Go is cheaper than busy retries),
 // reads through a pool that WAL mode lets run beside the writer.
 type DB struct {
-	Path  string
+	Path string
+	// Dir is the data directory (export spools are made there).
+	Dir   string
 	write *sql.DB
 	read  *reader
+	// pg: the database is PostgreSQL (OpenPostgresDB), not SQLite. Queries
+	// are written once, in SQLite's spelling; dialect rewrites them for
+	// PostgreSQL once per query text.
+	pg bool
 
 	// Prepared statements of the write connection, by query. A query first
 	// seen inside a batch runs unprepared and is prepared after the batch,
@@ -44,6 +53,8 @@ type DB struct {
 	stopped chan struct{}
 
 	ckptStopped chan struct{}
+
+	rewritten gosync.Map // query text -> its PostgreSQL spelling
 
 	closeOnce gosync.Once
 	closeErr  error
@@ -76,6 +87,9 @@ type WALStats struct {
 
 // SetWALCeiling sets the WAL's ceiling in bytes (at least 4 MiB).
 func (db *DB) SetWALCeiling(n int64) error {
+	if db.pg {
+		return nil // PostgreSQL manages its own WAL (max_wal_size)
+	}
 	n = max(n, 4<<20)
 	if _, err := db.write.Exec(fmt.Sprintf("PRAGMA journal_size_limit = %d", n)); err != nil {
 		return err
@@ -189,7 +203,7 @@ func Open(ctx context.Context, path string) (*DB, error) {
 	}
 	readPool.SetMaxOpenConns(8)
 	readPool.SetMaxIdleConns(8)
-	db := &DB{Path: path, write: write, read: &reader{db: readPool}, Now: time.Now, wpending: map[string]bool{},
+	db := &DB{Path: path, Dir: filepath.Dir(path), write: write, read: &reader{db: readPool}, Now: time.Now, wpending: map[string]bool{},
 		writes: make(chan writeReq), closed: make(chan struct{}), stopped: make(chan struct{}), ckptStopped: make(chan struct{})}
 	ckpt, err := sql.Open("sqlite", dsn)
 	if err != nil {
@@ -257,9 +271,13 @@ func (db *DB) Close() error {
 		close(db.closed)
 		<-db.stopped
 		<-db.ckptStopped
+		db.wstmts.Range(func(_, st any) bool { st.(*sql.Stmt).Close(); return true })
+		if db.pg {
+			db.closeErr = errors.Join(db.read.Close(), db.write.Close())
+			return
+		}
 		// Fold the WAL into the database and empty it.
 		db.write.Exec(`PRAGMA wal_checkpoint(TRUNCATE)`)
-		db.wstmts.Range(func(_, st any) bool { st.(*sql.Stmt).Close(); return true })
 		db.closeErr = errors.Join(db.read.Close(), db.ckpt.Close(), db.write.Close())
 	})
 	return db.closeErr
@@ -472,6 +490,7 @@ func (tx *Tx) stmt(q string) *sql.Stmt {
 
 // Exec runs a statement in the transaction, prepared once per query.
 func (tx *Tx) Exec(q string, args ...any) (sql.Result, error) {
+	q, args = tx.db.dialect(q), tx.db.values(args)
 	if st := tx.stmt(q); st != nil {
 		return st.Exec(args...)
 	}
@@ -480,6 +499,7 @@ func (tx *Tx) Exec(q string, args ...any) (sql.Result, error) {
 
 // Query runs a query in the transaction, prepared once per query.
 func (tx *Tx) Query(q string, args ...any) (*sql.Rows, error) {
+	q, args = tx.db.dialect(q), tx.db.values(args)
 	if st := tx.stmt(q); st != nil {
 		return st.Query(args...)
 	}
@@ -488,10 +508,26 @@ func (tx *Tx) Query(q string, args ...any) (*sql.Rows, error) {
 
 // QueryRow runs a one-row query in the transaction, prepared once per query.
 func (tx *Tx) QueryRow(q string, args ...any) *sql.Row {
+	q, args = tx.db.dialect(q), tx.db.values(args)
 	if st := tx.stmt(q); st != nil {
 		return st.QueryRow(args...)
 	}
 	return tx.Tx.QueryRow(q, args...)
+}
+
+// Insert runs an INSERT and sets *id to the new row's id: SQLite reports
+// it with the result, PostgreSQL with RETURNING (a query, which costs more
+// on SQLite's commit path).
+func (tx *Tx) Insert(id *int64, q string, args ...any) error {
+	if tx.db.pg {
+		return tx.QueryRow(q+" RETURNING id", args...).Scan(id)
+	}
+	res, err := tx.Exec(q, args...)
+	if err != nil {
+		return err
+	}
+	*id, err = res.LastInsertId()
+	return err
 }
 
 // QueryContext and QueryRowContext let a Tx serve where reads are written
@@ -508,9 +544,13 @@ func (tx *Tx) QueryRowContext(ctx context.Context, q string, args ...any) *sql.R
 type reader struct {
 	db    *sql.DB
 	stmts gosync.Map
+	owner *DB
 }
 
 func (r *reader) stmt(ctx context.Context, q string) (*sql.Stmt, error) {
+	if r.owner != nil {
+		q = r.owner.dialect(q)
+	}
 	if st, ok := r.stmts.Load(q); ok {
 		return st.(*sql.Stmt), nil
 	}
@@ -526,6 +566,9 @@ func (r *reader) stmt(ctx context.Context, q string) (*sql.Stmt, error) {
 }
 
 func (r *reader) QueryContext(ctx context.Context, q string, args ...any) (*sql.Rows, error) {
+	if r.owner != nil {
+		args = r.owner.values(args)
+	}
 	st, err := r.stmt(ctx, q)
 	if err != nil {
 		return nil, err
@@ -534,9 +577,12 @@ func (r *reader) QueryContext(ctx context.Context, q string, args ...any) (*sql.
 }
 
 func (r *reader) QueryRowContext(ctx context.Context, q string, args ...any) *sql.Row {
+	if r.owner != nil {
+		args = r.owner.values(args)
+	}
 	st, err := r.stmt(ctx, q)
 	if err != nil {
-		return r.db.QueryRowContext(ctx, q, args...) // carries the error to Scan
+		return r.db.QueryRowContext(ctx, q, args...) // carries the error to Scan (and needs no rewriting)
 	}
 	return st.QueryRowContext(ctx, args...)
 }
@@ -614,8 +660,29 @@ func (db *DB) QueryRow(ctx context.Context, q string, args ...any) *sql.Row {
 	return db.read.QueryRowContext(ctx, q, args...)
 }
 
+// Sizes are the database's bytes on disk and its write-ahead log's (SQLite's
+// WAL file; 0 on PostgreSQL, which manages its own).
+func (db *DB) Sizes(ctx context.Context) (database, wal int64, err error) {
+	if db.pg {
+		err = db.read.db.QueryRowContext(ctx, `SELECT pg_database_size(current_database())`).Scan(&database)
+		return database, 0, err
+	}
+	if fi, err := os.Stat(db.Path); err == nil {
+		database = fi.Size()
+	}
+	if fi, err := os.Stat(db.Path + "-wal"); err == nil {
+		wal = fi.Size()
+	}
+	return database, wal, nil
+}
+
 // IntegrityCheck runs SQLite's integrity check and returns its verdict ("ok" when sound).
 func (db *DB) IntegrityCheck(ctx context.Context) (string, error) {
+	if db.pg {
+		// PostgreSQL checks its pages as it reads them (with data
+		// checksums on); a full check is its own tools' work (amcheck).
+		return "ok", db.read.db.PingContext(ctx)
+	}
 	var s string
 	err := db.read.QueryRowContext(ctx, `PRAGMA integrity_check`).Scan(&s)
 	return s, err
@@ -646,6 +713,9 @@ func notFound(what string) error {
 // zero bytes, so no old page image survives in it. Readers in flight can
 // delay it; it retries for a few seconds before giving up.
 func (db *DB) Checkpoint(ctx context.Context) error {
+	if db.pg {
+		return nil // no SQLite WAL to fold: what PostgreSQL keeps is sealed data
+	}
 	for attempt := 0; ; attempt++ {
 		var busy, logFrames, done int
 		err := db.ckpt.QueryRowContext(ctx, `PRAGMA wal_checkpoint(TRUNCATE)`).Scan(&busy, &logFrames, &done)
@@ -664,4 +734,72 @@ func (db *DB) Checkpoint(ctx context.Context) error {
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
+}
+
+// dialect rewrites a query written for SQLite for the database: for
+// PostgreSQL, ? and ?N placeholders become $N (quoted text left alone) and
+// group_concat(DISTINCT x) becomes string_agg. Each query text is
+// rewritten once.
+func (db *DB) dialect(q string) string {
+	if !db.pg {
+		return q
+	}
+	if v, ok := db.rewritten.Load(q); ok {
+		return v.(string)
+	}
+	out := groupConcat.ReplaceAllString(toDollar(q), "string_agg(DISTINCT ($1)::text, ',')")
+	db.rewritten.Store(q, out)
+	return out
+}
+
+// values gives PostgreSQL yes/no arguments as the integers its columns
+// hold (SQLite's driver does so itself).
+func (db *DB) values(args []any) []any {
+	if !db.pg || !slices.ContainsFunc(args, func(a any) bool { _, ok := a.(bool); return ok }) {
+		return args
+	}
+	out := slices.Clone(args)
+	for i, a := range out {
+		if b, ok := a.(bool); ok {
+			out[i] = boolInt(b)
+		}
+	}
+	return out
+}
+
+func boolInt(b bool) int64 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+var groupConcat = regexp.MustCompile(`group_concat\(DISTINCT ([^()]+)\)`)
+
+// toDollar writes SQLite's placeholders as PostgreSQL's.
+func toDollar(q string) string {
+	var b strings.Builder
+	n, quoted := 0, false
+	for i := 0; i < len(q); i++ {
+		c := q[i]
+		if c == '\'' {
+			quoted = !quoted
+		}
+		if c != '?' || quoted {
+			b.WriteByte(c)
+			continue
+		}
+		j := i + 1
+		for j < len(q) && q[j] >= '0' && q[j] <= '9' {
+			j++
+		}
+		if j > i+1 {
+			b.WriteString("$" + q[i+1:j]) // ?N
+			i = j - 1
+			continue
+		}
+		n++
+		b.WriteString("$" + strconv.Itoa(n))
+	}
+	return b.String()
 }

@@ -56,7 +56,7 @@ func addCount(tx *Tx, projectID int64, kind string, n int64) error {
 		return nil
 	}
 	_, err := tx.Exec(`INSERT INTO destruction_counts (project_id, kind, count) VALUES (?, ?, ?)
-		ON CONFLICT (project_id, kind) DO UPDATE SET count = count + excluded.count`, projectID, kind, n)
+		ON CONFLICT (project_id, kind) DO UPDATE SET count = destruction_counts.count + excluded.count`, projectID, kind, n)
 	return err
 }
 
@@ -350,8 +350,17 @@ func (s *Store) VerifyCertificate(ctx context.Context, sc *SignedCertificate) er
 
 // Forget makes the database give back freed pages and drop old page images:
 // an incremental vacuum, then a checkpoint that truncates the WAL. Deleted
-// rows were already overwritten (secure_delete).
+// rows were already overwritten (secure_delete). On PostgreSQL, a VACUUM
+// makes the dead rows' space reusable; what they held was sealed by keys
+// that are destroyed, which is what makes it unreadable there.
 func (s *Store) Forget(ctx context.Context) error {
+	if s.DB.pg {
+		if _, err := s.DB.read.db.ExecContext(ctx, `VACUUM`); err != nil {
+			return err
+		}
+		_, err := s.Keys.ShredKeyFiles(ctx)
+		return err
+	}
 	if err := s.DB.Write(ctx, func(tx *Tx) error {
 		_, err := tx.Exec(`PRAGMA incremental_vacuum`)
 		return err

@@ -212,12 +212,11 @@ func (s *Forms) CreateForm(ctx context.Context, projectID int64, nv NewFormVersi
 		if n > 0 {
 			return haven.Errorf(haven.EDUPLICATE, "A form with the id %q already exists in this project. To change it, create a draft (POST .../forms/%s/draft) and publish it with a new version.", nv.XMLFormID, nv.XMLFormID)
 		}
-		res, err := tx.Exec(`INSERT INTO forms (project_id, xml_form_id, created_at, updated_at) VALUES (?, ?, ?, ?)`,
-			projectID, nv.XMLFormID, ms(tx.Now()), ms(tx.Now()))
-		if err != nil {
+		var formID int64
+		if err := tx.Insert(&formID, `INSERT INTO forms (project_id, xml_form_id, created_at, updated_at) VALUES (?, ?, ?, ?)`,
+			projectID, nv.XMLFormID, ms(tx.Now()), ms(tx.Now())); err != nil {
 			return err
 		}
-		formID, _ := res.LastInsertId()
 		if err := tx.insertDraft(formID, 0, nv); err != nil {
 			return err
 		}
@@ -240,12 +239,11 @@ func (tx *Tx) insertDraft(formID, carryFrom int64, nv NewFormVersion) error {
 	if nv.XLSX != nil {
 		xlsxType = nv.XLSXType
 	}
-	res, err := tx.Exec(`INSERT INTO form_versions (form_id, version, name, xml, md5, created_at, xlsx, xlsx_type) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
-		formID, nv.Version, nv.Name, nv.XML, nv.MD5, ms(tx.Now()), nv.XLSX, xlsxType)
-	if err != nil {
+	var vid int64
+	if err := tx.Insert(&vid, `INSERT INTO form_versions (form_id, version, name, xml, md5, created_at, xlsx, xlsx_type) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
+		formID, nv.Version, nv.Name, nv.XML, nv.MD5, ms(tx.Now()), nv.XLSX, xlsxType); err != nil {
 		return err
 	}
-	vid, _ := res.LastInsertId()
 	for _, m := range nv.Media {
 		var blob sql.NullInt64
 		var updated sql.NullInt64
@@ -262,7 +260,7 @@ func (tx *Tx) insertDraft(formID, carryFrom int64, nv NewFormVersion) error {
 			return err
 		}
 	}
-	_, err = tx.Exec(`UPDATE forms SET draft_version_id = ?, updated_at = ? WHERE id = ?`, vid, ms(tx.Now()), formID)
+	_, err := tx.Exec(`UPDATE forms SET draft_version_id = ?, updated_at = ? WHERE id = ?`, vid, ms(tx.Now()), formID)
 	return err
 }
 

@@ -41,6 +41,10 @@ type Options struct {
 	// WALCeiling bounds the database's write-ahead log, in bytes (0:
 	// DefaultWALCeiling).
 	WALCeiling int64
+	// Database, when set (postgres://...), keeps the records in PostgreSQL
+	// instead of the directory's SQLite file; keys and files stay as they
+	// are configured.
+	Database string
 }
 
 // OpenDir opens (creating it on first use) the data directory dir.
@@ -70,9 +74,21 @@ func OpenDir(ctx context.Context, dir string, opts ...Options) (*Store, error) {
 		// Everything goes to the object store, small files too.
 		blobs.Stores[StoreS3], blobs.Current, blobs.Inline = s3, StoreS3, 0
 	}
-	db, err := Open(ctx, filepath.Join(dir, "haven.db"))
+	var db *DB
+	if opt.Database != "" {
+		db, err = OpenPostgresDB(ctx, opt.Database)
+	} else {
+		db, err = Open(ctx, filepath.Join(dir, "haven.db"))
+	}
 	if err != nil {
 		return nil, err
+	}
+	db.Dir = dir
+	if db.pg {
+		if err := claimDatabase(ctx, db, dir); err != nil {
+			db.Close()
+			return nil, err
+		}
 	}
 	if opt.WALCeiling > 0 {
 		if err := db.SetWALCeiling(opt.WALCeiling); err != nil {

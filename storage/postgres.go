@@ -2,12 +2,19 @@ package storage
 
 import (
 	"context"
+	"crypto/rand"
 	"database/sql"
+	"encoding/hex"
+	"errors"
 	"fmt"
 	"io/fs"
+	"net/url"
+	"os"
+	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/haven-org/haven/migrations"
 	_ "github.com/jackc/pgx/v5/stdlib" // registers the "pgx" driver
@@ -87,6 +94,77 @@ func MigratePostgres(ctx context.Context, db *sql.DB) error {
 		if err := tx.Commit(); err != nil {
 			return fmt.Errorf("migration %s: %w", name, err)
 		}
+	}
+	return nil
+}
+
+// OpenPostgresDB opens Haven's database on PostgreSQL: the same group
+// commit as on SQLite (one writing connection per node, batches of writes
+// in one transaction, each in its own savepoint), a pool of readers, and
+// PostgreSQL's migrations applied first.
+func OpenPostgresDB(ctx context.Context, dsn string) (*DB, error) {
+	readPool, err := OpenPostgres(ctx, dsn)
+	if err != nil {
+		return nil, err
+	}
+	readPool.SetMaxOpenConns(8)
+	readPool.SetMaxIdleConns(8)
+	write, err := sql.Open("pgx", dsn)
+	if err != nil {
+		readPool.Close()
+		return nil, err
+	}
+	write.SetMaxOpenConns(1)
+	write.SetConnMaxIdleTime(0)
+	db := &DB{Path: redactDSN(dsn), write: write, pg: true, Now: time.Now, wpending: map[string]bool{},
+		writes: make(chan writeReq), closed: make(chan struct{}), stopped: make(chan struct{}), ckptStopped: make(chan struct{})}
+	db.read = &reader{db: readPool, owner: db}
+	close(db.ckptStopped) // no checkpointer: PostgreSQL checkpoints itself
+	go db.committer()
+	return db, nil
+}
+
+// redactDSN is a connection URL without its password, fit for messages.
+func redactDSN(dsn string) string {
+	u, err := url.Parse(dsn)
+	if err != nil {
+		return "postgres"
+	}
+	if u.User != nil {
+		u.User = url.User(u.User.Username())
+	}
+	return u.String()
+}
+
+// claimDatabase ties a PostgreSQL database to one data directory: the key
+// store and local files are still a node's own (docs/scale-out.md), so a
+// second node with another data directory must not write beside the first.
+// The same directory may open it again (admin commands beside the server).
+func claimDatabase(ctx context.Context, db *DB, dir string) error {
+	idFile := filepath.Join(dir, "data-dir-id")
+	id, err := os.ReadFile(idFile)
+	if errors.Is(err, os.ErrNotExist) {
+		b := make([]byte, 16)
+		rand.Read(b)
+		id = []byte(hex.EncodeToString(b))
+		if err := writeFileDurably(idFile, id, 0o600); err != nil {
+			return err
+		}
+	} else if err != nil {
+		return err
+	}
+	var owner string
+	err = db.Write(ctx, func(tx *Tx) error {
+		if _, err := tx.Exec(`INSERT INTO deployment (id, data_dir_id) VALUES (1, ?) ON CONFLICT (id) DO NOTHING`, string(id)); err != nil {
+			return err
+		}
+		return tx.QueryRow(`SELECT data_dir_id FROM deployment WHERE id = 1`).Scan(&owner)
+	})
+	if err != nil {
+		return err
+	}
+	if owner != string(id) {
+		return fmt.Errorf("the database %s belongs to another Haven data directory (id %s; this one is %s): Haven runs one node per PostgreSQL database for now, because its key store and files are in that node's data directory", db.Path, owner, id)
 	}
 	return nil
 }

@@ -75,12 +75,10 @@ func (p *Projects) Create(ctx context.Context, name, description string, life ..
 		if l.DeviceAllow != nil {
 			deviceAllow = l.DeviceAllow.String()
 		}
-		res, err := tx.Exec(`INSERT INTO projects (name, description, created_at, updated_at, end_date, retention_days, min_cell_size, api_allow, device_allow)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`, name, description, ms(tx.Now()), ms(tx.Now()), end, retention, k, apiAllow, deviceAllow)
-		if err != nil {
+		if err := tx.Insert(&id, `INSERT INTO projects (name, description, created_at, updated_at, end_date, retention_days, min_cell_size, api_allow, device_allow)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`, name, description, ms(tx.Now()), ms(tx.Now()), end, retention, k, apiAllow, deviceAllow); err != nil {
 			return err
 		}
-		id, _ = res.LastInsertId()
 		return p.Keys.createProjectKey(tx, id)
 	})
 	if err != nil {

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"io"
 	"os"
-	"path/filepath"
 
 	"github.com/minio/sio"
 )
@@ -23,9 +22,9 @@ type Spool struct {
 	cfg sio.Config
 }
 
-// Spool creates an empty spool beside the database.
+// Spool creates an empty spool in the data directory.
 func (db *DB) Spool() (*Spool, error) {
-	return NewSpool(filepath.Dir(db.Path))
+	return NewSpool(db.Dir)
 }
 
 // NewSpool creates an empty spool in dir.

@@ -48,7 +48,7 @@ func (tx *Tx) lookup(pk *ProjectKey, formID int64, instanceID string) (*stored, 
 	err := tx.QueryRow(`SELECT v.id, v.submission_id, v.xml_mac, v.current,
 			EXISTS (SELECT 1 FROM consent_withdrawals WHERE form_id = ?1 AND instance_mac = ?3),
 			EXISTS (SELECT 1 FROM erased_instances WHERE form_id = ?1 AND instance_mac = ?4)
-		FROM (SELECT 1) LEFT JOIN submission_versions v ON v.form_id = ?1 AND v.instance_id = ?2`,
+		FROM (SELECT 1) AS one LEFT JOIN submission_versions v ON v.form_id = ?1 AND v.instance_id = ?2`,
 		formID, instanceID, withdrawalMAC(pk, instanceID), erasedMAC(pk, instanceID)).Scan(&id, &submission, &st.mac, &current, &withdrawn, &erased)
 	if err != nil {
 		return nil, err
@@ -293,12 +293,10 @@ func (s *Submissions) EraseSubject(ctx context.Context, blobs *Blobs, projectID 
 				}
 			}
 		}
-		r, err := tx.Exec(`INSERT INTO subject_erasures (project_id, erased_at, recorded_by, submissions, files) VALUES (?, ?, ?, ?, ?)`,
-			projectID, ms(out.ErasedAt), by, out.Submissions, out.Files)
-		if err != nil {
+		if err := tx.Insert(&out.ID, `INSERT INTO subject_erasures (project_id, erased_at, recorded_by, submissions, files) VALUES (?, ?, ?, ?, ?)`,
+			projectID, ms(out.ErasedAt), by, out.Submissions, out.Files); err != nil {
 			return err
 		}
-		out.ID, _ = r.LastInsertId()
 		if e != nil {
 			if e.Details == nil {
 				e.Details = map[string]any{}

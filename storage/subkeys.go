@@ -81,9 +81,10 @@ func (k *Keyring) nextSlot(tx *Tx, pk *ProjectKey) (int64, error) {
 	defer k.slotMu.Unlock()
 	n, ok := k.slotNext[pk.ID]
 	if !ok {
-		err := tx.QueryRow(`SELECT max(coalesce((SELECT max(s.key_slot) FROM submissions s JOIN forms f ON f.id = s.form_id WHERE f.project_id = ?1), 0),
-			coalesce((SELECT max(key_slot) FROM blobs WHERE project_id = ?1), 0),
-			coalesce((SELECT max(slot) FROM key_slot_erasures WHERE project_key_id = ?2), 0))`, pk.ProjectID, pk.ID).Scan(&n)
+		err := tx.QueryRow(`SELECT coalesce(max(slot), 0) FROM (
+			SELECT max(s.key_slot) AS slot FROM submissions s JOIN forms f ON f.id = s.form_id WHERE f.project_id = ?1
+			UNION ALL SELECT max(key_slot) FROM blobs WHERE project_id = ?1
+			UNION ALL SELECT max(slot) FROM key_slot_erasures WHERE project_key_id = ?2) AS used`, pk.ProjectID, pk.ID).Scan(&n)
 		if err != nil {
 			return 0, err
 		}
@@ -308,9 +309,11 @@ func (k *Keyring) SyncSlots() error {
 // older backup opened beside the live key store must not destroy the keys
 // of what arrived after it.)
 func (k *Keyring) ReconcileSlots(ctx context.Context) (int, error) {
-	var tables int
-	if err := k.db.read.QueryRowContext(ctx, `SELECT count(*) FROM sqlite_master WHERE name = 'key_slot_erasures'`).Scan(&tables); err != nil || tables == 0 {
-		return 0, err // a database older than submission keys (tests open those)
+	if !k.db.pg { // PostgreSQL's schema has the table from its first migration
+		var tables int
+		if err := k.db.read.QueryRowContext(ctx, `SELECT count(*) FROM sqlite_master WHERE name = 'key_slot_erasures'`).Scan(&tables); err != nil || tables == 0 {
+			return 0, err // a database older than submission keys (tests open those)
+		}
 	}
 	rows, err := k.db.read.QueryContext(ctx, `SELECT e.slot, pk.id, pk.project_id FROM key_slot_erasures e
 		JOIN project_keys pk ON pk.id = e.project_key_id WHERE pk.destroyed_at IS NULL ORDER BY pk.id, e.slot`)

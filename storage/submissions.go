@@ -6,6 +6,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"strconv"
 	"strings"
@@ -165,12 +166,10 @@ func (s *Submissions) Ingest(ctx context.Context, in *Incoming) (*IngestResult, 
 				return err
 			}
 			sk = fresh.SubmissionKey
-			r, err := tx.Exec(`INSERT INTO submissions (form_id, instance_id, submitter_id, device_id, created_at, key_slot) VALUES (?, ?, ?, ?, ?, ?)`,
-				in.FormID, in.InstanceID, in.SubmitterID, sealed.device, ms(tx.Now()), fresh.Slot)
-			if err != nil {
+			if err := tx.Insert(&submissionID, `INSERT INTO submissions (form_id, instance_id, submitter_id, device_id, created_at, key_slot) VALUES (?, ?, ?, ?, ?, ?)`,
+				in.FormID, in.InstanceID, in.SubmitterID, sealed.device, ms(tx.Now()), fresh.Slot); err != nil {
 				return err
 			}
-			submissionID, _ = r.LastInsertId()
 			if versionID, err = tx.insertVersion(sealed, in, submissionID, mac); err != nil {
 				return err
 			}
@@ -302,7 +301,7 @@ func (s *Submissions) RecordRefusal(ctx context.Context, formID int64, e *haven.
 	return s.DB.Write(ctx, func(tx *Tx) error {
 		day := tx.Now().UTC().Format("2006-01-02")
 		if _, err := tx.Exec(`INSERT INTO consent_refusals (form_id, day, count) VALUES (?, ?, 1)
-			ON CONFLICT (form_id, day) DO UPDATE SET count = count + 1`, formID, day); err != nil {
+			ON CONFLICT (form_id, day) DO UPDATE SET count = consent_refusals.count + 1`, formID, day); err != nil {
 			return err
 		}
 		return s.audit(tx, e, "consent_not_given")
@@ -381,14 +380,13 @@ func sealVersion(sk sealer, in *Incoming) *sealedVersion {
 // insertVersion stores a version of a submission.
 func (tx *Tx) insertVersion(v *sealedVersion, in *Incoming, submissionID int64, mac []byte) (int64, error) {
 	sealedXML, sealedName, sealedDevice, reason := v.xml, v.name, v.device, v.reason
-	r, err := tx.Exec(`INSERT INTO submission_versions (submission_id, form_id, form_version_id, instance_id, deprecated_id,
+	var id int64
+	if err := tx.Insert(&id, `INSERT INTO submission_versions (submission_id, form_id, form_version_id, instance_id, deprecated_id,
 		instance_name, xml, xml_mac, submitter_id, device_id, current, created_at, edit_reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?)`,
 		submissionID, in.FormID, in.FormVersionID, in.InstanceID, in.DeprecatedID, sealedName, sealedXML, mac,
-		in.SubmitterID, sealedDevice, ms(tx.Now()), reason)
-	if err != nil {
+		in.SubmitterID, sealedDevice, ms(tx.Now()), reason); err != nil {
 		return 0, err
 	}
-	id, _ := r.LastInsertId()
 	for _, name := range in.Expected {
 		if _, err := tx.Exec(`INSERT INTO submission_attachments (version_id, name) VALUES (?, ?)`, id, name); err != nil {
 			return 0, err
@@ -633,8 +631,10 @@ func (s *Submissions) scan(row interface{ Scan(...any) error }, pk *ProjectKey) 
 	return &sub, nil
 }
 
-// List returns a page of a form's submissions, oldest first, and how many there are.
+// List returns a page of a form's submissions, oldest first, and how many
+// there are; a negative limit lists them all.
 func (s *Submissions) List(ctx context.Context, projectID, formID int64, limit, offset int) ([]*haven.Submission, int, error) {
+	limit = noLimit(limit)
 	pk, err := s.Keys.ProjectKey(ctx, projectID)
 	if err != nil {
 		return nil, 0, err
@@ -928,12 +928,10 @@ func (s *Submissions) AddComment(ctx context.Context, projectID int64, sub *have
 	}
 	sealed := sk.Seal([]byte(c.Body), commentAAD(sub.FormID, sub.InstanceID))
 	return s.DB.Write(ctx, func(tx *Tx) error {
-		r, err := tx.Exec(`INSERT INTO submission_comments (submission_id, actor_id, tier, body, created_at) VALUES (?, ?, ?, ?, ?)`,
-			sub.ID, c.ActorID, string(c.Tier), sealed, ms(tx.Now()))
-		if err != nil {
+		if err := tx.Insert(&c.ID, `INSERT INTO submission_comments (submission_id, actor_id, tier, body, created_at) VALUES (?, ?, ?, ?, ?)`,
+			sub.ID, c.ActorID, string(c.Tier), sealed, ms(tx.Now())); err != nil {
 			return err
 		}
-		c.ID, _ = r.LastInsertId()
 		c.CreatedAt = tx.Now().UTC()
 		return s.audit(tx, e, "ok")
 	})
@@ -1062,7 +1060,7 @@ func (s *Submissions) Page(ctx context.Context, projectID, formID int64, q PageQ
 		return nil, 0, err
 	}
 	rows, err := s.DB.read.QueryContext(ctx, `SELECT `+submissionColumns+submissionJoins+where+` ORDER BY s.created_at DESC, s.id DESC LIMIT ? OFFSET ?`,
-		append(args, q.Limit, q.Offset)...)
+		append(args, noLimit(q.Limit), q.Offset)...)
 	if err != nil {
 		return nil, 0, err
 	}
@@ -1120,4 +1118,13 @@ func (s *Submissions) scanAll(rows *sql.Rows, pk *ProjectKey) ([]*haven.Submissi
 		out = append(out, sub)
 	}
 	return out, rows.Err()
+}
+
+// noLimit makes a negative limit (none) one both databases read as none:
+// SQLite reads LIMIT -1 as none, PostgreSQL refuses it.
+func noLimit(n int) int {
+	if n < 0 {
+		return math.MaxInt64
+	}
+	return n
 }

@@ -4,7 +4,9 @@
 --
 -- As on SQLite: times are Unix milliseconds (UTC), yes/no columns are
 -- integers (0/1), collected values are sealed by the project's key before
--- they reach the database. Ids are identities that accept given values,
+-- they reach the database. The device ids of submissions and consent
+-- records are sealed too: SQLite declares them TEXT and holds bytes there;
+-- here they are BYTEA. Ids are identities that accept given values,
 -- so a deployment moved from SQLite keeps its ids.
 
 CREATE TABLE actors (
@@ -138,7 +140,7 @@ CREATE TABLE submissions (
   form_id      BIGINT NOT NULL REFERENCES forms(id),
   instance_id  TEXT   NOT NULL,
   submitter_id BIGINT NOT NULL REFERENCES actors(id),
-  device_id    TEXT   NOT NULL DEFAULT '',
+  device_id    BYTEA  NOT NULL DEFAULT ''::bytea,
   review_state TEXT,
   created_at   BIGINT NOT NULL,
   updated_at   BIGINT,
@@ -159,7 +161,7 @@ CREATE TABLE submission_versions (
   xml             BYTEA   NOT NULL,
   xml_mac         BYTEA   NOT NULL,
   submitter_id    BIGINT  NOT NULL REFERENCES actors(id),
-  device_id       TEXT    NOT NULL DEFAULT '',
+  device_id       BYTEA   NOT NULL DEFAULT ''::bytea,
   current         INTEGER NOT NULL,
   created_at      BIGINT  NOT NULL,
   edit_reason     BYTEA,
@@ -196,7 +198,7 @@ CREATE TABLE consent_records (
   device_end        BIGINT,
   received_at       BIGINT NOT NULL,
   device_user_id    BIGINT NOT NULL,
-  device_id         TEXT   NOT NULL DEFAULT ''
+  device_id         BYTEA  NOT NULL DEFAULT ''::bytea
 );
 
 CREATE TABLE consent_refusals (
