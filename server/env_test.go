@@ -20,6 +20,7 @@ import (
 	"github.com/haven-org/haven/clients/collect"
 	"github.com/haven-org/haven/server"
 	"github.com/haven-org/haven/storage"
+	"github.com/haven-org/haven/storage/pgtest"
 )
 
 // env is a Haven server on a real SQLite file in a temporary data directory,
@@ -49,6 +50,7 @@ func newEnvWith(t *testing.T, opts storage.Options, limits ...app.Limits) *env {
 func newEnvConfig(t *testing.T, cfg server.Config, opts storage.Options, limits ...app.Limits) *env {
 	t.Helper()
 	dir := t.TempDir()
+	opts.Database = pgtest.Database(t, dir)
 	st, err := storage.OpenDir(context.Background(), dir, opts)
 	if err != nil {
 		t.Fatal(err)

@@ -25,6 +25,7 @@ import (
 	"github.com/haven-org/haven/clients/collect"
 	"github.com/haven-org/haven/server"
 	"github.com/haven-org/haven/storage"
+	"github.com/haven-org/haven/storage/pgtest"
 )
 
 // The findings of an attacker's probes against Haven, one test each: every
@@ -301,7 +302,7 @@ func withoutProjectKeys(t *testing.T, e *env) *storage.Store {
 	for _, k := range keys {
 		os.Rename(k, k+".away")
 	}
-	st, err := storage.OpenDir(context.Background(), e.dir)
+	st, err := storage.OpenDir(context.Background(), e.dir, storage.Options{Database: pgtest.Database(t, e.dir)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -13,6 +13,7 @@ import (
 	"github.com/haven-org/haven/clients/collect"
 	"github.com/haven-org/haven/formspec/xlsform/xlsxtest"
 	"github.com/haven-org/haven/storage"
+	"github.com/haven-org/haven/storage/pgtest"
 )
 
 // consentForm is an XLSForm with a consent question in two languages,
@@ -393,7 +394,11 @@ func TestAuditTrail(t *testing.T) {
 	var target int64
 	e.st.DB.QueryRow(ctx, `SELECT id FROM audits WHERE action = 'submission.read' AND outcome = 'forbidden'`).Scan(&target)
 	err = e.st.DB.Write(ctx, func(tx *storage.Tx) error {
-		if _, err := tx.Exec(`DROP TRIGGER audits_no_update`); err != nil {
+		drop := `DROP TRIGGER audits_no_update`
+		if pgtest.Backend() == "postgres" {
+			drop += ` ON audits`
+		}
+		if _, err := tx.Exec(drop); err != nil {
 			return err
 		}
 		_, err := tx.Exec(`UPDATE audits SET outcome = 'ok' WHERE id = ?`, target)

@@ -15,6 +15,7 @@ import (
 	"github.com/haven-org/haven/app"
 	"github.com/haven-org/haven/clients/collect"
 	"github.com/haven-org/haven/server"
+	"github.com/haven-org/haven/storage/pgtest"
 )
 
 type subView struct {
@@ -332,6 +333,7 @@ func TestAccessControl(t *testing.T) {
 }
 
 func TestEncryptedAtRest(t *testing.T) {
+	pgtest.SQLiteOnly(t, "it scans the data directory, which holds the database only on SQLite; on PostgreSQL the files are the cluster's (docs/scale-out.md)")
 	e := newEnv(t)
 	pid, dev := e.project()
 	const marker = "ZXQMARKER"

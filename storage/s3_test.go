@@ -22,7 +22,7 @@ import (
 
 func openS3(t *testing.T, dir string, cfg storage.S3Config) *storage.Store {
 	t.Helper()
-	st, err := storage.OpenDir(ctx, dir, storage.Options{S3: &cfg})
+	st, err := openDir(t, ctx, dir, storage.Options{S3: &cfg})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -17,13 +17,14 @@ import (
 
 	"github.com/haven-org/haven"
 	"github.com/haven-org/haven/storage"
+	"github.com/haven-org/haven/storage/pgtest"
 )
 
 var ctx = context.Background()
 
 func open(t *testing.T, dir string) *storage.Store {
 	t.Helper()
-	st, err := storage.OpenDir(ctx, dir)
+	st, err := openDir(t, ctx, dir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -47,7 +48,7 @@ func TestMigrationsApplyOnce(t *testing.T) {
 // refused; moving the key out leaves nothing in the directory that opens it.
 func TestMasterKey(t *testing.T) {
 	dir := t.TempDir()
-	st, err := storage.OpenDir(ctx, dir)
+	st, err := openDir(t, ctx, dir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -78,17 +79,17 @@ func TestMasterKey(t *testing.T) {
 	// The data directory alone opens nothing: without the key file, a start is refused.
 	moved := keyFile + ".elsewhere"
 	os.Rename(keyFile, moved)
-	if _, err := storage.OpenDir(ctx, dir); err == nil || !strings.Contains(err.Error(), "master key") {
+	if _, err := openDir(t, ctx, dir); err == nil || !strings.Contains(err.Error(), "master key") {
 		t.Fatalf("started without its key: %v", err)
 	}
 	// The key given by file or by value opens it.
-	if st3, err := storage.OpenDir(ctx, dir, storage.Options{Key: storage.KeySource{File: moved}}); err != nil {
+	if st3, err := openDir(t, ctx, dir, storage.Options{Key: storage.KeySource{File: moved}}); err != nil {
 		t.Fatal(err)
 	} else {
 		st3.Close()
 	}
 	raw, _ := os.ReadFile(moved)
-	if st3, err := storage.OpenDir(ctx, dir, storage.Options{Key: storage.KeySource{Value: string(raw)}}); err != nil {
+	if st3, err := openDir(t, ctx, dir, storage.Options{Key: storage.KeySource{Value: string(raw)}}); err != nil {
 		t.Fatal(err)
 	} else {
 		st3.Close()
@@ -96,20 +97,20 @@ func TestMasterKey(t *testing.T) {
 	// Another key is refused at start, before anything is read with it.
 	other := make([]byte, 32)
 	other[0] = 1
-	if _, err := storage.OpenDir(ctx, dir, storage.Options{Key: storage.KeySource{Value: base64.StdEncoding.EncodeToString(other)}}); err == nil || !strings.Contains(err.Error(), "not the master key") {
+	if _, err := openDir(t, ctx, dir, storage.Options{Key: storage.KeySource{Value: base64.StdEncoding.EncodeToString(other)}}); err == nil || !strings.Contains(err.Error(), "not the master key") {
 		t.Fatalf("opened with the wrong master key: %v", err)
 	}
-	if _, err := storage.OpenDir(ctx, dir, storage.Options{Key: storage.KeySource{Value: "too short"}}); err == nil || !strings.Contains(err.Error(), "32 bytes") {
+	if _, err := openDir(t, ctx, dir, storage.Options{Key: storage.KeySource{Value: "too short"}}); err == nil || !strings.Contains(err.Error(), "32 bytes") {
 		t.Fatalf("a bad key: %v", err)
 	}
 	// A key file inside the data directory is refused, even through a link.
 	os.WriteFile(filepath.Join(dir, "inside.key"), raw, 0o600)
-	if _, err := storage.OpenDir(ctx, dir, storage.Options{Key: storage.KeySource{File: filepath.Join(dir, "inside.key")}}); err == nil || !strings.Contains(err.Error(), "inside the data directory") {
+	if _, err := openDir(t, ctx, dir, storage.Options{Key: storage.KeySource{File: filepath.Join(dir, "inside.key")}}); err == nil || !strings.Contains(err.Error(), "inside the data directory") {
 		t.Fatalf("a key file inside the data directory: %v", err)
 	}
 	link := filepath.Join(t.TempDir(), "link")
 	os.Symlink(dir, link)
-	if _, err := storage.OpenDir(ctx, dir, storage.Options{Key: storage.KeySource{File: filepath.Join(link, "inside.key")}}); err == nil || !strings.Contains(err.Error(), "inside the data directory") {
+	if _, err := openDir(t, ctx, dir, storage.Options{Key: storage.KeySource{File: filepath.Join(link, "inside.key")}}); err == nil || !strings.Contains(err.Error(), "inside the data directory") {
 		t.Fatalf("a key file inside the data directory, through a link: %v", err)
 	}
 	os.Remove(filepath.Join(dir, "inside.key"))
@@ -117,7 +118,7 @@ func TestMasterKey(t *testing.T) {
 	// An older Haven's directory, with master.key inside: refused until moved out.
 	os.WriteFile(filepath.Join(dir, "master.key"), raw, 0o600)
 	os.Remove(filepath.Join(dir, "key.json"))
-	if _, err := storage.OpenDir(ctx, dir, storage.Options{Key: storage.KeySource{File: moved}}); err == nil || !strings.Contains(err.Error(), "haven key move-out") {
+	if _, err := openDir(t, ctx, dir, storage.Options{Key: storage.KeySource{File: moved}}); err == nil || !strings.Contains(err.Error(), "haven key move-out") {
 		t.Fatalf("a directory holding its key: %v", err)
 	}
 	os.Remove(moved)
@@ -144,7 +145,7 @@ func inDir(dir, path string) bool { return strings.HasPrefix(path, dir+string(fi
 func TestMasterKeyPassphrase(t *testing.T) {
 	dir := t.TempDir()
 	pass := storage.Options{Key: storage.KeySource{Passphrase: "correct horse battery staple"}}
-	st, err := storage.OpenDir(ctx, dir, pass)
+	st, err := openDir(t, ctx, dir, pass)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -153,7 +154,7 @@ func TestMasterKeyPassphrase(t *testing.T) {
 	}
 	pr, _ := st.Projects.Create(ctx, "P", "")
 	st.Close()
-	st, err = storage.OpenDir(ctx, dir, pass)
+	st, err = openDir(t, ctx, dir, pass)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -161,10 +162,10 @@ func TestMasterKeyPassphrase(t *testing.T) {
 		t.Fatal(err)
 	}
 	st.Close()
-	if _, err := storage.OpenDir(ctx, dir, storage.Options{Key: storage.KeySource{Passphrase: "wrong horse"}}); err == nil || !strings.Contains(err.Error(), "not the master key") {
+	if _, err := openDir(t, ctx, dir, storage.Options{Key: storage.KeySource{Passphrase: "wrong horse"}}); err == nil || !strings.Contains(err.Error(), "not the master key") {
 		t.Fatalf("a wrong passphrase: %v", err)
 	}
-	if _, err := storage.OpenDir(ctx, dir); err == nil {
+	if _, err := openDir(t, ctx, dir); err == nil {
 		t.Fatal("a passphrase directory opened without its passphrase")
 	}
 }
@@ -452,7 +453,7 @@ func TestInlineBlobs(t *testing.T) {
 // missing or changed does not pass either.
 func TestAuditHead(t *testing.T) {
 	dir := t.TempDir()
-	st, err := storage.OpenDir(ctx, dir)
+	st, err := openDir(t, ctx, dir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -473,7 +474,11 @@ func TestAuditHead(t *testing.T) {
 
 	// Someone with raw access to the file deletes the newest 20 events.
 	if err := st.DB.Write(ctx, func(tx *storage.Tx) error {
-		if _, err := tx.Exec(`DROP TRIGGER audits_no_delete`); err != nil {
+		drop := `DROP TRIGGER audits_no_delete`
+		if pgtest.Backend() == "postgres" {
+			drop += ` ON audits`
+		}
+		if _, err := tx.Exec(drop); err != nil {
 			return err
 		}
 		_, err := tx.Exec(`DELETE FROM audits WHERE id > 30`)
@@ -528,7 +533,7 @@ func TestAuditHead(t *testing.T) {
 func TestAuditHeadAcrossRestarts(t *testing.T) {
 	dir := t.TempDir()
 	for round := 1; round <= 3; round++ {
-		st, err := storage.OpenDir(ctx, dir)
+		st, err := openDir(t, ctx, dir)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -568,4 +573,17 @@ func TestDataDirectoryPermissions(t *testing.T) {
 	if n < 8 {
 		t.Fatalf("only %d entries checked", n)
 	}
+}
+
+// openDir opens dir as OpenDir does, on the pass's database: the
+// directory's SQLite file, or on the PostgreSQL pass the database pgtest
+// keeps for dir.
+func openDir(t testing.TB, ctx context.Context, dir string, o ...storage.Options) (*storage.Store, error) {
+	t.Helper()
+	var opt storage.Options
+	if len(o) > 0 {
+		opt = o[0]
+	}
+	opt.Database = pgtest.Database(t, dir)
+	return storage.OpenDir(ctx, dir, opt)
 }

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/haven-org/haven/storage"
+	"github.com/haven-org/haven/storage/pgtest"
 )
 
 // read reads a submission's XML and its photo, as any read path does.
@@ -38,6 +39,7 @@ func read(st *storage.Store, projectID, formID int64, id string) (string, error)
 // An erased submission stays unreadable in a backup taken before the
 // erasure, restored beside the live key store, while the others read.
 func TestErasureReachesBackups(t *testing.T) {
+	pgtest.SQLiteOnly(t, "it restores a backup made by haven backup, which PostgreSQL deployments make with PostgreSQL's tools")
 	dir := t.TempDir()
 	st := open(t, dir)
 	pr, f := filled(t, st, 3, "BACKED", time.Now().AddDate(1, 0, 0))
@@ -79,6 +81,7 @@ func TestErasureReachesBackups(t *testing.T) {
 // and WAL are scanned for it and every copy found is tried with the live
 // project key and every live submission key.
 func TestErasedCiphertextDoesNotOpen(t *testing.T) {
+	pgtest.SQLiteOnly(t, "it finds the ciphertext in the database file before the erasure")
 	dir := t.TempDir()
 	st := open(t, dir)
 	pr, f := filled(t, st, 3, "SCANNED", time.Now().AddDate(1, 0, 0))

@@ -20,6 +20,7 @@ import (
 	"github.com/haven-org/haven/clients/collect"
 	"github.com/haven-org/haven/clients/rest"
 	"github.com/haven-org/haven/storage"
+	"github.com/haven-org/haven/storage/pgtest"
 )
 
 // buildHaven compiles the binary once per test run.
@@ -43,9 +44,9 @@ func freeAddr(t *testing.T) string {
 }
 
 // startHaven runs `haven serve` and waits until it answers.
-func startHaven(t *testing.T, bin, data, addr string) *exec.Cmd {
+func startHaven(t *testing.T, bin, data, addr string, extra ...string) *exec.Cmd {
 	t.Helper()
-	cmd := exec.Command(bin, "serve", "--data", data, "--listen", addr)
+	cmd := exec.Command(bin, append([]string{"serve", "--data", data, "--listen", addr}, extra...)...)
 	cmd.Stdout, cmd.Stderr = io.Discard, io.Discard
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -69,20 +70,30 @@ type sent struct {
 // TestCrash kills the server with SIGKILL while devices upload, restarts it,
 // and checks that every submission acknowledged with 201 is there, whole and
 // once; that nothing partial is visible; that devices' retries of what was
-// not acknowledged succeed without duplicating; and that SQLite is sound.
+// not acknowledged succeed without duplicating; and that the database is
+// sound. On SQLite, and on PostgreSQL (--database, a throwaway cluster).
 func TestCrash(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and kills a real server")
 	}
 	bin := buildHaven(t)
+	t.Run("sqlite", func(t *testing.T) { crash(t, bin, "") })
+	t.Run("postgres", func(t *testing.T) { crash(t, bin, pgtest.Start(t).DSN()) })
+}
+
+func crash(t *testing.T, bin, database string) {
 	data := t.TempDir()
+	var extra []string
+	if database != "" {
+		extra = []string{"--database", database}
+	}
 	const email, password = "crash@example.org", "crash test password"
 	var out bytes.Buffer
-	if err := run(context.Background(), []string{"admin", "create", "--email", email, "--data", data}, strings.NewReader(password+"\n"), &out, io.Discard); err != nil {
+	if err := run(context.Background(), append([]string{"admin", "create", "--email", email, "--data", data}, extra...), strings.NewReader(password+"\n"), &out, io.Discard); err != nil {
 		t.Fatal(err)
 	}
 	addr := freeAddr(t)
-	cmd := startHaven(t, bin, data, addr)
+	cmd := startHaven(t, bin, data, addr, extra...)
 	ctx := context.Background()
 	a, err := rest.Login(ctx, "http://"+addr, email, password)
 	if err != nil {
@@ -147,7 +158,7 @@ func TestCrash(t *testing.T) {
 		cmd.Wait()
 		cancel()
 		wg.Wait()
-		cmd = startHaven(t, bin, data, addr)
+		cmd = startHaven(t, bin, data, addr, extra...)
 	}
 	defer func() { cmd.Process.Kill(); cmd.Wait() }()
 	if len(acked) < 10 {
@@ -218,7 +229,7 @@ func TestCrash(t *testing.T) {
 
 	cmd.Process.Kill()
 	cmd.Wait()
-	st, err := storage.OpenDir(context.Background(), data)
+	st, err := storage.OpenDir(context.Background(), data, storage.Options{Database: database})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -9,6 +9,7 @@ package pgtest
 
 import (
 	"errors"
+	"flag"
 	"fmt"
 	"net/url"
 	"os"
@@ -17,7 +18,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strconv"
-	gosync "sync"
+	"sync"
 	"testing"
 	"time"
 
@@ -25,7 +26,7 @@ import (
 )
 
 var (
-	binOnce gosync.Once
+	binOnce sync.Once
 	binDir  string
 	binErr  error
 )
@@ -163,9 +164,11 @@ func (c *Cluster) run(name string, args ...string) ([]byte, error) {
 }
 
 // DSN is the URL of the cluster's database for the user haven.
-func (c *Cluster) DSN() string {
+func (c *Cluster) DSN() string { return c.dsn("haven") }
+
+func (c *Cluster) dsn(database string) string {
 	q := url.Values{"host": {c.Socket}, "port": {strconv.Itoa(c.Port)}, "sslmode": {"disable"}}
-	return "postgres://haven@/haven?" + q.Encode()
+	return "postgres://haven@/" + database + "?" + q.Encode()
 }
 
 // Kill stops the server at once, as a crash would (immediate mode: no
@@ -188,4 +191,103 @@ func (c *Cluster) stop() {
 	case <-done:
 	case <-time.After(30 * time.Second):
 	}
+}
+
+// Backend is the database the tests of this run use: "postgres" when
+// HAVEN_TEST_BACKEND says so (RunBoth sets it for the second pass), else
+// "sqlite".
+func Backend() string {
+	if os.Getenv("HAVEN_TEST_BACKEND") == "postgres" {
+		return "postgres"
+	}
+	return "sqlite"
+}
+
+// SQLiteOnly skips a test in the PostgreSQL pass, saying why: it checks
+// something only the embedded store has (its file, its WAL, its backups).
+func SQLiteOnly(tb testing.TB, why string) {
+	tb.Helper()
+	if Backend() == "postgres" {
+		tb.Skip("SQLite only: " + why)
+	}
+}
+
+var (
+	sharedOnce sync.Once
+	shared     *Cluster
+	sharedErr  error
+	dbMu       sync.Mutex
+	byDir      = map[string]string{}
+)
+
+// Database returns "" on the SQLite pass; on the PostgreSQL pass, the URL
+// of a database on the package's cluster (started on first use, stopped by
+// RunBoth) for the data directory dir: new and empty the first time, the
+// same one when the test opens dir again.
+func Database(tb testing.TB, dir string) string {
+	tb.Helper()
+	if Backend() != "postgres" {
+		return ""
+	}
+	sharedOnce.Do(func() {
+		tmp, err := os.MkdirTemp("", "haven-pg-")
+		if err != nil {
+			sharedErr = err
+			return
+		}
+		shared, sharedErr = start(tmp)
+	})
+	if sharedErr != nil {
+		tb.Fatalf("starting PostgreSQL: %v", sharedErr)
+	}
+	dbMu.Lock()
+	defer dbMu.Unlock()
+	if dsn, ok := byDir[dir]; ok {
+		return dsn
+	}
+	name := fmt.Sprintf("t%d", len(byDir)+1)
+	if out, err := shared.run("createdb", "-h", shared.Socket, "-p", strconv.Itoa(shared.Port), "-U", "haven", name); err != nil {
+		tb.Fatalf("createdb: %v\n%s", err, out)
+	}
+	byDir[dir] = shared.dsn(name)
+	return byDir[dir]
+}
+
+// RunBoth runs the package's tests on SQLite, then, when they pass, runs
+// the test binary again with HAVEN_TEST_BACKEND=postgres, so one go test
+// covers both stores. Use it as TestMain's body: os.Exit(pgtest.RunBoth(m)).
+func RunBoth(m *testing.M) int {
+	code := m.Run()
+	if Backend() == "postgres" {
+		if shared != nil {
+			shared.stop()
+			os.RemoveAll(filepath.Dir(shared.Dir))
+		}
+		return code
+	}
+	if code != 0 || os.Getenv("HAVEN_TEST_SQLITE_ONLY") != "" || benchOrFuzz() {
+		return code
+	}
+	cmd := exec.Command(os.Args[0], os.Args[1:]...)
+	cmd.Env = append(os.Environ(), "HAVEN_TEST_BACKEND=postgres")
+	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
+	if testing.Verbose() {
+		fmt.Println("=== the same tests on PostgreSQL")
+	}
+	if err := cmd.Run(); err != nil {
+		fmt.Fprintf(os.Stderr, "the tests failed on PostgreSQL (HAVEN_TEST_BACKEND=postgres): %v\n", err)
+		return 1
+	}
+	return 0
+}
+
+// benchOrFuzz: the run measures or fuzzes, which the second pass would
+// only repeat on the same store.
+func benchOrFuzz() bool {
+	for _, name := range []string{"test.bench", "test.fuzz", "test.fuzzworker"} {
+		if f := flag.Lookup(name); f != nil && f.Value.String() != "" && f.Value.String() != "false" {
+			return true
+		}
+	}
+	return false
 }
