@@ -174,10 +174,11 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 // dataFlags are the flags of a command that opens the data directory:
 // where it is, and where its master key comes from.
 type dataFlags struct {
-	dir     *string
-	keyFile *string
-	ask     *bool
-	stderr  io.Writer
+	dir      *string
+	database *string
+	keyFile  *string
+	ask      *bool
+	stderr   io.Writer
 }
 
 func flags(name string, stderr io.Writer) (*flag.FlagSet, *dataFlags) {
@@ -188,6 +189,7 @@ func flags(name string, stderr io.Writer) (*flag.FlagSet, *dataFlags) {
 	d.keyFile = fs.String("master-key-file", os.Getenv("HAVEN_MASTER_KEY_FILE"),
 		"the master key's file, outside the data directory (default: haven/master-ID.key in your configuration folder); HAVEN_MASTER_KEY_FILE, or the key itself in HAVEN_MASTER_KEY")
 	d.ask = fs.Bool("passphrase", false, "derive the master key from a passphrase, asked at start (or HAVEN_MASTER_PASSPHRASE)")
+	d.database = fs.String("database", os.Getenv("HAVEN_DATABASE"), "keep the records in PostgreSQL (postgres://user:password@host/db) instead of the data directory's SQLite file; one node per database for now; HAVEN_DATABASE")
 	return fs, d
 }
 
@@ -196,6 +198,9 @@ func flags(name string, stderr io.Writer) (*flag.FlagSet, *dataFlags) {
 // mistyped path points, and say where they looked.
 func (d *dataFlags) openExisting(ctx context.Context, opts ...storage.Options) (*storage.Store, error) {
 	db := filepath.Join(*d.dir, "haven.db")
+	if *d.database != "" {
+		db = filepath.Join(*d.dir, "keys") // the records are elsewhere; the key store is here
+	}
 	if _, err := os.Stat(db); err != nil {
 		abs, _ := filepath.Abs(*d.dir)
 		return nil, haven.Errorf(haven.ENOTFOUND, "There is no Haven data directory at %s (no haven.db in it). Give the right one with --data DIR or HAVEN_DATA; nothing was created.", abs)
@@ -210,6 +215,7 @@ func (d *dataFlags) open(ctx context.Context, opts ...storage.Options) (*storage
 		o = opts[0]
 	}
 	o.Key = storage.KeySourceFromEnv()
+	o.Database = *d.database
 	if *d.keyFile != "" {
 		o.Key.File = *d.keyFile
 	}
