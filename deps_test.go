@@ -25,7 +25,8 @@ var allowed = map[string][]string{
 	"export":                    {"", "formspec"},
 	"storage":                   {"", "migrations"},
 	"storage/miniotest":         {"storage"},
-	"storage/storagetest":       {},
+	"storage/pgtest":            {"storage/miniotest"}, // Announce, shared with MinIO's installs
+	"storage/storagetest":       {"storage/pgtest"},
 	"app":                       {"", "formspec", "formspec/xlsform", "export", "storage"},
 	"server":                    {"", "app"},
 	"clients/collect":           {},

@@ -46,6 +46,16 @@ func (a *Audit) link(prev []byte, id int64, at int64, actorID sql.NullInt64, act
 	return m.Sum(nil)
 }
 
+// auditLock serialises appends to the one audit chain across the nodes
+// sharing a PostgreSQL database: a batch takes it before reading the tail
+// and holds it to its commit, so no two nodes chain to the same event.
+const auditLock = 0x6861_7665_6e03
+
+func (tx *Tx) lockAudit() error {
+	_, err := tx.Exec(`SELECT pg_advisory_xact_lock(?)`, int64(auditLock))
+	return err
+}
+
 func nullID(v int64) sql.NullInt64 { return sql.NullInt64{Int64: v, Valid: v != 0} }
 
 // Append writes e within tx, chained to the last event, and sets its id and time.
@@ -54,6 +64,8 @@ func (a *Audit) Append(tx *Tx, e *haven.AuditEvent) error {
 	var prev []byte
 	if t := tx.batch.auditTail; t != nil {
 		prevID, prev = t.id, t.hash
+	} else if tx.db.pg && tx.lockAudit() != nil {
+		return tx.lockAudit()
 	} else if err := tx.QueryRow(`SELECT id, hash FROM audits ORDER BY id DESC LIMIT 1`).Scan(&prevID, &prev); err != nil && !errors.Is(err, sql.ErrNoRows) {
 		return err
 	}

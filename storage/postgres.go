@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/haven-org/haven/migrations"
+	"github.com/jackc/pgx/v5/pgconn"
 	_ "github.com/jackc/pgx/v5/stdlib" // registers the "pgx" driver
 )
 
@@ -167,4 +168,11 @@ func claimDatabase(ctx context.Context, db *DB, dir string) error {
 		return fmt.Errorf("the database %s belongs to another Haven data directory (id %s; this one is %s): Haven runs one node per PostgreSQL database for now, because its key store and files are in that node's data directory", db.Path, owner, id)
 	}
 	return nil
+}
+
+// isUniqueViolation reports whether err is PostgreSQL refusing a row that a
+// unique key already holds (another node's write committed first).
+func isUniqueViolation(err error) bool {
+	var pe *pgconn.PgError
+	return errors.As(err, &pe) && pe.Code == "23505"
 }

@@ -1,6 +1,7 @@
 package storage_test
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"fmt"
@@ -10,7 +11,9 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
+	"github.com/haven-org/haven"
 	"github.com/haven-org/haven/storage"
 	"github.com/haven-org/haven/storage/pgtest"
 )
@@ -127,8 +130,9 @@ func onFirstPass(t *testing.T) {
 }
 
 // postgresOnly are PostgreSQL's own tables: the data directory a database
-// belongs to (on SQLite the database is in the directory).
-var postgresOnly = map[string]bool{"deployment": true}
+// belongs to (on SQLite the database is in the directory), and the slot
+// counters nodes share (SQLite's one process counts in memory).
+var postgresOnly = map[string]bool{"deployment": true, "key_slot_counters": true}
 
 // sealedInText are the columns SQLite declares TEXT that hold sealed bytes
 // (SQLite keeps whatever it is given); PostgreSQL declares them BYTEA.
@@ -287,5 +291,121 @@ func TestPostgresBelongsToOneDataDirectory(t *testing.T) {
 			other.Close()
 		}
 		t.Fatalf("another data directory on the same database: %v", err)
+	}
+}
+
+// Two nodes on one database (here two stores in one process, sharing the
+// data directory's key store as nodes will share theirs): the same
+// instance sent to both at once is stored once, a different one under the
+// same instanceID is refused as a conflict, submissions arriving on both
+// each get a key of their own (every one opens), and the audit trail stays
+// one chain with no fork and no gap.
+func TestPostgresTwoNodes(t *testing.T) {
+	onFirstPass(t)
+	pg := pgtest.Start(t)
+	dir := t.TempDir()
+	var nodes [2]*storage.Store
+	for i := range nodes {
+		st, err := storage.OpenDir(ctx, dir, storage.Options{Database: pg.DSN()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer st.Close()
+		nodes[i] = st
+	}
+	pr, f := filled(t, nodes[0], 0, "NODES", time.Now().AddDate(1, 0, 0))
+	u, err := nodes[0].Users.Create(ctx, "nodes@example.org", "a long enough password", "", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	incoming := func(id, name string) *storage.Incoming {
+		xml := fmt.Sprintf(`<d id="d" version="1"><name>%s</name><meta><instanceID>%s</instanceID></meta></d>`, name, id)
+		return &storage.Incoming{ProjectID: pr.ID, FormID: f.ID, FormVersionID: f.CurrentVersionID, InstanceID: id, XML: []byte(xml),
+			SubmitterID: u.ID, DeviceID: "collect:nodes", Audit: &haven.AuditEvent{Action: "submission.create", ActorID: u.ID, ProjectID: pr.ID, Object: id}}
+	}
+	const same, own = 30, 40
+	var wg sync.WaitGroup
+	type outcome struct {
+		res *storage.IngestResult
+		err error
+	}
+	both := make([][2]outcome, same)
+	conflicts := make([][2]outcome, same)
+	for i := range same {
+		for n := range nodes {
+			wg.Add(2)
+			go func() {
+				defer wg.Done()
+				r, err := nodes[n].Submissions.Ingest(ctx, incoming(fmt.Sprintf("uuid:same-%d", i), "Same"))
+				both[i][n] = outcome{r, err}
+			}()
+			go func() {
+				defer wg.Done()
+				r, err := nodes[n].Submissions.Ingest(ctx, incoming(fmt.Sprintf("uuid:clash-%d", i), fmt.Sprintf("From node %d", n)))
+				conflicts[i][n] = outcome{r, err}
+			}()
+		}
+	}
+	for n := range nodes {
+		for i := range own {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if _, err := nodes[n].Submissions.Ingest(ctx, incoming(fmt.Sprintf("uuid:own-%d-%d", n, i), fmt.Sprintf("Own %d %d", n, i))); err != nil {
+					t.Errorf("node %d, submission %d: %v", n, i, err)
+				}
+			}()
+		}
+	}
+	wg.Wait()
+	for i := range same {
+		a, b := both[i][0], both[i][1]
+		if a.err != nil || b.err != nil || a.res.Created == b.res.Created || a.res.Duplicate == b.res.Duplicate {
+			t.Fatalf("the same instance on both nodes: %+v %v / %+v %v", a.res, a.err, b.res, b.err)
+		}
+		a, b = conflicts[i][0], conflicts[i][1]
+		if (a.err == nil) == (b.err == nil) {
+			t.Fatalf("two different submissions under one instanceID: %v / %v", a.err, b.err)
+		}
+		if err := cmp.Or(a.err, b.err); haven.ErrorCode(err) != haven.ECONFLICT {
+			t.Fatalf("the second of two different submissions: %v, want a conflict", err)
+		}
+	}
+	subs, total, err := nodes[1].Submissions.List(ctx, pr.ID, f.ID, -1, 0)
+	if err != nil || total != 2*same+2*own || len(subs) != total {
+		t.Fatalf("%d submissions listed of %d (%v), want %d, each opening with its own key", len(subs), total, err, 2*same+2*own)
+	}
+	for _, sub := range subs {
+		x, err := nodes[0].Submissions.XML(ctx, pr.ID, &sub.Current)
+		if err != nil || !strings.Contains(string(x), sub.InstanceID) {
+			t.Fatalf("%s does not open: %v", sub.InstanceID, err)
+		}
+	}
+	var slots, distinct int
+	nodes[0].DB.QueryRow(ctx, `SELECT count(key_slot), count(DISTINCT key_slot) FROM submissions`).Scan(&slots, &distinct)
+	if slots != total || distinct != slots {
+		t.Fatalf("%d submission keys in %d slots, want each in its own", slots, distinct)
+	}
+	// Audited writes from both nodes at once chain one after another.
+	for n := range nodes {
+		for i := range own {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if err := nodes[n].DB.Write(ctx, func(tx *storage.Tx) error {
+					return nodes[n].Audit.Append(tx, &haven.AuditEvent{Action: "user.login", Object: fmt.Sprintf("node %d, %d", n, i)})
+				}); err != nil {
+					t.Errorf("an audited write on node %d: %v", n, err)
+				}
+			}()
+		}
+	}
+	wg.Wait()
+	v, err := nodes[0].VerifyAudit(ctx)
+	if err != nil || !v.OK {
+		t.Fatalf("the audit chain after two nodes wrote it: %+v %v", v, err)
+	}
+	if want := int64(2*same + same + 4*own); v.Events < want { // a resend is audited; a refused conflict rolls back whole
+		t.Fatalf("%d audit events, want at least %d", v.Events, want)
 	}
 }

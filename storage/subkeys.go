@@ -77,21 +77,48 @@ type slotFile struct {
 // at start they continue past every slot the database names (erasures
 // pending from before are finished first, by ReconcileSlots).
 func (k *Keyring) nextSlot(tx *Tx, pk *ProjectKey) (int64, error) {
+	if tx.db.pg {
+		return nextSlotShared(tx, pk)
+	}
 	k.slotMu.Lock()
 	defer k.slotMu.Unlock()
 	n, ok := k.slotNext[pk.ID]
 	if !ok {
-		err := tx.QueryRow(`SELECT coalesce(max(slot), 0) FROM (
-			SELECT max(s.key_slot) AS slot FROM submissions s JOIN forms f ON f.id = s.form_id WHERE f.project_id = ?1
-			UNION ALL SELECT max(key_slot) FROM blobs WHERE project_id = ?1
-			UNION ALL SELECT max(slot) FROM key_slot_erasures WHERE project_key_id = ?2) AS used`, pk.ProjectID, pk.ID).Scan(&n)
-		if err != nil {
+		if err := tx.QueryRow(usedSlots, pk.ProjectID, pk.ID).Scan(&n); err != nil {
 			return 0, err
 		}
 	}
 	n++
 	k.slotNext[pk.ID] = n
 	return n, nil
+}
+
+// usedSlots is the highest slot the database names for a project key.
+const usedSlots = `SELECT coalesce(max(slot), 0) FROM (
+	SELECT max(s.key_slot) AS slot FROM submissions s JOIN forms f ON f.id = s.form_id WHERE f.project_id = ?1
+	UNION ALL SELECT max(key_slot) FROM blobs WHERE project_id = ?1
+	UNION ALL SELECT max(slot) FROM key_slot_erasures WHERE project_key_id = ?2) AS used`
+
+// nextSlotShared numbers a slot on PostgreSQL, where several nodes may
+// number at once: a counter row per project key, started past every slot
+// the database names. The row stays locked to the transaction's end, so
+// numbers are handed out one node at a time; a rolled-back number was
+// never committed, so no erasure can name it.
+func nextSlotShared(tx *Tx, pk *ProjectKey) (int64, error) {
+	var n int64
+	err := tx.QueryRow(`UPDATE key_slot_counters SET last = last + 1 WHERE project_key_id = ? RETURNING last`, pk.ID).Scan(&n)
+	if !errors.Is(err, sql.ErrNoRows) {
+		return n, err
+	}
+	var used int64
+	if err := tx.QueryRow(usedSlots, pk.ProjectID, pk.ID).Scan(&used); err != nil {
+		return 0, err
+	}
+	if _, err := tx.Exec(`INSERT INTO key_slot_counters (project_key_id, last) VALUES (?, ?) ON CONFLICT (project_key_id) DO NOTHING`, pk.ID, used); err != nil {
+		return 0, err
+	}
+	err = tx.QueryRow(`UPDATE key_slot_counters SET last = last + 1 WHERE project_key_id = ? RETURNING last`, pk.ID).Scan(&n)
+	return n, err
 }
 
 // slotChunk is how far a slot file grows at a time: written with zeros

@@ -99,7 +99,20 @@ func (s *Submissions) Ingest(ctx context.Context, in *Incoming) (*IngestResult, 
 	}
 	sealed := sealVersion(fresh, in)
 	var res *IngestResult
-	err = s.DB.Write(ctx, func(tx *Tx) error {
+	// The same instance sent to two nodes at once: both find nothing, and
+	// the database's unique key lets one insert; the other's write fails
+	// whole and runs again, finding what won (a resend, or a conflict).
+	for attempt := 0; ; attempt++ {
+		res, err = s.ingest(ctx, in, pk, mac, fresh, sealed)
+		if attempt > 0 || !isUniqueViolation(err) {
+			return res, err
+		}
+	}
+}
+
+func (s *Submissions) ingest(ctx context.Context, in *Incoming, pk *ProjectKey, mac []byte, fresh *freshKey, sealed *sealedVersion) (*IngestResult, error) {
+	var res *IngestResult
+	err := s.DB.Write(ctx, func(tx *Tx) error {
 		res = &IngestResult{}
 		var versionID, submissionID int64
 		var sk sealer // the submission's key

@@ -5,3 +5,10 @@ CREATE TABLE deployment (
   id          INTEGER PRIMARY KEY CHECK (id = 1),
   data_dir_id TEXT    NOT NULL
 );
+
+-- Submission-key slots, numbered by the database so that nodes sharing it
+-- never number two keys alike (SQLite's single process counts in memory).
+CREATE TABLE key_slot_counters (
+  project_key_id BIGINT PRIMARY KEY,
+  last           BIGINT NOT NULL
+);
