@@ -412,7 +412,7 @@ func (u *Users) EndSession(ctx context.Context, id string, refreshHash []byte) (
 // user's actor stays, so the audit trail keeps naming who did what. The
 // last administrator cannot be disabled.
 func (u *Users) Disable(ctx context.Context, id int64) error {
-	defer u.basic.clear()
+	defer u.changed("basic")
 	return u.DB.Write(ctx, func(tx *Tx) error {
 		var admin bool
 		err := tx.QueryRow(`SELECT u.admin FROM users u JOIN actors a ON a.id = u.actor_id WHERE a.id = ? AND a.deleted_at IS NULL`, id).Scan(&admin)
@@ -643,7 +643,7 @@ func (u *Users) AppUsers(ctx context.Context, projectID int64) ([]*haven.AppUser
 
 // RevokeAppUser revokes a device token at once: its next request is refused.
 func (u *Users) RevokeAppUser(ctx context.Context, projectID, actorID int64) error {
-	defer u.tokens.clear()
+	defer u.changed("tokens")
 	return u.DB.Write(ctx, func(tx *Tx) error {
 		res, err := tx.Exec(`UPDATE field_keys SET revoked_at = ?, token_sealed = NULL WHERE actor_id = ? AND project_id = ? AND revoked_at IS NULL`,
 			ms(tx.Now()), actorID, projectID)
@@ -672,7 +672,7 @@ func (u *Users) UpdateUser(ctx context.Context, id int64, displayName, email *st
 	if displayName != nil && strings.TrimSpace(*displayName) == "" {
 		return nil, haven.Errorf(haven.EINVALID, "The display name is empty: give the name people know this user by.")
 	}
-	defer u.basic.clear()
+	defer u.changed("basic")
 	err := u.DB.Write(ctx, func(tx *Tx) error {
 		var current string
 		err := tx.QueryRow(`SELECT u.email FROM users u JOIN actors a ON a.id = u.actor_id WHERE a.id = ? AND a.deleted_at IS NULL`, id).Scan(&current)
@@ -723,7 +723,7 @@ func (u *Users) SetPassword(ctx context.Context, id int64, old, password, keep s
 	}
 	hash := HashPassword(password)
 	ha1 := u.Keys.SealMaster(digestHA1(user.Email, password), "digest "+user.Email)
-	defer u.basic.clear()
+	defer u.changed("basic")
 	return u.DB.Write(ctx, func(tx *Tx) error {
 		if _, err := tx.Exec(`UPDATE users SET password_hash = ?, digest_ha1 = ? WHERE actor_id = ?`, hash, ha1, id); err != nil {
 			return err
@@ -760,4 +760,15 @@ func (u *Users) SetAdmin(ctx context.Context, id int64, admin bool) error {
 		_, err = tx.Exec(`UPDATE users SET admin = ? WHERE actor_id = ?`, admin, id)
 		return err
 	})
+}
+
+// changed forgets a cache of this node, and tells the other nodes to.
+func (u *Users) changed(name string) {
+	switch name {
+	case "basic":
+		u.basic.clear()
+	case "tokens":
+		u.tokens.clear()
+	}
+	u.DB.changed(name)
 }

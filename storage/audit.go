@@ -52,6 +52,9 @@ func (a *Audit) link(prev []byte, id int64, at int64, actorID sql.NullInt64, act
 const auditLock = 0x6861_7665_6e03
 
 func (tx *Tx) lockAudit() error {
+	if !tx.db.pg {
+		return nil // one process writes SQLite
+	}
 	_, err := tx.Exec(`SELECT pg_advisory_xact_lock(?)`, int64(auditLock))
 	return err
 }
@@ -64,8 +67,8 @@ func (a *Audit) Append(tx *Tx, e *haven.AuditEvent) error {
 	var prev []byte
 	if t := tx.batch.auditTail; t != nil {
 		prevID, prev = t.id, t.hash
-	} else if tx.db.pg && tx.lockAudit() != nil {
-		return tx.lockAudit()
+	} else if err := tx.lockAudit(); err != nil {
+		return err
 	} else if err := tx.QueryRow(`SELECT id, hash FROM audits ORDER BY id DESC LIMIT 1`).Scan(&prevID, &prev); err != nil && !errors.Is(err, sql.ErrNoRows) {
 		return err
 	}

@@ -56,6 +56,12 @@ type DB struct {
 
 	rewritten gosync.Map // query text -> its PostgreSQL spelling
 
+	// caches: what a change notification names, and how this node
+	// forgets it (PostgreSQL: nodes tell each other, see listen).
+	cacheMu   gosync.Mutex
+	caches    map[string]func()
+	listening chan struct{} // closed when the listener has stopped
+
 	closeOnce gosync.Once
 	closeErr  error
 	// Now is the clock; tests replace it.
@@ -273,6 +279,9 @@ func (db *DB) Close() error {
 		<-db.ckptStopped
 		db.wstmts.Range(func(_, st any) bool { st.(*sql.Stmt).Close(); return true })
 		if db.pg {
+			if db.listening != nil {
+				<-db.listening
+			}
 			db.closeErr = errors.Join(db.read.Close(), db.write.Close())
 			return
 		}
@@ -404,6 +413,19 @@ type writeReq struct {
 // a failing write rolls back alone. Nobody is answered before the commit
 // that holds their write is on disk, and one fsync serves many writers.
 func (db *DB) Write(ctx context.Context, fn func(tx *Tx) error) error {
+	// On PostgreSQL, nodes' writes can wait on each other in a circle (one
+	// holds the audit chain, another a row the first needs): the database
+	// breaks the circle by failing one write, which rolls back alone and
+	// runs again.
+	for attempt := 1; ; attempt++ {
+		err := db.write1(ctx, fn)
+		if !db.pg || attempt == 5 || !isDeadlock(err) {
+			return err
+		}
+	}
+}
+
+func (db *DB) write1(ctx context.Context, fn func(tx *Tx) error) error {
 	req := writeReq{ctx: ctx, fn: fn, done: make(chan error, 1)}
 	select {
 	case db.writes <- req:

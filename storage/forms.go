@@ -32,8 +32,13 @@ type versionKey struct {
 	version string
 }
 
-// changed forgets cached lookups after a write.
+// changed forgets cached lookups after a write, here and on other nodes.
 func (s *Forms) changed() {
+	s.forget()
+	s.DB.changed("forms")
+}
+
+func (s *Forms) forget() {
 	s.forms.clear()
 	s.versions.clear()
 	s.lists.clear()

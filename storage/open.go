@@ -120,6 +120,14 @@ func OpenDir(ctx context.Context, dir string, opts ...Options) (*Store, error) {
 		Submissions: &Submissions{DB: db, Keys: keys, Audit: audit},
 		Audit:       audit,
 	}
+	db.OnChange("basic", st.Users.basic.clear)
+	db.OnChange("tokens", st.Users.tokens.clear)
+	db.OnChange("forms", st.Forms.forget)
+	db.OnChange("projects", st.Projects.cache.clear)
+	if db.pg {
+		db.listening = make(chan struct{})
+		go db.listen(opt.Database)
+	}
 	st.startHead()
 	return st, nil
 }

@@ -176,3 +176,10 @@ func isUniqueViolation(err error) bool {
 	var pe *pgconn.PgError
 	return errors.As(err, &pe) && pe.Code == "23505"
 }
+
+// isDeadlock reports whether PostgreSQL failed a write to break a circle of
+// waits (or a serialization conflict): running it again succeeds.
+func isDeadlock(err error) bool {
+	var pe *pgconn.PgError
+	return errors.As(err, &pe) && (pe.Code == "40P01" || pe.Code == "40001")
+}

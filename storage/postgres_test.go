@@ -386,6 +386,28 @@ func TestPostgresTwoNodes(t *testing.T) {
 	if slots != total || distinct != slots {
 		t.Fatalf("%d submission keys in %d slots, want each in its own", slots, distinct)
 	}
+	// A token revoked on one node stops working on the other at once, not
+	// when the other's cached answer expires (5 s).
+	au, err := nodes[0].Users.CreateAppUser(ctx, pr.ID, "Tablet")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := nodes[1].Users.AppUserPrincipal(ctx, *au.Token); err != nil {
+		t.Fatal(err)
+	}
+	if err := nodes[0].Users.RevokeAppUser(ctx, pr.ID, au.ID); err != nil {
+		t.Fatal(err)
+	}
+	revoked := time.Now()
+	for {
+		if _, err := nodes[1].Users.AppUserPrincipal(ctx, *au.Token); err != nil {
+			break
+		}
+		if time.Since(revoked) > 2*time.Second {
+			t.Fatal("the other node still accepts a revoked token after 2 s")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 	// Audited writes from both nodes at once chain one after another.
 	for n := range nodes {
 		for i := range own {

@@ -133,6 +133,7 @@ func (p *Projects) Get(ctx context.Context, id int64) (*haven.Project, error) {
 
 // write runs fn in a write transaction and forgets cached projects.
 func (p *Projects) write(ctx context.Context, fn func(tx *Tx) error) error {
+	defer p.DB.changed("projects")
 	defer p.cache.clear()
 	return p.DB.Write(ctx, fn)
 }
