@@ -7,6 +7,7 @@ package storage
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -61,6 +62,9 @@ type DB struct {
 	cacheMu   gosync.Mutex
 	caches    map[string]func()
 	listening chan struct{} // closed when the listener has stopped
+
+	leaderMu gosync.Mutex
+	leader   *sql.Conn // PostgreSQL: the session holding the leader's lock
 
 	closeOnce gosync.Once
 	closeErr  error
@@ -282,6 +286,12 @@ func (db *DB) Close() error {
 			if db.listening != nil {
 				<-db.listening
 			}
+			db.leaderMu.Lock()
+			if db.leader != nil {
+				db.leader.Raw(func(c any) error { return driver.ErrBadConn }) // end the session: the lock goes with it
+				db.leader.Close()
+			}
+			db.leaderMu.Unlock()
 			db.closeErr = errors.Join(db.read.Close(), db.write.Close())
 			return
 		}

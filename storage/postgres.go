@@ -183,3 +183,39 @@ func isDeadlock(err error) bool {
 	var pe *pgconn.PgError
 	return errors.As(err, &pe) && (pe.Code == "40P01" || pe.Code == "40001")
 }
+
+// leaderLock is held, on a connection of its own, by the one node that runs
+// the background work (the reaper, destruction, the garbage collector).
+const leaderLock = 0x6861_7665_6e04
+
+// Leader reports whether this node runs the background work. On SQLite it
+// always does (one process writes the file). On PostgreSQL the first node
+// to take an advisory lock keeps it on a connection of its own for as long
+// as it lives; when it dies its connection closes, the lock is freed, and
+// the next node to ask becomes the leader (and resumes a destruction the
+// dead one left half done: destruction is resumable by design).
+func (db *DB) Leader(ctx context.Context) bool {
+	if !db.pg {
+		return true
+	}
+	db.leaderMu.Lock()
+	defer db.leaderMu.Unlock()
+	if db.leader != nil {
+		if db.leader.PingContext(ctx) == nil {
+			return true
+		}
+		db.leader.Close() // the session, and the lock with it, is gone
+		db.leader = nil
+	}
+	conn, err := db.read.db.Conn(ctx)
+	if err != nil {
+		return false
+	}
+	var got bool
+	if err := conn.QueryRowContext(ctx, `SELECT pg_try_advisory_lock($1)`, int64(leaderLock)).Scan(&got); err != nil || !got {
+		conn.Close()
+		return false
+	}
+	db.leader = conn
+	return true
+}

@@ -431,3 +431,30 @@ func TestPostgresTwoNodes(t *testing.T) {
 		t.Fatalf("%d audit events, want at least %d", v.Events, want)
 	}
 }
+
+// One node runs the background work; when it goes, the next to ask takes
+// over.
+func TestPostgresOneLeader(t *testing.T) {
+	onFirstPass(t)
+	pg := pgtest.Start(t)
+	dir := t.TempDir()
+	a, err := storage.OpenDir(ctx, dir, storage.Options{Database: pg.DSN()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := storage.OpenDir(ctx, dir, storage.Options{Database: pg.DSN()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	if !a.DB.Leader(ctx) || !a.DB.Leader(ctx) {
+		t.Fatal("the first node to ask does not lead")
+	}
+	if b.DB.Leader(ctx) {
+		t.Fatal("two leaders")
+	}
+	a.Close() // as a node that stops or dies: its session ends
+	if !b.DB.Leader(ctx) {
+		t.Fatal("no node took over from the one that left")
+	}
+}

@@ -19,6 +19,14 @@ import (
 // destruction date.
 func reapLoop(ctx context.Context, st *storage.Store, log *slog.Logger) {
 	for {
+		if !st.DB.Leader(ctx) { // another node sharing the database runs it
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(time.Minute):
+			}
+			continue
+		}
 		due, err := st.Reap(ctx, false, "schedule")
 		if err != nil {
 			log.Error("destroying the data of ended projects", "err", err)

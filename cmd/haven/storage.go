@@ -43,6 +43,9 @@ func collectGarbage(ctx context.Context, st *storage.Store, log *slog.Logger) {
 			return
 		case <-time.After(time.Hour):
 		}
+		if !st.DB.Leader(ctx) {
+			continue // another node sharing the database collects
+		}
 		n, err := st.Blobs.CollectGarbage(ctx, gcGrace)
 		if err != nil {
 			log.Warn("garbage collection of stored files", "err", err)
