@@ -225,7 +225,7 @@ func (s *Service) DigestPrincipal(ctx context.Context, d Digest) (*haven.Princip
 		if subtle.ConstantTimeCompare([]byte(want), []byte(strings.ToLower(d.Response))) != 1 {
 			return haven.Errorf(haven.EUNAUTHORIZED, "The username or password is wrong.")
 		}
-		if !s.nonces.use(d.Nonce, issued, nc, addr) {
+		if !s.useNonce(ctx, d.Nonce, issued, nc, addr) {
 			return errStaleNonce
 		}
 		return nil

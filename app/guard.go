@@ -1,6 +1,7 @@
 package app
 
 import (
+	"context"
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
@@ -236,6 +237,24 @@ func (s *Service) checkNonce(nonce string) (time.Time, bool) {
 		return time.Time{}, false
 	}
 	return time.Unix(int64(binary.BigEndian.Uint64(b[:8])), 0), true
+}
+
+// useNonce records a use of a nonce: in the database when nodes share it
+// (a replay to another node is refused there too), else in memory.
+func (s *Service) useNonce(ctx context.Context, nonce string, issued time.Time, nc uint64, addr string) bool {
+	if !s.st.DB.SharesNonces() {
+		return s.nonces.use(nonce, issued, nc, addr)
+	}
+	now := s.now()
+	if now.Sub(issued) >= nonceLifetime || issued.After(now.Add(time.Minute)) {
+		return false
+	}
+	ok, err := s.st.DB.UseNonce(ctx, nonce, issued, nc, addr, now.Add(-nonceLifetime))
+	if err != nil {
+		s.log.Warn("recording a Digest nonce's use", "err", err)
+		return false // the device is asked again
+	}
+	return ok
 }
 
 // use records a use of a nonce with count nc from addr, and reports

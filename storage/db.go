@@ -20,6 +20,7 @@ import (
 	"strconv"
 	"strings"
 	gosync "sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/haven-org/haven"
@@ -62,6 +63,8 @@ type DB struct {
 	cacheMu   gosync.Mutex
 	caches    map[string]func()
 	listening chan struct{} // closed when the listener has stopped
+
+	nonceUses atomic.Int64 // Digest nonce uses recorded (UseNonce sweeps every 1000th)
 
 	leaderMu gosync.Mutex
 	leader   *sql.Conn // PostgreSQL: the session holding the leader's lock

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"math"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -218,4 +219,35 @@ func (db *DB) Leader(ctx context.Context) bool {
 	}
 	db.leader = conn
 	return true
+}
+
+// SharesNonces reports whether Digest nonce uses are kept in the database,
+// for the nodes sharing it (PostgreSQL); on SQLite the one process keeps
+// them in memory.
+func (db *DB) SharesNonces() bool { return db.pg }
+
+// UseNonce records a use of a Digest nonce with count nc from addr, and
+// reports whether it holds: the first use binds the nonce to its address,
+// each later one must come from there with a higher count, on whichever
+// node it arrives. Uses of nonces issued before forgetBefore are dropped
+// now and then.
+func (db *DB) UseNonce(ctx context.Context, nonce string, issued time.Time, nc uint64, addr string, forgetBefore time.Time) (bool, error) {
+	if nc > math.MaxInt64 {
+		return false, nil
+	}
+	var one int
+	err := db.read.QueryRowContext(ctx, `INSERT INTO digest_nonces (nonce, addr, nc, issued) VALUES (?, ?, ?, ?)
+		ON CONFLICT (nonce) DO UPDATE SET nc = excluded.nc
+		WHERE digest_nonces.addr = excluded.addr AND digest_nonces.nc < excluded.nc
+		RETURNING 1`, nonce, addr, int64(nc), ms(issued)).Scan(&one)
+	if errors.Is(err, sql.ErrNoRows) {
+		return false, nil // another address, or a count not higher: a replay
+	}
+	if err != nil {
+		return false, err
+	}
+	if db.nonceUses.Add(1)%1000 == 0 {
+		db.read.db.ExecContext(ctx, `DELETE FROM digest_nonces WHERE issued < $1`, ms(forgetBefore))
+	}
+	return true, nil
 }

@@ -130,9 +130,10 @@ func onFirstPass(t *testing.T) {
 }
 
 // postgresOnly are PostgreSQL's own tables: the data directory a database
-// belongs to (on SQLite the database is in the directory), and the slot
-// counters nodes share (SQLite's one process counts in memory).
-var postgresOnly = map[string]bool{"deployment": true, "key_slot_counters": true}
+// belongs to (on SQLite the database is in the directory), and what nodes
+// share that SQLite's one process keeps in memory (slot counters, Digest
+// nonce uses).
+var postgresOnly = map[string]bool{"deployment": true, "key_slot_counters": true, "digest_nonces": true}
 
 // sealedInText are the columns SQLite declares TEXT that hold sealed bytes
 // (SQLite keeps whatever it is given); PostgreSQL declares them BYTEA.
@@ -407,6 +408,20 @@ func TestPostgresTwoNodes(t *testing.T) {
 			t.Fatal("the other node still accepts a revoked token after 2 s")
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+	// A Digest nonce used on one node cannot be replayed on the other: the
+	// same count, or another address, is refused; the next count from the
+	// same device holds.
+	issued, forget := time.Now(), time.Now().Add(-5*time.Minute)
+	for _, c := range []struct {
+		node int
+		nc   uint64
+		addr string
+		want bool
+	}{{0, 1, "10.0.0.7", true}, {1, 1, "10.0.0.7", false}, {1, 2, "10.0.0.9", false}, {1, 2, "10.0.0.7", true}, {0, 2, "10.0.0.7", false}} {
+		if ok, err := nodes[c.node].DB.UseNonce(ctx, "nonce-1", issued, c.nc, c.addr, forget); err != nil || ok != c.want {
+			t.Fatalf("nonce use nc=%d from %s on node %d: %v %v, want %v", c.nc, c.addr, c.node, ok, err, c.want)
+		}
 	}
 	// Audited writes from both nodes at once chain one after another.
 	for n := range nodes {

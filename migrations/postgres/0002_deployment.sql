@@ -12,3 +12,14 @@ CREATE TABLE key_slot_counters (
   project_key_id BIGINT PRIMARY KEY,
   last           BIGINT NOT NULL
 );
+
+-- Digest nonces in use, shared by the nodes: a captured Authorization
+-- header replayed to another node is refused there too. Unlogged: losing
+-- it in a database crash only makes devices answer one more challenge.
+CREATE UNLOGGED TABLE digest_nonces (
+  nonce  TEXT   PRIMARY KEY,
+  addr   TEXT   NOT NULL,
+  nc     BIGINT NOT NULL,
+  issued BIGINT NOT NULL
+);
+CREATE INDEX digest_nonces_issued ON digest_nonces(issued);
