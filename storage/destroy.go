@@ -350,12 +350,11 @@ func (s *Store) VerifyCertificate(ctx context.Context, sc *SignedCertificate) er
 
 // Forget makes the database give back freed pages and drop old page images:
 // an incremental vacuum, then a checkpoint that truncates the WAL. Deleted
-// rows were already overwritten (secure_delete). On PostgreSQL, a VACUUM
-// makes the dead rows' space reusable; what they held was sealed by keys
-// that are destroyed, which is what makes it unreadable there.
+// rows were already overwritten (secure_delete). On PostgreSQL see
+// forgetPostgres.
 func (s *Store) Forget(ctx context.Context) error {
 	if s.DB.pg {
-		if _, err := s.DB.read.db.ExecContext(ctx, `VACUUM`); err != nil {
+		if err := s.DB.forgetPostgres(ctx); err != nil {
 			return err
 		}
 		_, err := s.Keys.ShredKeyFiles(ctx)

@@ -251,3 +251,33 @@ func (db *DB) UseNonce(ctx context.Context, nonce string, issued time.Time, nc u
 	}
 	return true, nil
 }
+
+// destroyedTables are the tables whose rows a destruction or an erasure
+// deletes: the ones forgetPostgres rewrites.
+var destroyedTables = []string{"submissions", "submission_versions", "submission_attachments", "submission_comments",
+	"consent_records", "subject_index", "subject_objections", "blobs", "form_attachments", "form_versions", "forms"}
+
+// forgetPostgres makes PostgreSQL drop the bytes of deleted rows from its
+// files, as secure_delete and a truncated WAL do on SQLite. Deleted rows
+// stay in their pages until the space is reused, so the tables a
+// destruction touches are rewritten (VACUUM FULL writes new files and
+// removes the old); the WAL that recorded the rows is then switched and
+// checkpointed past, so its segments are no longer needed and are removed
+// (with wal_recycle off, as the deployment notes set it; recycled segments
+// would keep their old bytes until overwritten). What the rows held was
+// sealed by keys that are destroyed; this removes the few identifiers kept
+// in the clear (instance ids). It needs the rights of the database's owner
+// and pg_checkpoint (or a superuser); without them it says so.
+func (db *DB) forgetPostgres(ctx context.Context) error {
+	for _, t := range destroyedTables {
+		if _, err := db.read.db.ExecContext(ctx, `VACUUM FULL `+t); err != nil {
+			return fmt.Errorf("rewriting %s after a destruction: %w", t, err)
+		}
+	}
+	for _, q := range []string{`CHECKPOINT`, `SELECT pg_switch_wal()`, `CHECKPOINT`} {
+		if _, err := db.read.db.ExecContext(ctx, q); err != nil {
+			return fmt.Errorf("moving the WAL past a destruction (%s; the role needs pg_checkpoint): %w", q, err)
+		}
+	}
+	return nil
+}

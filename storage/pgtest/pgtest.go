@@ -142,7 +142,7 @@ func start(tmp string) (*Cluster, error) {
 	}
 	// Only the socket: no TCP port to collide with another run. fsync is
 	// on: the tests check what survives a crash.
-	opts := fmt.Sprintf("-c listen_addresses='' -c unix_socket_directories=%s -c port=%d -c max_connections=200 -c shared_buffers=32MB", dir, c.Port)
+	opts := fmt.Sprintf("-c listen_addresses='' -c unix_socket_directories=%s -c port=%d -c max_connections=200 -c shared_buffers=32MB -c wal_recycle=off -c min_wal_size=32MB", dir, c.Port)
 	if out, err := c.run("pg_ctl", "-D", data, "-o", opts, "-l", filepath.Join(dir, "log"), "-w", "-t", "60", "start"); err != nil {
 		log, _ := os.ReadFile(filepath.Join(dir, "log"))
 		return nil, fmt.Errorf("pg_ctl start: %v\n%s\n%s", err, out, log)
@@ -290,4 +290,15 @@ func benchOrFuzz() bool {
 		}
 	}
 	return false
+}
+
+// DataDir is the data folder of the package's shared cluster (its base/
+// holds each database's files, pg_wal its write-ahead log), for tests that
+// scan what is on disk.
+func DataDir(tb testing.TB) string {
+	tb.Helper()
+	if shared == nil {
+		tb.Fatal("no PostgreSQL cluster started: open a store with pgtest.Database first")
+	}
+	return filepath.Join(shared.Dir, "data")
 }
