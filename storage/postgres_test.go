@@ -476,3 +476,75 @@ func TestPostgresOneLeader(t *testing.T) {
 		t.Fatal("no node took over from the one that left")
 	}
 }
+
+// A deployment moves from SQLite to PostgreSQL: every record, ids kept,
+// checked table by table; stopped halfway and run again it finishes; the
+// moved store opens with the same data directory and reads as before.
+func TestMoveRecordsToPostgres(t *testing.T) {
+	onFirstPass(t)
+	dir := t.TempDir()
+	st, err := storage.OpenDir(ctx, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pr, f := filled(t, st, 12, "MOVED", time.Now().AddDate(1, 0, 0))
+	if _, err := st.Users.Create(ctx, "lead@example.org", "a long enough password", "Lead", false); err != nil {
+		t.Fatal(err)
+	}
+	before, _, err := st.Submissions.List(ctx, pr.ID, f.ID, -1, 0)
+	if err != nil || len(before) != 12 {
+		t.Fatalf("%d submissions before (%v)", len(before), err)
+	}
+	st.Close()
+
+	pg := pgtest.Start(t)
+	stop, cancel := context.WithCancel(ctx)
+	tables := 0
+	_, err = storage.MoveRecords(stop, filepath.Join(dir, "haven.db"), pg.DSN(), func(table string, n, total int64) {
+		if n == total {
+			if tables++; tables == 10 {
+				cancel() // stopped halfway through
+			}
+		}
+	})
+	if err == nil {
+		t.Fatal("a move cut short reported no error")
+	}
+	moved, err := storage.MoveRecords(ctx, filepath.Join(dir, "haven.db"), pg.DSN(), nil)
+	if err != nil {
+		t.Fatalf("running the move again: %v", err)
+	}
+	var copied, rows int64
+	for _, m := range moved {
+		copied, rows = copied+m.Copied, rows+m.Rows
+	}
+	if copied == 0 || copied == rows || rows < 60 {
+		t.Fatalf("the second run copied %d of %d rows: it should finish what the first began", copied, rows)
+	}
+
+	pst, err := storage.OpenDir(ctx, dir, storage.Options{Database: pg.DSN()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pst.Close()
+	after, _, err := pst.Submissions.List(ctx, pr.ID, f.ID, -1, 0)
+	if err != nil || len(after) != len(before) {
+		t.Fatalf("%d submissions after the move (%v), want %d", len(after), err, len(before))
+	}
+	for i, sub := range after {
+		x, err := pst.Submissions.XML(ctx, pr.ID, &sub.Current)
+		if err != nil || !strings.Contains(string(x), "MOVED-NAME") || sub.InstanceID != before[i].InstanceID || sub.DeviceID != before[i].DeviceID {
+			t.Fatalf("submission %s after the move: %v", sub.InstanceID, err)
+		}
+	}
+	if _, err := pst.Users.Authenticate(ctx, "lead@example.org", "a long enough password"); err != nil {
+		t.Fatalf("signing in after the move: %v", err)
+	}
+	if v, err := pst.VerifyAudit(ctx); err != nil || !v.OK {
+		t.Fatalf("the audit chain after the move: %+v %v", v, err)
+	}
+	// New rows take ids after the moved ones.
+	if p2, err := pst.Projects.Create(ctx, "After the move", ""); err != nil || p2.ID <= pr.ID {
+		t.Fatalf("a new project after the move: %+v %v", p2, err)
+	}
+}

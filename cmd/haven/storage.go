@@ -7,6 +7,8 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/haven-org/haven"
@@ -60,6 +62,10 @@ const storageUsage = `haven storage: the blob store (attachments and form media)
   haven storage migrate --to s3|local [--s3-endpoint ... flags] [--data DIR]
       move every stored file to the object store, or back to the data directory;
       safe to stop and run again
+  haven storage migrate --to postgres://user:password@host/db [--data DIR]
+      copy every record from the data directory's SQLite database into an empty
+      PostgreSQL database (ids kept, each table checked by count and hash); safe
+      to stop and run again; stop Haven first, then start it with --database
   haven storage gc [--grace 24h] [--s3-endpoint ... flags] [--data DIR]
       remove stored files that no record refers to (left by crashes), older than --grace
 `
@@ -76,6 +82,9 @@ func storageCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if err := parseFlags(fs, args[1:]); err != nil {
 		return err
 	}
+	if args[0] == "migrate" && (strings.HasPrefix(*to, "postgres://") || strings.HasPrefix(*to, "postgresql://")) {
+		return moveRecords(ctx, *data.dir, *to, stdout, stderr)
+	}
 	st, err := data.openExisting(ctx, storage.Options{S3: s3()})
 	if err != nil {
 		return err
@@ -87,7 +96,7 @@ func storageCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return err
 	}
 	if *to != storage.StoreS3 && *to != storage.StoreLocal {
-		return haven.Errorf(haven.EINVALID, "say where to move the files: --to s3 or --to local.")
+		return haven.Errorf(haven.EINVALID, "say where to move the files (--to s3 or --to local) or the records (--to postgres://...).")
 	}
 	if *to == storage.StoreS3 && s3() == nil {
 		return haven.Errorf(haven.EINVALID, "moving files to object storage needs its settings: --s3-endpoint, --s3-bucket, --s3-access-key, --s3-secret-key.")
@@ -106,5 +115,32 @@ func storageCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return fmt.Errorf("after moving %d files (run the command again to go on): %w", moved, err)
 	}
 	fmt.Fprintf(stdout, "Done: %d files moved to %s.\n", moved, *to)
+	return nil
+}
+
+// moveRecords copies the data directory's records into PostgreSQL.
+func moveRecords(ctx context.Context, dir, dsn string, stdout, stderr io.Writer) error {
+	db := filepath.Join(dir, "haven.db")
+	if _, err := os.Stat(db); err != nil {
+		abs, _ := filepath.Abs(dir)
+		return haven.Errorf(haven.ENOTFOUND, "There is no Haven database at %s (no haven.db in it): give the data directory with --data DIR.", abs)
+	}
+	line := newStatusLine(stderr)
+	moved, err := storage.MoveRecords(ctx, db, dsn, func(table string, n, total int64) {
+		if line != nil {
+			line.set("copying %s: %d of %d", table, n, total)
+		}
+	})
+	line.done()
+	if err != nil {
+		return fmt.Errorf("%w (what was copied stays: run the command again to go on)", err)
+	}
+	var rows, copied int64
+	for _, m := range moved {
+		rows, copied = rows+m.Rows, copied+m.Copied
+		fmt.Fprintf(stdout, "%-26s %8d rows  sha256 %.16s\n", m.Table, m.Rows, m.SHA256)
+	}
+	fmt.Fprintf(stdout, "Done: %d records in %d tables, the same in PostgreSQL (%d copied by this run).\n", rows, len(moved), copied)
+	fmt.Fprintf(stdout, "Start Haven with --database (or HAVEN_DATABASE) and the same --data: the key store and files stay there.\n")
 	return nil
 }

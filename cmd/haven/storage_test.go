@@ -15,6 +15,7 @@ import (
 	"github.com/haven-org/haven"
 	"github.com/haven-org/haven/storage"
 	"github.com/haven-org/haven/storage/miniotest"
+	"github.com/haven-org/haven/storage/pgtest"
 )
 
 func TestStorageCommands(t *testing.T) {
@@ -178,5 +179,35 @@ func TestReapBackupCertificate(t *testing.T) {
 	os.WriteFile(file, bytes.Replace(b, []byte("Ended"), []byte("Endex"), 1), 0o600)
 	if err := run(ctx, []string{"certificate", "verify", file, "--data", data}, nil, io.Discard, io.Discard); err == nil {
 		t.Fatal("a changed certificate verifies")
+	}
+}
+
+// haven storage migrate --to postgres://... moves a deployment's records,
+// and Haven then opens them there with the same data directory.
+func TestMoveRecordsCommand(t *testing.T) {
+	ctx := context.Background()
+	data := t.TempDir()
+	const email, password = "mover@example.org", "a long enough password"
+	if err := run(ctx, []string{"admin", "create", "--email", email, "--data", data}, strings.NewReader(password+"\n"), io.Discard, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	dsn := pgtest.Start(t).DSN()
+	var out bytes.Buffer
+	if err := run(ctx, []string{"storage", "migrate", "--to", dsn, "--data", data}, nil, &out, io.Discard); err != nil {
+		t.Fatalf("%v\n%s", err, out.String())
+	}
+	if !strings.Contains(out.String(), "Done:") || !strings.Contains(out.String(), "users") {
+		t.Fatalf("the move says:\n%s", out.String())
+	}
+	st, err := storage.OpenDir(ctx, data, storage.Options{Database: dsn})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	if _, err := st.Users.Authenticate(ctx, email, password); err != nil {
+		t.Fatalf("the administrator after the move: %v", err)
+	}
+	if err := run(ctx, []string{"storage", "migrate", "--to", dsn, "--data", t.TempDir()}, nil, io.Discard, io.Discard); err == nil || !strings.Contains(err.Error(), "no haven.db") {
+		t.Fatalf("a move from an empty directory: %v", err)
 	}
 }
