@@ -6,4 +6,4 @@ import (
 	"github.com/haven-org/haven/storage/storagetest"
 )
 
-func TestMain(m *testing.M) { storagetest.Main(m) }
+func TestMain(m *testing.M) { storagetest.MainBoth(m) }

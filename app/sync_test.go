@@ -12,6 +12,7 @@ import (
 	"github.com/haven-org/haven"
 	"github.com/haven-org/haven/app"
 	"github.com/haven-org/haven/storage"
+	"github.com/haven-org/haven/storage/pgtest"
 )
 
 // objects counts what is stored of encrypted objects: rows in the database
@@ -33,7 +34,7 @@ func setup(t testing.TB) (*app.Service, int64, *haven.Principal, objects) {
 	t.Helper()
 	dir := t.TempDir()
 	ctx := context.Background()
-	st, err := storage.OpenDir(ctx, dir)
+	st, err := storage.OpenDir(ctx, dir, storage.Options{Database: pgtest.Database(t, dir)})
 	if err != nil {
 		t.Fatal(err)
 	}
