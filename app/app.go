@@ -99,6 +99,9 @@ func New(st *storage.Store, opts Options) *Service {
 		s.log = slog.Default()
 	}
 	s.logins = &loginGuard{now: s.now}
+	if st.DB.Shared() {
+		s.logins.shared = st.DB
+	}
 	s.nonces = &nonceLog{now: s.now}
 	return s
 }

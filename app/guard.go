@@ -24,7 +24,9 @@ import (
 // never locks the account's owner out elsewhere: the per-account count
 // holds back only addresses that have not signed in to the account before.
 // Web logins, Basic and Digest (ODK Collect) all count. The counts live in
-// memory: a restart forgets them.
+// memory, and a restart forgets them; on PostgreSQL they live in the
+// database the nodes share (an unlogged table, which a database crash
+// forgets), so guesses spread over nodes count as one run.
 const (
 	pairFree    = 5  // per account and address: a person mistyping
 	accountFree = 10 // per account, from addresses it never signed in from
@@ -40,6 +42,21 @@ type loginGuard struct {
 	strikes map[string]*strikes
 	known   map[string]time.Time // account and address that signed in: when
 	now     func() time.Time
+	// shared, when set, keeps the counts in the database that nodes share
+	// (PostgreSQL), so guesses spread over several nodes count as one; the
+	// maps are then unused. Two nodes counting the same failure at the
+	// same instant may count it once: the counts are a brake, not a ledger.
+	shared guardStore
+}
+
+// guardStore is where nodes sharing a database keep failed logins
+// (storage.DB on PostgreSQL).
+type guardStore interface {
+	Strike(ctx context.Context, key string) (n int, last, until time.Time, ok bool, err error)
+	PutStrike(ctx context.Context, key string, n int, last, until time.Time) error
+	DropStrike(ctx context.Context, key string) error
+	Known(ctx context.Context, pair string) (time.Time, error)
+	MarkKnown(ctx context.Context, pair string, at time.Time) error
 }
 
 type strikes struct {
@@ -69,6 +86,82 @@ func guardKeys(account, addr string) (pair, address, acct string) {
 	return "pair " + a + " " + ad, "addr " + ad, "acct " + a
 }
 
+// guardTimeout bounds a shared counter's read or write: a slow database
+// must not hold a login longer than the check itself would.
+const guardTimeout = 2 * time.Second
+
+// get returns a counter (nil when there is none). A shared counter that
+// cannot be read counts as none: the password check that follows reads
+// the same database.
+func (g *loginGuard) get(key string) *strikes {
+	if g.shared == nil {
+		return g.strikes[key]
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), guardTimeout)
+	defer cancel()
+	n, last, until, ok, err := g.shared.Strike(ctx, key)
+	if err != nil || !ok {
+		return nil
+	}
+	return &strikes{n: n, last: last, until: until}
+}
+
+func (g *loginGuard) put(key string, st *strikes, now time.Time) {
+	if g.shared != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), guardTimeout)
+		defer cancel()
+		g.shared.PutStrike(ctx, key, st.n, st.last, st.until)
+		return
+	}
+	if g.strikes == nil {
+		g.strikes = map[string]*strikes{}
+	}
+	if _, ok := g.strikes[key]; !ok && len(g.strikes) >= guardSize {
+		g.sweep(now)
+	}
+	g.strikes[key] = st
+}
+
+func (g *loginGuard) drop(key string) {
+	if g.shared != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), guardTimeout)
+		defer cancel()
+		g.shared.DropStrike(ctx, key)
+		return
+	}
+	delete(g.strikes, key)
+}
+
+func (g *loginGuard) knownAt(pair string) time.Time {
+	if g.shared == nil {
+		return g.known[pair]
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), guardTimeout)
+	defer cancel()
+	at, _ := g.shared.Known(ctx, pair)
+	return at
+}
+
+func (g *loginGuard) markKnown(pair string, now time.Time) {
+	if g.shared != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), guardTimeout)
+		defer cancel()
+		g.shared.MarkKnown(ctx, pair, now)
+		return
+	}
+	if g.known == nil {
+		g.known = map[string]time.Time{}
+	}
+	if len(g.known) >= guardSize {
+		for k, t := range g.known {
+			if now.Sub(t) >= knownFor || len(g.known) >= guardSize*3/4 {
+				delete(g.known, k)
+			}
+		}
+	}
+	g.known[pair] = now
+}
+
 // check refuses an attempt that comes before its wait is over.
 func (g *loginGuard) check(account, addr string) error {
 	g.mu.Lock()
@@ -76,10 +169,10 @@ func (g *loginGuard) check(account, addr string) error {
 	now := g.now()
 	pair, address, acct := guardKeys(account, addr)
 	for _, k := range []struct{ key, what string }{{pair, "for this account"}, {address, "from your address"}, {acct, "for this account"}} {
-		if k.key == acct && now.Sub(g.known[pair]) < knownFor {
+		if k.key == acct && now.Sub(g.knownAt(pair)) < knownFor {
 			continue // the owner's usual place is not held back by strangers' guesses
 		}
-		st := g.strikes[k.key]
+		st := g.get(k.key)
 		if st == nil || !now.Before(st.until) {
 			continue
 		}
@@ -104,27 +197,21 @@ func (g *loginGuard) fail(account, addr string) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	now := g.now()
-	if g.strikes == nil {
-		g.strikes = map[string]*strikes{}
-	}
-	if len(g.strikes) >= guardSize {
-		g.sweep(now)
-	}
 	pair, address, acct := guardKeys(account, addr)
 	for _, k := range []struct {
 		key  string
 		free int
 	}{{pair, pairFree}, {address, addressFree}, {acct, accountFree}} {
-		st := g.strikes[k.key]
+		st := g.get(k.key)
 		if st == nil || now.Sub(st.last) >= forgetAfter {
 			st = &strikes{}
-			g.strikes[k.key] = st
 		}
 		st.n++
 		st.last = now
 		if over := st.n - k.free + 1; over > 0 { // the free-th failure makes the next attempt wait
 			st.until = now.Add(delay(over))
 		}
+		g.put(k.key, st, now)
 	}
 }
 
@@ -143,18 +230,8 @@ func (g *loginGuard) succeed(account, addr string) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	pair, _, _ := guardKeys(account, addr)
-	delete(g.strikes, pair)
-	if g.known == nil {
-		g.known = map[string]time.Time{}
-	}
-	if len(g.known) >= guardSize {
-		for k, t := range g.known {
-			if g.now().Sub(t) >= knownFor || len(g.known) >= guardSize*3/4 {
-				delete(g.known, k)
-			}
-		}
-	}
-	g.known[pair] = g.now()
+	g.drop(pair)
+	g.markKnown(pair, g.now())
 }
 
 // sweep forgets old strikes, and when that is not enough, arbitrary ones:
@@ -242,7 +319,7 @@ func (s *Service) checkNonce(nonce string) (time.Time, bool) {
 // useNonce records a use of a nonce: in the database when nodes share it
 // (a replay to another node is refused there too), else in memory.
 func (s *Service) useNonce(ctx context.Context, nonce string, issued time.Time, nc uint64, addr string) bool {
-	if !s.st.DB.SharesNonces() {
+	if !s.st.DB.Shared() {
 		return s.nonces.use(nonce, issued, nc, addr)
 	}
 	now := s.now()

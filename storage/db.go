@@ -64,7 +64,8 @@ type DB struct {
 	caches    map[string]func()
 	listening chan struct{} // closed when the listener has stopped
 
-	nonceUses atomic.Int64 // Digest nonce uses recorded (UseNonce sweeps every 1000th)
+	nonceUses  atomic.Int64 // Digest nonce uses recorded (UseNonce sweeps every 1000th)
+	strikePuts atomic.Int64 // failed-login counters written (PutStrike sweeps every 1000th)
 
 	leaderMu gosync.Mutex
 	leader   *sql.Conn // PostgreSQL: the session holding the leader's lock

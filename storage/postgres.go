@@ -221,11 +221,6 @@ func (db *DB) Leader(ctx context.Context) bool {
 	return true
 }
 
-// SharesNonces reports whether Digest nonce uses are kept in the database,
-// for the nodes sharing it (PostgreSQL); on SQLite the one process keeps
-// them in memory.
-func (db *DB) SharesNonces() bool { return db.pg }
-
 // UseNonce records a use of a Digest nonce with count nc from addr, and
 // reports whether it holds: the first use binds the nonce to its address,
 // each later one must come from there with a higher count, on whichever
@@ -280,4 +275,54 @@ func (db *DB) forgetPostgres(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// Shared reports whether this node shares its database with others
+// (PostgreSQL): what SQLite's one process keeps in memory (Digest nonce
+// uses, failed logins) is then kept in the database.
+func (db *DB) Shared() bool { return db.pg }
+
+// Strike reads a failed-login counter.
+func (db *DB) Strike(ctx context.Context, key string) (n int, last, until time.Time, ok bool, err error) {
+	var l, u int64
+	err = db.read.QueryRowContext(ctx, `SELECT n, last, until FROM login_strikes WHERE key = ?`, key).Scan(&n, &l, &u)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, time.Time{}, time.Time{}, false, nil
+	}
+	return n, fromMS(l), fromMS(u), err == nil, err
+}
+
+// PutStrike writes a failed-login counter; now and then it drops the
+// counters nobody touched for a day.
+func (db *DB) PutStrike(ctx context.Context, key string, n int, last, until time.Time) error {
+	_, err := db.read.db.ExecContext(ctx, `INSERT INTO login_strikes (key, n, last, until) VALUES ($1, $2, $3, $4)
+		ON CONFLICT (key) DO UPDATE SET n = excluded.n, last = excluded.last, until = excluded.until`, key, n, ms(last), ms(until))
+	if err == nil && db.strikePuts.Add(1)%1000 == 0 {
+		old := ms(last.Add(-24 * time.Hour))
+		db.read.db.ExecContext(ctx, `DELETE FROM login_strikes WHERE last < $1 AND until < $1`, old)
+	}
+	return err
+}
+
+// DropStrike forgets a failed-login counter.
+func (db *DB) DropStrike(ctx context.Context, key string) error {
+	_, err := db.read.db.ExecContext(ctx, `DELETE FROM login_strikes WHERE key = $1`, key)
+	return err
+}
+
+// Known is when an account last signed in from an address (zero if never).
+func (db *DB) Known(ctx context.Context, pair string) (time.Time, error) {
+	var at int64
+	err := db.read.QueryRowContext(ctx, `SELECT at FROM login_known WHERE pair = ?`, pair).Scan(&at)
+	if errors.Is(err, sql.ErrNoRows) {
+		return time.Time{}, nil
+	}
+	return fromMS(at), err
+}
+
+// MarkKnown records that an account signed in from an address.
+func (db *DB) MarkKnown(ctx context.Context, pair string, at time.Time) error {
+	_, err := db.read.db.ExecContext(ctx, `INSERT INTO login_known (pair, at) VALUES ($1, $2)
+		ON CONFLICT (pair) DO UPDATE SET at = excluded.at`, pair, ms(at))
+	return err
 }

@@ -23,3 +23,17 @@ CREATE UNLOGGED TABLE digest_nonces (
   issued BIGINT NOT NULL
 );
 CREATE INDEX digest_nonces_issued ON digest_nonces(issued);
+
+-- Failed logins, counted by every node alike (app/guard.go): per account
+-- and address, per address, per account; and where accounts signed in.
+-- Unlogged: a database crash forgets them, as a restart does on SQLite.
+CREATE UNLOGGED TABLE login_strikes (
+  key   TEXT    PRIMARY KEY,
+  n     INTEGER NOT NULL,
+  last  BIGINT  NOT NULL,
+  until BIGINT  NOT NULL
+);
+CREATE UNLOGGED TABLE login_known (
+  pair TEXT   PRIMARY KEY,
+  at   BIGINT NOT NULL
+);
