@@ -171,16 +171,6 @@ func (c *Cluster) dsn(database string) string {
 	return "postgres://haven@/" + database + "?" + q.Encode()
 }
 
-// Kill stops the server at once, as a crash would (immediate mode: no
-// checkpoint, recovery on the next start).
-func (c *Cluster) Kill() error {
-	out, err := c.run("pg_ctl", "-D", filepath.Join(c.Dir, "data"), "-m", "immediate", "-w", "stop")
-	if err != nil {
-		return fmt.Errorf("pg_ctl stop: %v\n%s", err, out)
-	}
-	return nil
-}
-
 func (c *Cluster) stop() {
 	done := make(chan struct{})
 	go func() {
