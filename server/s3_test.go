@@ -2,11 +2,13 @@ package server_test
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"io"
 	"mime/multipart"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -104,4 +106,60 @@ func TestObjectStorage(t *testing.T) {
 	if objects != e.blobRows() {
 		t.Fatalf("%d objects in MinIO for %d records", objects, e.blobRows())
 	}
+}
+
+// Files on a distributed MinIO (four servers, objects erasure-coded across
+// them, as a deployment spreads MinIO over machines): devices keep
+// submitting while one server dies, and go on being answered; every
+// submission acknowledged is there with its photo intact, while that
+// server is down and after it comes back.
+func TestDistributedObjectStorage(t *testing.T) {
+	mc := miniotest.StartCluster(t, 4)
+	cfg := mc.Config("haven-dist")
+	e := newEnvWith(t, storage.Options{S3: &cfg})
+	pid, dev := e.project()
+	var mu sync.Mutex
+	acked := map[string][]byte{}
+	load, stop := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	for d := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; load.Err() == nil; i++ {
+				id := fmt.Sprintf("uuid:dist-%d-%d", d, i)
+				photo := bytes.Repeat([]byte(id+" "), 3000)
+				res, err := dev.Submit(load, instance(id, "A", "p.jpg"), []collect.File{collect.BytesFile("p.jpg", photo)})
+				if err == nil && res.Status == 201 {
+					mu.Lock()
+					acked[id] = photo
+					mu.Unlock()
+				}
+			}
+		}()
+	}
+	count := func() int { mu.Lock(); defer mu.Unlock(); return len(acked) }
+	time.Sleep(time.Second)
+	mc.Nodes[3].Stop() // one MinIO server dies
+	before := count()
+	time.Sleep(2 * time.Second)
+	stop()
+	wg.Wait()
+	if before == 0 || count() <= before {
+		t.Fatalf("%d submissions acknowledged before a MinIO server died, %d in all: devices must go on being answered", before, count())
+	}
+	check := func(when string) {
+		t.Helper()
+		for id, photo := range acked {
+			if !bytes.Equal(e.attachment(pid, id, "p.jpg"), photo) {
+				t.Fatalf("%s: the photo of acknowledged %s is not intact", when, id)
+			}
+		}
+	}
+	check("with one MinIO server down")
+	if err := mc.Nodes[3].Restart(); err != nil {
+		t.Fatal(err)
+	}
+	check("after it came back")
+	t.Logf("%d submissions acknowledged, %d of them after a MinIO server died", count(), count()-before)
 }

@@ -87,6 +87,7 @@ type Server struct {
 	DataDir string // where MinIO keeps objects: tests scan it for plaintext
 	bin     string
 	cmd     *exec.Cmd
+	drives  []string // a distributed server's endpoints (all nodes' drives); nil for one server
 }
 
 // Start runs a MinIO server for the test and stops it when the test ends.
@@ -128,8 +129,17 @@ func (s *Server) Stop() {
 // until it answers.
 func (s *Server) Restart() error {
 	s.Stop()
-	cmd := exec.Command(s.bin, "server", s.DataDir, "--address", s.Addr, "--console-address", "127.0.0.1:0", "--quiet")
+	drives := []string{s.DataDir}
+	if s.drives != nil {
+		drives = s.drives
+	}
+	cmd := exec.Command(s.bin, append(append([]string{"server"}, drives...), "--address", s.Addr, "--console-address", "127.0.0.1:0", "--quiet")...)
 	cmd.Env = append(os.Environ(), "MINIO_ROOT_USER="+AccessKey, "MINIO_ROOT_PASSWORD="+SecretKey, "MINIO_BROWSER=off", "MINIO_UPDATE=off")
+	if s.drives != nil {
+		// Test drives share the machine's root disk, which a distributed
+		// MinIO otherwise refuses to use.
+		cmd.Env = append(cmd.Env, "MINIO_CI_CD=1")
+	}
 	if err := cmd.Start(); err != nil {
 		return err
 	}
@@ -148,6 +158,87 @@ func (s *Server) Restart() error {
 	}
 	s.Stop()
 	return fmt.Errorf("MinIO did not become ready on %s within 60 s", s.Addr)
+}
+
+// Cluster is a distributed MinIO: several server processes, one drive
+// each, with objects erasure-coded across them, as a deployment spreads
+// MinIO over machines.
+type Cluster struct {
+	Nodes []*Server
+}
+
+// StartCluster runs n MinIO servers as one distributed store (n of 4 or
+// more loses no write when one server is gone) and stops them when the
+// test ends. The servers listen on this machine's first address that is
+// not loopback when it has one: MinIO refuses loopback endpoints when it
+// finds itself in a container.
+func StartCluster(t testing.TB, n int) *Cluster {
+	t.Helper()
+	bin, err := Binary()
+	if err != nil {
+		t.Fatalf("MinIO is required for this test and could not be had: %v", err)
+	}
+	host := hostAddress()
+	c := &Cluster{}
+	var drives []string
+	for range n {
+		l, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := &Server{Addr: l.Addr().String(), DataDir: t.TempDir(), bin: bin}
+		l.Close()
+		drives = append(drives, "http://"+s.Addr+s.DataDir)
+		c.Nodes = append(c.Nodes, s)
+	}
+	t.Cleanup(c.Stop)
+	for _, s := range c.Nodes {
+		s.drives = drives
+	}
+	// The servers wait for each other: start them all, then wait for each.
+	errs := make(chan error, n)
+	for _, s := range c.Nodes {
+		go func() { errs <- s.Restart() }()
+	}
+	for range n {
+		if err := <-errs; err != nil {
+			t.Fatalf("starting distributed MinIO: %v", err)
+		}
+	}
+	// Ready servers can still be short of a write quorum for a moment.
+	for range 600 {
+		if resp, err := http.Get("http://" + c.Nodes[0].Addr + "/minio/health/cluster"); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return c
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatal("distributed MinIO never reached its write quorum")
+	return nil
+}
+
+// Config is the storage configuration for the cluster's first server.
+func (c *Cluster) Config(bucket string) storage.S3Config { return c.Nodes[0].Config(bucket) }
+
+// Stop kills every server.
+func (c *Cluster) Stop() {
+	for _, s := range c.Nodes {
+		s.Stop()
+	}
+}
+
+// hostAddress is this machine's first IPv4 address that is not loopback,
+// or 127.0.0.1 when it has none.
+func hostAddress() string {
+	addrs, _ := net.InterfaceAddrs()
+	for _, a := range addrs {
+		if ip, ok := a.(*net.IPNet); ok && ip.IP.To4() != nil && !ip.IP.IsLoopback() {
+			return ip.IP.String()
+		}
+	}
+	return "127.0.0.1"
 }
 
 // Announce says what a test is installing where the person running the
