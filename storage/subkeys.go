@@ -136,6 +136,14 @@ func (sf *slotFile) reserve(slot int64) error {
 	if end <= sf.size {
 		return nil
 	}
+	// Another process (a node sharing the key store) may grow the file
+	// too: the lock keeps its zeros from landing on a key written here
+	// after this one grew it.
+	unlock, err := lockFile(sf.f)
+	if err != nil {
+		return err
+	}
+	defer unlock()
 	fi, err := sf.f.Stat()
 	if err != nil {
 		return err
