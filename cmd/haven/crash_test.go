@@ -77,11 +77,14 @@ func TestCrash(t *testing.T) {
 		t.Skip("builds and kills a real server")
 	}
 	bin := buildHaven(t)
-	t.Run("sqlite", func(t *testing.T) { crash(t, bin, "") })
-	t.Run("postgres", func(t *testing.T) { crash(t, bin, pgtest.Start(t).DSN()) })
+	t.Run("sqlite", func(t *testing.T) { crash(t, bin, "", 1) })
+	t.Run("postgres", func(t *testing.T) { crash(t, bin, pgtest.Start(t).DSN(), 1) })
+	// Three nodes on one database and data directory, devices spread over
+	// them, a different node killed each round while the others serve.
+	t.Run("postgres-3-nodes", func(t *testing.T) { crash(t, bin, pgtest.Start(t).DSN(), 3) })
 }
 
-func crash(t *testing.T, bin, database string) {
+func crash(t *testing.T, bin, database string, nodes int) {
 	data := t.TempDir()
 	var extra []string
 	if database != "" {
@@ -92,8 +95,13 @@ func crash(t *testing.T, bin, database string) {
 	if err := run(context.Background(), append([]string{"admin", "create", "--email", email, "--data", data}, extra...), strings.NewReader(password+"\n"), &out, io.Discard); err != nil {
 		t.Fatal(err)
 	}
-	addr := freeAddr(t)
-	cmd := startHaven(t, bin, data, addr, extra...)
+	addrs := make([]string, nodes)
+	cmds := make([]*exec.Cmd, nodes)
+	for i := range addrs {
+		addrs[i] = freeAddr(t)
+		cmds[i] = startHaven(t, bin, data, addrs[i], extra...)
+	}
+	addr := addrs[0]
 	ctx := context.Background()
 	a, err := rest.Login(ctx, "http://"+addr, email, password)
 	if err != nil {
@@ -134,7 +142,8 @@ func crash(t *testing.T, bin, database string) {
 			wg.Add(1)
 			go func(d int) {
 				defer wg.Done()
-				dev := collect.New(serverURL)
+				// Devices are spread over the nodes (the same app user's URL on each).
+				dev := collect.New(strings.Replace(serverURL, addrs[0], addrs[d%nodes], 1))
 				for i := 0; ctx.Err() == nil; i++ {
 					mu.Lock()
 					n++
@@ -149,18 +158,29 @@ func crash(t *testing.T, bin, database string) {
 						mu.Lock()
 						acked[id] = s
 						mu.Unlock()
+					} else {
+						time.Sleep(50 * time.Millisecond) // its node is down: wait, as Collect would
 					}
 				}
 			}(d)
 		}
 		time.Sleep(time.Duration(400+round*150) * time.Millisecond)
-		cmd.Process.Kill() // SIGKILL: no shutdown, no flush
-		cmd.Wait()
+		victim := round % nodes // with several nodes, a different one each round
+		cmds[victim].Process.Kill() // SIGKILL: no shutdown, no flush
+		cmds[victim].Wait()
+		if nodes > 1 {
+			time.Sleep(300 * time.Millisecond) // the others go on serving their devices
+		}
 		cancel()
 		wg.Wait()
-		cmd = startHaven(t, bin, data, addr, extra...)
+		cmds[victim] = startHaven(t, bin, data, addrs[victim], extra...)
 	}
-	defer func() { cmd.Process.Kill(); cmd.Wait() }()
+	defer func() {
+		for _, c := range cmds {
+			c.Process.Kill()
+			c.Wait()
+		}
+	}()
 	if len(acked) < 10 {
 		t.Fatalf("only %d submissions were acknowledged: the test did not load the server", len(acked))
 	}
@@ -227,8 +247,10 @@ func crash(t *testing.T, bin, database string) {
 	}
 	t.Logf("%d rounds: %d acknowledged, %d retried after a crash, %d stored", rounds, len(acked), retried, len(listed))
 
-	cmd.Process.Kill()
-	cmd.Wait()
+	for _, c := range cmds {
+		c.Process.Kill()
+		c.Wait()
+	}
 	st, err := storage.OpenDir(context.Background(), data, storage.Options{Database: database})
 	if err != nil {
 		t.Fatal(err)
@@ -236,6 +258,10 @@ func crash(t *testing.T, bin, database string) {
 	defer st.Close()
 	if v, err := st.DB.IntegrityCheck(context.Background()); err != nil || v != "ok" {
 		t.Fatalf("integrity check: %q %v", v, err)
+	}
+	// One audit chain, however many nodes wrote it and were killed.
+	if v, err := st.VerifyAudit(context.Background()); err != nil || !v.OK {
+		t.Fatalf("the audit chain: %+v %v", v, err)
 	}
 }
 
