@@ -165,7 +165,7 @@ func crash(t *testing.T, bin, database string, nodes int) {
 			}(d)
 		}
 		time.Sleep(time.Duration(400+round*150) * time.Millisecond)
-		victim := round % nodes // with several nodes, a different one each round
+		victim := round % nodes     // with several nodes, a different one each round
 		cmds[victim].Process.Kill() // SIGKILL: no shutdown, no flush
 		cmds[victim].Wait()
 		if nodes > 1 {
