@@ -294,6 +294,13 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer st.Close()
+	if *data.database == "" {
+		release, err := serveLock(*data.dir)
+		if err != nil {
+			return err
+		}
+		defer release()
+	}
 	if err := firstAdmin(ctx, st, stdout); err != nil {
 		return err
 	}

@@ -9,7 +9,9 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/haven-org/haven"
 	"github.com/haven-org/haven/storage"
@@ -147,4 +149,49 @@ func TestMasterKeyCommands(t *testing.T) {
 	if err := run(ctx, []string{"migrate", "--data", data, "--master-key-file", filepath.Join(data, "k")}, nil, io.Discard, io.Discard); err == nil || !strings.Contains(err.Error(), "inside the data directory") {
 		t.Fatalf("a key file inside the data directory: %v", err)
 	}
+}
+
+// A second haven serve on a data directory whose records are in SQLite is
+// refused, saying why: two servers there would number submission keys apart.
+func TestOneServerPerSQLiteDirectory(t *testing.T) {
+	data := t.TempDir()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	out := &lockedBuffer{}
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, []string{"serve", "--data", data, "--listen", "127.0.0.1:0"}, nil, out, io.Discard)
+	}()
+	for i := 0; !strings.Contains(out.String(), "listening"); i++ {
+		if i == 600 {
+			t.Fatalf("the first server did not start: %s", out.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	err := run(context.Background(), []string{"serve", "--data", data, "--listen", "127.0.0.1:0"}, nil, io.Discard, io.Discard)
+	if err == nil || !strings.Contains(err.Error(), "Another haven serve is already using the data directory") {
+		t.Fatalf("a second server on the same directory: %v", err)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("the first server: %v", err)
+	}
+}
+
+// lockedBuffer is a bytes.Buffer safe for a server writing while a test reads.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
