@@ -44,6 +44,40 @@ func MoveRecords(ctx context.Context, from, dsn string, progress func(table stri
 		return nil, err
 	}
 	defer dst.Close()
+	return moveAll(ctx, side{src, false}, side{dst, true}, progress)
+}
+
+// MoveRecordsBack copies every record of the PostgreSQL database at dsn
+// into a SQLite database made at to (with Haven's migrations), as
+// MoveRecords does the other way: ids kept, each table checked, and a
+// stopped move goes on when run again.
+func MoveRecordsBack(ctx context.Context, dsn, to string, progress func(table string, n, total int64)) ([]MovedTable, error) {
+	made, err := Open(ctx, to) // the schema, by SQLite's own migrations
+	if err != nil {
+		return nil, err
+	}
+	made.Close()
+	dst, err := sql.Open("sqlite", "file:"+to+"?_pragma=busy_timeout(10000)&_pragma=foreign_keys(1)&_pragma=secure_delete(1)")
+	if err != nil {
+		return nil, err
+	}
+	defer dst.Close()
+	dst.SetMaxOpenConns(1)
+	src, err := OpenPostgres(ctx, dsn)
+	if err != nil {
+		return nil, err
+	}
+	defer src.Close()
+	return moveAll(ctx, side{src, true}, side{dst, false}, progress)
+}
+
+// side is one database of a move.
+type side struct {
+	db *sql.DB
+	pg bool
+}
+
+func moveAll(ctx context.Context, src, dst side, progress func(string, int64, int64)) ([]MovedTable, error) {
 	var out []MovedTable
 	for _, t := range recordTables {
 		m, err := moveTable(ctx, src, dst, t, progress)
@@ -55,9 +89,31 @@ func MoveRecords(ctx context.Context, from, dsn string, progress func(table stri
 	return out, nil
 }
 
-// tableColumns are a table's columns on PostgreSQL, and its key columns.
-func tableColumns(ctx context.Context, dst *sql.DB, table string) (cols, key []string, err error) {
-	rows, err := dst.QueryContext(ctx, `SELECT column_name FROM information_schema.columns
+// tableColumns are a table's columns in the database moved into, and its
+// key columns.
+func tableColumns(ctx context.Context, d side, table string) (cols, key []string, err error) {
+	if !d.pg {
+		rows, err := d.db.QueryContext(ctx, `SELECT name, pk FROM pragma_table_info(?) ORDER BY cid`, table)
+		if err != nil {
+			return nil, nil, err
+		}
+		defer rows.Close()
+		keyAt := map[int]string{}
+		for rows.Next() {
+			var c string
+			var pk int
+			rows.Scan(&c, &pk)
+			cols = append(cols, c)
+			if pk > 0 {
+				keyAt[pk] = c
+			}
+		}
+		for i := 1; i <= len(keyAt); i++ {
+			key = append(key, keyAt[i])
+		}
+		return cols, key, rows.Err()
+	}
+	rows, err := d.db.QueryContext(ctx, `SELECT column_name FROM information_schema.columns
 		WHERE table_schema = 'public' AND table_name = $1 ORDER BY ordinal_position`, table)
 	if err != nil {
 		return nil, nil, err
@@ -68,7 +124,7 @@ func tableColumns(ctx context.Context, dst *sql.DB, table string) (cols, key []s
 		cols = append(cols, c)
 	}
 	rows.Close()
-	rows, err = dst.QueryContext(ctx, `SELECT a.attname FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)
+	rows, err = d.db.QueryContext(ctx, `SELECT a.attname FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)
 		WHERE i.indrelid = $1::regclass AND i.indisprimary ORDER BY array_position(i.indkey::int2[], a.attnum)`, table)
 	if err != nil {
 		return nil, nil, err
@@ -82,22 +138,25 @@ func tableColumns(ctx context.Context, dst *sql.DB, table string) (cols, key []s
 	return cols, key, nil
 }
 
-func moveTable(ctx context.Context, src, dst *sql.DB, table string, progress func(string, int64, int64)) (*MovedTable, error) {
+func moveTable(ctx context.Context, src, dst side, table string, progress func(string, int64, int64)) (*MovedTable, error) {
 	cols, key, err := tableColumns(ctx, dst, table)
 	if err != nil {
 		return nil, err
 	}
 	if len(cols) == 0 || len(key) == 0 {
-		return nil, fmt.Errorf("PostgreSQL has no table %s with a primary key: is its schema Haven's?", table)
+		return nil, fmt.Errorf("the database moved into has no table %s with a primary key: is its schema Haven's?", table)
 	}
 	m := &MovedTable{Table: table}
-	if err := src.QueryRowContext(ctx, `SELECT count(*) FROM `+quote(table)).Scan(&m.Rows); err != nil {
+	if err := src.db.QueryRowContext(ctx, `SELECT count(*) FROM `+quote(table)).Scan(&m.Rows); err != nil {
 		return nil, err
 	}
 	list := make([]string, len(cols))
 	marks := make([]string, len(cols))
 	for i, c := range cols {
-		list[i], marks[i] = quote(c), fmt.Sprintf("$%d", i+1)
+		list[i], marks[i] = quote(c), "?"
+		if dst.pg {
+			marks[i] = fmt.Sprintf("$%d", i+1)
+		}
 	}
 	order := make([]string, len(key))
 	for i, k := range key {
@@ -107,7 +166,7 @@ func moveTable(ctx context.Context, src, dst *sql.DB, table string, progress fun
 	ins := `INSERT INTO ` + quote(table) + ` (` + strings.Join(list, ", ") + `) VALUES (` + strings.Join(marks, ", ") + `) ON CONFLICT DO NOTHING`
 
 	// Copy, a thousand rows to a transaction.
-	rows, err := src.QueryContext(ctx, sel)
+	rows, err := src.db.QueryContext(ctx, sel)
 	if err != nil {
 		return nil, err
 	}
@@ -133,7 +192,7 @@ func moveTable(ctx context.Context, src, dst *sql.DB, table string, progress fun
 			return nil, err
 		}
 		if tx == nil {
-			if tx, err = dst.BeginTx(ctx, nil); err != nil {
+			if tx, err = dst.db.BeginTx(ctx, nil); err != nil {
 				return nil, err
 			}
 			if stmt, err = tx.PrepareContext(ctx, ins); err != nil {
@@ -161,35 +220,36 @@ func moveTable(ctx context.Context, src, dst *sql.DB, table string, progress fun
 	if err := rows.Err(); err != nil {
 		return nil, err
 	}
+	rows.Close()
 	if err := commit(); err != nil {
 		return nil, err
 	}
 	if progress != nil {
 		progress(table, n, m.Rows)
 	}
-	// Ids go on after the copied ones.
-	if len(key) == 1 && key[0] == "id" {
+	// PostgreSQL's ids go on after the copied ones (SQLite's do by themselves).
+	if dst.pg && len(key) == 1 && key[0] == "id" {
 		var seq sql.NullString
-		if err := dst.QueryRowContext(ctx, `SELECT pg_get_serial_sequence($1, 'id')`, table).Scan(&seq); err != nil {
+		if err := dst.db.QueryRowContext(ctx, `SELECT pg_get_serial_sequence($1, 'id')`, table).Scan(&seq); err != nil {
 			return nil, err
 		}
 		if seq.Valid { // an identity (sessions are keyed by their token's id)
-			if _, err := dst.ExecContext(ctx, `SELECT setval($1, greatest((SELECT max(id) FROM `+quote(table)+`), 1))`, seq.String); err != nil {
+			if _, err := dst.db.ExecContext(ctx, `SELECT setval($1, greatest((SELECT max(id) FROM `+quote(table)+`), 1))`, seq.String); err != nil {
 				return nil, err
 			}
 		}
 	}
 	// The same rows on both sides.
-	a, na, err := tableHash(ctx, src, sel)
+	a, na, err := tableHash(ctx, src.db, sel)
 	if err != nil {
 		return nil, err
 	}
-	b, nb, err := tableHash(ctx, dst, sel)
+	b, nb, err := tableHash(ctx, dst.db, sel)
 	if err != nil {
 		return nil, err
 	}
 	if na != nb || a != b {
-		return nil, fmt.Errorf("after the copy, SQLite has %d rows and PostgreSQL %d, and they differ (hashes %.12s, %.12s): PostgreSQL held other rows before; move into an empty database", na, nb, a, b)
+		return nil, fmt.Errorf("after the copy, the source has %d rows and the destination %d, and they differ (hashes %.12s, %.12s): the destination held other rows before; move into an empty database", na, nb, a, b)
 	}
 	m.SHA256 = a
 	return m, nil

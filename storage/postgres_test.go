@@ -5,6 +5,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"os"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -544,7 +545,36 @@ func TestMoveRecordsToPostgres(t *testing.T) {
 		t.Fatalf("the audit chain after the move: %+v %v", v, err)
 	}
 	// New rows take ids after the moved ones.
-	if p2, err := pst.Projects.Create(ctx, "After the move", ""); err != nil || p2.ID <= pr.ID {
+	p2, err := pst.Projects.Create(ctx, "After the move", "")
+	if err != nil || p2.ID <= pr.ID {
 		t.Fatalf("a new project after the move: %+v %v", p2, err)
+	}
+	pst.Close()
+
+	// And back: the records return to a SQLite file in the same directory
+	// (beside the same key store), the new project with them.
+	for _, suffix := range []string{"", "-wal", "-shm"} {
+		os.Rename(filepath.Join(dir, "haven.db"+suffix), filepath.Join(dir, "before-the-move.db"+suffix))
+	}
+	if _, err := storage.MoveRecordsBack(ctx, pg.DSN(), filepath.Join(dir, "haven.db"), nil); err != nil {
+		t.Fatalf("moving back to SQLite: %v", err)
+	}
+	back, err := storage.OpenDir(ctx, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer back.Close()
+	again, _, err := back.Submissions.List(ctx, pr.ID, f.ID, -1, 0)
+	if err != nil || len(again) != len(before) {
+		t.Fatalf("%d submissions after moving back (%v), want %d", len(again), err, len(before))
+	}
+	if x, err := back.Submissions.XML(ctx, pr.ID, &again[0].Current); err != nil || !strings.Contains(string(x), "MOVED-NAME") {
+		t.Fatalf("a submission after moving back: %v", err)
+	}
+	if got, err := back.Projects.Get(ctx, p2.ID); err != nil || got.Name != "After the move" {
+		t.Fatalf("the project made on PostgreSQL, back on SQLite: %+v %v", got, err)
+	}
+	if v, err := back.VerifyAudit(ctx); err != nil || !v.OK {
+		t.Fatalf("the audit chain back on SQLite: %+v %v", v, err)
 	}
 }

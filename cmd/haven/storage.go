@@ -66,6 +66,9 @@ const storageUsage = `haven storage: the blob store (attachments and form media)
       copy every record from the data directory's SQLite database into an empty
       PostgreSQL database (ids kept, each table checked by count and hash); safe
       to stop and run again; stop Haven first, then start it with --database
+  haven storage migrate --to sqlite --database postgres://... [--data DIR]
+      and back: copy the records from PostgreSQL into a new haven.db in the data
+      directory, checked the same way; then start Haven without --database
   haven storage gc [--grace 24h] [--s3-endpoint ... flags] [--data DIR]
       remove stored files that no record refers to (left by crashes), older than --grace
 `
@@ -85,6 +88,9 @@ func storageCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if args[0] == "migrate" && (strings.HasPrefix(*to, "postgres://") || strings.HasPrefix(*to, "postgresql://")) {
 		return moveRecords(ctx, *data.dir, *to, stdout, stderr)
 	}
+	if args[0] == "migrate" && *to == "sqlite" {
+		return moveRecordsBack(ctx, *data.dir, *data.database, stdout, stderr)
+	}
 	st, err := data.openExisting(ctx, storage.Options{S3: s3()})
 	if err != nil {
 		return err
@@ -96,7 +102,7 @@ func storageCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return err
 	}
 	if *to != storage.StoreS3 && *to != storage.StoreLocal {
-		return haven.Errorf(haven.EINVALID, "say where to move the files (--to s3 or --to local) or the records (--to postgres://...).")
+		return haven.Errorf(haven.EINVALID, "say where to move the files (--to s3 or --to local) or the records (--to postgres://..., or --to sqlite with --database).")
 	}
 	if *to == storage.StoreS3 && s3() == nil {
 		return haven.Errorf(haven.EINVALID, "moving files to object storage needs its settings: --s3-endpoint, --s3-bucket, --s3-access-key, --s3-secret-key.")
@@ -142,5 +148,38 @@ func moveRecords(ctx context.Context, dir, dsn string, stdout, stderr io.Writer)
 	}
 	fmt.Fprintf(stdout, "Done: %d records in %d tables, the same in PostgreSQL (%d copied by this run).\n", rows, len(moved), copied)
 	fmt.Fprintf(stdout, "Start Haven with --database (or HAVEN_DATABASE) and the same --data: the key store and files stay there.\n")
+	return nil
+}
+
+// moveRecordsBack copies the records from PostgreSQL into the data
+// directory's SQLite file.
+func moveRecordsBack(ctx context.Context, dir, dsn string, stdout, stderr io.Writer) error {
+	if dsn == "" {
+		return haven.Errorf(haven.EINVALID, "say which PostgreSQL database to move the records from: --database postgres://... (or HAVEN_DATABASE).")
+	}
+	if _, err := os.Stat(filepath.Join(dir, "keys")); err != nil {
+		abs, _ := filepath.Abs(dir)
+		return haven.Errorf(haven.ENOTFOUND, "There is no Haven data directory at %s (no key store in it): give the one Haven runs with, --data DIR.", abs)
+	}
+	db := filepath.Join(dir, "haven.db")
+	if _, err := os.Stat(db); err == nil {
+		return haven.Errorf(haven.ECONFLICT, "%s already exists: move it away first (the records go into a new file), then run this again.", db)
+	}
+	line := newStatusLine(stderr)
+	moved, err := storage.MoveRecordsBack(ctx, dsn, db, func(table string, n, total int64) {
+		if line != nil {
+			line.set("copying %s: %d of %d", table, n, total)
+		}
+	})
+	line.done()
+	if err != nil {
+		return fmt.Errorf("%w (what was copied stays: run the command again to go on)", err)
+	}
+	var rows int64
+	for _, m := range moved {
+		rows += m.Rows
+		fmt.Fprintf(stdout, "%-26s %8d rows  sha256 %.16s\n", m.Table, m.Rows, m.SHA256)
+	}
+	fmt.Fprintf(stdout, "Done: %d records in %d tables, the same in %s. Start Haven without --database.\n", rows, len(moved), db)
 	return nil
 }

@@ -210,4 +210,22 @@ func TestMoveRecordsCommand(t *testing.T) {
 	if err := run(ctx, []string{"storage", "migrate", "--to", dsn, "--data", t.TempDir()}, nil, io.Discard, io.Discard); err == nil || !strings.Contains(err.Error(), "no haven.db") {
 		t.Fatalf("a move from an empty directory: %v", err)
 	}
+	st.Close()
+	// And back, into a new file beside the same key store.
+	if err := run(ctx, []string{"storage", "migrate", "--to", "sqlite", "--database", dsn, "--data", data}, nil, io.Discard, io.Discard); err == nil || !strings.Contains(err.Error(), "already exists") {
+		t.Fatalf("moving back over an existing haven.db: %v", err)
+	}
+	os.Rename(filepath.Join(data, "haven.db"), filepath.Join(data, "old.db"))
+	out.Reset()
+	if err := run(ctx, []string{"storage", "migrate", "--to", "sqlite", "--database", dsn, "--data", data}, nil, &out, io.Discard); err != nil {
+		t.Fatalf("%v\n%s", err, out.String())
+	}
+	back, err := storage.OpenDir(ctx, data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer back.Close()
+	if _, err := back.Users.Authenticate(ctx, email, password); err != nil {
+		t.Fatalf("the administrator back on SQLite: %v", err)
+	}
 }
