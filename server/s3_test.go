@@ -142,7 +142,7 @@ func TestDistributedObjectStorage(t *testing.T) {
 	time.Sleep(time.Second)
 	mc.Nodes[3].Stop() // one MinIO server dies
 	before := count()
-	time.Sleep(2 * time.Second)
+	time.Sleep(4 * time.Second) // the others notice within MinIO's timeouts
 	stop()
 	wg.Wait()
 	if before == 0 || count() <= before {

@@ -71,7 +71,9 @@ func NewS3Store(ctx context.Context, cfg S3Config) (*S3Store, error) {
 		return nil, haven.Errorf(haven.EUNAVAILABLE, "Haven cannot use the object storage at %s (bucket %q): %s", cfg.Endpoint, cfg.Bucket, explainS3(err, cfg))
 	}
 	if !exists {
-		if err := client.MakeBucket(cctx, cfg.Bucket, minio.MakeBucketOptions{Region: cfg.Region}); err != nil {
+		// "Already yours" means it is there: a distributed store can say so
+		// when its client retried a creation that had gone through.
+		if err := client.MakeBucket(cctx, cfg.Bucket, minio.MakeBucketOptions{Region: cfg.Region}); err != nil && minio.ToErrorResponse(err).Code != "BucketAlreadyOwnedByYou" {
 			return nil, haven.Errorf(haven.EUNAVAILABLE, "Haven could not create the bucket %q at %s: %s", cfg.Bucket, cfg.Endpoint, explainS3(err, cfg))
 		}
 	}
