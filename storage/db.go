@@ -311,16 +311,12 @@ func (db *DB) migrate(ctx context.Context) error {
 		version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL)`); err != nil {
 		return err
 	}
-	names, err := fs.Glob(migrations.FS, "*.sql")
+	files, err := migrationFiles(migrations.FS)
 	if err != nil {
 		return err
 	}
-	sort.Strings(names)
-	for _, name := range names {
-		n, err := strconv.Atoi(strings.SplitN(name, "_", 2)[0])
-		if err != nil {
-			return fmt.Errorf("migration %s: name must start with a number", name)
-		}
+	for _, m := range files {
+		n, name := m.version, m.name
 		var seen int
 		if err := db.write.QueryRowContext(ctx, `SELECT count(*) FROM schema_migrations WHERE version = ?`, n).Scan(&seen); err != nil {
 			return err
@@ -340,6 +336,30 @@ func (db *DB) migrate(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// migrationFile is a numbered migration of one database's set.
+type migrationFile struct {
+	version int
+	name    string
+}
+
+// migrationFiles lists a set's migrations (NNNN_what.sql) in order.
+func migrationFiles(fsys fs.FS) ([]migrationFile, error) {
+	names, err := fs.Glob(fsys, "*.sql")
+	if err != nil {
+		return nil, err
+	}
+	sort.Strings(names)
+	out := make([]migrationFile, 0, len(names))
+	for _, name := range names {
+		n, err := strconv.Atoi(strings.SplitN(name, "_", 2)[0])
+		if err != nil {
+			return nil, fmt.Errorf("migration %s: name must start with a number", name)
+		}
+		out = append(out, migrationFile{n, name})
+	}
+	return out, nil
 }
 
 // migrationsUpTo stops migrate after that version when above zero: tests

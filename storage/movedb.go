@@ -113,29 +113,31 @@ func tableColumns(ctx context.Context, d side, table string) (cols, key []string
 		}
 		return cols, key, rows.Err()
 	}
-	rows, err := d.db.QueryContext(ctx, `SELECT column_name FROM information_schema.columns
-		WHERE table_schema = 'public' AND table_name = $1 ORDER BY ordinal_position`, table)
-	if err != nil {
+	if cols, err = queryTexts(ctx, d.db, `SELECT column_name FROM information_schema.columns
+		WHERE table_schema = 'public' AND table_name = $1 ORDER BY ordinal_position`, table); err != nil {
 		return nil, nil, err
 	}
-	for rows.Next() {
-		var c string
-		rows.Scan(&c)
-		cols = append(cols, c)
-	}
-	rows.Close()
-	rows, err = d.db.QueryContext(ctx, `SELECT a.attname FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)
+	key, err = queryTexts(ctx, d.db, `SELECT a.attname FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)
 		WHERE i.indrelid = $1::regclass AND i.indisprimary ORDER BY array_position(i.indkey::int2[], a.attnum)`, table)
+	return cols, key, err
+}
+
+// queryTexts is a query's one text column, every row.
+func queryTexts(ctx context.Context, db *sql.DB, q string, args ...any) ([]string, error) {
+	rows, err := db.QueryContext(ctx, q, args...)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
+	defer rows.Close()
+	var out []string
 	for rows.Next() {
-		var c string
-		rows.Scan(&c)
-		key = append(key, c)
+		var s string
+		if err := rows.Scan(&s); err != nil {
+			return nil, err
+		}
+		out = append(out, s)
 	}
-	rows.Close()
-	return cols, key, nil
+	return out, rows.Err()
 }
 
 func moveTable(ctx context.Context, src, dst side, table string, progress func(string, int64, int64)) (*MovedTable, error) {

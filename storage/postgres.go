@@ -12,9 +12,6 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
-	"sort"
-	"strconv"
-	"strings"
 	"time"
 
 	"github.com/haven-org/haven/migrations"
@@ -60,16 +57,12 @@ func MigratePostgres(ctx context.Context, db *sql.DB) error {
 		version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)`); err != nil {
 		return err
 	}
-	names, err := fs.Glob(migrations.Postgres, "*.sql")
+	files, err := migrationFiles(migrations.Postgres)
 	if err != nil {
 		return err
 	}
-	sort.Strings(names)
-	for _, name := range names {
-		n, err := strconv.Atoi(strings.SplitN(name, "_", 2)[0])
-		if err != nil {
-			return fmt.Errorf("migration %s: name must start with a number", name)
-		}
+	for _, m := range files {
+		n, name := m.version, m.name
 		var seen int
 		if err := conn.QueryRowContext(ctx, `SELECT count(*) FROM schema_migrations WHERE version = $1`, n).Scan(&seen); err != nil {
 			return err

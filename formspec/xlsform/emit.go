@@ -909,6 +909,16 @@ func (c *converter) build(n *node, inst, container *el, binds *[]*el, texts *[]*
 	}
 }
 
+// bindValue is a readonly, required, relevant, constraint or calculate
+// cell as a bind writes it: pyxform's yes and no spellings as true() or
+// false(), anything else an expression with ${name} made a path.
+func (c *converter) bindValue(v string, n *node, col string) string {
+	if conv, ok := bindingConversions[v]; ok {
+		return conv
+	}
+	return c.expr(v, n, col)
+}
+
 // bodyAttrs writes body::x columns as attributes of the control (a group's
 // group, a repeat's repeat), with ${name} made a path as pyxform does. A
 // deeper column (body::esri::style) is a group, which pyxform writes as
@@ -1426,10 +1436,8 @@ func (c *converter) bind(n *node, typ string, r Row) *el {
 		// pyxform's note type declares readonly before type.
 		if v := r.Get("readonly"); v == "" {
 			b.attr("readonly", "true()")
-		} else if conv, ok := bindingConversions[v]; ok {
-			b.attr("readonly", conv)
 		} else {
-			b.attr("readonly", c.expr(v, n, "readonly"))
+			b.attr("readonly", c.bindValue(v, n, "readonly"))
 		}
 	}
 	if typ != "" {
@@ -1450,11 +1458,7 @@ func (c *converter) bind(n *node, typ string, r Row) *el {
 		if v == "" {
 			continue
 		}
-		if conv, ok := bindingConversions[v]; ok {
-			b.attr(kv[1], conv)
-		} else {
-			b.attr(kv[1], c.expr(v, n, kv[0]))
-		}
+		b.attr(kv[1], c.bindValue(v, n, kv[0]))
 	}
 	if r.Get("save_to") != "" {
 		if prop := c.saveTo(n); prop != "" {

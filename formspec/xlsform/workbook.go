@@ -182,13 +182,12 @@ func (wb *Workbook) add(name string, grid [][]string) {
 			}
 			empty = 0
 			row := Row{Num: start + i + 2, Cells: map[string]string{}}
-			for j, c := range r {
+			for j, c := range r[:min(len(r), len(sh.Headers))] {
 				// Two headers naming one column (name and value, say): the
 				// later cell holding a value wins, as in pyxform.
-				if h := sh.Headers[min(j, len(sh.Headers)-1)]; j < len(sh.Headers) && h != "" {
-					if _, set := row.Cells[h]; !set || strings.TrimSpace(c) != "" {
-						row.Cells[h] = c
-					}
+				h := sh.Headers[j]
+				if _, set := row.Cells[h]; h != "" && (!set || strings.TrimSpace(c) != "") {
+					row.Cells[h] = c
 				}
 			}
 			sh.Rows = append(sh.Rows, row)

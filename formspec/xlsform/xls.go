@@ -76,7 +76,7 @@ func ReadXLS(b []byte) (*Workbook, error) {
 			}
 		case "Book":
 			if stream == nil {
-				return nil, errors.New("the workbook was saved by Excel 95 or older, which Haven does not read: open it and save it as Excel Workbook (.xlsx)")
+				return nil, errOldExcel
 			}
 		}
 	}
@@ -101,6 +101,9 @@ func ReadXLS(b []byte) (*Workbook, error) {
 	}
 	return wb, nil
 }
+
+// errOldExcel: BIFF5 and older, which xlrd reads but Excel 97 replaced.
+var errOldExcel = errors.New("the workbook was saved by Excel 95 or older, which Haven does not read: open it and save it as Excel Workbook (.xlsx)")
 
 func notXLS(err error) error {
 	return fmt.Errorf("the file is not a readable .xls workbook (%v); open it and save it as Excel Workbook (.xlsx)", err)
@@ -162,7 +165,7 @@ func bof(r record) error {
 		return errors.New("it does not start as a workbook")
 	}
 	if v := binary.LittleEndian.Uint16(r.data); v != 0x0600 {
-		return errors.New("the workbook was saved by Excel 95 or older, which Haven does not read: open it and save it as Excel Workbook (.xlsx)")
+		return errOldExcel
 	}
 	return nil
 }
@@ -176,7 +179,7 @@ func (x *xlsReader) globals() ([]xlsSheet, error) {
 		return nil, notXLS(err)
 	}
 	if err := bof(r); err != nil {
-		if strings.Contains(err.Error(), "Excel 95") {
+		if errors.Is(err, errOldExcel) {
 			return nil, err
 		}
 		return nil, notXLS(err)
