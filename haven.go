@@ -175,11 +175,15 @@ type FormAttachment struct {
 	Size          int64      `json:"size,omitempty"`
 	BlobID        int64      `json:"-"`
 	UpdatedAt     *time.Time `json:"updatedAt"`
+	// EntityList names the entity list served as this file (a CSV the
+	// form reads, named after a list of its project, with no file
+	// uploaded in its place); "" for a plain file.
+	EntityList string `json:"-"`
 }
 
 // MarshalJSON writes a form attachment as ODK Central does: hash null until
 // the file is uploaded, and blobExists and datasetExists beside exists
-// (Haven links no file to entity lists, so datasetExists is false).
+// (datasetExists: the file is an entity list).
 func (a FormAttachment) MarshalJSON() ([]byte, error) {
 	type plain FormAttachment
 	var hash *string
@@ -191,7 +195,7 @@ func (a FormAttachment) MarshalJSON() ([]byte, error) {
 		Hash          *string `json:"hash"`
 		BlobExists    bool    `json:"blobExists"`
 		DatasetExists bool    `json:"datasetExists"`
-	}{plain(a), hash, a.Exists, false})
+	}{plain(a), hash, a.Exists && a.EntityList == "", a.EntityList != ""})
 }
 
 // Submission is one filled-in form: the logical record that edits version.

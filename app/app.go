@@ -67,6 +67,7 @@ type Service struct {
 	projects    *storage.Projects
 	forms       *storage.Forms
 	submissions *storage.Submissions
+	entities    *storage.Entities
 	blobs       *storage.Blobs
 	audit       *storage.Audit
 	log         *slog.Logger
@@ -74,6 +75,8 @@ type Service struct {
 	nonces      *nonceLog
 
 	jobs exportJobs // exports running in the background
+
+	entityWork entityWorker // applies queued entity blocks, one drain at a time
 
 	schemas  sync.Map // form version id -> *formspec.Form (published versions never change)
 	tierSets sync.Map // form version ids -> the strictest tier of each field among them
@@ -87,7 +90,7 @@ type Service struct {
 // `haven serve`, the tests and the load generator use.
 func New(st *storage.Store, opts Options) *Service {
 	s := &Service{Limits: DefaultLimits, st: st, users: st.Users, projects: st.Projects, forms: st.Forms,
-		submissions: st.Submissions, blobs: st.Blobs, audit: st.Audit, log: opts.Log}
+		submissions: st.Submissions, entities: st.Entities, blobs: st.Blobs, audit: st.Audit, log: opts.Log}
 	if opts.Limits != nil {
 		s.Limits = *opts.Limits
 	}

@@ -1,6 +1,7 @@
 package app
 
 import (
+	"bytes"
 	"context"
 	"io"
 
@@ -8,7 +9,8 @@ import (
 )
 
 // What devices fetch: the form list, the forms, their manifests and media.
-// None of it is collected data, so none of it is audited.
+// None of it is collected data, so none of it is audited, except entity
+// lists, which are: each download is.
 
 // DeviceForm is a form as the form list shows it to a device.
 type DeviceForm struct {
@@ -111,9 +113,26 @@ func (s *Service) Manifest(ctx context.Context, p *haven.Principal, projectID in
 	if err != nil {
 		return nil, err
 	}
+	if all, err = s.linkLists(ctx, projectID, f.CurrentVersionID, all); err != nil {
+		return nil, err
+	}
 	out := all[:0]
 	for _, a := range all {
-		if a.Exists {
+		switch {
+		case a.EntityList != "":
+			// Made for this device: its hash changes whenever what it
+			// would download does.
+			l, err := s.entities.List(ctx, projectID, a.EntityList)
+			if err != nil {
+				return nil, err
+			}
+			dl, err := s.deviceListCSV(ctx, p, l)
+			if err != nil {
+				return nil, err
+			}
+			a.Hash, a.Size = dl.hash, int64(len(dl.csv))
+			out = append(out, a)
+		case a.Exists:
 			out = append(out, a)
 		}
 	}
@@ -130,7 +149,24 @@ func (s *Service) FormMedia(ctx context.Context, p *haven.Principal, projectID i
 	if err != nil {
 		return nil, nil, err
 	}
+	if all, err = s.linkLists(ctx, projectID, f.CurrentVersionID, all); err != nil {
+		return nil, nil, err
+	}
 	for _, a := range all {
+		if a.Name == name && a.EntityList != "" {
+			l, err := s.entities.List(ctx, projectID, a.EntityList)
+			if err != nil {
+				return nil, nil, err
+			}
+			dl, err := s.deviceListCSV(ctx, p, l)
+			if err != nil {
+				return nil, nil, err
+			}
+			e := s.event(ctx, p, "entity.list.download", projectID, objEntityList(projectID, l.Name))
+			s.record(ctx, e, nil)
+			a.Hash, a.Size = dl.hash, int64(len(dl.csv))
+			return io.NopCloser(bytes.NewReader(dl.csv)), &a, nil
+		}
 		if a.Name == name && a.Exists {
 			rc, _, err := s.blobs.Open(ctx, a.BlobID)
 			return rc, &a, err

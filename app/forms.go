@@ -155,6 +155,11 @@ func (s *Service) CreateForm(ctx context.Context, p *haven.Principal, projectID 
 		discard()
 		return nil, err
 	}
+	if publish {
+		if err := s.declareEntities(ctx, projectID, form.CurrentVersionID, f); err != nil {
+			return nil, err
+		}
+	}
 	return &FormAnswer{Form: form, Warnings: c.warnings}, nil
 }
 
@@ -192,7 +197,11 @@ func (s *Service) FormAttachments(ctx context.Context, p *haven.Principal, proje
 	if f.CurrentVersionID == 0 {
 		return nil, haven.Errorf(haven.ENOTFOUND, "Form %s has not been published yet; see its draft's attachments.", f.XMLFormID)
 	}
-	return s.forms.Attachments(ctx, f.CurrentVersionID)
+	all, err := s.forms.Attachments(ctx, f.CurrentVersionID)
+	if err != nil {
+		return nil, err
+	}
+	return s.linkLists(ctx, projectID, f.CurrentVersionID, all)
 }
 
 // writableForm returns a form the principal may change.
@@ -326,6 +335,9 @@ func (s *Service) PublishDraft(ctx context.Context, p *haven.Principal, projectI
 		version = v.Version
 	}
 	detail(e, "version", version)
+	if err := s.declareEntities(ctx, projectID, v.ID, parsed); err != nil {
+		return nil, err
+	}
 	if err := s.forms.PublishDraft(ctx, f, version, xml, md5Hex(xml)); err != nil {
 		return nil, err
 	}

@@ -171,9 +171,17 @@ func (in *ingestion) run(ctx context.Context) (*Receipt, error) {
 		Consent:       consent,
 		Audit:         audit,
 		Subject:       in.subject,
+		Entities:      len(in.schema.Entities()) > 0,
 	})
 	if err != nil {
 		return nil, err
+	}
+	if res.EntitiesQueued {
+		// Applied now, so that a device refreshing its forms next finds
+		// the entity; what fails is retried by the background loop.
+		if err := in.s.ApplyEntities(context.WithoutCancel(ctx)); err != nil {
+			in.s.log.Error("applying entities", "err", err)
+		}
 	}
 	in.s.blobs.Discard(ctx, res.Unused...)
 	switch {

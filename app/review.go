@@ -176,6 +176,11 @@ func (s *Service) Review(ctx context.Context, p *haven.Principal, projectID int6
 	if err := s.submissions.SetReviewState(ctx, sub, state, e); err != nil {
 		return nil, err
 	}
+	if state == "approved" {
+		if err := s.ApplyEntities(context.WithoutCancel(ctx)); err != nil {
+			s.log.Error("applying entities", "err", err)
+		}
+	}
 	return s.written(ctx, p, projectID, xmlFormID, instanceID)
 }
 

@@ -215,6 +215,14 @@ func (s *Service) SetClearance(ctx context.Context, p *haven.Principal, projectI
 		return haven.Errorf(haven.EFORBIDDEN, "You cannot grant %s: it is above your own clearance in this project (%s).", clearance, own)
 	}
 	target, err := s.users.Principal(ctx, actorID)
+	if haven.ErrorCode(err) == haven.ENOTFOUND {
+		// An app user: its clearance is what its devices may hold of
+		// entity lists.
+		target, err = s.users.AppUserPrincipalByID(ctx, actorID)
+		if err == nil && len(target.Roles[projectID]) == 0 {
+			err = haven.Errorf(haven.ENOTFOUND, "App user %d is not of project %d.", actorID, projectID)
+		}
+	}
 	if err != nil {
 		return err
 	}

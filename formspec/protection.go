@@ -82,6 +82,8 @@ func readBind(n *Node, bind *etree.Element) {
 	}
 	for _, a := range bind.Attr {
 		switch a.Key {
+		case "saveto":
+			n.SaveTo = strings.TrimSpace(a.Value)
 		case "preload":
 			n.Preload = strings.TrimSpace(a.Value + " " + bind.SelectAttrValue("jr:preloadParams", bind.SelectAttrValue("preloadParams", "")))
 		case "readonly":
@@ -442,7 +444,7 @@ func (f *Form) CheckProtection() []Problem {
 	case f.subject != nil && f.InRepeat(f.subject):
 		out = append(out, Problem{Path: f.subject.Path, Message: "is the subject identifier but sits inside a repeat: a submission is about one person, so put the identifier question outside any repeat"})
 	}
-	return out
+	return append(out, f.checkEntities()...)
 }
 
 // SubjectID returns the subject identifier a submission carries, trimmed;

@@ -34,6 +34,10 @@ type Form struct {
 	Protection
 
 	exprSites []exprSite // the form's XPath expressions (CheckExpressions)
+
+	entities      []EntityBlock       // the entity blocks of the primary instance
+	fileInstances map[string]string   // CSV file name -> the id of the instance that reads it
+	itemsetRefs   map[string][]string // instance id -> value and label refs of itemsets over it
 }
 
 // Node is a node of the primary instance: a field (leaf) or a group/repeat.
@@ -60,6 +64,10 @@ type Node struct {
 	Label      map[string]string // the control's label by language ("" when the form has one)
 
 	consentMark, subjectMark bool // haven:consent="true", haven:subject="true"
+
+	// SaveTo is the entity property the field's value is saved to
+	// (entities:saveto); "" for none.
+	SaveTo string
 
 	// exprs are the expressions that compute the field's value (calculate,
 	// setvalue actions); derived is the highest tier they read (derive.go).
@@ -178,6 +186,7 @@ func Parse(xml []byte) (*Form, error) {
 	}
 
 	f.Root = buildNode(rootEl, "")
+	f.entities = readEntityBlocks(rootEl, "")
 	f.readModelProtection(model)
 	itext := readItext(model)
 	if it := child(model, "itext"); it != nil {
@@ -214,6 +223,27 @@ func Parse(xml []byte) (*Form, error) {
 	collectExpressions(html, &f.exprSites)
 	f.resolveConsent()
 	f.Media = expectedMedia(doc)
+	f.fileInstances = map[string]string{}
+	for id, inst := range instances {
+		if src := inst.SelectAttrValue("src", ""); strings.HasPrefix(src, "jr://file-csv/") {
+			f.fileInstances[strings.TrimPrefix(src, "jr://file-csv/")] = id
+		}
+	}
+	f.linkEntityProperties()
+	f.itemsetRefs = map[string][]string{}
+	for _, is := range html.FindElements("//itemset") {
+		m := instanceCall.FindStringSubmatch(is.SelectAttrValue("nodeset", ""))
+		if m == nil {
+			continue
+		}
+		for _, tag := range []string{"value", "label"} {
+			if r := child(is, tag); r != nil {
+				if ref := strings.TrimSpace(r.SelectAttrValue("ref", "")); validXMLName(ref) {
+					f.itemsetRefs[m[1]] = append(f.itemsetRefs[m[1]], ref)
+				}
+			}
+		}
+	}
 	return f, nil
 }
 
@@ -294,6 +324,9 @@ func buildNode(e *etree.Element, parent string) *Node {
 	}
 	return n
 }
+
+// instanceCall finds instance('id') at the start of an itemset's nodeset.
+var instanceCall = regexp.MustCompile(`^\s*instance\(\s*['"]([^'"]+)['"]\s*\)`)
 
 var predicate = regexp.MustCompile(`\[[^\]]*\]`)
 

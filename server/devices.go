@@ -48,9 +48,11 @@ type xformEntry struct {
 }
 
 type mediaFile struct {
-	Filename    string `xml:"filename"`
-	Hash        string `xml:"hash"`
-	DownloadURL string `xml:"downloadUrl"`
+	Type         string `xml:"type,attr,omitempty"` // entityList for an entity list
+	Filename     string `xml:"filename"`
+	Hash         string `xml:"hash"`
+	DownloadURL  string `xml:"downloadUrl"`
+	IntegrityURL string `xml:"integrityUrl,omitempty"`
 }
 
 // formListXML is the OpenRosa form list of forms.
@@ -80,10 +82,19 @@ func manifestXML(files []mediaFile) []byte {
 	d.Grow(128 + 192*len(files))
 	d.WriteString(xml.Header + `<manifest xmlns="http://openrosa.org/xforms/xformsManifest">`)
 	for _, f := range files {
-		d.WriteString("<mediaFile>")
+		if f.Type != "" {
+			d.WriteString(`<mediaFile type="`)
+			xml.EscapeText(&d, []byte(f.Type))
+			d.WriteString(`">`)
+		} else {
+			d.WriteString("<mediaFile>")
+		}
 		d.elem("filename", f.Filename)
 		d.elem("hash", f.Hash)
 		d.elem("downloadUrl", f.DownloadURL)
+		if f.IntegrityURL != "" {
+			d.elem("integrityUrl", f.IntegrityURL)
+		}
 		d.WriteString("</mediaFile>")
 	}
 	d.WriteString("</manifest>")
@@ -179,7 +190,12 @@ func (s *Server) manifest(c echo.Context) error {
 	var m []mediaFile
 	prefix := s.devicePrefix(c, pid) + "/forms/" + url.PathEscape(id) + "/attachments/"
 	for _, f := range files {
-		m = append(m, mediaFile{Filename: f.Name, Hash: "md5:" + f.Hash, DownloadURL: prefix + url.PathEscape(f.Name)})
+		mf := mediaFile{Filename: f.Name, Hash: "md5:" + f.Hash, DownloadURL: prefix + url.PathEscape(f.Name)}
+		if f.EntityList != "" {
+			mf.Type = "entityList"
+			mf.IntegrityURL = s.devicePrefix(c, pid) + "/datasets/" + url.PathEscape(f.EntityList) + "/integrity"
+		}
+		m = append(m, mf)
 	}
 	return writeDoc(c, manifestXML(m))
 }
@@ -294,4 +310,41 @@ func receiptMessage(r *app.Receipt) string {
 		return "This form was already received. Nothing more is needed."
 	}
 	return "Form received successfully."
+}
+
+// entityIntegrity answers Collect's integrity check of an entity list:
+// GET .../datasets/{name}/integrity?id=a,b (or id=a&id=b) says which of
+// the entities the device holds are deleted (or no longer its to hold).
+func (s *Server) entityIntegrity(c echo.Context) error {
+	pid, err := projectID(c)
+	if err != nil {
+		return err
+	}
+	var ids []string
+	for _, v := range c.QueryParams()["id"] {
+		for _, id := range strings.Split(v, ",") {
+			if id = strings.TrimSpace(id); id != "" {
+				ids = append(ids, id)
+			}
+		}
+	}
+	state, err := s.app.EntityIntegrity(c.Request().Context(), principal(c), pid, param(c, "name"), ids)
+	if err != nil {
+		return err
+	}
+	var d xmlDoc
+	d.WriteString(xml.Header + "<data><entities>")
+	for _, id := range ids {
+		gone, ok := state[id]
+		if !ok {
+			continue
+		}
+		d.WriteString(`<entity id="`)
+		xml.EscapeText(&d, []byte(id))
+		d.WriteString(`">`)
+		d.elem("deleted", strconv.FormatBool(gone))
+		d.WriteString("</entity>")
+	}
+	d.WriteString("</entities></data>")
+	return writeDoc(c, d.Bytes())
 }

@@ -152,6 +152,7 @@ func (s *Server) routes() {
 	s.appUserRoutes(p)
 	s.assignmentRoutes(p)
 	s.odataRoutes(p)
+	s.entityRoutes(p)
 }
 
 // deviceRoutes registers the endpoints ODK Collect uses. openrosa marks a
@@ -167,6 +168,7 @@ func (s *Server) deviceRoutes(g *echo.Group, openrosa, auth echo.MiddlewareFunc)
 		g.GET("/projects/:pid/forms/:formId", s.getForm, auth),
 		g.GET("/projects/:pid/forms/:formId/manifest", s.manifest, openrosa),
 		g.GET("/projects/:pid/forms/:formId/attachments/:name", s.formAttachment, auth),
+		g.GET("/projects/:pid/datasets/:name/integrity", s.entityIntegrity, openrosa),
 	} {
 		s.devicePaths[r.Path] = true
 	}

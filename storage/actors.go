@@ -464,14 +464,21 @@ func (u *Users) SetClearance(ctx context.Context, projectID, actorID int64, clea
 		return haven.Errorf(haven.EINVALID, "%q is not a clearance: use public, level_1, level_2 or level_3.", clearance)
 	}
 	if _, err := u.Get(ctx, actorID); err != nil {
-		return err
+		if ap, aerr := u.AppUserPrincipalByID(ctx, actorID); aerr != nil || len(ap.Roles[projectID]) == 0 {
+			return err
+		}
 	}
-	return u.DB.Write(ctx, func(tx *Tx) error {
+	err := u.DB.Write(ctx, func(tx *Tx) error {
 		_, err := tx.Exec(`INSERT INTO clearances (actor_id, project_id, clearance, granted_by, granted_at) VALUES (?, ?, ?, ?, ?)
 			ON CONFLICT (actor_id, project_id) DO UPDATE SET clearance = excluded.clearance, granted_by = excluded.granted_by,
 			granted_at = excluded.granted_at`, actorID, projectID, string(clearance), by, ms(tx.Now()))
 		return err
 	})
+	if err == nil {
+		u.tokens.clear() // an app user's principal carries its clearance
+		u.DB.changed("tokens")
+	}
+	return err
 }
 
 // Clearance is a user's clearance in a project.
@@ -606,7 +613,37 @@ func (u *Users) appUserPrincipal(ctx context.Context, token string) (*haven.Prin
 	} else if err != nil {
 		return nil, err
 	}
-	return &haven.Principal{ActorID: id, Type: haven.ActorFieldKey, Name: name, Roles: map[int64][]string{pid: {haven.RoleAppUser}}}, nil
+	return u.fieldKeyPrincipal(ctx, id, name, pid)
+}
+
+// fieldKeyPrincipal is an app user's principal: its role in its project
+// and the clearance it was given there (what its devices may hold of
+// entity lists); public when none was.
+func (u *Users) fieldKeyPrincipal(ctx context.Context, id int64, name string, pid int64) (*haven.Principal, error) {
+	p := &haven.Principal{ActorID: id, Type: haven.ActorFieldKey, Name: name, Roles: map[int64][]string{pid: {haven.RoleAppUser}},
+		Clearances: map[int64]haven.Sensitivity{}}
+	var c string
+	err := u.DB.read.QueryRowContext(ctx, `SELECT clearance FROM clearances WHERE actor_id = ? AND project_id = ?`, id, pid).Scan(&c)
+	if err == nil {
+		p.Clearances[pid] = haven.Sensitivity(c)
+	} else if !errors.Is(err, sql.ErrNoRows) {
+		return nil, err
+	}
+	return p, nil
+}
+
+// AppUserPrincipalByID returns the principal of a live app user by its actor id.
+func (u *Users) AppUserPrincipalByID(ctx context.Context, id int64) (*haven.Principal, error) {
+	var name string
+	var pid int64
+	err := u.DB.read.QueryRowContext(ctx, `SELECT a.display_name, f.project_id FROM field_keys f JOIN actors a ON a.id = f.actor_id
+		WHERE a.id = ? AND f.revoked_at IS NULL AND a.deleted_at IS NULL`, id).Scan(&name, &pid)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, notFound(fmt.Sprintf("App user %d", id))
+	} else if err != nil {
+		return nil, err
+	}
+	return u.fieldKeyPrincipal(ctx, id, name, pid)
 }
 
 // AppUsers lists a project's app users, revoked ones included.
@@ -771,4 +808,11 @@ func (u *Users) changed(name string) {
 		u.tokens.clear()
 	}
 	u.DB.changed(name)
+}
+
+// ActorName returns an actor's display name.
+func (u *Users) ActorName(ctx context.Context, id int64) (string, error) {
+	var name string
+	err := u.DB.read.QueryRowContext(ctx, `SELECT display_name FROM actors WHERE id = ?`, id).Scan(&name)
+	return name, err
 }

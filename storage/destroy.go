@@ -169,6 +169,7 @@ func (s *Store) destroySubmissions(ctx context.Context, projectID int64) (int, e
 			counts["consent records"] += gone.consents
 			counts["comments"] += gone.comments
 			counts["attachments"] += gone.files
+			counts["entities"] += int64(len(gone.entitySlots))
 			counts["kept:submissions of form "+x.xmlFormID]++
 		}
 		for kind, c := range counts {
@@ -228,6 +229,19 @@ func destroyRest(tx *Tx, projectID int64) ([]*Blob, error) {
 			(SELECT v.id FROM form_versions v JOIN forms f ON f.id = v.form_id WHERE f.project_id = ?)`,
 		`UPDATE form_attachments SET blob_id = NULL WHERE form_version_id IN
 			(SELECT v.id FROM form_versions v JOIN forms f ON f.id = v.form_id WHERE f.project_id = ?)`); err != nil {
+		return nil, err
+	}
+	// Entities no submission made (created over the API), then every
+	// version, tombstone and queued block left; the lists' definitions
+	// stay, as the forms' do.
+	if err := exec("entities", `SELECT count(*) FROM entities WHERE deleted_at IS NULL AND list_id IN (SELECT id FROM entity_lists WHERE project_id = ?)`,
+		`DELETE FROM entity_versions WHERE entity_id IN (SELECT e.id FROM entities e JOIN entity_lists l ON l.id = e.list_id WHERE l.project_id = ?)`); err != nil {
+		return nil, err
+	}
+	if _, err := tx.Exec(`DELETE FROM entities WHERE list_id IN (SELECT id FROM entity_lists WHERE project_id = ?)`, projectID); err != nil {
+		return nil, err
+	}
+	if _, err := tx.Exec(`DELETE FROM entity_queue WHERE project_id = ?`, projectID); err != nil {
 		return nil, err
 	}
 	if err := exec("device tokens", `SELECT count(*) FROM field_keys WHERE project_id = ?`, `DELETE FROM field_keys WHERE project_id = ?`); err != nil {

@@ -21,6 +21,7 @@ type Store struct {
 	Projects    *Projects
 	Forms       *Forms
 	Submissions *Submissions
+	Entities    *Entities
 	Audit       *Audit
 	MasterKey   []byte
 	// KeyCreated is the master key file this start made (the first start
@@ -118,6 +119,7 @@ func OpenDir(ctx context.Context, dir string, opts ...Options) (*Store, error) {
 		Projects:    &Projects{DB: db, Keys: keys},
 		Forms:       &Forms{DB: db},
 		Submissions: &Submissions{DB: db, Keys: keys, Audit: audit},
+		Entities:    &Entities{DB: db, Keys: keys, Audit: audit},
 		Audit:       audit,
 	}
 	db.OnChange("basic", st.Users.basic.clear)

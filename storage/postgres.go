@@ -243,7 +243,8 @@ func (db *DB) UseNonce(ctx context.Context, nonce string, issued time.Time, nc u
 // destroyedTables are the tables whose rows a destruction or an erasure
 // deletes: the ones forgetPostgres rewrites.
 var destroyedTables = []string{"submissions", "submission_versions", "submission_attachments", "submission_comments",
-	"consent_records", "subject_index", "subject_objections", "blobs", "form_attachments", "form_versions", "forms"}
+	"consent_records", "subject_index", "subject_objections", "blobs", "form_attachments", "form_versions", "forms",
+	"entities", "entity_versions", "entity_queue"}
 
 // forgetPostgres makes PostgreSQL drop the bytes of deleted rows from its
 // files, as secure_delete and a truncated WAL do on SQLite. Deleted rows

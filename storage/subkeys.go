@@ -97,6 +97,7 @@ func (k *Keyring) nextSlot(tx *Tx, pk *ProjectKey) (int64, error) {
 const usedSlots = `SELECT coalesce(max(slot), 0) FROM (
 	SELECT max(s.key_slot) AS slot FROM submissions s JOIN forms f ON f.id = s.form_id WHERE f.project_id = ?1
 	UNION ALL SELECT max(key_slot) FROM blobs WHERE project_id = ?1
+	UNION ALL SELECT max(e.key_slot) FROM entities e JOIN entity_lists l ON l.id = e.list_id WHERE l.project_id = ?1
 	UNION ALL SELECT max(slot) FROM key_slot_erasures WHERE project_key_id = ?2) AS used`
 
 // nextSlotShared numbers a slot on PostgreSQL, where several nodes may

@@ -46,6 +46,9 @@ type Incoming struct {
 	Subject string
 	// EditReason is why a correction was made on the server ("" for devices).
 	EditReason string
+	// Entities queues the version's entity blocks for applying (the form
+	// saves to entity lists).
+	Entities bool
 }
 
 // IngestResult says what Ingest did.
@@ -58,6 +61,8 @@ type IngestResult struct {
 	// Withdrawn is true when consent to this instance was withdrawn, Erased
 	// when its subject asked for erasure: nothing was stored.
 	Withdrawn, Erased bool
+	// EntitiesQueued says the version's entity blocks wait to be applied.
+	EntitiesQueued bool
 }
 
 func xmlAAD(formID int64, instanceID string) string {
@@ -194,6 +199,12 @@ func (s *Submissions) ingest(ctx context.Context, in *Incoming, pk *ProjectKey, 
 		if res.Created {
 			if err := tx.indexSubject(pk, in, submissionID); err != nil {
 				return err
+			}
+			if in.Entities {
+				if err := tx.queueSubmission(in.ProjectID, versionID, in.SubmitterID); err != nil {
+					return err
+				}
+				res.EntitiesQueued = true
 			}
 		}
 		outcome := "duplicate"
@@ -434,10 +445,10 @@ func (s *Submissions) Delete(ctx context.Context, blobs *Blobs, formID int64, in
 func (s *Submissions) forget(ctx context.Context, blobs *Blobs, gone ...*erased) error {
 	var errs []error
 	for _, g := range gone {
-		if g.slot != 0 {
+		if slots := append([]int64{g.slot}, g.entitySlots...); g.slot != 0 || len(g.entitySlots) > 0 {
 			pk, err := s.Keys.ProjectKey(ctx, g.project)
 			if err == nil {
-				err = s.Keys.DestroySubmissionKeys(pk, g.slot)
+				err = s.Keys.DestroySubmissionKeys(pk, slots...)
 			}
 			errs = append(errs, err) // a slot left behind is zeroed when the store next opens
 		}
@@ -483,6 +494,9 @@ type erased struct {
 	comments int64
 	files    int64   // attachment blobs, inline or in a store
 	objects  []*Blob // the blobs kept in a store: delete them once tx commits
+	// entitySlots are the keys of the entities it made or changed, erased
+	// with it: zero them once tx commits.
+	entitySlots []int64
 }
 
 // eraseSubmission deletes a submission's rows: versions, attachment
@@ -509,6 +523,9 @@ func eraseSubmission(tx *Tx, formID int64, instanceID string) (*erased, error) {
 			SELECT id, ? FROM project_keys WHERE project_id = ? AND destroyed_at IS NULL ON CONFLICT DO NOTHING`, e.slot, project); err != nil {
 			return nil, err
 		}
+	}
+	if e.entitySlots, err = tx.eraseEntitiesOf(project, id); err != nil {
+		return nil, err
 	}
 	for _, q := range []struct {
 		sql   string
@@ -910,6 +927,13 @@ func (s *Submissions) SetReviewState(ctx context.Context, sub *haven.Submission,
 		}
 		if _, err := tx.Exec(`UPDATE submissions SET review_state = ?, updated_at = ? WHERE id = ?`, v, ms(tx.Now()), sub.ID); err != nil {
 			return err
+		}
+		if state == "approved" {
+			// Lists that make entities on approval make them now (when the
+			// form saves to any: the queue item finds out).
+			if err := tx.queueApproval(sub.ID, actorOf(e)); err != nil {
+				return err
+			}
 		}
 		return s.audit(tx, e, "ok")
 	})

@@ -235,9 +235,14 @@ func (c *Client) FormList(ctx context.Context) ([]FormEntry, error) {
 
 // MediaFile is one <mediaFile> of a manifest.
 type MediaFile struct {
-	Filename    string `xml:"filename"`
-	Hash        string `xml:"hash"`
-	DownloadURL string `xml:"downloadUrl"`
+	// Type is "entityList" (or "approvalEntityList") for an entity list,
+	// which Collect keeps in its entity database and checks against
+	// IntegrityURL.
+	Type         string `xml:"type,attr"`
+	Filename     string `xml:"filename"`
+	Hash         string `xml:"hash"`
+	DownloadURL  string `xml:"downloadUrl"`
+	IntegrityURL string `xml:"integrityUrl"`
 }
 
 // Manifest fetches a form's manifest, checked as Collect checks it.

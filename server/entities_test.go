@@ -1,0 +1,297 @@
+package server_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/csv"
+	"encoding/xml"
+	"fmt"
+	"net/url"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/haven-org/haven/clients/collect"
+	"github.com/haven-org/haven/formspec/xlsform/xlsxtest"
+)
+
+// The follow-up visits walk-through of the README: a registration form
+// creates households, a follow-up form reads them as households.csv and
+// updates them, from tablets that may be offline.
+
+const registrationForm = `
+| survey |
+| | type            | name    | label             | save_to | purpose                      | sensitivity |
+| | text            | hh_name | Head of household | hh_name | To find the household again  | level_2     |
+| | select_one area | area    | Area              | area    | To plan visits by area       | level_1     |
+| | integer         | size    | Household size    | size    | To plan rations              | public      |
+| | text            | phone   | Phone             | phone   | To call before a visit       | level_3     |
+| | acknowledge     | consent | I agree           |         | Consent to keep the record   | public      |
+| choices |
+| | list_name | name  | label |
+| | area      | north | North |
+| | area      | south | South |
+| settings |
+| | form_id         | version | consent |
+| | hh_registration | 1       | consent |
+| entities |
+| | list_name  | label                                  |
+| | households | concat(${hh_name}, ' (', ${area}, ')') |
+`
+
+const followUpForm = `
+| survey |
+| | type                                | name     | label    | choice_filter  | calculation                                        | save_to | purpose                 | sensitivity |
+| | select_one area                     | area     | Area     |                |                                                    |         | Where the visit is      | level_1     |
+| | select_one_from_file households.csv | hh       | Household| area = ${area} |                                                    |         | The household visited   | level_1     |
+| | calculate                           | old_size |          |                | instance('households')/root/item[name=${hh}]/size |         | To compare sizes        | public      |
+| | integer                             | size     | New size |                |                                                    | size    | To plan rations         | public      |
+| | acknowledge                         | consent  | I agree  |                |                                                    |         | Consent to keep it      | public      |
+| choices |
+| | list_name | name  | label |
+| | area      | north | North |
+| | area      | south | South |
+| settings |
+| | form_id     | version | consent |
+| | hh_followup | 1       | consent |
+| entities |
+| | list_name  | entity_id |
+| | households | ${hh}     |
+`
+
+func (e *env) publishMarkdown(pid int64, md string) {
+	e.t.Helper()
+	b, err := xlsxtest.FromMarkdown(md)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.publishXLSX(pid, b)
+}
+
+func registration(uuid, name, area, size, phone string) []byte {
+	return []byte(fmt.Sprintf(`<?xml version="1.0"?>
+<data xmlns:jr="http://openrosa.org/javarosa" xmlns:orx="http://openrosa.org/xforms" xmlns:entities="http://www.opendatakit.org/xforms/entities" id="hh_registration" version="1">
+<hh_name>%s</hh_name><area>%s</area><size>%s</size><phone>%s</phone><consent>OK</consent>
+<meta><entity dataset="households" create="1" id="%s"><label>%s (%s)</label></entity><instanceID>uuid:reg-%s</instanceID></meta></data>`,
+		name, area, size, phone, uuid, name, area, uuid))
+}
+
+// followUp is an update of a household; branch and trunk place an offline one.
+func followUp(instance, uuid, area, size string, base int, trunk, branch string) []byte {
+	return []byte(fmt.Sprintf(`<?xml version="1.0"?>
+<data xmlns:orx="http://openrosa.org/xforms" id="hh_followup" version="1">
+<area>%s</area><hh>%s</hh><old_size/><size>%s</size><consent>OK</consent>
+<meta><entity dataset="households" update="1" baseVersion="%d" trunkVersion="%s" branchId="%s" id="%s"/><instanceID>uuid:%s</instanceID></meta></data>`,
+		area, uuid, size, base, trunk, branch, uuid, instance))
+}
+
+const (
+	hhNorth = "0b6f6a2e-3c1d-4d7e-9a1b-2c3d4e5f6a7b"
+	hhSouth = "1c7a7b3f-4d2e-4e8f-8b2c-3d4e5f6a7b8c"
+)
+
+// listCSV fetches a form's manifest as Collect does and downloads the
+// entity list in it, checked against the manifest's hash.
+func listCSV(t *testing.T, c *collect.Client, formID string) ([][]string, []byte, collect.MediaFile) {
+	t.Helper()
+	ctx := context.Background()
+	forms, err := c.FormList(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range forms {
+		if f.FormID != formID {
+			continue
+		}
+		files, err := c.Manifest(ctx, f.ManifestURL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range files {
+			if m.Filename != "households.csv" {
+				continue
+			}
+			b, err := c.Download(ctx, m.DownloadURL, m.Hash)
+			if err != nil {
+				t.Fatal(err)
+			}
+			rows, err := csv.NewReader(bytes.NewReader(b)).ReadAll()
+			if err != nil {
+				t.Fatal(err)
+			}
+			return rows, b, m
+		}
+		t.Fatalf("the manifest of %s has no households.csv: %+v", formID, files)
+	}
+	t.Fatalf("%s is not in the form list", formID)
+	return nil, nil, collect.MediaFile{}
+}
+
+func submit(t *testing.T, c *collect.Client, x []byte) {
+	t.Helper()
+	if _, err := c.Submit(context.Background(), x, nil); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestEntitiesFollowUp(t *testing.T) {
+	e := newEnv(t)
+	pr := e.emptyProject()
+	pid := pr.ID
+	e.publishMarkdown(pid, registrationForm)
+	e.publishMarkdown(pid, followUpForm)
+	base := fmt.Sprintf("/v1/projects/%d/datasets", pid)
+
+	// Publishing declared the list, each property with its purpose and tier.
+	var list struct {
+		Name       string
+		Properties []struct{ Name, Purpose, Sensitivity string }
+		LinkedForms, SourceForms []struct{ XMLFormID string }
+	}
+	e.admin("GET", base+"/households", nil, &list)
+	var got []string
+	for _, p := range list.Properties {
+		got = append(got, p.Name+":"+p.Sensitivity)
+		if p.Purpose == "" {
+			t.Errorf("property %s has no purpose", p.Name)
+		}
+	}
+	want := []string{"hh_name:level_2", "area:level_1", "size:public", "phone:level_3"}
+	if !slices.Equal(got, want) {
+		t.Fatalf("properties: %v, want %v", got, want)
+	}
+	if fmt.Sprint(list.SourceForms) != "[{hh_followup} {hh_registration}]" || fmt.Sprint(list.LinkedForms) != "[{hh_followup}]" {
+		t.Fatalf("forms of the list: %+v", list)
+	}
+
+	// Two tablets: the north team's (cleared for level_1, filtered to its
+	// area) and a public-cleared one.
+	northID, northURL := e.appUser(pid, "North team")
+	_, publicURL := e.appUser(pid, "Public tablet")
+	e.admin("PUT", fmt.Sprintf("/v1/projects/%d/clearances/%d", pid, northID), map[string]string{"clearance": "level_1"}, nil)
+	e.admin("PUT", fmt.Sprintf("%s/households/filters/%d", base, northID), map[string]any{"property": "area", "values": []string{"north"}}, nil)
+	north, public := collect.New(northURL), collect.New(publicURL)
+
+	submit(t, north, registration(hhNorth, "Amina Farah", "north", "4", "+252-61-NORTHPHONE"))
+	submit(t, north, registration(hhSouth, "Khadar Ali", "south", "6", "+252-61-SOUTHPHONE"))
+
+	var entities []struct {
+		UUID           string
+		CurrentVersion struct {
+			Label   string
+			Version int
+		}
+	}
+	e.admin("GET", base+"/households/entities", nil, &entities)
+	if len(entities) != 2 || entities[0].CurrentVersion.Label != "Amina Farah (north)" || entities[0].CurrentVersion.Version != 1 {
+		t.Fatalf("entities: %+v", entities)
+	}
+
+	// What each tablet holds: only the columns its forms read (area for the
+	// filter, size for a calculation), within its clearance; the label only
+	// when cleared for it (it is made of a level_2 name); only its area.
+	rows, raw, m := listCSV(t, north, "hh_followup")
+	if want := [][]string{{"name", "label", "__version", "area", "size"}, {hhNorth, "", "1", "north", "4"}}; fmt.Sprint(rows) != fmt.Sprint(want) {
+		t.Fatalf("north tablet's list:\n%v\nwant\n%v", rows, want)
+	}
+	if m.Type != "entityList" || !strings.HasSuffix(m.IntegrityURL, fmt.Sprintf("/projects/%d/datasets/households/integrity", pid)) {
+		t.Fatalf("manifest entry: %+v", m)
+	}
+	rowsPublic, rawPublic, _ := listCSV(t, public, "hh_followup")
+	if want := [][]string{{"name", "label", "__version", "size"}, {hhNorth, "", "1", "4"}, {hhSouth, "", "1", "6"}}; fmt.Sprint(rowsPublic) != fmt.Sprint(want) {
+		t.Fatalf("public tablet's list:\n%v\nwant\n%v", rowsPublic, want)
+	}
+	for _, b := range [][]byte{raw, rawPublic} {
+		for _, secret := range []string{"PHONE", "Amina", "Khadar"} {
+			if bytes.Contains(b, []byte(secret)) {
+				t.Fatalf("a tablet's list carries %q:\n%s", secret, b)
+			}
+		}
+	}
+	if bytes.Contains(rawPublic, []byte("north")) {
+		t.Fatal("the public tablet's list carries the level_1 area")
+	}
+	// Cleared for level_2, the north team gets the labels too.
+	e.admin("PUT", fmt.Sprintf("/v1/projects/%d/clearances/%d", pid, northID), map[string]string{"clearance": "level_2"}, nil)
+	rows, _, m2 := listCSV(t, north, "hh_followup")
+	if rows[1][1] != "Amina Farah (north)" || m2.Hash == m.Hash {
+		t.Fatalf("level_2 tablet: %v (hash %s, before %s)", rows, m2.Hash, m.Hash)
+	}
+
+	// Offline: the north tablet updates the household twice in one branch;
+	// the second arrives first and waits for the first.
+	submit(t, north, followUp("fu-2", hhNorth, "north", "6", 2, "1", "branch-a"))
+	var one struct {
+		Conflict       *string
+		CurrentVersion struct {
+			Version int
+			Data    map[string]string
+		}
+	}
+	e.admin("GET", base+"/households/entities/"+hhNorth, nil, &one)
+	if one.CurrentVersion.Version != 1 {
+		t.Fatalf("the held update was applied before its predecessor: %+v", one)
+	}
+	submit(t, north, followUp("fu-1", hhNorth, "north", "5", 1, "1", "branch-a"))
+	e.admin("GET", base+"/households/entities/"+hhNorth, nil, &one)
+	if one.CurrentVersion.Version != 3 || one.CurrentVersion.Data["size"] != "6" || one.Conflict != nil {
+		t.Fatalf("after the branch: %+v", one)
+	}
+	// Meanwhile the public tablet, offline since version 1, sets another
+	// size: a hard conflict, recorded as Central records it.
+	submit(t, public, followUp("fu-3", hhNorth, "north", "9", 1, "", ""))
+	e.admin("GET", base+"/households/entities/"+hhNorth, nil, &one)
+	if one.Conflict == nil || *one.Conflict != "hard" || one.CurrentVersion.Data["size"] != "9" {
+		t.Fatalf("conflict not recorded: %+v", one)
+	}
+	var versions []struct {
+		Version               int
+		BaseVersion           *int
+		ConflictingProperties []string
+		BranchID              *string
+	}
+	e.admin("GET", base+"/households/entities/"+hhNorth+"/versions", nil, &versions)
+	if len(versions) != 4 || *versions[3].BaseVersion != 1 || !slices.Equal(versions[3].ConflictingProperties, []string{"size"}) ||
+		versions[1].BranchID == nil || *versions[1].BranchID != "branch-a" {
+		t.Fatalf("versions: %+v", versions)
+	}
+	// A resend of a follow-up changes nothing.
+	submit(t, public, followUp("fu-3", hhNorth, "north", "9", 1, "", ""))
+	e.admin("GET", base+"/households/entities/"+hhNorth+"/versions", nil, &versions)
+	if len(versions) != 4 {
+		t.Fatalf("a resend made a version: %d", len(versions))
+	}
+	// Resolving the conflict over the API, as Central's ?resolve=true.
+	e.admin("PATCH", base+"/households/entities/"+hhNorth+"?resolve=true&baseVersion=4", map[string]any{}, &one)
+	if one.Conflict != nil {
+		t.Fatalf("conflict not resolved: %+v", one)
+	}
+
+	// Erasing the registration erases its household: gone from the list
+	// and from the tablets (integrity says deleted), and a resend of the
+	// registration does not bring it back.
+	e.admin("DELETE", fmt.Sprintf("/v1/projects/%d/forms/hh_registration/submissions/uuid:reg-%s", pid, hhSouth), nil, nil)
+	if st := e.call("GET", base+"/households/entities/"+hhSouth, e.token, nil, nil); st != 404 {
+		t.Fatalf("erased entity: status %d", st)
+	}
+	q := url.Values{"id": {hhSouth + "," + hhNorth}}
+	resp := e.request("GET", strings.TrimPrefix(publicURL, e.srv.URL)+"/datasets/households/integrity?"+q.Encode(), "", "", nil)
+	var integrity struct {
+		Entities []struct {
+			ID      string `xml:"id,attr"`
+			Deleted bool   `xml:"deleted"`
+		} `xml:"entities>entity"`
+	}
+	if err := xml.NewDecoder(resp.Body).Decode(&integrity); err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if fmt.Sprint(integrity.Entities) != fmt.Sprintf("[{%s true} {%s false}]", hhSouth, hhNorth) {
+		t.Fatalf("integrity: %+v", integrity)
+	}
+	submit(t, north, registration(hhSouth, "Khadar Ali", "south", "6", "+252-61-SOUTHPHONE"))
+	rowsPublic, _, _ = listCSV(t, public, "hh_followup")
+	if len(rowsPublic) != 2 {
+		t.Fatalf("the erased household came back: %v", rowsPublic)
+	}
+}
