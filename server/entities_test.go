@@ -144,8 +144,8 @@ func TestEntitiesFollowUp(t *testing.T) {
 
 	// Publishing declared the list, each property with its purpose and tier.
 	var list struct {
-		Name       string
-		Properties []struct{ Name, Purpose, Sensitivity string }
+		Name                     string
+		Properties               []struct{ Name, Purpose, Sensitivity string }
 		LinkedForms, SourceForms []struct{ XMLFormID string }
 	}
 	e.admin("GET", base+"/households", nil, &list)
