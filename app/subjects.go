@@ -3,6 +3,7 @@ package app
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 
@@ -25,6 +26,9 @@ import (
 // the identifier its forms record (the answer to an access request).
 type SubjectReport struct {
 	Submissions []SubjectSubmission `json:"submissions"`
+	// Entities are the entities those submissions made or changed, with
+	// every version, within the reader's clearance.
+	Entities []SubjectEntity `json:"entities"`
 	// Objection is set while the person's objection stands.
 	Objection *storage.Objection `json:"objection"`
 }
@@ -36,6 +40,13 @@ type SubjectSubmission struct {
 	*SubmissionView
 	Attachments []haven.Attachment        `json:"attachments"`
 	Versions    []haven.SubmissionVersion `json:"versions"`
+}
+
+// SubjectEntity is an entity the person's submissions made or changed.
+type SubjectEntity struct {
+	List string `json:"entityList"`
+	*haven.Entity
+	Versions []haven.EntityVersion `json:"versions"`
 }
 
 // Erasure is the record kept of a subject's erasure: no personal data.
@@ -102,7 +113,7 @@ func (s *Service) Subject(ctx context.Context, p *haven.Principal, projectID int
 	if err != nil {
 		return nil, err
 	}
-	rep := &SubjectReport{Submissions: []SubjectSubmission{}}
+	rep := &SubjectReport{Submissions: []SubjectSubmission{}, Entities: []SubjectEntity{}}
 	byForm := map[string]*views{}
 	for _, f := range found {
 		vs := byForm[f.XMLFormID]
@@ -126,8 +137,12 @@ func (s *Service) Subject(ctx context.Context, p *haven.Principal, projectID int
 			return nil, err
 		}
 		rep.Submissions = append(rep.Submissions, out)
+		if err := s.subjectEntities(ctx, p, rep, f.Submission.ID); err != nil {
+			return nil, err
+		}
 	}
 	detail(e, "submissions", len(rep.Submissions))
+	detail(e, "entities", len(rep.Entities))
 	if rep.Objection, err = s.submissions.Objection(ctx, projectID, id); err != nil {
 		return nil, err
 	}
@@ -255,4 +270,36 @@ func (s *Service) Correct(ctx context.Context, p *haven.Principal, projectID int
 		return nil, fmt.Errorf("reading the corrected submission: %w", err)
 	}
 	return s.submissionView(ctx, vs, projectID, sub)
+}
+
+// subjectEntities adds to rep the entities a submission made or changed
+// (once each), as the reader may see them.
+func (s *Service) subjectEntities(ctx context.Context, p *haven.Principal, rep *SubjectReport, submissionID int64) error {
+	refs, err := s.entities.OfSubmission(ctx, submissionID)
+	if err != nil {
+		return err
+	}
+	for _, r := range refs {
+		if slices.ContainsFunc(rep.Entities, func(x SubjectEntity) bool { return x.List == r.List.Name && x.UUID == r.UUID }) {
+			continue
+		}
+		v, err := s.entityView(ctx, p, r.List)
+		if err != nil {
+			return err
+		}
+		en, err := s.entities.Get(ctx, r.List, r.UUID, false)
+		if err != nil {
+			return err
+		}
+		versions, err := s.entities.Versions(ctx, r.List, en)
+		if err != nil {
+			return err
+		}
+		v.trim(&en.Current)
+		for i := range versions {
+			v.trim(&versions[i])
+		}
+		rep.Entities = append(rep.Entities, SubjectEntity{List: r.List.Name, Entity: en, Versions: versions})
+	}
+	return nil
 }

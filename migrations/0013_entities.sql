@@ -92,3 +92,6 @@ CREATE TABLE entity_filters (
   vals     TEXT    NOT NULL,
   PRIMARY KEY (list_id, actor_id)
 );
+
+-- How many entities a subject's erasure erased with their submissions.
+ALTER TABLE subject_erasures ADD COLUMN entities INTEGER NOT NULL DEFAULT 0;

@@ -17,7 +17,8 @@ import (
 
 // matrixForm has one marked field per tier: PUBMARK (public), L1MARK
 // (level_1), L2MARK (level_2, also in the photo's name and bytes) and
-// L3MARK (level_3).
+// L3MARK (level_3). It saves one of each to the entity list households,
+// whose labels (the name) are level_3.
 func matrixForm(t *testing.T) []byte {
 	t.Helper()
 	return matrixVersion(t, "1", "level_2")
@@ -30,27 +31,30 @@ func matrixForm(t *testing.T) []byte {
 func matrixVersion(t *testing.T, version, phoneTier string) []byte {
 	t.Helper()
 	b, err := xlsxtest.FromMarkdown(fmt.Sprintf(`
-| survey   |                     |           |          |             |             |              |
-|          | type                | name      | label    | purpose     | sensitivity | calculation  |
-|          | select_one district | district  | District | Planning    | public      |              |
-|          | text                | comment   | Comment  | Quality     | public      |              |
-|          | select_one sex      | sex       | Sex      | Breakdown   | level_1     |              |
-|          | text                | village   | Village  | Targeting   | level_1     |              |
-|          | text                | hh_id     | HH       | Links       | level_2     |              |
-|          | text                | phone     | Phone    | Call back   | %s          |              |
-|          | image               | photo     | Photo    | Damage      | level_2     |              |
-|          | geopoint            | loc       | Location | Map         | level_2     |              |
-|          | text                | hh_name   | Name     | Identify    | level_3     |              |
-|          | calculate           | name_copy |          | Greeting    | public      | ${hh_name}   |
-| choices  |                     |           |          |             |             |              |
-|          | list_name           | name      | label    |             |             |              |
-|          | district            | north     | North    |             |             |              |
-|          | district            | south     | South    |             |             |              |
-|          | sex                 | f         | Female   |             |             |              |
-|          | sex                 | m         | Male     |             |             |              |
-| settings |                     |           |          |             |             |              |
-|          | form_id             | version   | legal_basis     | subject_id | instance_name |     |
-|          | matrix              | %s        | public_interest | hh_id      | concat(${hh_name}) |  |
+| survey   |                     |           |          |             |             |              |         |
+|          | type                | name      | label    | purpose     | sensitivity | calculation  | save_to |
+|          | select_one district | district  | District | Planning    | public      |              |         |
+|          | text                | comment   | Comment  | Quality     | public      |              | comment |
+|          | select_one sex      | sex       | Sex      | Breakdown   | level_1     |              |         |
+|          | text                | village   | Village  | Targeting   | level_1     |              | village |
+|          | text                | hh_id     | HH       | Links       | level_2     |              |         |
+|          | text                | phone     | Phone    | Call back   | %s          |              | phone   |
+|          | image               | photo     | Photo    | Damage      | level_2     |              |         |
+|          | geopoint            | loc       | Location | Map         | level_2     |              |         |
+|          | text                | hh_name   | Name     | Identify    | level_3     |              | hh_name |
+|          | calculate           | name_copy |          | Greeting    | public      | ${hh_name}   |         |
+| choices  |                     |           |          |             |             |              |         |
+|          | list_name           | name      | label    |             |             |              |         |
+|          | district            | north     | North    |             |             |              |         |
+|          | district            | south     | South    |             |             |              |         |
+|          | sex                 | f         | Female   |             |             |              |         |
+|          | sex                 | m         | Male     |             |             |              |         |
+| settings |                     |           |          |             |             |              |         |
+|          | form_id             | version   | legal_basis     | subject_id | instance_name |     |         |
+|          | matrix              | %s        | public_interest | hh_id      | concat(${hh_name}) |  |         |
+| entities |                     |           |          |             |             |              |         |
+|          | list_name           | label     |          |             |             |              |         |
+|          | households          | concat(${hh_name}) |  |            |             |              |         |
 `, phoneTier, version))
 	if err != nil {
 		t.Fatal(err)
@@ -94,8 +98,9 @@ func TestClearanceMatrix(t *testing.T) {
 	for i := 0; i < 12; i++ {
 		xml := fmt.Sprintf(`<data id="matrix" version="1"><district>%s</district><comment>PUBMARK %d</comment><sex>%s</sex><village>L1MARK %d</village>`+
 			`<hh_id>HH-%d</hh_id><phone>L2MARK %d</phone><photo>L2MARK.jpg</photo><loc>2.0%d 45.3 10 5</loc><hh_name>L3MARK %d</hh_name>`+
-			`<name_copy>L3MARK %d</name_copy><meta><instanceID>uuid:m%d</instanceID><instanceName>L3MARK %d</instanceName></meta></data>`,
-			[]string{"north", "south"}[i%2], i, []string{"f", "m"}[i/6], i, i, i, i, i, i, i, i)
+			`<name_copy>L3MARK %d</name_copy><meta><instanceID>uuid:m%d</instanceID><instanceName>L3MARK %d</instanceName>`+
+			`<entity dataset="households" create="1" id="%s"><label>L3MARK %d</label></entity></meta></data>`,
+			[]string{"north", "south"}[i%2], i, []string{"f", "m"}[i/6], i, i, i, i, i, i, i, i, matrixEntity(i), i)
 		res, err := dev.Submit(context.Background(), []byte(xml), []collect.File{collect.BytesFile("L2MARK.jpg", []byte("photo bytes L2MARK"))})
 		if err != nil || res.Status != 201 {
 			t.Fatalf("submission %d: %+v %v", i, res, err)
@@ -176,6 +181,18 @@ func TestClearanceMatrix(t *testing.T) {
 		{"CONSOLE " + console + "/aggregate?by=/data/sex&format=csv", haven.ActionAggregate, haven.Level1, false},
 		{"CONSOLE " + consoleProject + "/subjects?id=HH-0", haven.ActionSubjectRequest, haven.Level2, true},
 		{"CONSOLE " + consoleProject + "/inventory", haven.ActionFormRead, "", false},
+		// Entities: the list's definition is form design; its entities
+		// are collected data, each property and the label at its tier.
+		{base + "/datasets", haven.ActionFormRead, "", false},
+		{base + "/datasets/households", haven.ActionFormRead, "", false},
+		{base + "/datasets/households/entities", haven.ActionSubmissionRead, "", false},
+		{base + "/datasets/households/entities/" + matrixEntity(0), haven.ActionSubmissionRead, "", true},
+		{base + "/datasets/households/entities/" + matrixEntity(11) + "/versions", haven.ActionSubmissionRead, "", true},
+		{base + "/datasets/households/entities.csv", haven.ActionSubmissionRead, "", true},
+		{base + "/datasets/households.svc", haven.ActionFormRead, "", false},
+		{base + "/datasets/households.svc/$metadata", haven.ActionFormRead, "", false},
+		{base + "/datasets/households.svc/Entities", haven.ActionSubmissionRead, "", true},
+		{base + "/datasets/households.svc/Entities?$top=2&$count=true", haven.ActionSubmissionRead, "", true},
 		{"CONSOLE " + console, haven.ActionFormRead, "", false},
 	}
 	n := 0
@@ -229,3 +246,6 @@ func TestClearanceMatrix(t *testing.T) {
 		}
 	}
 }
+
+// matrixEntity is the uuid of the household the i-th matrix submission makes.
+func matrixEntity(i int) string { return fmt.Sprintf("5e1f0000-0000-4000-8000-%012d", i) }

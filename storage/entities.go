@@ -1264,3 +1264,33 @@ func (s *Entities) FilterOf(ctx context.Context, list *haven.EntityList, actorID
 	}
 	return f, json.Unmarshal([]byte(vals), &f.Values)
 }
+
+// EntityRef names an entity by its list and uuid.
+type EntityRef struct {
+	List *haven.EntityList
+	UUID string
+}
+
+// OfSubmission lists the live entities a submission made or changed.
+func (s *Entities) OfSubmission(ctx context.Context, submissionID int64) ([]EntityRef, error) {
+	rows, err := s.DB.read.QueryContext(ctx, `SELECT DISTINCT l.id, l.project_id, l.name, l.approval_required, l.created_at, e.uuid
+		FROM entity_versions v JOIN entities e ON e.id = v.entity_id JOIN entity_lists l ON l.id = e.list_id
+		WHERE v.submission_id = ? AND e.deleted_at IS NULL ORDER BY l.name, e.uuid`, submissionID)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []EntityRef
+	for rows.Next() {
+		l := &haven.EntityList{}
+		var approval, created int64
+		var r EntityRef
+		if err := rows.Scan(&l.ID, &l.ProjectID, &l.Name, &approval, &created, &r.UUID); err != nil {
+			return nil, err
+		}
+		l.ApprovalRequired, l.CreatedAt = approval != 0, fromMS(created)
+		r.List = l
+		out = append(out, r)
+	}
+	return out, rows.Err()
+}

@@ -17,7 +17,8 @@ var recordTables = []string{"actors", "users", "sessions", "projects", "project_
 	"blobs", "forms", "form_versions", "form_attachments", "form_assignments", "submissions", "submission_versions",
 	"submission_attachments", "submission_comments", "consent_records", "consent_refusals", "consent_withdrawals",
 	"audits", "legal_holds", "destruction_counts", "destruction_certificates", "subject_index", "subject_objections",
-	"subject_erasures", "erased_instances", "clearances", "key_slot_erasures"}
+	"subject_erasures", "erased_instances", "clearances", "key_slot_erasures",
+	"entity_lists", "entity_properties", "entity_list_forms", "entities", "entity_versions", "entity_queue", "entity_filters"}
 
 // MovedTable is what a move did with one table.
 type MovedTable struct {

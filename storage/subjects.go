@@ -223,6 +223,8 @@ type Erasure struct {
 	RecordedBy  int64     `json:"recordedBy"`
 	Submissions int64     `json:"submissions"`
 	Files       int64     `json:"files"`
+	// Entities made or changed by the erased submissions, erased with them.
+	Entities int64 `json:"entities"`
 }
 
 // EraseSubject erases every submission about the person with identifier
@@ -286,6 +288,7 @@ func (s *Submissions) EraseSubject(ctx context.Context, blobs *Blobs, projectID 
 			goneAll = append(goneAll, gone)
 			out.Submissions++
 			out.Files += gone.files
+			out.Entities += int64(len(gone.entitySlots))
 			for _, v := range versions {
 				if _, err := tx.Exec(`INSERT INTO erased_instances (form_id, instance_mac) VALUES (?, ?) ON CONFLICT DO NOTHING`,
 					i.formID, erasedMAC(pk, v)); err != nil {
@@ -293,8 +296,8 @@ func (s *Submissions) EraseSubject(ctx context.Context, blobs *Blobs, projectID 
 				}
 			}
 		}
-		if err := tx.Insert(&out.ID, `INSERT INTO subject_erasures (project_id, erased_at, recorded_by, submissions, files) VALUES (?, ?, ?, ?, ?)`,
-			projectID, ms(out.ErasedAt), by, out.Submissions, out.Files); err != nil {
+		if err := tx.Insert(&out.ID, `INSERT INTO subject_erasures (project_id, erased_at, recorded_by, submissions, files, entities) VALUES (?, ?, ?, ?, ?, ?)`,
+			projectID, ms(out.ErasedAt), by, out.Submissions, out.Files, out.Entities); err != nil {
 			return err
 		}
 		if e != nil {
@@ -313,7 +316,7 @@ func (s *Submissions) EraseSubject(ctx context.Context, blobs *Blobs, projectID 
 
 // Erasures lists a project's erasure records.
 func (s *Submissions) Erasures(ctx context.Context, projectID int64) ([]Erasure, error) {
-	rows, err := s.DB.read.QueryContext(ctx, `SELECT id, erased_at, recorded_by, submissions, files FROM subject_erasures
+	rows, err := s.DB.read.QueryContext(ctx, `SELECT id, erased_at, recorded_by, submissions, files, entities FROM subject_erasures
 		WHERE project_id = ? ORDER BY id`, projectID)
 	if err != nil {
 		return nil, err
@@ -323,7 +326,7 @@ func (s *Submissions) Erasures(ctx context.Context, projectID int64) ([]Erasure,
 	for rows.Next() {
 		var e Erasure
 		var at int64
-		if err := rows.Scan(&e.ID, &at, &e.RecordedBy, &e.Submissions, &e.Files); err != nil {
+		if err := rows.Scan(&e.ID, &at, &e.RecordedBy, &e.Submissions, &e.Files, &e.Entities); err != nil {
 			return nil, err
 		}
 		e.ErasedAt = fromMS(at)

@@ -142,3 +142,20 @@ func certificateCmd(ctx context.Context, args []string, stdout, stderr io.Writer
 	fmt.Fprintf(stdout, "The certificate is signed by this server and recorded in its audit trail, which verifies.\n")
 	return nil
 }
+
+// applyEntities applies the entity queue at start (what a crash left) and
+// every minute (offline updates held for their predecessor are applied
+// anyway after app.BacklogWait), until ctx ends. Submissions apply their
+// own at once; this is the safety net.
+func applyEntities(ctx context.Context, svc *app.Service, log *slog.Logger) {
+	for {
+		if err := svc.ApplyEntities(ctx); err != nil && ctx.Err() == nil {
+			log.Error("applying submissions' entities", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(time.Minute):
+		}
+	}
+}

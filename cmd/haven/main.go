@@ -317,7 +317,8 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	} else if n > 0 {
 		log.Info("every stored submission has its own key", "resealed", n)
 	}
-	srv := server.New(cfg, app.New(st, app.Options{Log: log, SessionLifetime: *sessionLife}), log)
+	svc := app.New(st, app.Options{Log: log, SessionLifetime: *sessionLife})
+	srv := server.New(cfg, svc, log)
 	ln, err := net.Listen("tcp", *listen)
 	if err != nil {
 		return fmt.Errorf("listening on %s: %w", *listen, err)
@@ -330,6 +331,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	go collectGarbage(ctx, st, log)
 	go reapLoop(ctx, st, log)
 	go logAuditHead(ctx, st, log)
+	go applyEntities(ctx, svc, log)
 	fmt.Fprintf(stdout, "Haven is listening on http://%s (data in %s)\n", ln.Addr(), *data.dir)
 	select {
 	case err := <-errc:
