@@ -251,8 +251,34 @@ func (s *Service) listInfo(ctx context.Context, projectID int64, l *haven.Entity
 	if info.SourceForms, err = s.entities.SourceForms(ctx, l.ID); err != nil {
 		return nil, err
 	}
+	// Which published forms save to each property (Central's forms of a property).
+	savedBy := map[string][]storage.ListForm{}
+	for _, sf := range info.SourceForms {
+		f, err := s.forms.Get(ctx, projectID, sf.XMLFormID)
+		if err != nil || f.CurrentVersionID == 0 {
+			continue
+		}
+		schema, err := s.schema(ctx, f.CurrentVersionID)
+		if err != nil {
+			return nil, err
+		}
+		for _, b := range schema.Entities() {
+			if b.Dataset != l.Name {
+				continue
+			}
+			for _, p := range b.Properties {
+				if !slices.Contains(savedBy[p.Name], sf) {
+					savedBy[p.Name] = append(savedBy[p.Name], sf)
+				}
+			}
+		}
+	}
 	for _, p := range props {
-		info.Properties = append(info.Properties, EntityPropertyInfo{EntityProperty: p, ODataName: strings.ReplaceAll(p.Name, "-", "_"), Forms: info.SourceForms})
+		forms := savedBy[p.Name]
+		if forms == nil {
+			forms = []storage.ListForm{}
+		}
+		info.Properties = append(info.Properties, EntityPropertyInfo{EntityProperty: p, ODataName: odataName(p.Name), Forms: forms})
 	}
 	if info.LinkedForms, err = s.linkedForms(ctx, projectID, l.Name); err != nil {
 		return nil, err
@@ -833,4 +859,16 @@ func (s *Service) EntityIntegrity(ctx context.Context, p *haven.Principal, proje
 		deleted[id] = !slices.Contains(filter.Values, en.Current.Data[filter.Property])
 	}
 	return deleted, nil
+}
+
+// odataName is a property's name as OData may carry it: letters, digits
+// and underscores (Central's sanitising: anything else becomes _).
+func odataName(name string) string {
+	b := []byte(name)
+	for i, c := range b {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_') {
+			b[i] = '_'
+		}
+	}
+	return string(b)
 }

@@ -106,6 +106,11 @@ var (
 	commentKeys    = []string{"body", "actorId", "createdAt"}
 	attachmentKeys = []string{"name", "exists"}
 	mediaKeys      = []string{"name", "type", "hash", "exists", "blobExists", "datasetExists", "updatedAt"}
+	// pyodk's EntityList, Entity and CurrentVersion models (userAgent is a
+	// required string there).
+	entityListKeys    = []string{"name", "projectId", "createdAt", "approvalRequired"}
+	entityKeys        = []string{"uuid", "creatorId", "createdAt", "currentVersion"}
+	entityVersionKeys = []string{"label", "current", "createdAt", "creatorId", "userAgent", "version"}
 )
 
 func TestPyodkExchanges(t *testing.T) {
@@ -262,9 +267,58 @@ func TestPyodkExchanges(t *testing.T) {
 		t.Fatalf("fields: %v", fields)
 	}
 
-	// entity_lists: their own issue; the address answers, not a 500.
-	if st, _ := py.do("GET", fmt.Sprintf("projects/%d/datasets", pid), nil, nil, nil); st >= 500 {
-		t.Fatalf("entity lists: %d", st)
+	// entity_lists and entities, as pyodk sends them.
+	json := map[string]string{"Content-Type": "application/json"}
+	var el map[string]any
+	py.ok("POST", fmt.Sprintf("projects/%d/datasets", pid), nil, json, strings.NewReader(`{"name": "trees", "approvalRequired": false}`), &el)
+	py.model("entity_lists.create", el, entityListKeys...)
+	var els []map[string]any
+	py.ok("GET", fmt.Sprintf("projects/%d/datasets", pid), nil, nil, nil, &els)
+	py.model("entity_lists.list", els[0], entityListKeys...)
+	dp := fmt.Sprintf("projects/%d/datasets/trees", pid)
+	// entity_list_properties.create sends only a name: Haven asks for the
+	// purpose and tier every kept value needs, and says so.
+	if st, b := py.do("POST", dp+"/properties", nil, json, strings.NewReader(`{"name": "species"}`)); st != 400 || !strings.Contains(string(b), "purpose") {
+		t.Fatalf("a property without purpose: %d %s", st, b)
+	}
+	py.ok("POST", dp+"/properties", nil, json, strings.NewReader(`{"name": "species", "purpose": "Which trees grow", "sensitivity": "public"}`), nil)
+	py.ok("GET", dp, nil, nil, nil, &el)
+	py.model("entity_lists.get", el, entityListKeys...)
+	props := el["properties"].([]any)
+	py.model("entity list property", props[0].(map[string]any), "name", "odataName", "publishedAt", "forms")
+	var ent map[string]any
+	py.ok("POST", dp+"/entities", nil, json, strings.NewReader(`{"uuid": "6f9c1e2a-1b2c-4d3e-8f4a-5b6c7d8e9f00", "label": "Oak", "data": {"species": "quercus"}}`), &ent)
+	py.model("entities.create", ent, entityKeys...)
+	py.model("entities.create currentVersion", ent["currentVersion"].(map[string]any), entityVersionKeys...)
+	var many map[string]any
+	py.ok("POST", dp+"/entities", nil, json, strings.NewReader(`{"entities": [{"label": "Ash", "data": {"species": "fraxinus"}}, {"label": "Elm", "data": {}}], "source": {"name": "pyodk v1.3", "size": 2}}`), &many)
+	if many["success"] != true {
+		t.Fatalf("create_many answers %v", many)
+	}
+	var ents []map[string]any
+	py.ok("GET", dp+"/entities", nil, nil, nil, &ents)
+	if len(ents) != 3 {
+		t.Fatalf("entities.list: %v", ents)
+	}
+	py.model("entities.list", ents[0], entityKeys...)
+	py.model("entities.list currentVersion", ents[0]["currentVersion"].(map[string]any), entityVersionKeys...)
+	ep := dp + "/entities/6f9c1e2a-1b2c-4d3e-8f4a-5b6c7d8e9f00"
+	py.ok("PATCH", ep, url.Values{"baseVersion": {"1"}}, json, strings.NewReader(`{"label": "Old oak", "data": {"species": "quercus robur"}}`), &ent)
+	if v := ent["currentVersion"].(map[string]any); v["version"] != 2.0 || v["label"] != "Old oak" {
+		t.Fatalf("entities.update: %v", ent)
+	}
+	if st, _ := py.do("PATCH", ep, url.Values{"baseVersion": {"1"}}, json, strings.NewReader(`{"data": {"species": "x"}}`)); st != 409 {
+		t.Fatalf("an update from an old version: %d, want 409", st)
+	}
+	py.ok("PATCH", ep, url.Values{"force": {"True"}}, json, strings.NewReader(`{"data": {"species": "quercus petraea"}}`), &ent)
+	py.ok("GET", dp+".svc/Entities", url.Values{"$top": {"2"}, "$skip": {"0"}, "$count": {"True"}, "$select": {"__id,label,species,__system"}}, nil, nil, &table)
+	if rows := table["value"].([]any); len(rows) != 2 || table["@odata.count"] != 3.0 || rows[0].(map[string]any)["species"] != "quercus petraea" {
+		t.Fatalf("entities.get_table: %v", table)
+	}
+	var del map[string]any
+	py.ok("DELETE", ep, nil, nil, nil, &del)
+	if del["success"] != true {
+		t.Fatalf("entities.delete: %v", del)
 	}
 }
 

@@ -151,7 +151,7 @@ func entityJSON(e *haven.Entity, data bool) map[string]any {
 
 func versionJSON(v haven.EntityVersion, data bool) map[string]any {
 	out := map[string]any{"label": v.Label, "current": v.Current, "createdAt": v.CreatedAt, "creatorId": v.CreatorID,
-		"userAgent": nil, "version": v.Version, "baseVersion": v.BaseVersion, "conflictingProperties": v.ConflictingProperties,
+		"userAgent": "", "version": v.Version, "baseVersion": v.BaseVersion, "conflictingProperties": v.ConflictingProperties,
 		"trunkVersion": v.TrunkVersion, "branchId": v.BranchID, "branchBaseVersion": v.BranchBaseVersion}
 	if data {
 		out["data"], out["dataReceived"] = v.Data, v.Received
@@ -169,7 +169,7 @@ func (s *Server) listEntities(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	deleted := c.QueryParam("deleted") == "true"
+	deleted := isTrue(c.QueryParam("deleted"))
 	list, err := s.app.Entities(c.Request().Context(), principal(c), pid, param(c, "name"), deleted)
 	if err != nil {
 		return err
@@ -240,7 +240,7 @@ func (s *Server) patchEntity(c echo.Context) error {
 		}
 	}
 	e, err := s.app.UpdateEntity(c.Request().Context(), principal(c), pid, param(c, "name"), param(c, "uuid"), body, base,
-		c.QueryParam("force") == "true", c.QueryParam("resolve") == "true")
+		isTrue(c.QueryParam("force")), isTrue(c.QueryParam("resolve")))
 	if err != nil {
 		return err
 	}
@@ -370,7 +370,6 @@ func (s *Server) entityService(c echo.Context, pid int64, name, rest string) err
       <ComplexType Name="metadata">
         <Property Name="createdAt" Type="Edm.DateTimeOffset"/>
         <Property Name="creatorId" Type="Edm.String"/>
-        <Property Name="creatorName" Type="Edm.String"/>
         <Property Name="updates" Type="Edm.Int64"/>
         <Property Name="updatedAt" Type="Edm.DateTimeOffset"/>
         <Property Name="version" Type="Edm.Int64"/>
@@ -446,7 +445,7 @@ func (s *Server) entityService(c echo.Context, pid int64, name, rest string) err
 		rows = append(rows, row)
 	}
 	out := map[string]any{"@odata.context": base + "/$metadata#Entities", "value": rows}
-	if c.QueryParam("$count") == "true" {
+	if isTrue(c.QueryParam("$count")) {
 		out["@odata.count"] = len(list)
 	}
 	if skip+len(rows) < len(list) && c.QueryParam("$top") == "" {
