@@ -59,6 +59,18 @@ const followUpForm = `
 | | households | ${hh}     |
 `
 
+// nameCheckForm reads the head of household's name from the list.
+const nameCheckForm = `
+| survey |
+| | type                                | name    | label     | calculation                                          | purpose             | sensitivity |
+| | select_one_from_file households.csv | hh      | Household |                                                      | The household       | level_1     |
+| | calculate                           | head    |           | instance('households')/root/item[name=${hh}]/hh_name | To greet the head   | level_2     |
+| | acknowledge                         | consent | I agree   |                                                      | Consent to keep it  | public      |
+| settings |
+| | form_id      | version | consent |
+| | hh_namecheck | 1       | consent |
+`
+
 func (e *env) publishMarkdown(pid int64, md string) {
 	e.t.Helper()
 	b, err := xlsxtest.FromMarkdown(md)
@@ -171,6 +183,10 @@ func TestEntitiesFollowUp(t *testing.T) {
 	e.admin("PUT", fmt.Sprintf("/v1/projects/%d/clearances/%d", pid, northID), map[string]string{"clearance": "level_1"}, nil)
 	e.admin("PUT", fmt.Sprintf("%s/households/filters/%d", base, northID), map[string]any{"property": "area", "values": []string{"north"}}, nil)
 	north, public := collect.New(northURL), collect.New(publicURL)
+	// The office tablet is cleared for everything but has only the two forms.
+	officeID, officeURL := e.appUser(pid, "Office tablet")
+	e.admin("PUT", fmt.Sprintf("/v1/projects/%d/clearances/%d", pid, officeID), map[string]string{"clearance": "level_3"}, nil)
+	office := collect.New(officeURL)
 
 	submit(t, north, registration(hhNorth, "Amina Farah", "north", "4", "+252-61-NORTHPHONE"))
 	submit(t, north, registration(hhSouth, "Khadar Ali", "south", "6", "+252-61-SOUTHPHONE"))
@@ -216,6 +232,20 @@ func TestEntitiesFollowUp(t *testing.T) {
 	rows, _, m2 := listCSV(t, north, "hh_followup")
 	if rows[1][1] != "Amina Farah (north)" || m2.Hash == m.Hash {
 		t.Fatalf("level_2 tablet: %v (hash %s, before %s)", rows, m2.Hash, m.Hash)
+	}
+
+	// What travels follows the forms a device has: a third form that reads
+	// the head of household's name, assigned to the north tablet only,
+	// brings that column to it and to no one else.
+	e.publishMarkdown(pid, nameCheckForm)
+	e.admin("POST", fmt.Sprintf("/v1/projects/%d/forms/hh_namecheck/assignments/app-user/%d", pid, northID), nil, nil)
+	rows, _, _ = listCSV(t, north, "hh_namecheck")
+	if want := []string{"name", "label", "__version", "hh_name", "area", "size"}; !slices.Equal(rows[0], want) || rows[1][3] != "Amina Farah" {
+		t.Fatalf("north tablet with the name check: %v", rows)
+	}
+	rows, raw, _ = listCSV(t, office, "hh_followup")
+	if want := []string{"name", "label", "__version", "area", "size"}; !slices.Equal(rows[0], want) || len(rows) != 3 || bytes.Contains(raw, []byte("PHONE")) {
+		t.Fatalf("office tablet (level_3, without the name check): %v", rows)
 	}
 
 	// Offline: the north tablet updates the household twice in one branch;
@@ -293,5 +323,40 @@ func TestEntitiesFollowUp(t *testing.T) {
 	rowsPublic, _, _ = listCSV(t, public, "hh_followup")
 	if len(rowsPublic) != 2 {
 		t.Fatalf("the erased household came back: %v", rowsPublic)
+	}
+}
+
+// With approval required, a registration makes its entity when the
+// submission is approved, not when it arrives; an update still applies
+// when it arrives, as in Central.
+func TestEntitiesOnApproval(t *testing.T) {
+	e := newEnv(t)
+	pid := e.emptyProject().ID
+	e.publishMarkdown(pid, registrationForm)
+	e.publishMarkdown(pid, followUpForm)
+	base := fmt.Sprintf("/v1/projects/%d/datasets/households", pid)
+	var l struct{ ApprovalRequired bool }
+	e.admin("PATCH", base, map[string]bool{"approvalRequired": true}, &l)
+	if !l.ApprovalRequired {
+		t.Fatal("approval not set")
+	}
+	dev := e.device(pid, "Tablet")
+	submit(t, dev, registration(hhNorth, "Amina Farah", "north", "4", "+252"))
+	if st := e.call("GET", base+"/entities/"+hhNorth, e.token, nil, nil); st != 404 {
+		t.Fatalf("an entity was made before approval: %d", st)
+	}
+	e.admin("PATCH", fmt.Sprintf("/v1/projects/%d/forms/hh_registration/submissions/uuid:reg-%s", pid, hhNorth), map[string]string{"reviewState": "approved"}, nil)
+	var one struct{ CurrentVersion struct{ Version int } }
+	e.admin("GET", base+"/entities/"+hhNorth, nil, &one)
+	submit(t, dev, followUp("fu-1", hhNorth, "north", "5", 1, "", ""))
+	e.admin("GET", base+"/entities/"+hhNorth, nil, &one)
+	if one.CurrentVersion.Version != 2 {
+		t.Fatalf("the update waited for an approval: %+v", one)
+	}
+	// Approving again changes nothing.
+	e.admin("PATCH", fmt.Sprintf("/v1/projects/%d/forms/hh_registration/submissions/uuid:reg-%s", pid, hhNorth), map[string]string{"reviewState": "approved"}, nil)
+	e.admin("GET", base+"/entities/"+hhNorth, nil, &one)
+	if one.CurrentVersion.Version != 2 {
+		t.Fatalf("a second approval changed the entity: %+v", one)
 	}
 }
