@@ -1,8 +1,11 @@
 package app
 
 import (
+	"bytes"
 	"context"
+	"encoding/csv"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -277,6 +280,21 @@ func (s *Service) VerifyCertificate(ctx context.Context, p *haven.Principal, sc 
 type DeviceHolding struct {
 	AppUser *haven.AppUser
 	Forms   []DeviceHeldForm
+	// Clearance is the app user's clearance in the project.
+	Clearance haven.Sensitivity
+	// Lists are the entity lists its forms read, as the tablet gets them.
+	Lists []DeviceHeldList
+}
+
+// DeviceHeldList is an entity list as one tablet gets it: which columns,
+// whether labels, how many entities, through which filter. Names and
+// counts only: no value of the list.
+type DeviceHeldList struct {
+	Name     string
+	Columns  []string
+	Label    bool
+	Entities int
+	Filter   *storage.EntityFilter
 }
 
 // DeviceHeldForm is a form on a tablet and the files that come with it.
@@ -308,6 +326,7 @@ func (s *Service) DeviceHoldings(ctx context.Context, p *haven.Principal, projec
 			continue
 		}
 		h := DeviceHolding{AppUser: au}
+		lists := map[string]bool{}
 		assigned, err := s.forms.Assigned(ctx, au.ID)
 		if err != nil {
 			return nil, err
@@ -320,15 +339,68 @@ func (s *Service) DeviceHoldings(ctx context.Context, p *haven.Principal, projec
 			if err != nil {
 				return nil, err
 			}
+			if media, err = s.linkLists(ctx, projectID, f.CurrentVersionID, media); err != nil {
+				return nil, err
+			}
 			held := DeviceHeldForm{XMLFormID: f.XMLFormID, Name: f.Name, Version: f.Version}
 			for _, m := range media {
-				if m.Exists {
+				switch {
+				case m.EntityList != "":
+					lists[m.EntityList] = true
+				case m.Exists:
 					held.Media = append(held.Media, m)
 				}
 			}
 			h.Forms = append(h.Forms, held)
 		}
+		if len(lists) > 0 {
+			dp, err := s.users.AppUserPrincipalByID(ctx, au.ID)
+			if err != nil {
+				return nil, err
+			}
+			h.Clearance = dp.Clearance(projectID)
+			for _, name := range sortedKeys(lists) {
+				hl, err := s.heldList(ctx, dp, projectID, name)
+				if err != nil {
+					return nil, err
+				}
+				h.Lists = append(h.Lists, *hl)
+			}
+		}
 		out = append(out, h)
 	}
 	return out, nil
+}
+
+// heldList describes a list as the device of principal dp gets it.
+func (s *Service) heldList(ctx context.Context, dp *haven.Principal, projectID int64, name string) (*DeviceHeldList, error) {
+	l, err := s.entities.List(ctx, projectID, name)
+	if err != nil {
+		return nil, err
+	}
+	dl, err := s.deviceListCSV(ctx, dp, l)
+	if err != nil {
+		return nil, err
+	}
+	rows, err := csv.NewReader(bytes.NewReader(dl.csv)).ReadAll()
+	if err != nil {
+		return nil, err
+	}
+	hl := &DeviceHeldList{Name: name + ".csv", Columns: rows[0], Entities: len(rows) - 1}
+	labelTier, err := s.entities.LabelTier(ctx, l.ID)
+	if err != nil {
+		return nil, err
+	}
+	hl.Label = dp.Clearance(projectID).Covers(labelTier)
+	hl.Filter, err = s.entities.FilterOf(ctx, l, dp.ActorID)
+	return hl, err
+}
+
+func sortedKeys(m map[string]bool) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	slices.Sort(out)
+	return out
 }

@@ -677,6 +677,10 @@ func (s *Service) actorName(ctx context.Context, id int64) string {
 	return n
 }
 
+// EntityFilter is what one app user's devices get of a list: entities
+// whose property holds one of Values.
+type EntityFilter = storage.EntityFilter
+
 // SetEntityFilter sets which of a list's entities an app user's (or
 // collector's) devices get: those whose property holds one of values (no
 // values: all).

@@ -10,7 +10,6 @@ import (
 
 	"github.com/haven-org/haven"
 	"github.com/haven-org/haven/app"
-	"github.com/haven-org/haven/storage"
 	"github.com/labstack/echo/v4"
 )
 
@@ -318,7 +317,7 @@ func (s *Server) setEntityFilter(c echo.Context) error {
 	if err := bind(c, &body); err != nil {
 		return err
 	}
-	f := storage.EntityFilter{ActorID: actor, Property: body.Property, Values: body.Values}
+	f := app.EntityFilter{ActorID: actor, Property: body.Property, Values: body.Values}
 	if err := s.app.SetEntityFilter(c.Request().Context(), principal(c), pid, param(c, "name"), f); err != nil {
 		return err
 	}

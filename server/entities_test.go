@@ -248,6 +248,20 @@ func TestEntitiesFollowUp(t *testing.T) {
 		t.Fatalf("office tablet (level_3, without the name check): %v", rows)
 	}
 
+	// The console's "What devices hold" says so, with names and counts only.
+	resp := e.consoleGet(fmt.Sprintf("/projects/%d/devices", pid), e.token)
+	page := readAll(resp)
+	for _, want := range []string{"households.csv", "<code>hh_name</code>", "<code>area</code> is one of <code>north</code>", "labels withheld"} {
+		if !strings.Contains(page, want) {
+			t.Errorf("the devices page lacks %q", want)
+		}
+	}
+	for _, secret := range []string{"Amina", "PHONE", "Khadar"} {
+		if strings.Contains(page, secret) {
+			t.Errorf("the devices page shows %q", secret)
+		}
+	}
+
 	// Offline: the north tablet updates the household twice in one branch;
 	// the second arrives first and waits for the first.
 	submit(t, north, followUp("fu-2", hhNorth, "north", "6", 2, "1", "branch-a"))
@@ -305,7 +319,7 @@ func TestEntitiesFollowUp(t *testing.T) {
 		t.Fatalf("erased entity: status %d", st)
 	}
 	q := url.Values{"id": {hhSouth + "," + hhNorth}}
-	resp := e.request("GET", strings.TrimPrefix(publicURL, e.srv.URL)+"/datasets/households/integrity?"+q.Encode(), "", "", nil)
+	resp = e.request("GET", strings.TrimPrefix(publicURL, e.srv.URL)+"/datasets/households/integrity?"+q.Encode(), "", "", nil)
 	var integrity struct {
 		Entities []struct {
 			ID      string `xml:"id,attr"`
