@@ -76,7 +76,8 @@ type Service struct {
 
 	jobs exportJobs // exports running in the background
 
-	entityWork entityWorker // applies queued entity blocks, one drain at a time
+	entityWork  entityWorker // applies queued entity blocks, one drain at a time
+	deviceLists listCache    // entity lists made for devices
 
 	schemas  sync.Map // form version id -> *formspec.Form (published versions never change)
 	tierSets sync.Map // form version ids -> the strictest tier of each field among them

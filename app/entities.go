@@ -776,6 +776,16 @@ func (s *Service) deviceListCSV(ctx context.Context, p *haven.Principal, l *have
 	if err != nil {
 		return nil, err
 	}
+	// Devices ask at every refresh of their forms, and most get the same
+	// list: it is kept while the list's entities stay the same.
+	sig, err := s.entities.Signature(ctx, l.ID)
+	if err != nil {
+		return nil, err
+	}
+	key := fmt.Sprintf("%d|%s|%q|%v|%v", l.ID, sig, cols, showLabel, filter)
+	if dl := s.deviceLists.get(key); dl != nil {
+		return dl, nil
+	}
 	var buf bytes.Buffer
 	w := csv.NewWriter(&buf)
 	w.Write(append([]string{"name", "label", "__version"}, cols...))
@@ -797,7 +807,46 @@ func (s *Service) deviceListCSV(ctx context.Context, p *haven.Principal, l *have
 		return nil, err
 	}
 	w.Flush()
-	return &deviceList{csv: buf.Bytes(), hash: md5Hex(buf.Bytes())}, nil
+	dl := &deviceList{csv: buf.Bytes(), hash: md5Hex(buf.Bytes())}
+	s.deviceLists.put(key, dl)
+	return dl, nil
+}
+
+// listCache keeps lists made for devices, up to listCacheBytes in all.
+type listCache struct {
+	mu    sync.Mutex
+	m     map[string]*deviceList
+	bytes int
+}
+
+// listCacheBytes bounds the lists kept for devices (a list of 10,000
+// households with a few columns is about 0.5 MB).
+const listCacheBytes = 32 << 20
+
+func (c *listCache) get(key string) *deviceList {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.m[key]
+}
+
+func (c *listCache) put(key string, dl *deviceList) {
+	if len(dl.csv) > listCacheBytes/4 {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m == nil {
+		c.m = map[string]*deviceList{}
+	}
+	// Stale versions of a list are never asked for again: when full, start over.
+	if c.bytes+len(dl.csv) > listCacheBytes {
+		c.m, c.bytes = map[string]*deviceList{}, 0
+	}
+	if old := c.m[key]; old != nil {
+		c.bytes -= len(old.csv)
+	}
+	c.m[key] = dl
+	c.bytes += len(dl.csv)
 }
 
 // linkLists marks the attachments of a form version that are entity

@@ -9,6 +9,9 @@ CREATE TABLE entity_lists (
   name              TEXT    NOT NULL,
   approval_required INTEGER NOT NULL DEFAULT 0,
   created_at        INTEGER NOT NULL,
+  -- Counts every change of the list's entities: a list made for a device
+  -- is kept while it stays the same.
+  changes           INTEGER NOT NULL DEFAULT 0,
   UNIQUE (project_id, name)
 );
 

@@ -244,6 +244,9 @@ func destroyRest(tx *Tx, projectID int64) ([]*Blob, error) {
 	if _, err := tx.Exec(`DELETE FROM entity_queue WHERE project_id = ?`, projectID); err != nil {
 		return nil, err
 	}
+	if _, err := tx.Exec(`UPDATE entity_lists SET changes = changes + 1 WHERE project_id = ?`, projectID); err != nil {
+		return nil, err
+	}
 	if err := exec("device tokens", `SELECT count(*) FROM field_keys WHERE project_id = ?`, `DELETE FROM field_keys WHERE project_id = ?`); err != nil {
 		return nil, err
 	}

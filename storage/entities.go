@@ -598,6 +598,9 @@ func (s *Entities) create(tx *Tx, pk *ProjectKey, list *haven.EntityList, op hav
 		list.ID, op.UUID, key.Slot, src.ActorID, ms(e.CreatedAt)); err != nil {
 		return nil, err
 	}
+	if err := tx.touchList(list.ID); err != nil {
+		return nil, err
+	}
 	data := map[string]string{}
 	maps.Copy(data, op.Values)
 	v := haven.EntityVersion{Version: 1, Label: label, Data: data, Received: op.Values, CreatorID: src.ActorID, CreatedAt: e.CreatedAt, Current: true,
@@ -794,6 +797,9 @@ func (s *Entities) update(tx *Tx, pk *ProjectKey, list *haven.EntityList, op hav
 	if _, err := tx.Exec(`UPDATE entities SET version = ?, conflict = ?, updated_at = ? WHERE id = ?`, v.Version, conf, ms(now), e.ID); err != nil {
 		return nil, err
 	}
+	if err := tx.touchList(list.ID); err != nil {
+		return nil, err
+	}
 	e.Version, e.UpdatedAt = v.Version, &now
 	v.Conflict = e.Conflict
 	e.Current = v
@@ -922,6 +928,9 @@ func (tx *Tx) eraseEntity(projectID, id, slot int64) error {
 		return err
 	}
 	if _, err := tx.Exec(`UPDATE entities SET deleted_at = ?, conflict = NULL WHERE id = ?`, ms(tx.Now()), id); err != nil {
+		return err
+	}
+	if _, err := tx.Exec(`UPDATE entity_lists SET changes = changes + 1 WHERE id = (SELECT list_id FROM entities WHERE id = ?)`, id); err != nil {
 		return err
 	}
 	_, err := tx.Exec(`INSERT INTO key_slot_erasures (project_key_id, slot)
@@ -1293,4 +1302,20 @@ func (s *Entities) OfSubmission(ctx context.Context, submissionID int64) ([]Enti
 		out = append(out, r)
 	}
 	return out, rows.Err()
+}
+
+// Signature changes whenever a list's entities do (one made, changed,
+// deleted or erased): what a list made for a device may be kept for as
+// long as it stays the same. It reads the database, so it holds across
+// nodes.
+func (s *Entities) Signature(ctx context.Context, listID int64) (string, error) {
+	var n int64
+	err := s.DB.read.QueryRowContext(ctx, `SELECT changes FROM entity_lists WHERE id = ?`, listID).Scan(&n)
+	return fmt.Sprint(n), err
+}
+
+// touchList counts a change of a list's entities, within tx.
+func (tx *Tx) touchList(listID int64) error {
+	_, err := tx.Exec(`UPDATE entity_lists SET changes = changes + 1 WHERE id = ?`, listID)
+	return err
 }

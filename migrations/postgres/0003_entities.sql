@@ -5,6 +5,7 @@ CREATE TABLE entity_lists (
   name              TEXT    NOT NULL,
   approval_required INTEGER NOT NULL DEFAULT 0,
   created_at        BIGINT  NOT NULL,
+  changes           BIGINT  NOT NULL DEFAULT 0,
   UNIQUE (project_id, name)
 );
 
