@@ -786,11 +786,17 @@ func (s *Service) deviceListCSV(ctx context.Context, p *haven.Principal, l *have
 	if dl := s.deviceLists.get(key); dl != nil {
 		return dl, nil
 	}
+	// A person who objected is no longer processed: their entities stay
+	// on the server but go to no device.
+	objected, err := s.entities.Objected(ctx, l)
+	if err != nil {
+		return nil, err
+	}
 	var buf bytes.Buffer
 	w := csv.NewWriter(&buf)
 	w.Write(append([]string{"name", "label", "__version"}, cols...))
 	err = s.entities.Each(ctx, l, false, func(en *haven.Entity) error {
-		if filter != nil && !slices.Contains(filter.Values, en.Current.Data[filter.Property]) {
+		if filter != nil && !slices.Contains(filter.Values, en.Current.Data[filter.Property]) || objected[en.UUID] {
 			return nil
 		}
 		label := ""
@@ -896,6 +902,13 @@ func (s *Service) EntityIntegrity(ctx context.Context, p *haven.Principal, proje
 	deleted, err := s.entities.Deleted(ctx, l, ids)
 	if err != nil {
 		return nil, err
+	}
+	objected, err := s.entities.Objected(ctx, l)
+	if err != nil {
+		return nil, err
+	}
+	for id := range deleted {
+		deleted[id] = deleted[id] || objected[id]
 	}
 	filter, err := s.entities.FilterOf(ctx, l, p.ActorID)
 	if err != nil || filter == nil {

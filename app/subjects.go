@@ -262,8 +262,15 @@ func (s *Service) Correct(ctx context.Context, p *haven.Principal, projectID int
 		Audit:         e,
 		Subject:       v.schema.SubjectID(inst),
 		EditReason:    strings.TrimSpace(c.Reason),
+		Entities:      len(v.schema.Entities()) > 0,
 	}); err != nil {
 		return nil, err
+	}
+	// The entities the submission made take the corrected values too.
+	if len(v.schema.Entities()) > 0 {
+		if err := s.ApplyEntities(context.WithoutCancel(ctx)); err != nil {
+			s.log.Error("applying entities", "err", err)
+		}
 	}
 	sub, err = s.submissions.Get(ctx, projectID, form.ID, instanceID)
 	if err != nil {

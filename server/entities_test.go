@@ -374,3 +374,92 @@ func TestEntitiesOnApproval(t *testing.T) {
 		t.Fatalf("a second approval changed the entity: %+v", one)
 	}
 }
+
+const subjectRegistration = `
+| survey |
+| | type    | name  | label | save_to | purpose                     | sensitivity |
+| | text    | hh_id | HH ID | hh_id   | To find the household again | level_2     |
+| | integer | size  | Size  | size    | To plan rations             | public      |
+| settings |
+| | form_id | version | legal_basis     | subject_id |
+| | reg_sub | 1       | public_interest | hh_id      |
+| entities |
+| | list_name  | label    |
+| | households | ${hh_id} |
+`
+
+const subjectFollowUp = `
+| survey |
+| | type                                | name | label | calculation                                       | purpose   | sensitivity |
+| | select_one_from_file households.csv | hh   | HH    |                                                   | Which one | level_1     |
+| | calculate                           | old  |       | instance('households')/root/item[name=${hh}]/size | Compare   | public      |
+| settings |
+| | form_id | version | legal_basis     |
+| | fu_sub  | 1       | public_interest |
+`
+
+// A data subject's requests reach their entities: a correction of the
+// registration changes the entity, access lists it, an objection stops
+// it going to devices (until lifted), an erasure removes it.
+func TestEntitiesSubjectRequests(t *testing.T) {
+	e := newEnv(t)
+	pid := e.emptyProject().ID
+	e.publishMarkdown(pid, subjectRegistration)
+	e.publishMarkdown(pid, subjectFollowUp)
+	dev := e.device(pid, "Tablet")
+	base := fmt.Sprintf("/v1/projects/%d", pid)
+	uuid := "2d8b8c4a-5e3f-4f9a-9c3d-4e5f6a7b8c9d"
+	submit(t, dev, []byte(fmt.Sprintf(`<data id="reg_sub" version="1"><hh_id>HH-1</hh_id><size>4</size>`+
+		`<meta><instanceID>uuid:sub-1</instanceID><entity dataset="households" create="1" id="%s"><label>HH-1</label></entity></meta></data>`, uuid)))
+	submit(t, dev, []byte(`<data id="reg_sub" version="1"><hh_id>HH-2</hh_id><size>2</size>`+
+		`<meta><instanceID>uuid:sub-2</instanceID><entity dataset="households" create="1" id="3e9c9d5b-6f4a-4a0b-8d4e-5f6a7b8c9d0e"><label>HH-2</label></entity></meta></data>`))
+
+	// A correction of the size reaches the entity.
+	e.admin("POST", base+"/forms/reg_sub/submissions/uuid:sub-1/corrections", map[string]any{"values": map[string]string{"/data/size": "7"}, "reason": "the person asked"}, nil)
+	var one struct {
+		CurrentVersion struct {
+			Version int
+			Data    map[string]string
+		}
+	}
+	e.admin("GET", base+"/datasets/households/entities/"+uuid, nil, &one)
+	if one.CurrentVersion.Version != 2 || one.CurrentVersion.Data["size"] != "7" {
+		t.Fatalf("after the correction: %+v", one)
+	}
+	// Access lists the entity.
+	var rep struct {
+		Entities []struct {
+			EntityList string
+			UUID       string
+			Versions   []struct{ Version int }
+		}
+	}
+	e.admin("GET", base+"/subjects/HH-1", nil, &rep)
+	if len(rep.Entities) != 1 || rep.Entities[0].UUID != uuid || len(rep.Entities[0].Versions) != 2 {
+		t.Fatalf("access: %+v", rep)
+	}
+	// An objection: the entity no longer goes to devices; lifted, it does.
+	rows, _, _ := listCSV(t, dev, "fu_sub")
+	if len(rows) != 3 {
+		t.Fatalf("before the objection: %v", rows)
+	}
+	e.admin("POST", base+"/subjects/HH-1/objection", nil, nil)
+	rows, _, _ = listCSV(t, dev, "fu_sub")
+	if len(rows) != 2 || rows[1][0] == uuid {
+		t.Fatalf("after the objection: %v", rows)
+	}
+	e.admin("DELETE", base+"/subjects/HH-1/objection", nil, nil)
+	if rows, _, _ = listCSV(t, dev, "fu_sub"); len(rows) != 3 {
+		t.Fatalf("after the objection was lifted: %v", rows)
+	}
+	// Erasure: gone, counted.
+	e.admin("DELETE", base+"/subjects/HH-1", nil, nil)
+	if st := e.call("GET", base+"/datasets/households/entities/"+uuid, e.token, nil, nil); st != 404 {
+		t.Fatalf("after the erasure: %d", st)
+	}
+	var erasures []struct{ Submissions, Entities int }
+	e.admin("GET", base+"/subject-erasures", nil, &erasures)
+	if len(erasures) != 1 || erasures[0].Entities != 1 {
+		t.Fatalf("erasure records: %+v", erasures)
+	}
+}

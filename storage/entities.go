@@ -1117,6 +1117,9 @@ func (s *Entities) applyOne(tx *Tx, pk *ProjectKey, q QueueItem, src Source, op 
 	// Approval: a list that needs it makes entities when their submission
 	// is approved; updates apply when they arrive, as in Central.
 	onlyCreate := op.Create && !op.Update
+	if q.Trigger == "edit" {
+		return s.applyEdit(tx, pk, list, op, src)
+	}
 	switch {
 	case q.Trigger == "approval" && !(list.ApprovalRequired && op.Create):
 		o.Action = "skipped"
@@ -1208,10 +1211,11 @@ func actorOf(e *haven.AuditEvent) int64 {
 	return e.ActorID
 }
 
-// queueSubmission queues a stored submission version's entity blocks.
-func (tx *Tx) queueSubmission(projectID, versionID, actorID int64) error {
-	_, err := tx.Exec(`INSERT INTO entity_queue (project_id, submission_version_id, trigger, actor_id, queued_at) VALUES (?, ?, 'submission', ?, ?)
-		ON CONFLICT (submission_version_id, trigger) DO NOTHING`, projectID, versionID, actorID, ms(tx.Now()))
+// queueSubmission queues a stored submission version's entity blocks:
+// trigger is "submission" for a new one, "edit" for an edit.
+func (tx *Tx) queueSubmission(projectID, versionID, actorID int64, trigger string) error {
+	_, err := tx.Exec(`INSERT INTO entity_queue (project_id, submission_version_id, trigger, actor_id, queued_at) VALUES (?, ?, ?, ?, ?)
+		ON CONFLICT (submission_version_id, trigger) DO NOTHING`, projectID, versionID, trigger, actorID, ms(tx.Now()))
 	return err
 }
 
@@ -1318,4 +1322,59 @@ func (s *Entities) Signature(ctx context.Context, listID int64) (string, error) 
 func (tx *Tx) touchList(listID int64) error {
 	_, err := tx.Exec(`UPDATE entity_lists SET changes = changes + 1 WHERE id = ?`, listID)
 	return err
+}
+
+// applyEdit applies an op of an edited submission (a correction): the
+// entity the submission made or changed takes the edited values, as a
+// new version from its current one; an entity the submission never
+// reached (or that was erased) is left alone.
+func (s *Entities) applyEdit(tx *Tx, pk *ProjectKey, list *haven.EntityList, op haven.EntityOp, src Source) Outcome {
+	o := Outcome{Op: op}
+	var current int64
+	err := tx.QueryRow(`SELECT e.version FROM entities e WHERE e.list_id = ? AND e.uuid = ? AND e.deleted_at IS NULL
+		AND EXISTS (SELECT 1 FROM entity_versions v WHERE v.entity_id = e.id AND v.submission_id = ?)`, list.ID, op.UUID, src.SubmissionID).Scan(&current)
+	if errors.Is(err, sql.ErrNoRows) {
+		o.Action = "skipped"
+		return o
+	} else if err != nil {
+		o.Action, o.Err = "error", err
+		return o
+	}
+	edit := haven.EntityOp{Dataset: op.Dataset, UUID: op.UUID, Update: true, BaseVersion: current, Label: op.Label, HasLabel: op.HasLabel, Values: op.Values}
+	if _, err := tx.Exec(`SAVEPOINT entity_op`); err != nil {
+		o.Action, o.Err = "error", err
+		return o
+	}
+	e, err := s.update(tx, pk, list, edit, src, false)
+	if err != nil {
+		tx.Exec(`ROLLBACK TO SAVEPOINT entity_op`)
+		o.Action, o.Err = "error", err
+	} else {
+		o.Action, o.Entity = "update", e
+	}
+	tx.Exec(`RELEASE SAVEPOINT entity_op`)
+	return o
+}
+
+// Objected lists the entities of a list that a person who objected to
+// the processing of their data is behind: made or changed by a submission
+// about them. They stay on the server but no longer go to devices.
+func (s *Entities) Objected(ctx context.Context, list *haven.EntityList) (map[string]bool, error) {
+	rows, err := s.DB.read.QueryContext(ctx, `SELECT DISTINCT e.uuid FROM entities e JOIN entity_versions v ON v.entity_id = e.id
+		JOIN subject_index si ON si.submission_id = v.submission_id
+		JOIN subject_objections o ON o.project_id = si.project_id AND o.subject_mac = si.subject_mac
+		WHERE e.list_id = ? AND e.deleted_at IS NULL`, list.ID)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := map[string]bool{}
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			return nil, err
+		}
+		out[id] = true
+	}
+	return out, rows.Err()
 }

@@ -194,6 +194,10 @@ func (s *Submissions) Object(ctx context.Context, projectID int64, id string, by
 			ON CONFLICT DO NOTHING`, projectID, subjectMAC(pk, id), ms(tx.Now()), by); err != nil {
 			return err
 		}
+		// The person's entities stop going to devices: their lists change.
+		if _, err := tx.Exec(`UPDATE entity_lists SET changes = changes + 1 WHERE project_id = ?`, projectID); err != nil {
+			return err
+		}
 		return s.audit(tx, e, "ok")
 	})
 }
@@ -211,6 +215,9 @@ func (s *Submissions) LiftObjection(ctx context.Context, projectID int64, id str
 		}
 		if n, _ := r.RowsAffected(); n == 0 {
 			return notFound("An objection for this identifier")
+		}
+		if _, err := tx.Exec(`UPDATE entity_lists SET changes = changes + 1 WHERE project_id = ?`, projectID); err != nil {
+			return err
 		}
 		return s.audit(tx, e, "ok")
 	})

@@ -201,7 +201,13 @@ func (s *Submissions) ingest(ctx context.Context, in *Incoming, pk *ProjectKey, 
 				return err
 			}
 			if in.Entities {
-				if err := tx.queueSubmission(in.ProjectID, versionID, in.SubmitterID); err != nil {
+				// An edit (a correction) changes the entities its
+				// submission made or changed; it makes none.
+				trigger := "submission"
+				if in.DeprecatedID != "" {
+					trigger = "edit"
+				}
+				if err := tx.queueSubmission(in.ProjectID, versionID, in.SubmitterID, trigger); err != nil {
 					return err
 				}
 				res.EntitiesQueued = true
