@@ -179,6 +179,9 @@ type FormAttachment struct {
 	// form reads, named after a list of its project, with no file
 	// uploaded in its place); "" for a plain file.
 	EntityList string `json:"-"`
+	// EntityListApproval says the list makes entities only on approval
+	// (Central's approvalEntityList).
+	EntityListApproval bool `json:"-"`
 }
 
 // MarshalJSON writes a form attachment as ODK Central does: hash null until

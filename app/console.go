@@ -259,6 +259,35 @@ func (s *Service) Inventory(ctx context.Context, p *haven.Principal, projectID i
 				Retention: retention, Readers: who, Storage: where})
 		}
 	}
+	// Entity lists: each property (and the label) as kept on the server,
+	// with who reads it there; which devices hold it is on "What devices hold".
+	lists, err := s.entities.Lists(ctx, projectID)
+	if err != nil {
+		return nil, err
+	}
+	entityWhere := "Haven's database, encrypted at rest (AES-256-GCM, a key per entity wrapped by the project key); copies on the devices whose forms read it, within their clearance"
+	for _, l := range lists {
+		props, err := s.entities.Properties(ctx, l.ID)
+		if err != nil {
+			return nil, err
+		}
+		labelTier, err := s.entities.LabelTier(ctx, l.ID)
+		if err != nil {
+			return nil, err
+		}
+		props = append([]haven.EntityProperty{{Name: "label", Purpose: "Names the entity on devices (built from answers)", Sensitivity: labelTier}}, props...)
+		for _, pr := range props {
+			who := []string{"site administrators"}
+			for _, r := range readers {
+				if r.clearance.Covers(pr.Sensitivity) {
+					who = append(who, r.name)
+				}
+			}
+			inv.Items = append(inv.Items, InventoryItem{Form: "entity list " + l.Name, Field: pr.Name, Type: "entity property",
+				Purpose: pr.Purpose, Sensitivity: pr.Sensitivity, Effective: pr.Sensitivity, LegalBasis: "that of the forms saving to it",
+				Retention: retention, Readers: who, Storage: entityWhere})
+		}
+	}
 	return inv, nil
 }
 

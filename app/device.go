@@ -130,7 +130,7 @@ func (s *Service) Manifest(ctx context.Context, p *haven.Principal, projectID in
 			if err != nil {
 				return nil, err
 			}
-			a.Hash, a.Size = dl.hash, int64(len(dl.csv))
+			a.Hash, a.Size, a.EntityListApproval = dl.hash, int64(len(dl.csv)), l.ApprovalRequired
 			out = append(out, a)
 		case a.Exists:
 			out = append(out, a)

@@ -938,3 +938,38 @@ func odataName(name string) string {
 	}
 	return string(b)
 }
+
+// EntityTable is an entity list as the console shows it to one reader:
+// the columns their clearance covers, those withheld, and the entities.
+type EntityTable struct {
+	List      *EntityListInfo
+	Columns   []string
+	Withheld  []string
+	LabelSeen bool
+	Entities  []*haven.Entity
+}
+
+// EntityTableFor returns a list's entities as the reader may see them, for
+// the console; with no right to read collected data, the list's
+// definition only.
+func (s *Service) EntityTableFor(ctx context.Context, p *haven.Principal, projectID int64, name string) (*EntityTable, error) {
+	info, err := s.EntityList(ctx, p, projectID, name)
+	if err != nil {
+		return nil, err
+	}
+	t := &EntityTable{List: info, Entities: []*haven.Entity{}}
+	clearance := p.Clearance(projectID)
+	for _, pr := range info.Properties {
+		if clearance.Covers(pr.Sensitivity) {
+			t.Columns = append(t.Columns, pr.Name)
+		} else {
+			t.Withheld = append(t.Withheld, pr.Name)
+		}
+	}
+	t.LabelSeen = clearance.Covers(info.LabelTier)
+	if !p.Can(haven.ActionSubmissionRead, projectID) {
+		return t, nil
+	}
+	t.Entities, err = s.Entities(ctx, p, projectID, name, false)
+	return t, err
+}

@@ -193,6 +193,8 @@ func TestClearanceMatrix(t *testing.T) {
 		{base + "/datasets/households.svc/$metadata", haven.ActionFormRead, "", false},
 		{base + "/datasets/households.svc/Entities", haven.ActionSubmissionRead, "", true},
 		{base + "/datasets/households.svc/Entities?$top=2&$count=true", haven.ActionSubmissionRead, "", true},
+		{"CONSOLE " + consoleProject + "/entity-lists", haven.ActionFormRead, "", false},
+		{"CONSOLE " + consoleProject + "/entity-lists/households", haven.ActionFormRead, "", false},
 		{"CONSOLE " + console, haven.ActionFormRead, "", false},
 	}
 	n := 0

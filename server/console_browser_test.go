@@ -602,3 +602,39 @@ func TestConsoleMapTiles(t *testing.T) {
 		t.Errorf("a level_1 reader sees the level_2 locations: %d", resp.StatusCode)
 	}
 }
+
+// TestConsoleEntityPages: a project lead sees the entity lists, one list's
+// properties and entities, and what each tablet holds of it; the pages
+// pass axe-core and fit a phone.
+func TestConsoleEntityPages(t *testing.T) {
+	e := newEnv(t)
+	pid := e.emptyProject().ID
+	e.publishMarkdown(pid, registrationForm)
+	e.publishMarkdown(pid, followUpForm)
+	northID, northURL := e.appUser(pid, "North team")
+	e.admin("PUT", fmt.Sprintf("/v1/projects/%d/clearances/%d", pid, northID), map[string]string{"clearance": "level_1"}, nil)
+	e.admin("PUT", fmt.Sprintf("/v1/projects/%d/datasets/households/filters/%d", pid, northID), map[string]any{"property": "area", "values": []string{"north"}}, nil)
+	north := collect.New(northURL)
+	submit(t, north, registration(hhNorth, "Amina Farah", "north", "4", "+252-61-NORTHPHONE"))
+	submit(t, north, registration(hhSouth, "Khadar Ali", "south", "6", "+252-61-SOUTHPHONE"))
+
+	b := newBrowser(t, e.srv.URL)
+	b.run(chromedp.Navigate(e.srv.URL+"/login"), chromedp.WaitVisible("#email", chromedp.ByID),
+		chromedp.SendKeys("#email", adminEmail, chromedp.ByID), chromedp.SendKeys("#password", adminPassword, chromedp.ByID),
+		chromedp.Submit("#password", chromedp.ByID), chromedp.WaitVisible("main", chromedp.ByQuery))
+	b.run(chromedp.Navigate(fmt.Sprintf("%s/projects/%d/entity-lists", e.srv.URL, pid)), chromedp.WaitVisible("main", chromedp.ByQuery))
+	if txt := b.text(); !strings.Contains(txt, "households") || !strings.Contains(txt, "2 entities") {
+		t.Errorf("entity lists page: %q", txt)
+	}
+	b.check("entity-lists")
+	b.run(chromedp.Navigate(fmt.Sprintf("%s/projects/%d/entity-lists/households", e.srv.URL, pid)), chromedp.WaitVisible("main", chromedp.ByQuery))
+	if txt := b.text(); !strings.Contains(txt, "Amina Farah (north)") || !strings.Contains(txt, "+252-61-NORTHPHONE") || !strings.Contains(txt, "To call before a visit") {
+		t.Errorf("entity list page: %q", txt)
+	}
+	b.check("entity-list")
+	b.run(chromedp.Navigate(fmt.Sprintf("%s/projects/%d/devices", e.srv.URL, pid)), chromedp.WaitVisible("main", chromedp.ByQuery))
+	if txt := b.text(); !strings.Contains(txt, "households.csv") || strings.Contains(txt, "Amina") {
+		t.Errorf("devices page: %q", txt)
+	}
+	b.check("devices-entities")
+}

@@ -60,6 +60,8 @@ func (s *Server) consoleRoutes() {
 	p.POST("/subjects/erase", s.eraseSubjectSubmit)
 	p.POST("/subjects/object", s.objectSubjectSubmit)
 	p.GET("/devices", s.devicesPage)
+	p.GET("/entity-lists", s.entityListsPage)
+	p.GET("/entity-lists/:name", s.entityListPage)
 
 	f := p.group("/forms/:formId")
 	f.GET("", s.formPage)
@@ -825,4 +827,47 @@ func (s *Server) devicesPage(c echo.Context) error {
 	v := s.page(c, "What devices hold", crumb{"Projects", "/projects"}, crumb{pr.Name, projectPath(pid)}, crumb{"What devices hold", ""})
 	v.D = hs
 	return s.render(c, http.StatusOK, "devices", v)
+}
+
+func (s *Server) entityListsPage(c echo.Context) error {
+	pid, err := projectID(c)
+	if err != nil {
+		return err
+	}
+	ctx, p := c.Request().Context(), principal(c)
+	pr, err := s.app.Project(ctx, p, pid)
+	if err != nil {
+		return err
+	}
+	lists, err := s.app.EntityLists(ctx, p, pid)
+	if err != nil {
+		return err
+	}
+	v := s.page(c, "Entity lists", crumb{"Projects", "/projects"}, crumb{pr.Name, projectPath(pid)}, crumb{"Entity lists", ""})
+	v.D = struct {
+		ProjectID int64
+		Lists     []app.EntityListInfo
+	}{pid, lists}
+	return s.render(c, http.StatusOK, "entitylists", v)
+}
+
+func (s *Server) entityListPage(c echo.Context) error {
+	pid, err := projectID(c)
+	if err != nil {
+		return err
+	}
+	ctx, p := c.Request().Context(), principal(c)
+	pr, err := s.app.Project(ctx, p, pid)
+	if err != nil {
+		return err
+	}
+	t, err := s.app.EntityTableFor(ctx, p, pid, param(c, "name"))
+	if err != nil {
+		return err
+	}
+	v := s.page(c, t.List.Name, crumb{"Projects", "/projects"}, crumb{pr.Name, projectPath(pid)},
+		crumb{"Entity lists", projectPath(pid) + "/entity-lists"}, crumb{t.List.Name, ""})
+	v.Title = t.List.Name
+	v.D = t
+	return s.render(c, http.StatusOK, "entitylist", v)
 }

@@ -193,6 +193,9 @@ func (s *Server) manifest(c echo.Context) error {
 		mf := mediaFile{Filename: f.Name, Hash: "md5:" + f.Hash, DownloadURL: prefix + url.PathEscape(f.Name)}
 		if f.EntityList != "" {
 			mf.Type = "entityList"
+			if f.EntityListApproval {
+				mf.Type = "approvalEntityList" // as Central names a list that waits for approvals
+			}
 			mf.IntegrityURL = s.devicePrefix(c, pid) + "/datasets/" + url.PathEscape(f.EntityList) + "/integrity"
 		}
 		m = append(m, mf)

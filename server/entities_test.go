@@ -360,6 +360,9 @@ func TestEntitiesOnApproval(t *testing.T) {
 		t.Fatalf("an entity was made before approval: %d", st)
 	}
 	e.admin("PATCH", fmt.Sprintf("/v1/projects/%d/forms/hh_registration/submissions/uuid:reg-%s", pid, hhNorth), map[string]string{"reviewState": "approved"}, nil)
+	if _, _, m := listCSV(t, dev, "hh_followup"); m.Type != "approvalEntityList" {
+		t.Fatalf("the manifest entry of a list made on approval: %+v", m)
+	}
 	var one struct{ CurrentVersion struct{ Version int } }
 	e.admin("GET", base+"/entities/"+hhNorth, nil, &one)
 	submit(t, dev, followUp("fu-1", hhNorth, "north", "5", 1, "", ""))
