@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -357,7 +358,9 @@ func (s *Server) entityService(c echo.Context, pid int64, name, rest string) err
 		return c.JSON(http.StatusOK, map[string]any{"@odata.context": base + "/$metadata",
 			"value": []map[string]string{{"name": "Entities", "kind": "EntitySet", "url": "Entities"}}})
 	case "$metadata":
-		l, err := s.app.EntityList(ctx, p, pid, name)
+		// The properties the reader's clearance covers: the others are
+		// not there for them, as with a form's fields.
+		t, err := s.app.EntityTableFor(ctx, p, pid, name)
 		if err != nil {
 			return err
 		}
@@ -380,8 +383,10 @@ func (s *Server) entityService(c echo.Context, pid int64, name, rest string) err
         <Property Name="label" Type="Edm.String"/>
         <Property Name="__system" Type="org.opendatakit.user.` + xmlAttr(name) + `.metadata"/>
 `)
-		for _, pr := range l.Properties {
-			fmt.Fprintf(&b, "        <Property Name=\"%s\" Type=\"Edm.String\"/>\n", xmlAttr(pr.ODataName))
+		for _, pr := range t.List.Properties {
+			if slices.Contains(t.Columns, pr.Name) {
+				fmt.Fprintf(&b, "        <Property Name=\"%s\" Type=\"Edm.String\"/>\n", xmlAttr(pr.ODataName))
+			}
 		}
 		b.WriteString(`      </EntityType>
       <EntityContainer Name="` + xmlAttr(name) + `">
@@ -395,14 +400,15 @@ func (s *Server) entityService(c echo.Context, pid int64, name, rest string) err
 	default:
 		return haven.Errorf(haven.ENOTFOUND, "This entity list's OData service has one entity set, Entities.")
 	}
-	l, err := s.app.EntityList(ctx, p, pid, name)
+	t, err := s.app.EntityTableFor(ctx, p, pid, name)
 	if err != nil {
 		return err
 	}
-	list, err := s.app.Entities(ctx, p, pid, name, false)
-	if err != nil {
+	if !p.Can(haven.ActionSubmissionRead, pid) {
+		_, err := s.app.Entities(ctx, p, pid, name, false) // the refusal, as every read path gives it
 		return err
 	}
+	list := t.Entities
 	skip, top := 0, len(list)
 	if v := c.QueryParam("$skip"); v != "" {
 		if skip, err = strconv.Atoi(v); err != nil || skip < 0 {
@@ -424,10 +430,17 @@ func (s *Server) entityService(c echo.Context, pid int64, name, rest string) err
 	rows := []map[string]any{}
 	for i := skip; i < len(list) && len(rows) < top; i++ {
 		e := list[i]
-		row := map[string]any{"__id": e.UUID, "label": e.Current.Label, "__system": map[string]any{
+		var label any = e.Current.Label
+		if !t.LabelSeen {
+			label = nil
+		}
+		row := map[string]any{"__id": e.UUID, "label": label, "__system": map[string]any{
 			"createdAt": e.CreatedAt.Format(time.RFC3339Nano), "creatorId": strconv.FormatInt(e.CreatorID, 10), "updates": e.Version - 1,
 			"updatedAt": e.UpdatedAt, "version": e.Version, "conflict": e.Conflict}}
-		for _, pr := range l.Properties {
+		for _, pr := range t.List.Properties {
+			if !slices.Contains(t.Columns, pr.Name) {
+				continue
+			}
 			if v, ok := e.Current.Data[pr.Name]; ok {
 				row[pr.ODataName] = v
 			} else {
@@ -444,6 +457,9 @@ func (s *Server) entityService(c echo.Context, pid int64, name, rest string) err
 		rows = append(rows, row)
 	}
 	out := map[string]any{"@odata.context": base + "/$metadata#Entities", "value": rows}
+	if omitted := append(slices.Clone(t.Withheld), labelWithheld(t)...); len(omitted) > 0 {
+		out["@haven.omittedFields"] = omitted
+	}
 	if isTrue(c.QueryParam("$count")) {
 		out["@odata.count"] = len(list)
 	}
@@ -456,4 +472,11 @@ func (s *Server) entityService(c echo.Context, pid int64, name, rest string) err
 func xmlAttr(s string) string {
 	r := strings.NewReplacer("&", "&amp;", "<", "&lt;", ">", "&gt;", `"`, "&quot;")
 	return r.Replace(s)
+}
+
+func labelWithheld(t *app.EntityTable) []string {
+	if t.LabelSeen {
+		return nil
+	}
+	return []string{"label"}
 }
