@@ -99,7 +99,7 @@ func (s *Service) ApplyEntities(ctx context.Context) error {
 	w.mu.Unlock()
 	var err error
 	for {
-		err = s.drainEntities(ctx)
+		_, err = s.drainEntities(ctx, 0)
 		w.mu.Lock()
 		if !w.again || err != nil {
 			w.running, w.again = false, false
@@ -111,12 +111,49 @@ func (s *Service) ApplyEntities(ctx context.Context) error {
 	}
 }
 
-func (s *Service) drainEntities(ctx context.Context) error {
+// applyAfterWrite applies what a request just queued: at once, in the
+// request, when no drain runs on this node (so a device refreshing next
+// finds its entity), but at most four batches of the queue (enough for
+// the held updates it releases); the rest, and what arrives while a drain
+// runs, is left to a drain in the background.
+func (s *Service) applyAfterWrite(ctx context.Context) {
+	w := &s.entityWork
+	w.mu.Lock()
+	if w.running {
+		w.again = true
+		w.mu.Unlock()
+		return
+	}
+	w.running = true
+	w.mu.Unlock()
+	more, err := s.drainEntities(ctx, 4)
+	if err != nil {
+		s.log.Error("applying entities", "err", err)
+	}
+	w.mu.Lock()
+	again := w.again || more
+	w.running, w.again = false, false
+	w.mu.Unlock()
+	if again {
+		go func() {
+			if err := s.ApplyEntities(context.WithoutCancel(ctx)); err != nil {
+				s.log.Error("applying entities", "err", err)
+			}
+		}()
+	}
+}
+
+// drainEntities applies the queue until nothing more can be applied, or
+// (batches > 0) after that many batches, reporting whether items remain.
+func (s *Service) drainEntities(ctx context.Context, batches int) (more bool, _ error) {
 	seen := map[int64]int{}
-	for {
+	for n := 0; ; n++ {
+		if batches > 0 && n == batches {
+			return true, nil
+		}
 		items, err := s.entities.Queue(ctx, s.now().Add(-BacklogWait), 100)
 		if err != nil {
-			return err
+			return false, err
 		}
 		progress := false
 		for _, q := range items {
@@ -131,7 +168,7 @@ func (s *Service) drainEntities(ctx context.Context) error {
 			progress = true
 		}
 		if !progress {
-			return nil
+			return false, nil
 		}
 	}
 }

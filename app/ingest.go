@@ -179,9 +179,7 @@ func (in *ingestion) run(ctx context.Context) (*Receipt, error) {
 	if res.EntitiesQueued {
 		// Applied now, so that a device refreshing its forms next finds
 		// the entity; what fails is retried by the background loop.
-		if err := in.s.ApplyEntities(context.WithoutCancel(ctx)); err != nil {
-			in.s.log.Error("applying entities", "err", err)
-		}
+		in.s.applyAfterWrite(context.WithoutCancel(ctx))
 	}
 	in.s.blobs.Discard(ctx, res.Unused...)
 	switch {

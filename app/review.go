@@ -177,9 +177,7 @@ func (s *Service) Review(ctx context.Context, p *haven.Principal, projectID int6
 		return nil, err
 	}
 	if state == "approved" {
-		if err := s.ApplyEntities(context.WithoutCancel(ctx)); err != nil {
-			s.log.Error("applying entities", "err", err)
-		}
+		s.applyAfterWrite(context.WithoutCancel(ctx))
 	}
 	return s.written(ctx, p, projectID, xmlFormID, instanceID)
 }

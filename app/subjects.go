@@ -268,9 +268,7 @@ func (s *Service) Correct(ctx context.Context, p *haven.Principal, projectID int
 	}
 	// The entities the submission made take the corrected values too.
 	if len(v.schema.Entities()) > 0 {
-		if err := s.ApplyEntities(context.WithoutCancel(ctx)); err != nil {
-			s.log.Error("applying entities", "err", err)
-		}
+		s.applyAfterWrite(context.WithoutCancel(ctx))
 	}
 	sub, err = s.submissions.Get(ctx, projectID, form.ID, instanceID)
 	if err != nil {
