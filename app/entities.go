@@ -195,9 +195,16 @@ func (s *Service) applyQueued(ctx context.Context, q storage.QueueItem) error {
 		return err
 	}
 	ops := schema.EntityOps(inst)
-	_, err = s.entities.ApplySubmission(ctx, q, sub, ops, func(o storage.Outcome) *haven.AuditEvent {
-		e := &haven.AuditEvent{ActorID: q.ActorID, ProjectID: q.ProjectID, Object: objEntity(q.ProjectID, o.Op.Dataset, o.Op.UUID),
-			Details: map[string]any{"submission": objSubmission(q.ProjectID, sub.XMLFormID, sub.Version.InstanceID)}}
+	_, err = s.entities.ApplySubmission(ctx, q, sub, ops, s.entityEvent(q.ProjectID, sub.XMLFormID, sub.Version.InstanceID, q.ActorID, q.Held))
+	return err
+}
+
+// entityEvent makes the audit event of what became of one entity op of a
+// submission (forced: applied without its offline predecessor).
+func (s *Service) entityEvent(projectID int64, xmlFormID, instanceID string, actorID int64, forced bool) func(storage.Outcome) *haven.AuditEvent {
+	return func(o storage.Outcome) *haven.AuditEvent {
+		e := &haven.AuditEvent{ActorID: actorID, ProjectID: projectID, Object: objEntity(projectID, o.Op.Dataset, o.Op.UUID),
+			Details: map[string]any{"submission": objSubmission(projectID, xmlFormID, instanceID)}}
 		switch o.Action {
 		case "create":
 			e.Action = "entity.create"
@@ -213,12 +220,11 @@ func (s *Service) applyQueued(ctx context.Context, q storage.QueueItem) error {
 			e.Action, e.Outcome = "entity.error", haven.ErrorCode(o.Err)
 			e.Details["problem"] = haven.ErrorMessage(o.Err)
 		}
-		if q.Held && o.Action != "held" {
+		if forced && o.Action != "held" {
 			e.Details["force"] = true
 		}
 		return e
-	})
-	return err
+	}
 }
 
 // entityListFor returns a list of a project that p may do action on.

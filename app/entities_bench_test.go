@@ -1,9 +1,11 @@
 package app_test
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
+	"mime/multipart"
 	"os"
 	"strconv"
 	"testing"
@@ -112,4 +114,59 @@ func BenchmarkEntityListDownload(b *testing.B) {
 			refresh(b)
 		}
 	})
+}
+
+// benchPlain is benchRegistration without its entities.
+const benchPlain = `
+| survey |
+| | type    | name    | label | purpose | sensitivity |
+| | text    | hh_name | Name  | Find it | level_2     |
+| | text    | area    | Area  | Plan    | level_1     |
+| | integer | size    | Size  | Rations | public      |
+| settings |
+| | form_id | version | legal_basis     |
+| | reg     | 1       | public_interest |
+`
+
+// BenchmarkSubmitRegistration stores registrations one after the other:
+// with the entities sheet (each submission makes a household, applied
+// before the request returns) and, for comparison, the same form without
+// it.
+func BenchmarkSubmitRegistration(b *testing.B) {
+	for _, c := range []struct {
+		name, form string
+		entity     bool
+	}{{"entity", benchRegistration, true}, {"plain", benchPlain, false}} {
+		b.Run(c.name, func(b *testing.B) {
+			svc, pid, _, _ := setup(b)
+			ctx := context.Background()
+			admin := &haven.Principal{Admin: true}
+			x, err := xlsxtest.FromMarkdown(c.form)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if _, err := svc.CreateForm(ctx, admin, pid, app.Upload{Body: x, ContentType: "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"}, true); err != nil {
+				b.Fatal(err)
+			}
+			p := &haven.Principal{ActorID: 1, Type: haven.ActorUser, Roles: map[int64][]string{pid: {haven.RoleFormFill}}}
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				ent := ""
+				if c.entity {
+					ent = fmt.Sprintf(`<entity dataset="households" create="1" id="00000000-0000-4000-8000-%012d"><label>H %d</label></entity>`, i, i)
+				}
+				xml := fmt.Sprintf(`<data id="reg" version="1"><hh_name>H %d</hh_name><area>north</area><size>4</size><meta><instanceID>uuid:b-%d</instanceID>%s</meta></data>`, i, i, ent)
+				mr := multipart.NewReader(bytes.NewReader(body([3]string{"xml_submission_file", "submission.xml", xml})), "BOUNDARY")
+				if rec, err := svc.Submit(ctx, app.SubmitRequest{Principal: p, ProjectID: pid, Parts: mr}); err != nil || !rec.Created {
+					b.Fatalf("%+v %v", rec, err)
+				}
+			}
+			b.StopTimer()
+			if c.entity {
+				if l, err := svc.EntityList(ctx, admin, pid, "households"); err != nil || l.Entities != b.N {
+					b.Fatalf("%d entities for %d submissions (%v)", l.Entities, b.N, err)
+				}
+			}
+		})
+	}
 }

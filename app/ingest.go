@@ -86,6 +86,7 @@ type ingestion struct {
 	start, end *time.Time
 	subject    string
 	audit      *haven.AuditEvent
+	entityOps  []haven.EntityOp // what the submission asks of entities (nil: the form saves to no list)
 }
 
 // kept reports whether the submission may be stored: consent given, or a
@@ -171,14 +172,17 @@ func (in *ingestion) run(ctx context.Context) (*Receipt, error) {
 		Consent:       consent,
 		Audit:         audit,
 		Subject:       in.subject,
-		Entities:      len(in.schema.Entities()) > 0,
+		Entities:      in.entityOps != nil,
+		EntityOps:     in.entityOps,
+		EntityEvent:   in.s.entityEvent(in.req.ProjectID, in.form.XMLFormID, in.inst.InstanceID, in.req.Principal.ActorID, false),
 	})
 	if err != nil {
 		return nil, err
 	}
-	if res.EntitiesQueued {
-		// Applied now, so that a device refreshing its forms next finds
-		// the entity; what fails is retried by the background loop.
+	if res.Created && in.entityOps != nil {
+		// What it queued (an edit) or released (an offline update that
+		// waited for it) is applied now, so that a device refreshing its
+		// forms next finds it.
 		in.s.applyAfterWrite(context.WithoutCancel(ctx))
 	}
 	in.s.blobs.Discard(ctx, res.Unused...)
@@ -350,6 +354,10 @@ func (in *ingestion) readXML(ctx context.Context, part *multipart.Part) error {
 	val := schema.Validate(inst)
 	if err := val.Error(inst.FormID); err != nil {
 		return err
+	}
+	if len(schema.Entities()) > 0 {
+		// Read while the tree is here: applied in the transaction that stores it.
+		in.entityOps = append([]haven.EntityOp{}, schema.EntityOps(inst)...)
 	}
 	in.consent = schema.ConsentOutcome(inst)
 	in.start, in.end = schema.DeviceTimes(inst)

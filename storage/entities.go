@@ -1054,44 +1054,68 @@ func (s *Entities) ApplySubmission(ctx context.Context, q QueueItem, sub *Queued
 	}
 	var outcomes []Outcome
 	err = s.DB.Write(ctx, func(tx *Tx) error {
-		outcomes = outcomes[:0]
 		src := Source{Kind: "submission", SubmissionID: sub.Version.SubmissionID, SubmissionVersionID: sub.Version.ID,
 			FormVersionID: sub.FormVersionID, ActorID: q.ActorID, Trigger: q.Trigger, Force: q.Held}
-		held := false
-		for _, op := range ops {
-			if held {
-				break
-			}
-			o := s.applyOne(tx, pk, q, src, op)
-			if o.Action == "held" {
-				held = true
-				if _, err := tx.Exec(`UPDATE entity_queue SET held_uuid = ?, held_branch = ?, held_base = ? WHERE id = ?`,
-					op.UUID, op.BranchID, op.BaseVersion, q.ID); err != nil {
-					return err
-				}
-			}
-			if o.Err != nil && haven.ErrorCode(o.Err) == haven.EINTERNAL {
-				return o.Err
-			}
-			if o.Action != "skipped" {
-				if err := s.audit(tx, event(o)); err != nil {
-					return err
-				}
-			}
-			outcomes = append(outcomes, o)
-			if o.Entity != nil && (o.Action == "create" || o.Action == "update") {
-				if err := tx.releaseNext(o.Entity); err != nil {
-					return err
-				}
-			}
+		var held *haven.EntityOp
+		var err error
+		if outcomes, held, err = s.applyOps(tx, pk, q, src, ops, event); err != nil {
+			return err
 		}
-		if held {
-			return nil
+		if held != nil {
+			_, err := tx.Exec(`UPDATE entity_queue SET held_uuid = ?, held_branch = ?, held_base = ? WHERE id = ?`,
+				held.UUID, held.BranchID, held.BaseVersion, q.ID)
+			return err
 		}
-		_, err := tx.Exec(`DELETE FROM entity_queue WHERE id = ?`, q.ID)
+		_, err = tx.Exec(`DELETE FROM entity_queue WHERE id = ?`, q.ID)
 		return err
 	})
 	return outcomes, err
+}
+
+// applyOps applies a submission's ops in order within tx, with an audit
+// event for each, until one must wait for an earlier offline version
+// (held, returned). An op that fails alone is its outcome; only what
+// would break the store fails the transaction.
+func (s *Entities) applyOps(tx *Tx, pk *ProjectKey, q QueueItem, src Source, ops []haven.EntityOp, event func(o Outcome) *haven.AuditEvent) ([]Outcome, *haven.EntityOp, error) {
+	var outcomes []Outcome
+	for i, op := range ops {
+		o := s.applyOne(tx, pk, q, src, op)
+		if o.Err != nil && haven.ErrorCode(o.Err) == haven.EINTERNAL {
+			return nil, nil, o.Err
+		}
+		if o.Action != "skipped" && event != nil {
+			if err := s.audit(tx, event(o)); err != nil {
+				return nil, nil, err
+			}
+		}
+		outcomes = append(outcomes, o)
+		if o.Action == "held" {
+			return outcomes, &ops[i], nil
+		}
+		if o.Entity != nil && (o.Action == "create" || o.Action == "update") {
+			if err := tx.releaseNext(o.Entity); err != nil {
+				return nil, nil, err
+			}
+		}
+	}
+	return outcomes, nil, nil
+}
+
+// applyIngested applies a new submission's ops in the transaction that
+// stores it (the ids it just got); what must wait is queued, held.
+func (tx *Tx) applyIngested(s *Submissions, pk *ProjectKey, in *Incoming, submissionID, versionID int64) error {
+	es := &Entities{DB: s.DB, Keys: s.Keys, Audit: s.Audit}
+	q := QueueItem{ProjectID: in.ProjectID, SubmissionVersionID: versionID, Trigger: "submission", ActorID: in.SubmitterID}
+	src := Source{Kind: "submission", SubmissionID: submissionID, SubmissionVersionID: versionID, FormVersionID: in.FormVersionID,
+		ActorID: in.SubmitterID, Trigger: "submission"}
+	_, held, err := es.applyOps(tx, pk, q, src, in.EntityOps, in.EntityEvent)
+	if err != nil || held == nil {
+		return err
+	}
+	_, err = tx.Exec(`INSERT INTO entity_queue (project_id, submission_version_id, trigger, actor_id, queued_at, held_uuid, held_branch, held_base)
+		VALUES (?, ?, 'submission', ?, ?, ?, ?, ?) ON CONFLICT (submission_version_id, trigger) DO NOTHING`,
+		in.ProjectID, versionID, in.SubmitterID, ms(tx.Now()), held.UUID, held.BranchID, held.BaseVersion)
+	return err
 }
 
 // applyOne applies one op; what goes wrong with the op itself is its

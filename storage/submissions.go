@@ -46,10 +46,16 @@ type Incoming struct {
 	Subject string
 	// EditReason is why a correction was made on the server ("" for devices).
 	EditReason string
-	// Entities queues the version's entity blocks for applying (the form
-	// saves to entity lists).
-	Entities bool
+	// Entities says the form saves to entity lists. A new submission's
+	// EntityOps are applied in the transaction that stores it (EntityEvent
+	// gives each outcome's audit event); an edit's are queued.
+	Entities    bool
+	EntityOps   []haven.EntityOp
+	EntityEvent func(EntityOutcome) *haven.AuditEvent
 }
+
+// EntityOutcome is what became of one entity op.
+type EntityOutcome = Outcome
 
 // IngestResult says what Ingest did.
 type IngestResult struct {
@@ -200,9 +206,26 @@ func (s *Submissions) ingest(ctx context.Context, in *Incoming, pk *ProjectKey, 
 			if err := tx.indexSubject(pk, in, submissionID); err != nil {
 				return err
 			}
-			if in.Entities {
+		}
+		outcome := "duplicate"
+		if res.Created {
+			outcome = "ok"
+		}
+		if err := s.audit(tx, in.Audit, outcome); err != nil {
+			return err
+		}
+		// The entities it makes or changes, after the submission's own
+		// event in the audit chain.
+		if res.Created {
+			switch {
+			case in.Entities && in.DeprecatedID == "" && in.EntityOps != nil:
+				if err := tx.applyIngested(s, pk, in, submissionID, versionID); err != nil {
+					return err
+				}
+			case in.Entities:
 				// An edit (a correction) changes the entities its
-				// submission made or changed; it makes none.
+				// submission made or changed; it makes none. Queued, as
+				// is a submission whose ops were not read.
 				trigger := "submission"
 				if in.DeprecatedID != "" {
 					trigger = "edit"
@@ -212,13 +235,6 @@ func (s *Submissions) ingest(ctx context.Context, in *Incoming, pk *ProjectKey, 
 				}
 				res.EntitiesQueued = true
 			}
-		}
-		outcome := "duplicate"
-		if res.Created {
-			outcome = "ok"
-		}
-		if err := s.audit(tx, in.Audit, outcome); err != nil {
-			return err
 		}
 		// Record the files that came, where the version still lacks them.
 		for _, name := range in.Expected {
