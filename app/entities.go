@@ -414,6 +414,17 @@ func (s *Service) SetEntityListApproval(ctx context.Context, p *haven.Principal,
 	return s.listInfo(ctx, projectID, l)
 }
 
+// readable returns a list whose collected data p may read, and what p
+// may see of it.
+func (s *Service) readable(ctx context.Context, p *haven.Principal, projectID int64, name string) (*haven.EntityList, *entityView, error) {
+	l, err := s.entityListFor(ctx, p, haven.ActionSubmissionRead, projectID, name)
+	if err != nil {
+		return nil, nil, err
+	}
+	v, err := s.entityView(ctx, p, l)
+	return l, v, err
+}
+
 // entityView is what one reader may see of a list's entities.
 type entityView struct {
 	props     map[string]haven.Sensitivity
@@ -478,11 +489,7 @@ func (v *entityView) trim(ev *haven.EntityVersion) {
 func (s *Service) Entities(ctx context.Context, p *haven.Principal, projectID int64, name string, deleted bool) (_ []*haven.Entity, err error) {
 	e := s.event(ctx, p, "entity.list", projectID, objEntityList(projectID, name))
 	defer func() { s.record(ctx, e, err) }()
-	l, err := s.entityListFor(ctx, p, haven.ActionSubmissionRead, projectID, name)
-	if err != nil {
-		return nil, err
-	}
-	v, err := s.entityView(ctx, p, l)
+	l, v, err := s.readable(ctx, p, projectID, name)
 	if err != nil {
 		return nil, err
 	}
@@ -500,11 +507,7 @@ func (s *Service) Entities(ctx context.Context, p *haven.Principal, projectID in
 func (s *Service) Entity(ctx context.Context, p *haven.Principal, projectID int64, name, uuid string) (_ *haven.Entity, err error) {
 	e := s.event(ctx, p, "entity.read", projectID, objEntity(projectID, name, uuid))
 	defer func() { s.record(ctx, e, err) }()
-	l, err := s.entityListFor(ctx, p, haven.ActionSubmissionRead, projectID, name)
-	if err != nil {
-		return nil, err
-	}
-	v, err := s.entityView(ctx, p, l)
+	l, v, err := s.readable(ctx, p, projectID, name)
 	if err != nil {
 		return nil, err
 	}
@@ -520,11 +523,7 @@ func (s *Service) Entity(ctx context.Context, p *haven.Principal, projectID int6
 func (s *Service) EntityVersions(ctx context.Context, p *haven.Principal, projectID int64, name, uuid string) (_ []haven.EntityVersion, err error) {
 	e := s.event(ctx, p, "entity.versions.read", projectID, objEntity(projectID, name, uuid))
 	defer func() { s.record(ctx, e, err) }()
-	l, err := s.entityListFor(ctx, p, haven.ActionSubmissionRead, projectID, name)
-	if err != nil {
-		return nil, err
-	}
-	v, err := s.entityView(ctx, p, l)
+	l, v, err := s.readable(ctx, p, projectID, name)
 	if err != nil {
 		return nil, err
 	}
@@ -665,11 +664,7 @@ func (s *Service) DeleteEntity(ctx context.Context, p *haven.Principal, projectI
 func (s *Service) EntitiesCSV(ctx context.Context, p *haven.Principal, projectID int64, name string) (_ []byte, err error) {
 	e := s.event(ctx, p, "entity.export", projectID, objEntityList(projectID, name))
 	defer func() { s.record(ctx, e, err) }()
-	l, err := s.entityListFor(ctx, p, haven.ActionSubmissionRead, projectID, name)
-	if err != nil {
-		return nil, err
-	}
-	v, err := s.entityView(ctx, p, l)
+	l, v, err := s.readable(ctx, p, projectID, name)
 	if err != nil {
 		return nil, err
 	}
