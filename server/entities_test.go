@@ -6,6 +6,7 @@ import (
 	"encoding/csv"
 	"encoding/xml"
 	"fmt"
+	"net/http"
 	"net/url"
 	"slices"
 	"strings"
@@ -212,6 +213,14 @@ func TestEntitiesFollowUp(t *testing.T) {
 	}
 	if m.Type != "entityList" || !strings.HasSuffix(m.IntegrityURL, fmt.Sprintf("/projects/%d/datasets/households/integrity", pid)) {
 		t.Fatalf("manifest entry: %+v", m)
+	}
+	// Asked again with its ETag, the unchanged list is not sent again.
+	req, _ := http.NewRequest("GET", m.DownloadURL, nil)
+	req.Header.Set("If-None-Match", `"`+strings.TrimPrefix(m.Hash, "md5:")+`"`)
+	if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != http.StatusNotModified {
+		t.Fatalf("a conditional request for an unchanged list: %v %v", resp, err)
+	} else {
+		resp.Body.Close()
 	}
 	rowsPublic, rawPublic, _ := listCSV(t, public, "hh_followup")
 	if want := [][]string{{"name", "label", "__version", "size"}, {hhNorth, "", "1", "4"}, {hhSouth, "", "1", "6"}}; fmt.Sprint(rowsPublic) != fmt.Sprint(want) {
