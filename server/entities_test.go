@@ -4,10 +4,8 @@ import (
 	"bytes"
 	"context"
 	"encoding/csv"
-	"encoding/xml"
 	"fmt"
 	"net/http"
-	"net/url"
 	"slices"
 	"strings"
 	"testing"
@@ -214,6 +212,10 @@ func TestEntitiesFollowUp(t *testing.T) {
 	if m.Type != "entityList" || !strings.HasSuffix(m.IntegrityURL, fmt.Sprintf("/projects/%d/datasets/households/integrity", pid)) {
 		t.Fatalf("manifest entry: %+v", m)
 	}
+	// A tablet holding an entity its filter now leaves out is told to drop it.
+	if gone, err := north.Integrity(context.Background(), m.IntegrityURL, []string{hhNorth, hhSouth}); err != nil || !gone[hhSouth] || gone[hhNorth] {
+		t.Fatalf("north tablet's integrity: %v %v", gone, err)
+	}
 	// Asked again with its ETag, the unchanged list is not sent again.
 	req, _ := http.NewRequest("GET", m.DownloadURL, nil)
 	req.Header.Set("If-None-Match", `"`+strings.TrimPrefix(m.Hash, "md5:")+`"`)
@@ -327,20 +329,13 @@ func TestEntitiesFollowUp(t *testing.T) {
 	if st := e.call("GET", base+"/households/entities/"+hhSouth, e.token, nil, nil); st != 404 {
 		t.Fatalf("erased entity: status %d", st)
 	}
-	q := url.Values{"id": {hhSouth + "," + hhNorth}}
-	resp = e.request("GET", strings.TrimPrefix(publicURL, e.srv.URL)+"/datasets/households/integrity?"+q.Encode(), "", "", nil)
-	var integrity struct {
-		Entities []struct {
-			ID      string `xml:"id,attr"`
-			Deleted bool   `xml:"deleted"`
-		} `xml:"entities>entity"`
-	}
-	if err := xml.NewDecoder(resp.Body).Decode(&integrity); err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if fmt.Sprint(integrity.Entities) != fmt.Sprintf("[{%s true} {%s false}]", hhSouth, hhNorth) {
-		t.Fatalf("integrity: %+v", integrity)
+	// The public tablet asks, as Collect does, which of the entities it
+	// holds to drop: the erased one (an id the server never had is not
+	// answered).
+	_, _, pm := listCSV(t, public, "hh_followup")
+	gone, err := public.Integrity(context.Background(), pm.IntegrityURL, []string{hhSouth, hhNorth, "00000000-0000-4000-8000-000000000000"})
+	if err != nil || fmt.Sprint(gone) != fmt.Sprintf("map[%s:false %s:true]", hhNorth, hhSouth) {
+		t.Fatalf("integrity: %v %v", gone, err)
 	}
 	submit(t, north, registration(hhSouth, "Khadar Ali", "south", "6", "+252-61-SOUTHPHONE"))
 	rowsPublic, _, _ = listCSV(t, public, "hh_followup")

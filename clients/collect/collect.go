@@ -262,6 +262,34 @@ func (c *Client) Manifest(ctx context.Context, manifestURL string) ([]MediaFile,
 	return m.Files, nil
 }
 
+// Integrity asks an entity list's integrity address which of the
+// entities the device holds (by uuid) it should drop: deleted on the
+// server, or no longer the device's to hold. It answers uuid -> deleted
+// for the ids the server knows.
+func (c *Client) Integrity(ctx context.Context, integrityURL string, ids []string) (map[string]bool, error) {
+	u, err := url.Parse(integrityURL)
+	if err != nil {
+		return nil, err
+	}
+	q := u.Query()
+	q.Set("id", strings.Join(ids, ","))
+	u.RawQuery = q.Encode()
+	var doc struct {
+		Entities []struct {
+			ID      string `xml:"id,attr"`
+			Deleted bool   `xml:"deleted"`
+		} `xml:"entities>entity"`
+	}
+	if err := c.getXML(ctx, u.String(), &doc); err != nil {
+		return nil, err
+	}
+	out := map[string]bool{}
+	for _, e := range doc.Entities {
+		out[e.ID] = e.Deleted
+	}
+	return out, nil
+}
+
 // Download fetches a form or media file and checks it against the md5:
 // hash the list or manifest gave (when given).
 func (c *Client) Download(ctx context.Context, u, hash string) ([]byte, error) {
