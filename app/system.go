@@ -32,3 +32,13 @@ func (s *Service) SystemStats(ctx context.Context, p *haven.Principal) (*SystemS
 	}
 	return out, nil
 }
+
+// Healthy answers a load balancer's health check, without credentials:
+// whether this node can read its database (a node that cannot is taken
+// out of rotation). It says nothing else.
+func (s *Service) Healthy(ctx context.Context) error {
+	if err := s.st.DB.QueryRow(ctx, `SELECT 1`).Scan(new(int)); err != nil {
+		return &haven.Error{Code: haven.EUNAVAILABLE, Err: err, Message: "This node cannot reach its database."}
+	}
+	return nil
+}

@@ -138,6 +138,13 @@ func (s *Server) routes() {
 	v1.GET("/audit", s.listAudit, s.requireAuth)
 	v1.GET("/audit/verify", s.verifyAudit, s.requireAuth)
 	v1.GET("/system/stats", s.systemStats, s.requireAuth)
+	// For load balancers: no credentials, no detail.
+	e.GET("/healthz", func(c echo.Context) error {
+		if err := s.app.Healthy(c.Request().Context()); err != nil {
+			return err
+		}
+		return c.String(http.StatusOK, "ok\n")
+	})
 
 	// Device endpoints answer both under /v1 (users with a password: Digest
 	// or Basic) and under /v1/key/{token} (app users, as ODK Central does).
