@@ -621,7 +621,7 @@ func TestConsoleEntityPages(t *testing.T) {
 	b := newBrowser(t, e.srv.URL)
 	b.run(chromedp.Navigate(e.srv.URL+"/login"), chromedp.WaitVisible("#email", chromedp.ByID),
 		chromedp.SendKeys("#email", adminEmail, chromedp.ByID), chromedp.SendKeys("#password", adminPassword, chromedp.ByID),
-		chromedp.Submit("#password", chromedp.ByID), chromedp.WaitVisible("main", chromedp.ByQuery))
+		chromedp.Submit("#password", chromedp.ByID), chromedp.WaitVisible("#name", chromedp.ByID)) // the projects page, signed in
 	b.run(chromedp.Navigate(fmt.Sprintf("%s/projects/%d/entity-lists", e.srv.URL, pid)), chromedp.WaitVisible("main", chromedp.ByQuery))
 	if txt := b.text(); !strings.Contains(txt, "households") || !strings.Contains(txt, "2 entities") {
 		t.Errorf("entity lists page: %q", txt)
