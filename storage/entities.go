@@ -354,7 +354,8 @@ func nullInt(v sql.NullInt64) *int64 {
 	return &n
 }
 
-func (v *versionFill) open(key sealer, listID int64, uuid string, sealed []byte) error {
+// openVersion fills in a version's label and values from its sealed column.
+func openVersion(v *haven.EntityVersion, key sealer, listID int64, uuid string, sealed []byte) error {
 	b, err := key.Open(sealed, versionAAD(listID, uuid, v.Version))
 	if err != nil {
 		return err
@@ -372,8 +373,6 @@ func (v *versionFill) open(key sealer, listID int64, uuid string, sealed []byte)
 	}
 	return nil
 }
-
-type versionFill struct{ *haven.EntityVersion }
 
 // Get returns an entity of a list with its current version; a deleted
 // one (a tombstone, with no version) only when deleted is set.
@@ -399,7 +398,7 @@ func (s *Entities) fillCurrent(ctx context.Context, list *haven.EntityList, e *h
 	if err != nil {
 		return err
 	}
-	if err := (&versionFill{v}).open(key, list.ID, e.UUID, sealed); err != nil {
+	if err := openVersion(v, key, list.ID, e.UUID, sealed); err != nil {
 		return err
 	}
 	v.Current, v.Conflict = true, e.Conflict
@@ -455,7 +454,7 @@ func (s *Entities) Each(ctx context.Context, list *haven.EntityList, deleted boo
 			if err != nil {
 				return err
 			}
-			if err := (&versionFill{v}).open(key, list.ID, e.UUID, sealed); err != nil {
+			if err := openVersion(v, key, list.ID, e.UUID, sealed); err != nil {
 				return err
 			}
 			v.Current, v.Conflict = true, e.Conflict
@@ -485,7 +484,7 @@ func (s *Entities) Versions(ctx context.Context, list *haven.EntityList, e *have
 		if err != nil {
 			return nil, err
 		}
-		if err := (&versionFill{v}).open(key, list.ID, e.UUID, sealed); err != nil {
+		if err := openVersion(v, key, list.ID, e.UUID, sealed); err != nil {
 			return nil, err
 		}
 		v.Current = v.Version == e.Version
@@ -650,7 +649,7 @@ func (tx *Tx) versionAt(key sealer, list *haven.EntityList, e *haven.Entity, whe
 	if err != nil {
 		return nil, err
 	}
-	return v, (&versionFill{v}).open(key, list.ID, e.UUID, sealed)
+	return v, openVersion(v, key, list.ID, e.UUID, sealed)
 }
 
 // update applies an update op as Central does: from the version it was
