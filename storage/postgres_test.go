@@ -502,6 +502,20 @@ func TestMoveRecordsToPostgres(t *testing.T) {
 	if err != nil || len(before) != 12 {
 		t.Fatalf("%d submissions before (%v)", len(before), err)
 	}
+	// An entity list and an entity move with them.
+	if err := st.Entities.Declare(ctx, pr.ID, f.CurrentVersionID, []storage.ListDecl{{Name: "households", Create: true, LabelTier: haven.Level1,
+		Properties: []haven.EntityProperty{{Name: "size", Purpose: "Rations", Sensitivity: haven.Public}}}}); err != nil {
+		t.Fatal(err)
+	}
+	list, err := st.Entities.List(ctx, pr.ID, "households")
+	if err != nil {
+		t.Fatal(err)
+	}
+	label := "MOVED-ENTITY"
+	noEvent := func(*haven.Entity) *haven.AuditEvent { return nil }
+	if _, err := st.Entities.CreateEntities(ctx, list, []storage.APIChange{{UUID: entityUUID(7), Label: &label, Data: map[string]string{"size": "5"}}}, 1, noEvent); err != nil {
+		t.Fatal(err)
+	}
 	st.Close()
 
 	pg := pgtest.Start(t)
@@ -554,6 +568,12 @@ func TestMoveRecordsToPostgres(t *testing.T) {
 	p2, err := pst.Projects.Create(ctx, "After the move", "")
 	if err != nil || p2.ID <= pr.ID {
 		t.Fatalf("a new project after the move: %+v %v", p2, err)
+	}
+	if e, err := pst.Entities.Get(ctx, list, entityUUID(7), false); err != nil || e.Current.Label != label || e.Current.Data["size"] != "5" {
+		t.Fatalf("the entity after the move: %+v %v", e, err)
+	}
+	if _, err := pst.Entities.CreateEntities(ctx, list, []storage.APIChange{{UUID: entityUUID(8), Label: &label}}, 1, noEvent); err != nil {
+		t.Fatalf("a new entity after the move: %v", err)
 	}
 	pst.Close()
 
