@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/haven-org/haven"
+	"github.com/haven-org/haven/export"
 	"github.com/haven-org/haven/formspec"
 	"github.com/haven-org/haven/storage"
 )
@@ -685,9 +686,12 @@ func (s *Service) EntitiesCSV(ctx context.Context, p *haven.Principal, projectID
 	names := map[int64]string{}
 	err = s.entities.Each(ctx, l, false, func(en *haven.Entity) error {
 		v.trim(&en.Current)
-		row := []string{en.UUID, en.Current.Label}
+		// Opened in a spreadsheet: a value it would run as a formula is
+		// made text, as in every export (the devices' lists are left
+		// as they are: Collect reads them, not a spreadsheet).
+		row := []string{en.UUID, export.SafeCell(en.Current.Label)}
 		for _, c := range cols {
-			row = append(row, en.Current.Data[c])
+			row = append(row, export.SafeCell(en.Current.Data[c]))
 		}
 		if _, ok := names[en.CreatorID]; !ok {
 			names[en.CreatorID] = s.actorName(ctx, en.CreatorID)
@@ -696,7 +700,7 @@ func (s *Service) EntitiesCSV(ctx context.Context, p *haven.Principal, projectID
 		if en.UpdatedAt != nil {
 			updated = en.UpdatedAt.Format(time.RFC3339Nano)
 		}
-		row = append(row, en.CreatedAt.Format(time.RFC3339Nano), fmt.Sprint(en.CreatorID), names[en.CreatorID], fmt.Sprint(en.Version-1), updated, fmt.Sprint(en.Version))
+		row = append(row, en.CreatedAt.Format(time.RFC3339Nano), fmt.Sprint(en.CreatorID), export.SafeCell(names[en.CreatorID]), fmt.Sprint(en.Version-1), updated, fmt.Sprint(en.Version))
 		return w.Write(row)
 	})
 	w.Flush()

@@ -470,3 +470,37 @@ func TestEntitiesSubjectRequests(t *testing.T) {
 		t.Fatalf("erasure records: %+v", erasures)
 	}
 }
+
+// entities.csv is opened in spreadsheets: a value they would run as a
+// formula is made text there, while the list a device gets keeps it as
+// it was entered.
+func TestEntitiesCSVFormulas(t *testing.T) {
+	e := newEnv(t)
+	pid := e.emptyProject().ID
+	e.publishMarkdown(pid, registrationForm)
+	e.publishMarkdown(pid, followUpForm)
+	dev := e.device(pid, "Tablet")
+	base := fmt.Sprintf("/v1/projects/%d/datasets/households", pid)
+	e.admin("POST", base+"/entities", map[string]any{"uuid": hhNorth, "label": `=HYPERLINK("http://x","y")`, "data": map[string]string{"size": "-3", "area": "@north"}}, nil)
+	resp := e.request("GET", base+"/entities.csv", e.token, "", nil)
+	got := readAll(resp)
+	if !strings.Contains(got, `"'=HYPERLINK(""http://x"",""y"")"`) || !strings.Contains(got, ",'@north,") || !strings.Contains(got, ",-3,") {
+		t.Fatalf("entities.csv: %s", got)
+	}
+	e.admin("PUT", fmt.Sprintf("/v1/projects/%d/clearances/%d", pid, appUserID(t, e, pid)), map[string]string{"clearance": "level_3"}, nil)
+	rows, _, _ := listCSV(t, dev, "hh_followup")
+	if rows[1][1] != `=HYPERLINK("http://x","y")` || rows[1][3] != "@north" {
+		t.Fatalf("the device's list: %v", rows)
+	}
+}
+
+// appUserID is the id of a project's only app user.
+func appUserID(t *testing.T, e *env, pid int64) int64 {
+	t.Helper()
+	var aus []struct{ ID int64 }
+	e.admin("GET", fmt.Sprintf("/v1/projects/%d/app-users", pid), nil, &aus)
+	if len(aus) != 1 {
+		t.Fatalf("app users: %+v", aus)
+	}
+	return aus[0].ID
+}
