@@ -733,6 +733,15 @@ func (s *Service) SetEntityFilter(ctx context.Context, p *haven.Principal, proje
 	if err != nil {
 		return err
 	}
+	// A filter is for someone who fills forms in the project: one of its
+	// app users, or a user with a role in it.
+	target, err := s.users.AppUserPrincipalByID(ctx, f.ActorID)
+	if haven.ErrorCode(err) == haven.ENOTFOUND {
+		target, err = s.users.Principal(ctx, f.ActorID)
+	}
+	if err != nil || !target.Member(projectID) {
+		return haven.Errorf(haven.ENOTFOUND, "Actor %d is neither an app user of project %d nor one of its users.", f.ActorID, projectID)
+	}
 	if len(f.Values) > 0 {
 		props, err := s.entities.Properties(ctx, l.ID)
 		if err != nil {

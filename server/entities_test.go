@@ -182,6 +182,9 @@ func TestEntitiesFollowUp(t *testing.T) {
 	e.admin("PUT", fmt.Sprintf("/v1/projects/%d/clearances/%d", pid, northID), map[string]string{"clearance": "level_1"}, nil)
 	e.admin("PUT", fmt.Sprintf("%s/households/filters/%d", base, northID), map[string]any{"property": "area", "values": []string{"north"}}, nil)
 	north, public := collect.New(northURL), collect.New(publicURL)
+	if st := e.call("PUT", fmt.Sprintf("%s/households/filters/%d", base, 9999), e.token, map[string]any{"property": "area", "values": []string{"north"}}, nil); st != 404 {
+		t.Fatalf("a filter for no one: %d", st)
+	}
 	// The office tablet is cleared for everything but has only the two forms.
 	officeID, officeURL := e.appUser(pid, "Office tablet")
 	e.admin("PUT", fmt.Sprintf("/v1/projects/%d/clearances/%d", pid, officeID), map[string]string{"clearance": "level_3"}, nil)
