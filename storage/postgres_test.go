@@ -140,7 +140,7 @@ func onFirstPass(t *testing.T) {
 // belongs to (on SQLite the database is in the directory), and what nodes
 // share that SQLite's one process keeps in memory (slot counters, Digest
 // nonce uses, failed logins).
-var postgresOnly = map[string]bool{"deployment": true, "key_slot_counters": true, "digest_nonces": true, "login_strikes": true, "login_known": true}
+var postgresOnly = map[string]bool{"deployment": true, "key_slot_counters": true, "digest_nonces": true, "login_strikes": true, "login_known": true, "nodes": true}
 
 // sealedInText are the columns SQLite declares TEXT that hold sealed bytes
 // (SQLite keeps whatever it is given); PostgreSQL declares them BYTEA.

@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	gosync "sync"
 	"testing"
@@ -20,6 +21,7 @@ import (
 	"github.com/haven-org/haven/clients/collect"
 	"github.com/haven-org/haven/clients/rest"
 	"github.com/haven-org/haven/storage"
+	"github.com/haven-org/haven/storage/miniotest"
 	"github.com/haven-org/haven/storage/pgtest"
 )
 
@@ -95,11 +97,18 @@ func crash(t *testing.T, bin, database string, nodes int) {
 	if err := run(context.Background(), append([]string{"admin", "create", "--email", email, "--data", data}, extra...), strings.NewReader(password+"\n"), &out, io.Discard); err != nil {
 		t.Fatal(err)
 	}
+	serve := extra
+	if nodes > 1 {
+		// Several nodes keep their files where all of them read them.
+		m := miniotest.Start(t)
+		serve = append(slices.Clone(extra), "--s3-endpoint", m.Addr, "--s3-bucket", "haven-crash",
+			"--s3-access-key", miniotest.AccessKey, "--s3-secret-key", miniotest.SecretKey)
+	}
 	addrs := make([]string, nodes)
 	cmds := make([]*exec.Cmd, nodes)
 	for i := range addrs {
 		addrs[i] = freeAddr(t)
-		cmds[i] = startHaven(t, bin, data, addrs[i], extra...)
+		cmds[i] = startHaven(t, bin, data, addrs[i], serve...)
 	}
 	addr := addrs[0]
 	ctx := context.Background()
@@ -173,7 +182,7 @@ func crash(t *testing.T, bin, database string, nodes int) {
 		}
 		cancel()
 		wg.Wait()
-		cmds[victim] = startHaven(t, bin, data, addrs[victim], extra...)
+		cmds[victim] = startHaven(t, bin, data, addrs[victim], serve...)
 	}
 	defer func() {
 		for _, c := range cmds {

@@ -300,6 +300,15 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return err
 		}
 		defer release()
+	} else {
+		// Several nodes on one database: every file must be where all of
+		// them read it (the object store).
+		host, _ := os.Hostname()
+		node, err := st.DB.JoinNodes(ctx, host, s3() != nil)
+		if err != nil {
+			return err
+		}
+		defer node.Leave()
 	}
 	if err := firstAdmin(ctx, st, stdout); err != nil {
 		return err
