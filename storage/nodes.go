@@ -36,9 +36,9 @@ type Node struct {
 	id     string
 	host   string
 	shared bool
-	stop chan struct{}
-	once sync.Once
-	done sync.WaitGroup
+	stop   chan struct{}
+	once   sync.Once
+	done   sync.WaitGroup
 }
 
 // JoinNodes records this process as a node serving from the database, or
