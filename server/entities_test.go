@@ -472,6 +472,16 @@ func TestEntitiesSubjectRequests(t *testing.T) {
 	if len(erasures) != 1 || erasures[0].Entities != 1 {
 		t.Fatalf("erasure records: %+v", erasures)
 	}
+	// The tablet resends the registration: it is not kept, and the
+	// household does not come back.
+	res, err := dev.Submit(context.Background(), []byte(fmt.Sprintf(`<data id="reg_sub" version="1"><hh_id>HH-1</hh_id><size>4</size>`+
+		`<meta><instanceID>uuid:sub-1</instanceID><entity dataset="households" create="1" id="%s"><label>HH-1</label></entity></meta></data>`, uuid)), nil)
+	if err != nil || !strings.Contains(res.Message, "erased") {
+		t.Fatalf("the resend: %+v %v", res, err)
+	}
+	if st := e.call("GET", base+"/datasets/households/entities/"+uuid, e.token, nil, nil); st != 404 {
+		t.Fatalf("after the resend: %d", st)
+	}
 }
 
 // entities.csv is opened in spreadsheets: a value they would run as a
