@@ -45,6 +45,9 @@ type Keyring struct {
 	slotMu    sync.Mutex
 	slotFiles map[int64]*slotFile // by project key id
 	slotNext  map[int64]int64     // the last slot numbered, by project key id
+	// slotBlocks are, on PostgreSQL, the slot numbers this node took and
+	// has not handed out yet, by project key id.
+	slotBlocks map[int64]*slotRange
 }
 
 // ProjectKey is an unwrapped project data key.
@@ -327,7 +330,8 @@ func NewKeyring(db *DB, master []byte, dir string) (*Keyring, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("creating the key store: %w", err)
 	}
-	k := &Keyring{db: db, master: aead, dir: dir, cache: map[int64]*ProjectKey{}, slotFiles: map[int64]*slotFile{}, slotNext: map[int64]int64{}}
+	k := &Keyring{db: db, master: aead, dir: dir, cache: map[int64]*ProjectKey{}, slotFiles: map[int64]*slotFile{}, slotNext: map[int64]int64{},
+		slotBlocks: map[int64]*slotRange{}}
 	return k, k.moveKeysOutOfDatabase(context.Background())
 }
 

@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"time"
 
 	"github.com/haven-org/haven"
 )
@@ -78,7 +79,7 @@ type slotFile struct {
 // pending from before are finished first, by ReconcileSlots).
 func (k *Keyring) nextSlot(tx *Tx, pk *ProjectKey) (int64, error) {
 	if tx.db.pg {
-		return nextSlotShared(tx, pk)
+		return k.nextSlotShared(tx, pk)
 	}
 	k.slotMu.Lock()
 	defer k.slotMu.Unlock()
@@ -100,27 +101,52 @@ const usedSlots = `SELECT coalesce(max(slot), 0) FROM (
 	UNION ALL SELECT max(e.key_slot) FROM entities e JOIN entity_lists l ON l.id = e.list_id WHERE l.project_id = ?1
 	UNION ALL SELECT max(slot) FROM key_slot_erasures WHERE project_key_id = ?2) AS used`
 
-// nextSlotShared numbers a slot on PostgreSQL, where several nodes may
-// number at once: a counter row per project key, started past every slot
-// the database names. The row stays locked to the transaction's end, so
-// numbers are handed out one node at a time; a rolled-back number was
-// never committed, so no erasure can name it.
-func nextSlotShared(tx *Tx, pk *ProjectKey) (int64, error) {
-	var n int64
-	err := tx.QueryRow(`UPDATE key_slot_counters SET last = last + 1 WHERE project_key_id = ? RETURNING last`, pk.ID).Scan(&n)
-	if !errors.Is(err, sql.ErrNoRows) {
-		return n, err
+// nextSlotShared numbers a slot on PostgreSQL, where several nodes number
+// at once: each node takes a block of slotBlock numbers from a counter row
+// per project key (started past every slot the database names) in a
+// statement of its own, outside the writing transaction, and hands them
+// out from memory. Holding the row for the whole batch transaction, as
+// the first version did, made every node's batches wait for each other.
+// Numbers only grow; a block a node never finishes (it stopped), and a
+// number whose transaction rolled back, are skipped and never used: a
+// rolled-back number was never committed, so no erasure can name it.
+func (k *Keyring) nextSlotShared(tx *Tx, pk *ProjectKey) (int64, error) {
+	k.slotMu.Lock()
+	defer k.slotMu.Unlock()
+	if b := k.slotBlocks[pk.ID]; b != nil && b.next <= b.last {
+		n := b.next
+		b.next++
+		return n, nil
 	}
-	var used int64
-	if err := tx.QueryRow(usedSlots, pk.ProjectID, pk.ID).Scan(&used); err != nil {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var last int64
+	take := func() error {
+		return tx.db.read.QueryRowContext(ctx, `UPDATE key_slot_counters SET last = last + ? WHERE project_key_id = ? RETURNING last`, slotBlock, pk.ID).Scan(&last)
+	}
+	err := take()
+	if errors.Is(err, sql.ErrNoRows) {
+		var used int64
+		if err := tx.db.read.QueryRowContext(ctx, usedSlots, pk.ProjectID, pk.ID).Scan(&used); err != nil {
+			return 0, err
+		}
+		if _, err := tx.db.read.db.ExecContext(ctx, tx.db.dialect(`INSERT INTO key_slot_counters (project_key_id, last) VALUES (?, ?) ON CONFLICT (project_key_id) DO NOTHING`), pk.ID, used); err != nil {
+			return 0, err
+		}
+		err = take()
+	}
+	if err != nil {
 		return 0, err
 	}
-	if _, err := tx.Exec(`INSERT INTO key_slot_counters (project_key_id, last) VALUES (?, ?) ON CONFLICT (project_key_id) DO NOTHING`, pk.ID, used); err != nil {
-		return 0, err
-	}
-	err = tx.QueryRow(`UPDATE key_slot_counters SET last = last + 1 WHERE project_key_id = ? RETURNING last`, pk.ID).Scan(&n)
-	return n, err
+	k.slotBlocks[pk.ID] = &slotRange{next: last - slotBlock + 2, last: last}
+	return last - slotBlock + 1, nil
 }
+
+// slotBlock is how many slot numbers a node takes at a time on PostgreSQL.
+const slotBlock = 64
+
+// slotRange is the rest of a node's block of slot numbers.
+type slotRange struct{ next, last int64 }
 
 // slotChunk is how far a slot file grows at a time: written with zeros
 // and flushed whole, so that writing a slot later overwrites data in place
