@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/csv"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -1023,4 +1024,58 @@ func (s *Service) EntityTableFor(ctx context.Context, p *haven.Principal, projec
 	}
 	t.Entities, err = s.Entities(ctx, p, projectID, name, false)
 	return t, err
+}
+
+// EntityChange is one property (or the label) that a version changed, as
+// Central's diffs list it.
+type EntityChange struct {
+	Old      *string `json:"old"`
+	New      *string `json:"new"`
+	Property string  `json:"propertyName"`
+}
+
+// EntityDiffs lists what each version of an entity changed from the one
+// before (Central's .../diffs), within the reader's clearance.
+func (s *Service) EntityDiffs(ctx context.Context, p *haven.Principal, projectID int64, name, uuid string) ([][]EntityChange, error) {
+	vs, err := s.EntityVersions(ctx, p, projectID, name, uuid)
+	if err != nil {
+		return nil, err
+	}
+	values := func(v haven.EntityVersion) map[string]string {
+		m := maps.Clone(v.Data)
+		if m == nil {
+			m = map[string]string{}
+		}
+		m["label"] = v.Label
+		return m
+	}
+	out := [][]EntityChange{}
+	for i := 1; i < len(vs); i++ {
+		prev, cur := values(vs[i-1]), values(vs[i])
+		changes := []EntityChange{}
+		for _, k := range slices.Sorted(maps.Keys(cur)) {
+			if old, ok := prev[k]; !ok || old != cur[k] {
+				c := EntityChange{Property: k, New: ptr(cur[k])}
+				if ok {
+					c.Old = ptr(old)
+				}
+				changes = append(changes, c)
+			}
+		}
+		out = append(out, changes)
+	}
+	return out, nil
+}
+
+func ptr(s string) *string { return &s }
+
+// EntityAudits lists the audit events about an entity (Central's
+// .../audits): who made, changed, read or erased it, when; never values.
+func (s *Service) EntityAudits(ctx context.Context, p *haven.Principal, projectID int64, name, uuid string) (_ []haven.AuditEvent, err error) {
+	e := s.event(ctx, p, "entity.audits.read", projectID, objEntity(projectID, name, uuid))
+	defer func() { s.record(ctx, e, err) }()
+	if _, err := s.entityListFor(ctx, p, haven.ActionSubmissionRead, projectID, name); err != nil {
+		return nil, err
+	}
+	return s.audit.List(ctx, storage.AuditFilter{ProjectID: projectID, Object: objEntity(projectID, name, uuid)})
 }

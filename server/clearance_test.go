@@ -189,6 +189,8 @@ func TestClearanceMatrix(t *testing.T) {
 		{base + "/datasets/households/entities/" + matrixEntity(0), haven.ActionSubmissionRead, "", true},
 		{base + "/datasets/households/entities/" + matrixEntity(11) + "/versions", haven.ActionSubmissionRead, "", true},
 		{base + "/datasets/households/entities.csv", haven.ActionSubmissionRead, "", true},
+		{base + "/datasets/households/entities/" + matrixEntity(3) + "/diffs", haven.ActionSubmissionRead, "", false},
+		{base + "/datasets/households/entities/" + matrixEntity(3) + "/audits", haven.ActionSubmissionRead, "", false},
 		{base + "/datasets/households.svc", haven.ActionFormRead, "", false},
 		{base + "/datasets/households.svc/$metadata", haven.ActionFormRead, "", false},
 		{base + "/datasets/households.svc/Entities", haven.ActionSubmissionRead, "", true},

@@ -30,6 +30,8 @@ func (s *Server) entityRoutes(p *echo.Group) {
 	p.PATCH("/datasets/:name/entities/:uuid", s.patchEntity)
 	p.DELETE("/datasets/:name/entities/:uuid", s.deleteEntity)
 	p.GET("/datasets/:name/entities/:uuid/versions", s.entityVersions)
+	p.GET("/datasets/:name/entities/:uuid/diffs", s.entityDiffs)
+	p.GET("/datasets/:name/entities/:uuid/audits", s.entityAudits)
 	p.GET("/datasets/:name/filters", s.entityFilters)
 	p.PUT("/datasets/:name/filters/:actorId", s.setEntityFilter)
 	p.GET("/datasets/:name/:rest", s.entityOData)
@@ -479,4 +481,28 @@ func labelWithheld(t *app.EntityTable) []string {
 		return nil
 	}
 	return []string{"label"}
+}
+
+func (s *Server) entityDiffs(c echo.Context) error {
+	pid, err := projectID(c)
+	if err != nil {
+		return err
+	}
+	d, err := s.app.EntityDiffs(c.Request().Context(), principal(c), pid, param(c, "name"), param(c, "uuid"))
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, d)
+}
+
+func (s *Server) entityAudits(c echo.Context) error {
+	pid, err := projectID(c)
+	if err != nil {
+		return err
+	}
+	a, err := s.app.EntityAudits(c.Request().Context(), principal(c), pid, param(c, "name"), param(c, "uuid"))
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, a)
 }

@@ -313,6 +313,24 @@ func TestEntitiesFollowUp(t *testing.T) {
 		versions[1].BranchID == nil || *versions[1].BranchID != "branch-a" {
 		t.Fatalf("versions: %+v", versions)
 	}
+	// Central's diffs: what each version changed; and the entity's audit events.
+	var diffs [][]struct {
+		Old, New     *string
+		PropertyName string
+	}
+	e.admin("GET", base+"/households/entities/"+hhNorth+"/diffs", nil, &diffs)
+	if len(diffs) != 3 || len(diffs[0]) != 1 || diffs[0][0].PropertyName != "size" || *diffs[0][0].Old != "4" || *diffs[0][0].New != "5" || *diffs[2][0].New != "9" {
+		t.Fatalf("diffs: %+v", diffs)
+	}
+	var audits []struct{ Action string }
+	e.admin("GET", base+"/households/entities/"+hhNorth+"/audits", nil, &audits)
+	actions := map[string]int{}
+	for _, a := range audits {
+		actions[a.Action]++
+	}
+	if actions["entity.create"] != 1 || actions["entity.update.version"] != 3 || actions["submission.backlog.hold"] != 1 {
+		t.Fatalf("audits: %v", actions)
+	}
 	// A resend of a follow-up changes nothing.
 	submit(t, public, followUp("fu-3", hhNorth, "north", "9", 1, "", ""))
 	e.admin("GET", base+"/households/entities/"+hhNorth+"/versions", nil, &versions)

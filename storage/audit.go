@@ -105,6 +105,7 @@ type AuditFilter struct {
 	ActorID   int64
 	Action    string // an action, or a prefix ending in "." (submission.)
 	ProjectID int64
+	Object    string // exactly this object
 	Since     time.Time
 	Until     time.Time
 	Limit     int
@@ -127,6 +128,9 @@ func (a *Audit) List(ctx context.Context, f AuditFilter) ([]haven.AuditEvent, er
 	}
 	if f.ProjectID != 0 {
 		where, args = append(where, "project_id = ?"), append(args, f.ProjectID)
+	}
+	if f.Object != "" {
+		where, args = append(where, "object = ?"), append(args, f.Object)
 	}
 	if !f.Since.IsZero() {
 		where, args = append(where, "at >= ?"), append(args, ms(f.Since))
