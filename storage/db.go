@@ -419,6 +419,9 @@ type batchState struct {
 	// auditTail is the last audit event this transaction wrote, so the next
 	// one chains to it without reading it back. A rolled-back write forgets it.
 	auditTail *auditLink
+	// audits are, on PostgreSQL, the events the batch's writes appended,
+	// written just before its commit (a rolled-back write's are dropped).
+	audits []pendingAudit
 }
 
 type auditLink struct {
@@ -666,9 +669,14 @@ func (db *DB) runBatch(batch []writeReq) {
 			results[i] = err
 			continue
 		}
+		held := len(tx.batch.audits)
 		if err := runWrite(r.fn, tx); err != nil {
 			results[i] = err
 			tx.batch.auditTail = nil // it may have been the rolled-back write's
+			for _, p := range tx.batch.audits[held:] {
+				p.e.Recorded = false // not written: its caller may record the failure
+			}
+			tx.batch.audits = tx.batch.audits[:held]
 			if _, rerr := tx.Exec(`ROLLBACK TO w`); rerr != nil {
 				results[i] = errors.Join(err, rerr)
 			}
@@ -678,7 +686,12 @@ func (db *DB) runBatch(batch []writeReq) {
 		tx.Exec(`RELEASE w`)
 	}
 	err = nil
-	if ran > 0 && tx.batch.needSync && db.BeforeCommit != nil {
+	if ran > 0 {
+		if err = tx.flushAudit(); err != nil {
+			err = fmt.Errorf("writing the audit trail: %w", err)
+		}
+	}
+	if err == nil && ran > 0 && tx.batch.needSync && db.BeforeCommit != nil {
 		if err = db.BeforeCommit(ctx); err != nil {
 			err = fmt.Errorf("making stored files durable: %w", err)
 		}
