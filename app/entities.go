@@ -1079,3 +1079,21 @@ func (s *Service) EntityAudits(ctx context.Context, p *haven.Principal, projectI
 	}
 	return s.audit.List(ctx, storage.AuditFilter{ProjectID: projectID, Object: objEntity(projectID, name, uuid)})
 }
+
+// FilterEntities keeps the entities an OData $filter selects: on their
+// metadata only (Central's: __id, __system/createdAt, updatedAt,
+// creatorId, conflict, deletedAt), never their values.
+func (s *Service) FilterEntities(expr string, list []*haven.Entity) ([]*haven.Entity, error) {
+	f, err := export.ParseEntityFilter(expr)
+	if err != nil {
+		return nil, err
+	}
+	now := s.now()
+	out := list[:0:0]
+	for _, e := range list {
+		if f.Match(export.ODataMeta{InstanceID: e.UUID, SubmissionDate: e.CreatedAt, UpdatedAt: e.UpdatedAt, SubmitterID: e.CreatorID, ReviewState: e.Conflict}, now) {
+			out = append(out, e)
+		}
+	}
+	return out, nil
+}

@@ -97,6 +97,38 @@ func ParseODataFilter(expr string, subtable bool) (*ODataFilter, error) {
 	return &ODataFilter{root: n}, nil
 }
 
+// entityFilterable maps what a filter on an entity list may name (as
+// Central does: an entity's metadata, never its values) to the ODataMeta
+// member it reads.
+var entityFilterable = map[string]string{
+	"__id":               "instanceId",
+	"__system/createdAt": "createdAt",
+	"__system/updatedAt": "updatedAt",
+	"__system/creatorId": "submitterId",
+	"__system/conflict":  "reviewState",
+	"__system/deletedAt": "deletedAt",
+}
+
+// ParseEntityFilter parses a $filter on an entity list's Entities. It is
+// matched against ODataMeta{InstanceID: the uuid, SubmissionDate: when
+// the entity was made, UpdatedAt, SubmitterID: its creator, ReviewState:
+// its conflict}.
+func ParseEntityFilter(expr string) (*ODataFilter, error) {
+	toks, err := lex(expr)
+	if err != nil {
+		return nil, err
+	}
+	p := &parser{toks: toks, entities: true}
+	n, err := p.or()
+	if err != nil {
+		return nil, err
+	}
+	if p.i < len(p.toks) {
+		return nil, badFilter("unexpected %q", p.toks[p.i].text)
+	}
+	return &ODataFilter{root: n}, nil
+}
+
 func badFilter(format string, args ...any) error {
 	return haven.Errorf(haven.EINVALID, "The $filter could not be read: %s. Write it like __system/submissionDate gt 2026-01-01 and __system/reviewState ne 'rejected'.", fmt.Sprintf(format, args...))
 }
@@ -165,6 +197,9 @@ type parser struct {
 	i        int
 	subtable bool
 	depth    int
+	// entities: the filter is on an entity list's Entities (Central's
+	// names for an entity's metadata), not on submissions.
+	entities bool
 }
 
 func (p *parser) peekWord(w string) bool {
@@ -304,6 +339,13 @@ func (p *parser) operand() (*node, error) {
 				return nil, badFilter("%s() takes %d argument(s)", t.text, arity)
 			}
 			return n, nil
+		}
+		if p.entities {
+			prop, ok := entityFilterable[t.text]
+			if !ok {
+				return nil, haven.Errorf(haven.ENOTIMPLEMENTED, "%q cannot be used to filter entities; these can: __id, __system/createdAt, __system/updatedAt, __system/creatorId, __system/conflict, __system/deletedAt.", t.text)
+			}
+			return &node{op: "prop", name: prop}, nil
 		}
 		prop, err := property(t.text, p.subtable)
 		if err != nil {

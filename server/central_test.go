@@ -315,6 +315,14 @@ func TestPyodkExchanges(t *testing.T) {
 	if rows := table["value"].([]any); len(rows) != 2 || table["@odata.count"] != 3.0 || rows[0].(map[string]any)["species"] != "quercus petraea" {
 		t.Fatalf("entities.get_table: %v", table)
 	}
+	// get_table's filter: on an entity's metadata, as Central's.
+	py.ok("GET", dp+".svc/Entities", url.Values{"$filter": {"__system/createdAt gt 2020-01-01 and __system/conflict eq null and __id ne '6f9c1e2a-1b2c-4d3e-8f4a-5b6c7d8e9f00'"}, "$count": {"True"}}, nil, nil, &table)
+	if rows := table["value"].([]any); len(rows) != 2 || table["@odata.count"] != 2.0 {
+		t.Fatalf("entities.get_table with a filter: %v", table)
+	}
+	if st, b := py.do("GET", dp+".svc/Entities", url.Values{"$filter": {"species eq 'x'"}}, nil, nil); st != 501 || !strings.Contains(string(b), "__system/conflict") {
+		t.Fatalf("a filter on a value: %d %s", st, b)
+	}
 	var del map[string]any
 	py.ok("DELETE", ep, nil, nil, nil, &del)
 	if del["success"] != true {

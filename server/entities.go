@@ -348,8 +348,8 @@ func (s *Server) entityService(c echo.Context, pid int64, name, rest string) err
 	p := principal(c)
 	base := fmt.Sprintf("%s/v1/projects/%d/datasets/%s.svc", s.baseURL(c), pid, url.PathEscape(name))
 	for k := range c.QueryParams() {
-		if k != "$top" && k != "$skip" && k != "$count" && k != "$format" && k != "$select" {
-			return haven.Errorf(haven.ENOTIMPLEMENTED, "The query option %q is not supported on entity lists; these are: $top, $skip, $count, $select.", k)
+		if k != "$top" && k != "$skip" && k != "$count" && k != "$format" && k != "$select" && k != "$filter" {
+			return haven.Errorf(haven.ENOTIMPLEMENTED, "The query option %q is not supported on entity lists; these are: $top, $skip, $count, $select, $filter.", k)
 		}
 	}
 	switch rest {
@@ -411,6 +411,11 @@ func (s *Server) entityService(c echo.Context, pid int64, name, rest string) err
 		return err
 	}
 	list := t.Entities
+	if f := c.QueryParam("$filter"); f != "" {
+		if list, err = s.app.FilterEntities(f, list); err != nil {
+			return err
+		}
+	}
 	skip, top := 0, len(list)
 	if v := c.QueryParam("$skip"); v != "" {
 		if skip, err = strconv.Atoi(v); err != nil || skip < 0 {
