@@ -157,6 +157,10 @@ func (in *ingestion) run(ctx context.Context) (*Receipt, error) {
 			consent.Language = in.schema.Languages[0]
 		}
 	}
+	var entityEvent func(storage.EntityOutcome) *haven.AuditEvent
+	if in.entityOps != nil {
+		entityEvent = in.s.entityEvent(in.req.ProjectID, in.form.XMLFormID, in.inst.InstanceID, in.req.Principal.ActorID, false)
+	}
 	res, err := in.s.submissions.Ingest(ctx, &storage.Incoming{
 		ProjectID:     in.req.ProjectID,
 		FormID:        in.form.ID,
@@ -174,7 +178,7 @@ func (in *ingestion) run(ctx context.Context) (*Receipt, error) {
 		Subject:       in.subject,
 		Entities:      in.entityOps != nil,
 		EntityOps:     in.entityOps,
-		EntityEvent:   in.s.entityEvent(in.req.ProjectID, in.form.XMLFormID, in.inst.InstanceID, in.req.Principal.ActorID, false),
+		EntityEvent:   entityEvent,
 	})
 	if err != nil {
 		return nil, err

@@ -82,11 +82,16 @@ type ODataFilter struct{ root *node }
 // ParseODataFilter parses a $filter; subtable says it filters a repeat's
 // table. A malformed filter is EINVALID, an unsupported one ENOTIMPLEMENTED.
 func ParseODataFilter(expr string, subtable bool) (*ODataFilter, error) {
+	return parseFilter(expr, &parser{subtable: subtable})
+}
+
+// parseFilter parses expr with p (which says what the filter may name).
+func parseFilter(expr string, p *parser) (*ODataFilter, error) {
 	toks, err := lex(expr)
 	if err != nil {
 		return nil, err
 	}
-	p := &parser{toks: toks, subtable: subtable}
+	p.toks = toks
 	n, err := p.or()
 	if err != nil {
 		return nil, err
@@ -114,19 +119,7 @@ var entityFilterable = map[string]string{
 // the entity was made, UpdatedAt, SubmitterID: its creator, ReviewState:
 // its conflict}.
 func ParseEntityFilter(expr string) (*ODataFilter, error) {
-	toks, err := lex(expr)
-	if err != nil {
-		return nil, err
-	}
-	p := &parser{toks: toks, entities: true}
-	n, err := p.or()
-	if err != nil {
-		return nil, err
-	}
-	if p.i < len(p.toks) {
-		return nil, badFilter("unexpected %q", p.toks[p.i].text)
-	}
-	return &ODataFilter{root: n}, nil
+	return parseFilter(expr, &parser{entities: true})
 }
 
 func badFilter(format string, args ...any) error {

@@ -1004,13 +1004,6 @@ func (s *Entities) Queue(ctx context.Context, heldBefore time.Time, limit int) (
 	return out, rows.Err()
 }
 
-// HeldCount counts the submissions held for earlier offline versions.
-func (s *Entities) HeldCount(ctx context.Context, projectID int64) (int, error) {
-	var n int
-	err := s.DB.read.QueryRowContext(ctx, `SELECT count(*) FROM entity_queue WHERE project_id = ? AND held_uuid IS NOT NULL`, projectID).Scan(&n)
-	return n, err
-}
-
 // QueuedSubmission is the submission version a queue item names.
 type QueuedSubmission struct {
 	Version       haven.SubmissionVersion
