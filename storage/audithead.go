@@ -72,12 +72,23 @@ func (s *Store) lastEvent(ctx context.Context) (int64, []byte, error) {
 	return id, hash, err
 }
 
-// ReadAuditHead reads a signed head: the data directory's, or the file at path.
+// ReadAuditHead reads a signed head: the deployment's (beside the
+// database, or in the key bucket when nodes share one), or the file at path.
 func (s *Store) ReadAuditHead(path string) (*AuditHead, error) {
-	if path == "" {
+	var b []byte
+	var err error
+	switch {
+	case path == "" && s.sharedKeys != nil:
+		path = auditHeadFile
+		if b, err = s.sharedKeys.get(context.Background(), auditHeadFile); err == errNoKey {
+			err = os.ErrNotExist
+		}
+	case path == "":
 		path = filepath.Join(s.Dir, auditHeadFile)
+		fallthrough
+	default:
+		b, err = os.ReadFile(path)
 	}
-	b, err := os.ReadFile(path)
 	if err != nil {
 		return nil, err
 	}
@@ -100,7 +111,13 @@ func (s *Store) WriteAuditHead(ctx context.Context) error {
 	if err != nil || id == 0 || id <= s.head.written {
 		return err
 	}
-	if cur, err := s.ReadAuditHead(""); err == nil && s.head.written == 0 {
+	cur, err := s.ReadAuditHead("")
+	if err == nil && s.sharedKeys != nil && cur.ID >= id {
+		// Nodes write the one head in turn: never replace a newer one.
+		s.head.written = id
+		return nil
+	}
+	if err == nil && s.head.written == 0 {
 		// The first write since opening: the head on disk must still lie on
 		// the trail, or it is the evidence of a cut and stays for Verify.
 		var at []byte
@@ -116,7 +133,12 @@ func (s *Store) WriteAuditHead(ctx context.Context) error {
 	h := &AuditHead{ID: id, Hash: hash, At: s.DB.Now().UTC().Truncate(time.Millisecond)}
 	h.Signature = ed25519.Sign(s.headKey(), h.signed())
 	b, _ := json.MarshalIndent(h, "", "  ")
-	if err := writeFileDurably(filepath.Join(s.Dir, auditHeadFile), b, 0o600); err != nil {
+	if s.sharedKeys != nil {
+		err = s.sharedKeys.put(ctx, auditHeadFile, b)
+	} else {
+		err = writeFileDurably(filepath.Join(s.Dir, auditHeadFile), b, 0o600)
+	}
+	if err != nil {
 		return err
 	}
 	s.head.written = id

@@ -37,14 +37,13 @@ const KeySize = 32
 type Keyring struct {
 	db     *DB
 	master cipher.AEAD
-	dir    string // the key store
+	ks     keyStore // the key store
 
 	mu    sync.RWMutex
 	cache map[int64]*ProjectKey
 
-	slotMu    sync.Mutex
-	slotFiles map[int64]*slotFile // by project key id
-	slotNext  map[int64]int64     // the last slot numbered, by project key id
+	slotMu   sync.Mutex
+	slotNext map[int64]int64 // the last slot numbered, by project key id
 	// slotBlocks are, on PostgreSQL, the slot numbers this node took and
 	// has not handed out yet, by project key id.
 	slotBlocks map[int64]*slotRange
@@ -320,23 +319,26 @@ func decodeKey(s string) ([]byte, error) {
 	return nil, errors.New("a master key must be 32 bytes, written as base64 or hex")
 }
 
-// NewKeyring returns a keyring over db with the given master key and key
-// store folder. Keys an older version kept in the database move to the store.
-func NewKeyring(db *DB, master []byte, dir string) (*Keyring, error) {
+// newKeyring returns a keyring over db with the given master key and key
+// store. Keys an older version kept in the database move to the store.
+func newKeyring(db *DB, master []byte, ks keyStore) (*Keyring, error) {
 	aead, err := newAEAD(master)
 	if err != nil {
 		return nil, err
 	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("creating the key store: %w", err)
-	}
-	k := &Keyring{db: db, master: aead, dir: dir, cache: map[int64]*ProjectKey{}, slotFiles: map[int64]*slotFile{}, slotNext: map[int64]int64{},
+	k := &Keyring{db: db, master: aead, ks: ks, cache: map[int64]*ProjectKey{}, slotNext: map[int64]int64{},
 		slotBlocks: map[int64]*slotRange{}}
+	// Another node destroyed a key: drop it, and any slot held in memory.
+	db.OnChange("keys", k.forget)
 	return k, k.moveKeysOutOfDatabase(context.Background())
 }
 
-func (k *Keyring) keyFile(keyID int64) string {
-	return filepath.Join(k.dir, fmt.Sprintf("project-key-%d", keyID))
+// forget drops every unwrapped key and slot this node holds in memory.
+func (k *Keyring) forget() {
+	k.mu.Lock()
+	clear(k.cache)
+	k.mu.Unlock()
+	k.ks.forget()
 }
 
 // moveKeysOutOfDatabase writes any wrapped key still in the database to the
@@ -362,7 +364,7 @@ func (k *Keyring) moveKeysOutOfDatabase(ctx context.Context) error {
 		}
 		rows.Close()
 		for _, x := range keys {
-			if err := writeFileDurably(k.keyFile(x.id), x.wrapped, 0o600); err != nil {
+			if err := k.ks.putKey(context.Background(), x.id, x.wrapped); err != nil {
 				return err
 			}
 			if _, err := tx.Exec(`UPDATE project_keys SET wrapped = NULL WHERE id = ?`, x.id); err != nil {
@@ -430,9 +432,9 @@ func (k *Keyring) createProjectKey(tx *Tx, projectID int64) error {
 	if err := tx.Insert(&id, `INSERT INTO project_keys (project_id, created_at) VALUES (?, ?)`, projectID, ms(tx.Now())); err != nil {
 		return err
 	}
-	// Written before the row commits: a crash in between leaves a key file
+	// Written before the row commits: a crash in between leaves a key
 	// no row names, which unlocks nothing that was ever stored.
-	return writeFileDurably(k.keyFile(id), wrapped, 0o600)
+	return k.ks.putKey(context.Background(), id, wrapped)
 }
 
 // destroyProjectKey marks a project's live key destroyed within tx and
@@ -470,30 +472,16 @@ func (k *Keyring) ShredKeyFiles(ctx context.Context) (int, error) {
 	rows.Close()
 	n := 0
 	for _, id := range ids {
-		path := k.keyFile(id)
-		fi, err := os.Stat(path)
-		if errors.Is(err, os.ErrNotExist) {
-			continue
-		} else if err != nil {
+		found, err := k.ks.shredKey(ctx, id)
+		if err != nil {
 			return n, err
 		}
-		if f, err := os.OpenFile(path, os.O_WRONLY, 0); err == nil {
-			f.Write(make([]byte, fi.Size()))
-			f.Sync()
-			f.Close()
-		}
-		if err := os.Remove(path); err != nil {
-			return n, err
-		}
-		n++
-	}
-	for _, id := range ids {
-		if err := k.shredSlotFile(id); err != nil {
-			return n, err
+		if found {
+			n++
 		}
 	}
 	if n > 0 {
-		return n, syncDir(k.dir)
+		k.db.changed("keys") // other nodes drop their unwrapped copies
 	}
 	return n, nil
 }
@@ -513,9 +501,9 @@ func (k *Keyring) ProjectKey(ctx context.Context, projectID int64) (*ProjectKey,
 	} else if err != nil {
 		return nil, err
 	}
-	wrapped, err := os.ReadFile(k.keyFile(id))
-	if errors.Is(err, os.ErrNotExist) {
-		return nil, haven.Errorf(haven.EUNAVAILABLE, "The key of project %d is not in the key store. Restore the keys folder of this data directory; a database restored from a backup needs the live key store beside it.", projectID)
+	wrapped, err := k.ks.getKey(ctx, id)
+	if errors.Is(err, errNoKey) {
+		return nil, haven.Errorf(haven.EUNAVAILABLE, "The key of project %d is not in %s. Restore the key store; a database restored from a backup needs the live key store beside it.", projectID, k.ks.where())
 	} else if err != nil {
 		return nil, err
 	}

@@ -29,6 +29,9 @@ type Store struct {
 	KeyCreated string
 
 	head headWriter
+	// sharedKeys is the key bucket when nodes share one (the audit
+	// trail's head is kept there too); nil otherwise.
+	sharedKeys *objectKeys
 }
 
 // Options are how a data directory is opened.
@@ -85,19 +88,18 @@ func OpenDir(ctx context.Context, dir string, opts ...Options) (*Store, error) {
 		return nil, err
 	}
 	db.Dir = dir
-	if db.pg {
-		if err := claimDatabase(ctx, db, dir); err != nil {
-			db.Close()
-			return nil, err
-		}
-	}
 	if opt.WALCeiling > 0 {
 		if err := db.SetWALCeiling(opt.WALCeiling); err != nil {
 			db.Close()
 			return nil, err
 		}
 	}
-	keys, err := NewKeyring(db, master, filepath.Join(dir, "keys"))
+	ks, err := openKeyStore(ctx, db, dir, opt.S3, master)
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
+	keys, err := newKeyring(db, master, ks)
 	if err != nil {
 		db.Close()
 		return nil, err
@@ -106,7 +108,7 @@ func OpenDir(ctx context.Context, dir string, opts ...Options) (*Store, error) {
 	// Before a commit that names new files or submission keys, both are
 	// made durable: what a commit names is never lost to a crash.
 	db.BeforeCommit = func(ctx context.Context) error {
-		return errors.Join(blobs.SyncAll(ctx), keys.SyncSlots())
+		return errors.Join(blobs.SyncAll(ctx), keys.SyncSlots(ctx))
 	}
 	if _, err := keys.ReconcileSlots(ctx); err != nil {
 		db.Close()
@@ -130,6 +132,7 @@ func OpenDir(ctx context.Context, dir string, opts ...Options) (*Store, error) {
 		db.listening = make(chan struct{})
 		go db.listen(opt.Database)
 	}
+	st.sharedKeys, _ = ks.(*objectKeys)
 	st.startHead()
 	return st, nil
 }

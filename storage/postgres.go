@@ -2,16 +2,12 @@ package storage
 
 import (
 	"context"
-	"crypto/rand"
 	"database/sql"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io/fs"
 	"math"
 	"net/url"
-	"os"
-	"path/filepath"
 	"time"
 
 	"github.com/haven-org/haven/migrations"
@@ -129,39 +125,6 @@ func redactDSN(dsn string) string {
 		u.User = url.User(u.User.Username())
 	}
 	return u.String()
-}
-
-// claimDatabase ties a PostgreSQL database to one data directory: the key
-// store and local files are still a node's own (docs/scale-out.md), so a
-// second node with another data directory must not write beside the first.
-// The same directory may open it again (admin commands beside the server).
-func claimDatabase(ctx context.Context, db *DB, dir string) error {
-	idFile := filepath.Join(dir, "data-dir-id")
-	id, err := os.ReadFile(idFile)
-	if errors.Is(err, os.ErrNotExist) {
-		b := make([]byte, 16)
-		rand.Read(b)
-		id = []byte(hex.EncodeToString(b))
-		if err := writeFileDurably(idFile, id, 0o600); err != nil {
-			return err
-		}
-	} else if err != nil {
-		return err
-	}
-	var owner string
-	err = db.Write(ctx, func(tx *Tx) error {
-		if _, err := tx.Exec(`INSERT INTO deployment (id, data_dir_id) VALUES (1, ?) ON CONFLICT (id) DO NOTHING`, string(id)); err != nil {
-			return err
-		}
-		return tx.QueryRow(`SELECT data_dir_id FROM deployment WHERE id = 1`).Scan(&owner)
-	})
-	if err != nil {
-		return err
-	}
-	if owner != string(id) {
-		return fmt.Errorf("the database %s belongs to another Haven data directory (id %s; this one is %s): Haven runs one node per PostgreSQL database for now, because its key store and files are in that node's data directory", db.Path, owner, id)
-	}
-	return nil
 }
 
 // isUniqueViolation reports whether err is PostgreSQL refusing a row that a
@@ -319,4 +282,23 @@ func (db *DB) MarkKnown(ctx context.Context, pair string, at time.Time) error {
 	_, err := db.read.db.ExecContext(ctx, `INSERT INTO login_known (pair, at) VALUES ($1, $2)
 		ON CONFLICT (pair) DO UPDATE SET at = excluded.at`, pair, ms(at))
 	return err
+}
+
+// withLock runs fn holding a PostgreSQL advisory lock, on a connection of
+// its own (outside any batch), so that nodes doing the same thing wait for
+// each other. On SQLite, one process, it runs fn.
+func (db *DB) withLock(ctx context.Context, key int64, fn func() error) error {
+	if !db.pg {
+		return fn()
+	}
+	conn, err := db.read.db.Conn(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	if _, err := conn.ExecContext(ctx, `SELECT pg_advisory_lock($1)`, key); err != nil {
+		return err
+	}
+	defer conn.ExecContext(context.WithoutCancel(ctx), `SELECT pg_advisory_unlock($1)`, key)
+	return fn()
 }

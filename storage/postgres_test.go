@@ -270,15 +270,17 @@ func queryStrings(t *testing.T, db *sql.DB, q string, args ...any) []string {
 	return out
 }
 
-// While key stores are a node's own, a database belongs to one data
-// directory: that directory opens it again (an admin command beside the
-// server), another is refused before it writes anything.
+// Without an object store, the keys are one data directory's, so a
+// database belongs to that directory: it opens it again (an admin command
+// beside the server); another directory is refused before it writes
+// anything, and so is a node with another master key.
 func TestPostgresBelongsToOneDataDirectory(t *testing.T) {
 	onFirstPass(t)
 	ctx := context.Background()
 	pg := pgtest.Start(t)
 	a, b := t.TempDir(), t.TempDir()
-	st, err := storage.OpenDir(ctx, a, storage.Options{Database: pg.DSN()})
+	key := storage.KeySource{Value: strings.Repeat("5a", 32)}
+	st, err := storage.OpenDir(ctx, a, storage.Options{Database: pg.DSN(), Key: key})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -286,7 +288,7 @@ func TestPostgresBelongsToOneDataDirectory(t *testing.T) {
 	if _, err := st.Projects.Create(ctx, "Flood response", ""); err != nil {
 		t.Fatal(err)
 	}
-	again, err := storage.OpenDir(ctx, a, storage.Options{Database: pg.DSN()})
+	again, err := storage.OpenDir(ctx, a, storage.Options{Database: pg.DSN(), Key: key})
 	if err != nil {
 		t.Fatalf("the same directory again: %v", err)
 	}
@@ -294,11 +296,17 @@ func TestPostgresBelongsToOneDataDirectory(t *testing.T) {
 		t.Fatalf("projects seen by the second opening: %d %v", len(ps), err)
 	}
 	again.Close()
-	if other, err := storage.OpenDir(ctx, b, storage.Options{Database: pg.DSN()}); err == nil || !strings.Contains(err.Error(), "belongs to another Haven data directory") {
+	if other, err := storage.OpenDir(ctx, b, storage.Options{Database: pg.DSN(), Key: key}); err == nil || !strings.Contains(err.Error(), "keeps its keys in another node's data directory") {
 		if other != nil {
 			other.Close()
 		}
 		t.Fatalf("another data directory on the same database: %v", err)
+	}
+	if other, err := storage.OpenDir(ctx, t.TempDir(), storage.Options{Database: pg.DSN()}); err == nil || !strings.Contains(err.Error(), "same master key") {
+		if other != nil {
+			other.Close()
+		}
+		t.Fatalf("another master key on the same database: %v", err)
 	}
 }
 

@@ -21,6 +21,17 @@ type S3Config struct {
 	SecretKey string
 	TLS       bool
 	Region    string
+	// KeyBucket keeps the key store when nodes share one (PostgreSQL with
+	// an object store); default: Bucket + "-keys".
+	KeyBucket string
+}
+
+// KeyBucketName is the bucket of the shared key store.
+func (c S3Config) KeyBucketName() string {
+	if c.KeyBucket != "" {
+		return c.KeyBucket
+	}
+	return c.Bucket + "-keys"
 }
 
 // s3PartSize is the size of the parts a stream of unknown length is uploaded

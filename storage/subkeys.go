@@ -8,9 +8,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"io"
 	"os"
-	"path/filepath"
 	"sync"
 	"time"
 
@@ -191,26 +189,6 @@ func (sf *slotFile) reserve(slot int64) error {
 	return nil
 }
 
-func (k *Keyring) slotPath(keyID int64) string {
-	return filepath.Join(k.dir, fmt.Sprintf("project-key-%d.submissions", keyID))
-}
-
-// slotFile opens (creating it) the slot file of a project key.
-func (k *Keyring) slotFile(pk *ProjectKey) (*slotFile, error) {
-	k.slotMu.Lock()
-	defer k.slotMu.Unlock()
-	if sf := k.slotFiles[pk.ID]; sf != nil {
-		return sf, nil
-	}
-	f, err := os.OpenFile(k.slotPath(pk.ID), os.O_RDWR|os.O_CREATE, 0o600)
-	if err != nil {
-		return nil, fmt.Errorf("opening the submission keys of project %d: %w", pk.ProjectID, err)
-	}
-	sf := &slotFile{f: f}
-	k.slotFiles[pk.ID] = sf
-	return sf, nil
-}
-
 // slotMask masks a key in its slot: an HMAC of the slot's random nonce
 // under the project key. (A key copied to another slot opens nothing else:
 // what it sealed is bound to its submission's place.)
@@ -247,19 +225,9 @@ func (k *Keyring) store(tx *Tx, pk *ProjectKey, key *freshKey) error {
 	if err != nil {
 		return err
 	}
-	sf, err := k.slotFile(pk)
-	if err != nil {
+	if err := k.ks.putSlot(pk.ID, slot, key.slotBytes); err != nil {
 		return err
 	}
-	if err := sf.reserve(slot); err != nil {
-		return err
-	}
-	if _, err := sf.f.WriteAt(key.slotBytes, slot*slotSize); err != nil {
-		return fmt.Errorf("writing a submission key: %w", err)
-	}
-	sf.mu.Lock()
-	sf.dirty = true
-	sf.mu.Unlock()
 	tx.batch.needSync = true // the slot is flushed before the commit that names it
 	key.Slot = slot
 	return nil
@@ -282,16 +250,12 @@ var errKeyDestroyed = haven.Errorf(haven.ENOTFOUND, "This submission's key was d
 
 // SubmissionKey returns the key in a slot of a project.
 func (k *Keyring) SubmissionKey(pk *ProjectKey, slot int64) (*SubmissionKey, error) {
-	sf, err := k.slotFile(pk)
+	buf, err := k.ks.getSlot(context.Background(), pk.ID, slot)
 	if err != nil {
 		return nil, err
 	}
-	buf := make([]byte, slotSize)
-	if _, err := sf.f.ReadAt(buf, slot*slotSize); err != nil {
-		if errors.Is(err, io.EOF) {
-			return nil, errKeyDestroyed
-		}
-		return nil, err
+	if len(buf) != slotSize {
+		return nil, errKeyDestroyed
 	}
 	zero := true
 	for _, b := range buf {
@@ -318,51 +282,24 @@ func (k *Keyring) sealerFor(pk *ProjectKey, slot int64) (sealer, error) {
 	return k.SubmissionKey(pk, slot)
 }
 
-// DestroySubmissionKeys zeroes slots on disk and flushes them: the
-// submissions they served were erased by a transaction that committed.
+// DestroySubmissionKeys zeroes slots durably: the submissions they served
+// were erased by a transaction that committed.
 func (k *Keyring) DestroySubmissionKeys(pk *ProjectKey, slots ...int64) error {
-	if len(slots) == 0 {
+	var live []int64
+	for _, s := range slots {
+		if s != 0 {
+			live = append(live, s)
+		}
+	}
+	if len(live) == 0 {
 		return nil
 	}
-	sf, err := k.slotFile(pk)
-	if err != nil {
-		return err
-	}
-	zero := make([]byte, slotSize)
-	for _, s := range slots {
-		if s == 0 {
-			continue
-		}
-		if _, err := sf.f.WriteAt(zero, s*slotSize); err != nil {
-			return err
-		}
-	}
-	return sf.f.Sync()
+	return k.ks.zeroSlots(context.Background(), pk.ID, live)
 }
 
-// SyncSlots flushes the slot files written since the last flush: run
+// SyncSlots makes the slots written since the last call durable: run
 // before a commit that names new slots.
-func (k *Keyring) SyncSlots() error {
-	k.slotMu.Lock()
-	files := make([]*slotFile, 0, len(k.slotFiles))
-	for _, sf := range k.slotFiles {
-		files = append(files, sf)
-	}
-	k.slotMu.Unlock()
-	var errs []error
-	for _, sf := range files {
-		sf.mu.Lock()
-		if sf.dirty {
-			if err := datasync(sf.f); err != nil {
-				errs = append(errs, err)
-			} else {
-				sf.dirty = false
-			}
-		}
-		sf.mu.Unlock()
-	}
-	return errors.Join(errs...)
-}
+func (k *Keyring) SyncSlots(ctx context.Context) error { return k.ks.syncSlots(ctx) }
 
 // ReconcileSlots zeroes the slots of erasures that stopped between their
 // commit and the zeroing (the erasing transaction lists them), then
@@ -416,41 +353,8 @@ func (k *Keyring) ReconcileSlots(ctx context.Context) (int, error) {
 	})
 }
 
-// shredSlotFile overwrites and removes the slot file of a destroyed key.
-func (k *Keyring) shredSlotFile(keyID int64) error {
-	k.slotMu.Lock()
-	if sf := k.slotFiles[keyID]; sf != nil {
-		sf.f.Close()
-		delete(k.slotFiles, keyID)
-	}
-	k.slotMu.Unlock()
-	path := k.slotPath(keyID)
-	fi, err := os.Stat(path)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil
-	} else if err != nil {
-		return err
-	}
-	if f, err := os.OpenFile(path, os.O_WRONLY, 0); err == nil {
-		zero := make([]byte, 1<<16)
-		for off := int64(0); off < fi.Size(); off += int64(len(zero)) {
-			f.WriteAt(zero[:min(int64(len(zero)), fi.Size()-off)], off)
-		}
-		f.Sync()
-		f.Close()
-	}
-	return os.Remove(path)
-}
-
-// closeSlots closes the slot files.
-func (k *Keyring) closeSlots() {
-	k.slotMu.Lock()
-	defer k.slotMu.Unlock()
-	for id, sf := range k.slotFiles {
-		sf.f.Close()
-		delete(k.slotFiles, id)
-	}
-}
+// closeSlots closes the key store.
+func (k *Keyring) closeSlots() { k.ks.close() }
 
 // rewrap moves a file's key from its project's key to its submission's,
 // before the file is recorded: the key wrapped by the project key is never

@@ -81,16 +81,20 @@ func TestCrash(t *testing.T) {
 	bin := buildHaven(t)
 	t.Run("sqlite", func(t *testing.T) { crash(t, bin, "", 1) })
 	t.Run("postgres", func(t *testing.T) { crash(t, bin, pgtest.Start(t).DSN(), 1) })
-	// Three nodes on one database and data directory, devices spread over
-	// them, a different node killed each round while the others serve.
+	// Three nodes on one database and object store, each with a data
+	// directory of its own as on three machines, devices spread over them,
+	// a different node killed each round while the others serve.
 	t.Run("postgres-3-nodes", func(t *testing.T) { crash(t, bin, pgtest.Start(t).DSN(), 3) })
 }
 
 func crash(t *testing.T, bin, database string, nodes int) {
 	data := t.TempDir()
-	var extra []string
+	// Every node holds the same master key, from a file outside the data
+	// directories.
+	keyFile := filepath.Join(t.TempDir(), "master.key")
+	extra := []string{"--master-key-file", keyFile}
 	if database != "" {
-		extra = []string{"--database", database}
+		extra = append(extra, "--database", database)
 	}
 	const email, password = "crash@example.org", "crash test password"
 	var out bytes.Buffer
@@ -98,17 +102,25 @@ func crash(t *testing.T, bin, database string, nodes int) {
 		t.Fatal(err)
 	}
 	serve := extra
+	dirs := []string{data}
+	var s3 *storage.S3Config
 	if nodes > 1 {
-		// Several nodes keep their files where all of them read them.
+		// Several nodes keep their files and keys where all of them read
+		// them, and each its own data directory.
 		m := miniotest.Start(t)
+		cfg := m.Config("haven-crash")
+		s3 = &cfg
 		serve = append(slices.Clone(extra), "--s3-endpoint", m.Addr, "--s3-bucket", "haven-crash",
 			"--s3-access-key", miniotest.AccessKey, "--s3-secret-key", miniotest.SecretKey)
+		for range nodes - 1 {
+			dirs = append(dirs, t.TempDir())
+		}
 	}
 	addrs := make([]string, nodes)
 	cmds := make([]*exec.Cmd, nodes)
 	for i := range addrs {
 		addrs[i] = freeAddr(t)
-		cmds[i] = startHaven(t, bin, data, addrs[i], serve...)
+		cmds[i] = startHaven(t, bin, dirs[i], addrs[i], serve...)
 	}
 	addr := addrs[0]
 	ctx := context.Background()
@@ -182,7 +194,7 @@ func crash(t *testing.T, bin, database string, nodes int) {
 		}
 		cancel()
 		wg.Wait()
-		cmds[victim] = startHaven(t, bin, data, addrs[victim], serve...)
+		cmds[victim] = startHaven(t, bin, dirs[victim], addrs[victim], serve...)
 	}
 	defer func() {
 		for _, c := range cmds {
@@ -260,7 +272,7 @@ func crash(t *testing.T, bin, database string, nodes int) {
 		c.Process.Kill()
 		c.Wait()
 	}
-	st, err := storage.OpenDir(context.Background(), data, storage.Options{Database: database})
+	st, err := storage.OpenDir(context.Background(), data, storage.Options{Database: database, S3: s3, Key: storage.KeySource{File: keyFile}})
 	if err != nil {
 		t.Fatal(err)
 	}

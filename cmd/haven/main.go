@@ -189,7 +189,7 @@ func flags(name string, stderr io.Writer) (*flag.FlagSet, *dataFlags) {
 	d.keyFile = fs.String("master-key-file", os.Getenv("HAVEN_MASTER_KEY_FILE"),
 		"the master key's file, outside the data directory (default: haven/master-ID.key in your configuration folder); HAVEN_MASTER_KEY_FILE, or the key itself in HAVEN_MASTER_KEY")
 	d.ask = fs.Bool("passphrase", false, "derive the master key from a passphrase, asked at start (or HAVEN_MASTER_PASSPHRASE)")
-	d.database = fs.String("database", os.Getenv("HAVEN_DATABASE"), "keep the records in PostgreSQL (postgres://user:password@host/db) instead of the data directory's SQLite file; one node per database for now; HAVEN_DATABASE")
+	d.database = fs.String("database", os.Getenv("HAVEN_DATABASE"), "keep the records in PostgreSQL (postgres://user:password@host/db) instead of the data directory's SQLite file; with --s3-endpoint, nodes on several machines share it; HAVEN_DATABASE")
 	return fs, d
 }
 
@@ -198,10 +198,9 @@ func flags(name string, stderr io.Writer) (*flag.FlagSet, *dataFlags) {
 // mistyped path points, and say where they looked.
 func (d *dataFlags) openExisting(ctx context.Context, opts ...storage.Options) (*storage.Store, error) {
 	db := filepath.Join(*d.dir, "haven.db")
-	if *d.database != "" {
-		db = filepath.Join(*d.dir, "keys") // the records are elsewhere; the key store is here
-	}
-	if _, err := os.Stat(db); err != nil {
+	// With --database the records are there, and the database knows which
+	// data directory or key bucket it belongs to (it refuses another).
+	if _, err := os.Stat(db); err != nil && *d.database == "" {
 		abs, _ := filepath.Abs(*d.dir)
 		return nil, haven.Errorf(haven.ENOTFOUND, "There is no Haven data directory at %s (no haven.db in it). Give the right one with --data DIR or HAVEN_DATA; nothing was created.", abs)
 	}
@@ -216,6 +215,9 @@ func (d *dataFlags) open(ctx context.Context, opts ...storage.Options) (*storage
 	}
 	o.Key = storage.KeySourceFromEnv()
 	o.Database = *d.database
+	if o.S3 == nil {
+		o.S3 = s3FromEnv()
+	}
 	if *d.keyFile != "" {
 		o.Key.File = *d.keyFile
 	}

@@ -25,12 +25,21 @@ func s3Flags(fs *flag.FlagSet) func() *storage.S3Config {
 	fs.StringVar(&c.SecretKey, "s3-secret-key", os.Getenv("HAVEN_S3_SECRET_KEY"), "secret key; HAVEN_S3_SECRET_KEY")
 	fs.BoolVar(&c.TLS, "s3-tls", os.Getenv("HAVEN_S3_TLS") == "true", "use TLS to reach the object storage; HAVEN_S3_TLS=true")
 	fs.StringVar(&c.Region, "s3-region", os.Getenv("HAVEN_S3_REGION"), "region, if the object storage needs one; HAVEN_S3_REGION")
+	fs.StringVar(&c.KeyBucket, "s3-key-bucket", os.Getenv("HAVEN_S3_KEY_BUCKET"),
+		"with --database: the bucket of the key store all nodes share, never backed up with the files (default: the bucket's name and -keys); HAVEN_S3_KEY_BUCKET")
 	return func() *storage.S3Config {
 		if c.Endpoint == "" {
 			return nil
 		}
 		return &c
 	}
+}
+
+// s3FromEnv is the object store the environment names (HAVEN_S3_*), for
+// commands without the flags: on a deployment of several nodes, admin
+// commands must reach the key store the nodes share.
+func s3FromEnv() *storage.S3Config {
+	return s3Flags(flag.NewFlagSet("env", flag.ContinueOnError))()
 }
 
 // gcGrace is how old an unrecorded object must be before the garbage

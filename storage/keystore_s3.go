@@ -1,0 +1,380 @@
+package storage
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/haven-org/haven"
+	"github.com/minio/minio-go/v7"
+)
+
+// objectKeys is the key store of nodes on several machines: a bucket of
+// its own on the object store (not the files' bucket: backups and
+// replication of the files must not carry keys, so that destroying a key
+// makes every copy of what it sealed unreadable). Project keys are objects
+// (project-key-ID); submission key slots are written in runs, one object
+// per run of consecutive slots a node wrote in one batch
+// (slots/ID/FIRST, at most runSlots slots), so a batch costs one PUT per
+// project however many submissions it holds. Erasing a slot rewrites its
+// run with the slot zeroed (or removes the run once every slot in it is
+// zero) under an advisory lock, since two nodes may erase slots of one run
+// at once; the bucket must not keep versions, or a rewritten run's old
+// version would keep the erased key.
+type objectKeys struct {
+	client *minio.Client
+	bucket string
+	db     *DB
+
+	mu      sync.Mutex
+	pending []pendingSlot
+	runs    map[runID][]byte // runs read or written, a bounded cache
+	gen     uint64           // bumped by forget: a read begun before it is not cached
+}
+
+type pendingSlot struct {
+	key, slot int64
+	b         []byte
+}
+
+type runID struct{ key, first int64 }
+
+const (
+	// runSlots bounds a run: the slots a lookup lists back from.
+	runSlots = 64
+	// maxCachedRuns bounds the cache (3 KB a run at most).
+	maxCachedRuns = 4096
+	// keyStoreIDObject names the deployment the bucket's keys belong to.
+	keyStoreIDObject = "keystore-id"
+)
+
+func newObjectKeys(ctx context.Context, cfg S3Config, db *DB) (*objectKeys, error) {
+	s3, err := NewS3Store(ctx, S3Config{Endpoint: cfg.Endpoint, Bucket: cfg.KeyBucketName(), AccessKey: cfg.AccessKey,
+		SecretKey: cfg.SecretKey, TLS: cfg.TLS, Region: cfg.Region})
+	if err != nil {
+		return nil, err
+	}
+	ok := &objectKeys{client: s3.client, bucket: cfg.KeyBucketName(), db: db, runs: map[runID][]byte{}}
+	v, err := ok.client.GetBucketVersioning(ctx, ok.bucket)
+	if err != nil {
+		return nil, haven.Errorf(haven.EUNAVAILABLE, "Haven cannot read the settings of the key bucket %q: %s", ok.bucket, explainS3(err, cfg))
+	}
+	if v.Enabled() || v.Suspended() {
+		return nil, haven.Errorf(haven.EINVALID, "The key bucket %q keeps versions of its objects, so a destroyed key would survive as an old version. Use a bucket that never had versioning (mc mb without --with-versioning), then start again.", ok.bucket)
+	}
+	return ok, nil
+}
+
+func (o *objectKeys) where() string { return fmt.Sprintf("the key bucket %q", o.bucket) }
+
+func keyObject(id int64) string { return fmt.Sprintf("project-key-%d", id) }
+
+func runPrefix(key int64) string { return fmt.Sprintf("slots/%d/", key) }
+
+func runObject(key, first int64) string { return fmt.Sprintf("slots/%d/%016d", key, first) }
+
+func noSuchObject(err error) bool { return minio.ToErrorResponse(err).Code == "NoSuchKey" }
+
+func (o *objectKeys) put(ctx context.Context, name string, b []byte) error {
+	_, err := o.client.PutObject(ctx, o.bucket, name, bytes.NewReader(b), int64(len(b)),
+		minio.PutObjectOptions{ContentType: "application/octet-stream", DisableMultipart: true})
+	if err != nil {
+		return keysUnavailable(fmt.Errorf("writing %s to the key bucket %q: %w", name, o.bucket, err))
+	}
+	return nil
+}
+
+// keysUnavailable is the answer when the key bucket cannot be reached: as
+// for a file, nothing was saved, and the sender tries again later.
+func keysUnavailable(err error) error {
+	return &haven.Error{Code: haven.EUNAVAILABLE, Err: err,
+		Message: "The server could not reach its key store (the object storage) right now, so nothing was saved or read. Try again later."}
+}
+
+// get reads an object; errNoKey when there is none.
+func (o *objectKeys) get(ctx context.Context, name string) ([]byte, error) {
+	obj, err := o.client.GetObject(ctx, o.bucket, name, minio.GetObjectOptions{})
+	if err != nil {
+		return nil, keysUnavailable(err)
+	}
+	defer obj.Close()
+	b, err := io.ReadAll(obj)
+	if noSuchObject(err) {
+		return nil, errNoKey
+	} else if err != nil {
+		return nil, keysUnavailable(fmt.Errorf("reading %s from the key bucket %q: %w", name, o.bucket, err))
+	}
+	return b, nil
+}
+
+func (o *objectKeys) putKey(ctx context.Context, id int64, wrapped []byte) error {
+	return o.put(ctx, keyObject(id), wrapped)
+}
+
+func (o *objectKeys) getKey(ctx context.Context, id int64) ([]byte, error) {
+	return o.get(ctx, keyObject(id))
+}
+
+// shredKey removes the key and every run of its slots (the object store
+// frees what they held; nothing is kept, the bucket keeping no versions).
+func (o *objectKeys) shredKey(ctx context.Context, id int64) (bool, error) {
+	_, err := o.client.StatObject(ctx, o.bucket, keyObject(id), minio.StatObjectOptions{})
+	found := err == nil
+	if err != nil && !noSuchObject(err) {
+		return false, err
+	}
+	if found {
+		if err := o.client.RemoveObject(ctx, o.bucket, keyObject(id), minio.RemoveObjectOptions{}); err != nil {
+			return false, err
+		}
+	}
+	for obj := range o.client.ListObjects(ctx, o.bucket, minio.ListObjectsOptions{Prefix: runPrefix(id), Recursive: true}) {
+		if obj.Err != nil {
+			return found, obj.Err
+		}
+		if err := o.client.RemoveObject(ctx, o.bucket, obj.Key, minio.RemoveObjectOptions{}); err != nil {
+			return found, err
+		}
+	}
+	o.mu.Lock()
+	for r := range o.runs {
+		if r.key == id {
+			delete(o.runs, r)
+		}
+	}
+	o.mu.Unlock()
+	return found, nil
+}
+
+func (o *objectKeys) putSlot(keyID, slot int64, b []byte) error {
+	o.mu.Lock()
+	o.pending = append(o.pending, pendingSlot{keyID, slot, bytes.Clone(b)})
+	o.mu.Unlock()
+	return nil
+}
+
+// syncSlots writes the slots of the batch about to commit, one object per
+// run of consecutive slots of a project key, in parallel.
+func (o *objectKeys) syncSlots(ctx context.Context) error {
+	o.mu.Lock()
+	pending := o.pending
+	o.pending = nil
+	o.mu.Unlock()
+	if len(pending) == 0 {
+		return nil
+	}
+	runs := groupRuns(pending)
+	errs := make([]error, len(runs))
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 8)
+	for i, r := range runs {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			errs[i] = o.put(ctx, runObject(r.id.key, r.id.first), r.b)
+		}()
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			return err
+		}
+	}
+	o.mu.Lock()
+	for _, r := range runs {
+		o.cache(r.id, r.b)
+	}
+	o.mu.Unlock()
+	return nil
+}
+
+type run struct {
+	id runID
+	b  []byte
+}
+
+// groupRuns orders slots and joins consecutive ones of a key into runs of
+// at most runSlots.
+func groupRuns(slots []pendingSlot) []run {
+	sort.Slice(slots, func(i, j int) bool {
+		if slots[i].key != slots[j].key {
+			return slots[i].key < slots[j].key
+		}
+		return slots[i].slot < slots[j].slot
+	})
+	var runs []run
+	for _, s := range slots {
+		if n := len(runs); n > 0 {
+			last := &runs[n-1]
+			count := int64(len(last.b) / slotSize)
+			if last.id.key == s.key && last.id.first+count == s.slot && count < runSlots {
+				last.b = append(last.b, s.b...)
+				continue
+			}
+		}
+		runs = append(runs, run{id: runID{s.key, s.slot}, b: bytes.Clone(s.b)})
+	}
+	return runs
+}
+
+// cache keeps a run (o.mu held), emptying the cache when it is full.
+func (o *objectKeys) cache(id runID, b []byte) {
+	if len(o.runs) >= maxCachedRuns {
+		clear(o.runs)
+	}
+	o.runs[id] = b
+}
+
+// cached finds the cached run holding a slot (o.mu held).
+func (o *objectKeys) cached(key, slot int64) (runID, []byte, bool) {
+	for first := slot; first > slot-runSlots && first > 0; first-- {
+		id := runID{key, first}
+		if b, ok := o.runs[id]; ok {
+			if first+int64(len(b)/slotSize) > slot {
+				return id, b, true
+			}
+			return runID{}, nil, false // the run before the slot ends before it
+		}
+	}
+	return runID{}, nil, false
+}
+
+// findRun lists the runs that may hold a slot: the one holding it starts
+// at most runSlots-1 before it. It returns the run and false when none holds it.
+func (o *objectKeys) findRun(ctx context.Context, key, slot int64) (runID, bool, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	opts := minio.ListObjectsOptions{Prefix: runPrefix(key), MaxKeys: runSlots}
+	if from := slot - runSlots; from > 0 {
+		opts.StartAfter = runObject(key, from)
+	}
+	var found runID
+	ok := false
+	for obj := range o.client.ListObjects(ctx, o.bucket, opts) {
+		if obj.Err != nil {
+			return runID{}, false, keysUnavailable(obj.Err)
+		}
+		first, err := strconv.ParseInt(strings.TrimPrefix(obj.Key, runPrefix(key)), 10, 64)
+		if err != nil {
+			continue
+		}
+		if first > slot {
+			break
+		}
+		if first+obj.Size/slotSize > slot {
+			found, ok = runID{key, first}, true
+			break
+		}
+	}
+	return found, ok, nil
+}
+
+// readRun reads a run, from the cache or the bucket; nil when it is gone.
+func (o *objectKeys) readRun(ctx context.Context, key, slot int64) (runID, []byte, error) {
+	o.mu.Lock()
+	id, b, ok := o.cached(key, slot)
+	gen := o.gen
+	o.mu.Unlock()
+	if ok {
+		return id, b, nil
+	}
+	id, ok, err := o.findRun(ctx, key, slot)
+	if err != nil || !ok {
+		return runID{}, nil, err
+	}
+	b, err = o.get(ctx, runObject(id.key, id.first))
+	if err == errNoKey {
+		return runID{}, nil, nil // removed since it was listed: every slot in it was zeroed
+	} else if err != nil {
+		return runID{}, nil, err
+	}
+	o.mu.Lock()
+	if o.gen == gen {
+		o.cache(id, b)
+	}
+	o.mu.Unlock()
+	return id, b, nil
+}
+
+func (o *objectKeys) getSlot(ctx context.Context, key, slot int64) ([]byte, error) {
+	o.mu.Lock()
+	for _, p := range o.pending { // written by the batch still open
+		if p.key == key && p.slot == slot {
+			o.mu.Unlock()
+			return bytes.Clone(p.b), nil
+		}
+	}
+	o.mu.Unlock()
+	id, b, err := o.readRun(ctx, key, slot)
+	if err != nil || b == nil {
+		return nil, err
+	}
+	off := (slot - id.first) * slotSize
+	if off+slotSize > int64(len(b)) {
+		return nil, nil
+	}
+	return bytes.Clone(b[off : off+slotSize]), nil
+}
+
+// zeroSlots rewrites each run holding one of the slots with them zeroed,
+// under a lock every node takes for that run, and tells the other nodes
+// to drop what they hold in memory.
+func (o *objectKeys) zeroSlots(ctx context.Context, key int64, slots []int64) error {
+	byRun := map[runID][]int64{}
+	for _, s := range slots {
+		id, b, err := o.readRun(ctx, key, s)
+		if err != nil {
+			return err
+		}
+		if b != nil {
+			byRun[id] = append(byRun[id], s)
+		}
+	}
+	for id, ss := range byRun {
+		err := o.db.withLock(ctx, runLockKey(id), func() error {
+			b, err := o.get(ctx, runObject(id.key, id.first))
+			if err == errNoKey {
+				return nil
+			} else if err != nil {
+				return err
+			}
+			for _, s := range ss {
+				if off := (s - id.first) * slotSize; off+slotSize <= int64(len(b)) {
+					clear(b[off : off+slotSize])
+				}
+			}
+			if bytes.Count(b, []byte{0}) == len(b) {
+				return o.client.RemoveObject(ctx, o.bucket, runObject(id.key, id.first), minio.RemoveObjectOptions{})
+			}
+			return o.put(ctx, runObject(id.key, id.first), b)
+		})
+		if err != nil {
+			return keysUnavailable(fmt.Errorf("erasing submission keys in the key bucket %q: %w", o.bucket, err))
+		}
+		o.mu.Lock()
+		delete(o.runs, id)
+		o.mu.Unlock()
+	}
+	o.db.changed("keys")
+	return nil
+}
+
+// runLockKey names the advisory lock of a run.
+func runLockKey(id runID) int64 {
+	return int64(0x6b<<56) ^ id.key<<36 ^ id.first
+}
+
+func (o *objectKeys) forget() {
+	o.mu.Lock()
+	clear(o.runs)
+	o.gen++
+	o.mu.Unlock()
+}
+
+func (o *objectKeys) close() {}
