@@ -47,6 +47,9 @@ type Keyring struct {
 	// slotBlocks are, on PostgreSQL, the slot numbers this node took and
 	// has not handed out yet, by project key id.
 	slotBlocks map[int64]*slotRange
+	// written are, on a shared key store, the keys this node wrote ahead
+	// and has not handed out yet, by project key id.
+	written map[int64]*keyBlock
 }
 
 // ProjectKey is an unwrapped project data key.
@@ -327,7 +330,7 @@ func newKeyring(db *DB, master []byte, ks keyStore) (*Keyring, error) {
 		return nil, err
 	}
 	k := &Keyring{db: db, master: aead, ks: ks, cache: map[int64]*ProjectKey{}, slotNext: map[int64]int64{},
-		slotBlocks: map[int64]*slotRange{}}
+		slotBlocks: map[int64]*slotRange{}, written: map[int64]*keyBlock{}}
 	// Another node destroyed a key: drop it, and any slot held in memory.
 	db.OnChange("keys", k.forget)
 	return k, k.moveKeysOutOfDatabase(context.Background())
@@ -472,6 +475,10 @@ func (k *Keyring) ShredKeyFiles(ctx context.Context) (int, error) {
 	rows.Close()
 	n := 0
 	for _, id := range ids {
+		k.slotMu.Lock()
+		delete(k.written, id)
+		delete(k.slotBlocks, id)
+		k.slotMu.Unlock()
 		found, err := k.ks.shredKey(ctx, id)
 		if err != nil {
 			return n, err

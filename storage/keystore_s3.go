@@ -194,6 +194,17 @@ func (o *objectKeys) syncSlots(ctx context.Context) error {
 	return nil
 }
 
+// putRun writes a run of slots as one object.
+func (o *objectKeys) putRun(ctx context.Context, id runID, b []byte) error {
+	if err := o.put(ctx, runObject(id.key, id.first), b); err != nil {
+		return err
+	}
+	o.mu.Lock()
+	o.cache(id, b)
+	o.mu.Unlock()
+	return nil
+}
+
 type run struct {
 	id runID
 	b  []byte

@@ -104,7 +104,7 @@ func (s *Submissions) Ingest(ctx context.Context, in *Incoming) (*IngestResult, 
 	mac := pk.MAC(in.XML)
 	// Sealed ahead, as for a new submission (the most common case), with
 	// a key of its own; an edit or a resend uses its submission's key.
-	fresh, err := newKey(pk)
+	fresh, err := s.Keys.makeKey(pk)
 	if err != nil {
 		return nil, err
 	}
