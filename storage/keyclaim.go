@@ -14,6 +14,7 @@ import (
 	"strings"
 
 	"github.com/haven-org/haven"
+	"github.com/minio/minio-go/v7"
 )
 
 // Which key store a deployment uses, and the one place that decides it:
@@ -302,4 +303,90 @@ func dropMovedKeys(ctx context.Context, local *dirKeys, objects *objectKeys) err
 		}
 	}
 	return nil
+}
+
+// CopyKeysDown copies the keys of the database at dsn from its key bucket
+// into the key store folder of the data directory dir, for a deployment
+// going back to one node (haven storage migrate --to sqlite). It returns
+// how many project keys it copied: none when the database keeps its keys
+// in a folder already. Every key and slot is read back and compared.
+func CopyKeysDown(ctx context.Context, dsn string, s3 *S3Config, dir string) (int, error) {
+	db, err := OpenPostgresDB(ctx, dsn)
+	if err != nil {
+		return 0, err
+	}
+	defer db.Close()
+	var keyStore sql.NullString
+	err = db.read.QueryRowContext(ctx, `SELECT key_store_id FROM deployment WHERE id = 1`).Scan(&keyStore)
+	if errors.Is(err, sql.ErrNoRows) || (err == nil && !keyStore.Valid) {
+		return 0, nil
+	} else if err != nil {
+		return 0, err
+	}
+	if s3 == nil {
+		return 0, haven.Errorf(haven.EINVALID, "The keys of this database are on the object store: give its settings (--s3-endpoint, --s3-bucket, --s3-access-key, --s3-secret-key, or HAVEN_S3_*) so that they come into the data directory with the records.")
+	}
+	objects, err := newObjectKeys(ctx, *s3, db)
+	if err != nil {
+		return 0, err
+	}
+	if id, err := objects.get(ctx, keyStoreIDObject); err != nil || string(id) != keyStore.String {
+		return 0, haven.Errorf(haven.EINVALID, "The key bucket %q is not this database's (its keys are in the bucket with id %s): give the deployment's --s3-key-bucket.", objects.bucket, keyStore.String)
+	}
+	local, err := newDirKeys(filepath.Join(dir, "keys"))
+	if err != nil {
+		return 0, err
+	}
+	defer local.close()
+	rows, err := db.read.QueryContext(ctx, `SELECT id FROM project_keys WHERE destroyed_at IS NULL ORDER BY id`)
+	if err != nil {
+		return 0, err
+	}
+	var ids []int64
+	for rows.Next() {
+		var id int64
+		rows.Scan(&id)
+		ids = append(ids, id)
+	}
+	rows.Close()
+	for _, id := range ids {
+		wrapped, err := objects.getKey(ctx, id)
+		if err != nil {
+			return 0, fmt.Errorf("project key %d: %w", id, err)
+		}
+		if err := local.putKey(ctx, id, wrapped); err != nil {
+			return 0, err
+		}
+		slots := map[int64][]byte{}
+		for obj := range objects.client.ListObjects(ctx, objects.bucket, minio.ListObjectsOptions{Prefix: runPrefix(id), Recursive: true}) {
+			if obj.Err != nil {
+				return 0, keysUnavailable(obj.Err)
+			}
+			first, err := strconv.ParseInt(strings.TrimPrefix(obj.Key, runPrefix(id)), 10, 64)
+			if err != nil {
+				continue
+			}
+			b, err := objects.get(ctx, obj.Key)
+			if err != nil {
+				return 0, err
+			}
+			for i := 0; i+slotSize <= len(b); i += slotSize {
+				if s := b[i : i+slotSize]; !allZero(s) {
+					slots[first+int64(i/slotSize)] = s
+					if err := local.putSlot(id, first+int64(i/slotSize), s); err != nil {
+						return 0, err
+					}
+				}
+			}
+		}
+		if err := local.syncSlots(ctx); err != nil {
+			return 0, err
+		}
+		for slot, want := range slots {
+			if got, err := local.getSlot(ctx, id, slot); err != nil || !hmac.Equal(got, want) {
+				return 0, fmt.Errorf("submission key %d of project key %d did not read back from %s (%v)", slot, id, local.where(), err)
+			}
+		}
+	}
+	return len(ids), nil
 }

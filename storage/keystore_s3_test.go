@@ -177,6 +177,33 @@ func TestNodesOnSeparateMachines(t *testing.T) {
 		}
 	}
 
+	// Back to one node on SQLite: the keys come down from the bucket with
+	// the records, and every submission left opens there.
+	if _, err := storage.CopyKeysDown(ctx, pg.DSN(), nil, t.TempDir()); err == nil || !strings.Contains(err.Error(), "--s3-endpoint") {
+		t.Fatalf("moving back without the object store: %v", err)
+	}
+	dirC := t.TempDir()
+	if n, err := storage.CopyKeysDown(ctx, pg.DSN(), &cfg, dirC); err != nil || n != 1 {
+		t.Fatalf("copying the keys down: %d %v", n, err)
+	}
+	if _, err := storage.MoveRecordsBack(ctx, pg.DSN(), filepath.Join(dirC, "haven.db"), nil); err != nil {
+		t.Fatal(err)
+	}
+	single, err := storage.OpenDir(ctx, dirC, storage.Options{Key: master})
+	if err != nil {
+		t.Fatal(err)
+	}
+	subs, total, err := single.Submissions.List(ctx, pr.ID, f.ID, -1, 0)
+	if err != nil || total != 7 {
+		t.Fatalf("%d submissions back on SQLite (%v), want 7", total, err)
+	}
+	for _, sub := range subs {
+		if x, err := single.Submissions.XML(ctx, pr.ID, &sub.Current); err != nil || !strings.Contains(string(x), sub.InstanceID) {
+			t.Fatalf("%s does not open back on SQLite: %v", sub.InstanceID, err)
+		}
+	}
+	single.Close()
+
 	// Destroyed on A: the key and every slot leave the bucket, and B no
 	// longer holds the key.
 	if _, err := b.Keys.ProjectKey(ctx, pr.ID); err != nil {

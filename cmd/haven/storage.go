@@ -75,9 +75,11 @@ const storageUsage = `haven storage: the blob store (attachments and form media)
       copy every record from the data directory's SQLite database into an empty
       PostgreSQL database (ids kept, each table checked by count and hash); safe
       to stop and run again; stop Haven first, then start it with --database
-  haven storage migrate --to sqlite --database postgres://... [--data DIR]
+  haven storage migrate --to sqlite --database postgres://... [--data DIR] [--s3-... flags]
       and back: copy the records from PostgreSQL into a new haven.db in the data
-      directory, checked the same way; then start Haven without --database
+      directory, checked the same way (keys kept on the object store by several
+      nodes come into the data directory too: give its settings); then start
+      Haven without --database
   haven storage gc [--grace 24h] [--s3-endpoint ... flags] [--data DIR]
       remove stored files that no record refers to (left by crashes), older than --grace
 `
@@ -98,7 +100,7 @@ func storageCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return moveRecords(ctx, *data.dir, *to, stdout, stderr)
 	}
 	if args[0] == "migrate" && *to == "sqlite" {
-		return moveRecordsBack(ctx, *data.dir, *data.database, stdout, stderr)
+		return moveRecordsBack(ctx, *data.dir, *data.database, s3(), stdout, stderr)
 	}
 	st, err := data.openExisting(ctx, storage.Options{S3: s3()})
 	if err != nil {
@@ -162,7 +164,7 @@ func moveRecords(ctx context.Context, dir, dsn string, stdout, stderr io.Writer)
 
 // moveRecordsBack copies the records from PostgreSQL into the data
 // directory's SQLite file.
-func moveRecordsBack(ctx context.Context, dir, dsn string, stdout, stderr io.Writer) error {
+func moveRecordsBack(ctx context.Context, dir, dsn string, s3 *storage.S3Config, stdout, stderr io.Writer) error {
 	if dsn == "" {
 		return haven.Errorf(haven.EINVALID, "say which PostgreSQL database to move the records from: --database postgres://... (or HAVEN_DATABASE).")
 	}
@@ -173,6 +175,15 @@ func moveRecordsBack(ctx context.Context, dir, dsn string, stdout, stderr io.Wri
 	db := filepath.Join(dir, "haven.db")
 	if _, err := os.Stat(db); err == nil {
 		return haven.Errorf(haven.ECONFLICT, "%s already exists: move it away first (the records go into a new file), then run this again.", db)
+	}
+	// Keys kept on the object store (several nodes) come into the folder
+	// first: records without their keys would open nothing.
+	keys, err := storage.CopyKeysDown(ctx, dsn, s3, dir)
+	if err != nil {
+		return err
+	}
+	if keys > 0 {
+		fmt.Fprintf(stdout, "Copied %d project keys and their submission keys from the key bucket into %s.\n", keys, filepath.Join(dir, "keys"))
 	}
 	line := newStatusLine(stderr)
 	moved, err := storage.MoveRecordsBack(ctx, dsn, db, func(table string, n, total int64) {
