@@ -74,7 +74,7 @@ type Service struct {
 	logins      *loginGuard
 	nonces      *nonceLog
 
-	jobs exportJobs // exports running in the background
+	jobs sync.WaitGroup // background exports this node runs
 
 	entityWork  entityWorker // applies queued entity blocks, one drain at a time
 	deviceLists listCache    // entity lists made for devices

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"io"
 	"sync"
 	"sync/atomic"
@@ -14,17 +15,26 @@ import (
 )
 
 // Background exports: a large export is started, watched and downloaded
-// when done, instead of held open for as long as it takes. The finished
-// file waits in an encrypted spool (a key that exists only in memory, a
-// file already unlinked from the folder), so nothing of it survives the
-// process; it is erased once downloaded, or JobLifetime after it finished.
-// Jobs live in the memory of the node that runs them.
+// when done, instead of held open for as long as it takes. Jobs are kept
+// in the database, so that any node answers for a job another node runs
+// (no balancer needs to be sticky): the node running one writes its
+// progress every second, and a job not heard of for jobDead died with its
+// node (it says so, and its owner starts it again). The finished file is
+// streamed, encrypted as it is written, into a blob of the project (its
+// key wrapped by the project key, so destroying the project makes any
+// copy unreadable); no plaintext touches a disk. It is erased once
+// downloaded, or JobLifetime after it finished.
 
 // JobLifetime is how long a finished export waits to be downloaded.
 const JobLifetime = time.Hour
 
 // jobLimit bounds the exports one user may run at once, and all users.
 const jobLimit, jobsLimit = 2, 8
+
+const (
+	jobBeat = time.Second // how often a running job's progress is written
+	jobDead = time.Minute // a running job not heard of for this long died with its node
+)
 
 // ExportJob is a background export as its owner sees it.
 type ExportJob struct {
@@ -44,50 +54,23 @@ type ExportJob struct {
 	ExpiresAt   *time.Time `json:"expiresAt,omitempty"`
 }
 
-type job struct {
-	mu     sync.Mutex
-	view   ExportJob
-	owner  int64
-	spool  *storage.Spool
-	done   atomic.Int64 // submissions written
-	bytes  atomic.Int64
-	cancel context.CancelFunc
-	timer  *time.Timer
-}
+// jobDied is the error of a job whose node stopped while it ran.
+const jobDied = "the server running it stopped before it finished"
 
-type exportJobs struct {
-	mu   sync.Mutex
-	byID map[string]*job
-}
-
-func (j *job) snapshot() *ExportJob {
-	j.mu.Lock()
-	defer j.mu.Unlock()
-	v := j.view
-	v.Submissions, v.Bytes = j.done.Load(), j.bytes.Load()
-	return &v
-}
-
-// erase closes a job's spool (its file is already unlinked: closing it
-// frees the last trace) and forgets the job.
-func (s *Service) eraseJob(id string) {
-	s.jobs.mu.Lock()
-	j := s.jobs.byID[id]
-	delete(s.jobs.byID, id)
-	s.jobs.mu.Unlock()
-	if j == nil {
-		return
+func (s *Service) jobView(r *storage.ExportJobRow) *ExportJob {
+	v := &ExportJob{ID: r.ID, ProjectID: r.ProjectID, XMLFormID: r.XMLFormID, State: r.State, Submissions: r.Submissions, Total: r.Total,
+		Bytes: r.Bytes, FileName: r.FileName, ContentType: r.ContentType, Omitted: r.Omitted, Error: r.Error, StartedAt: r.StartedAt.UTC(),
+		FinishedAt: r.FinishedAt, ExpiresAt: r.ExpiresAt}
+	if v.Omitted == nil {
+		v.Omitted = []string{}
 	}
-	j.cancel()
-	j.mu.Lock()
-	defer j.mu.Unlock()
-	if j.timer != nil {
-		j.timer.Stop()
+	switch {
+	case r.State == "downloading":
+		v.State = "done"
+	case r.State == "running" && r.SeenAt.Before(s.now().Add(-jobDead)):
+		v.State, v.Error = "failed", jobDied
 	}
-	if j.spool != nil {
-		j.spool.Close()
-		j.spool = nil
-	}
+	return v
 }
 
 type countingWriter struct {
@@ -108,17 +91,10 @@ func (s *Service) StartExport(ctx context.Context, p *haven.Principal, projectID
 	if p == nil {
 		return nil, haven.Errorf(haven.EUNAUTHORIZED, "Sign in to export.")
 	}
-	s.jobs.mu.Lock()
-	mine, all := 0, 0
-	for _, j := range s.jobs.byID {
-		if j.snapshot().State == "running" {
-			all++
-			if j.owner == p.ActorID {
-				mine++
-			}
-		}
+	mine, all, err := s.st.ExportJobs.Running(ctx, p.ActorID, s.now().Add(-jobDead))
+	if err != nil {
+		return nil, err
 	}
-	s.jobs.mu.Unlock()
 	if mine >= jobLimit || all >= jobsLimit {
 		return nil, &haven.Error{Code: haven.ETOOMANY, Message: "Too many exports are running: wait until one finishes (or download a finished one), then start this one.",
 			Details: map[string]any{"retryAfterSeconds": 30}}
@@ -131,96 +107,133 @@ func (s *Service) StartExport(ctx context.Context, p *haven.Principal, projectID
 	if err != nil {
 		return nil, err
 	}
-	spool, err := s.st.DB.Spool()
-	if err != nil {
-		return nil, err
-	}
 	var id [12]byte
 	rand.Read(id[:])
-	jctx, cancel := context.WithCancel(context.Background())
-	j := &job{owner: p.ActorID, spool: spool, cancel: cancel, view: ExportJob{ID: hex.EncodeToString(id[:]), ProjectID: projectID, XMLFormID: xmlFormID,
-		State: "running", Total: total, FileName: exp.FileName, ContentType: exp.ContentType, Omitted: exp.Omitted, StartedAt: s.now().UTC()}}
-	exp.src.counted = func() { j.done.Add(1) }
-	s.jobs.mu.Lock()
-	if s.jobs.byID == nil {
-		s.jobs.byID = map[string]*job{}
+	row := &storage.ExportJobRow{ID: hex.EncodeToString(id[:]), OwnerID: p.ActorID, ProjectID: projectID, XMLFormID: xmlFormID, State: "running",
+		Total: total, FileName: exp.FileName, ContentType: exp.ContentType, Omitted: exp.Omitted, StartedAt: s.now().UTC(), SeenAt: s.now()}
+	if err := s.st.ExportJobs.Create(ctx, row); err != nil {
+		return nil, err
 	}
-	s.jobs.byID[j.view.ID] = j
-	s.jobs.mu.Unlock()
+	s.jobs.Add(1)
 	go func() {
-		err := exp.Write(jctx, countingWriter{spool, &j.bytes})
-		now := s.now().UTC()
-		expires := now.Add(JobLifetime)
-		j.mu.Lock()
-		j.view.FinishedAt, j.view.ExpiresAt = &now, &expires
-		if err != nil {
-			j.view.State, j.view.Error = "failed", haven.ErrorMessage(err)
-			if jctx.Err() == nil {
-				s.log.Error("background export failed", "form", xmlFormID, "err", err)
-			}
-		} else {
-			j.view.State = "done"
-		}
-		j.timer = time.AfterFunc(JobLifetime, func() { s.eraseJob(j.view.ID) })
-		j.mu.Unlock()
+		defer s.jobs.Done()
+		s.runJob(row, exp)
 	}()
-	return j.snapshot(), nil
+	return s.jobView(row), nil
+}
+
+// runJob writes an export into a new blob of its project, writing its
+// progress as it goes, and records the blob when done.
+func (s *Service) runJob(row *storage.ExportJobRow, exp *Export) {
+	ctx := context.Background()
+	var done, written atomic.Int64
+	exp.src.counted = func() { done.Add(1) }
+	pr, pw := io.Pipe()
+	go func() {
+		pw.CloseWithError(exp.Write(ctx, countingWriter{pw, &written}))
+	}()
+	stop := make(chan struct{})
+	var beats sync.WaitGroup
+	beats.Add(1)
+	go func() {
+		defer beats.Done()
+		t := time.NewTicker(jobBeat)
+		defer t.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-t.C:
+				s.st.ExportJobs.Progress(ctx, row.ID, done.Load(), written.Load())
+			}
+		}
+	}()
+	file, err := s.st.Blobs.Put(ctx, row.ProjectID, pr, storage.PutOptions{})
+	pr.CloseWithError(errors.Join(err, io.ErrClosedPipe)) // a store that failed leaves no writer waiting
+	close(stop)
+	beats.Wait()
+	expires := s.now().Add(JobLifetime).UTC()
+	if err != nil {
+		s.log.Error("background export failed", "form", row.XMLFormID, "err", err)
+		s.st.ExportJobs.Fail(ctx, row.ID, haven.ErrorMessage(err), expires)
+		return
+	}
+	if err := s.st.ExportJobs.Finish(ctx, row.ID, file, done.Load(), written.Load(), expires); err != nil {
+		s.st.Blobs.Discard(ctx, file)
+		s.log.Error("recording a background export", "form", row.XMLFormID, "err", err)
+	}
+}
+
+// WaitJobs waits for the exports this node runs to finish (tests, and a
+// server shutting down cleanly).
+func (s *Service) WaitJobs() { s.jobs.Wait() }
+
+// SweepExportJobs erases the exports whose time is up and those whose node
+// died; haven serve runs it every minute on every node.
+func (s *Service) SweepExportJobs(ctx context.Context) (int, error) {
+	now := s.now()
+	return s.st.ExportJobs.Sweep(ctx, now, now.Add(-jobDead))
 }
 
 // ownJob finds a job of p's; another's job is "not found", as it is none
 // of their business that it exists.
-func (s *Service) ownJob(p *haven.Principal, id string) (*job, error) {
-	s.jobs.mu.Lock()
-	j := s.jobs.byID[id]
-	s.jobs.mu.Unlock()
-	if j == nil || p == nil || j.owner != p.ActorID {
-		return nil, haven.Errorf(haven.ENOTFOUND, "There is no export %s of yours: it was downloaded, it expired (an hour after it finished), or the server restarted. Start it again.", id)
+func (s *Service) ownJob(ctx context.Context, p *haven.Principal, id string) (*storage.ExportJobRow, error) {
+	r, err := s.st.ExportJobs.Get(ctx, id)
+	if err != nil {
+		return nil, err
 	}
-	return j, nil
+	if r == nil || p == nil || r.OwnerID != p.ActorID {
+		return nil, haven.Errorf(haven.ENOTFOUND, "There is no export %s of yours: it was downloaded, or it expired (an hour after it finished). Start it again.", id)
+	}
+	return r, nil
 }
 
 // ExportJobStatus says how a background export is going.
 func (s *Service) ExportJobStatus(ctx context.Context, p *haven.Principal, id string) (*ExportJob, error) {
-	j, err := s.ownJob(p, id)
+	r, err := s.ownJob(ctx, p, id)
 	if err != nil {
 		return nil, err
 	}
-	return j.snapshot(), nil
+	return s.jobView(r), nil
 }
 
-// DownloadExport opens a finished background export. Closing the reader
-// erases the file: an export is downloaded once.
+// DownloadExport opens a finished background export, on whichever node
+// ran it. Closing the reader erases the file: an export is downloaded once.
 func (s *Service) DownloadExport(ctx context.Context, p *haven.Principal, id string) (_ io.ReadCloser, _ *ExportJob, err error) {
-	j, err := s.ownJob(p, id)
+	r, err := s.ownJob(ctx, p, id)
 	if err != nil {
 		return nil, nil, err
 	}
-	v := j.snapshot()
+	v := s.jobView(r)
 	e := s.event(ctx, p, "submission.export.download", v.ProjectID, objForm(v.ProjectID, v.XMLFormID))
 	e.Details = map[string]any{"job": id, "bytes": v.Bytes}
 	defer func() { s.record(ctx, e, err) }()
-	switch v.State {
-	case "running":
+	switch {
+	case v.State == "running":
 		return nil, nil, haven.Errorf(haven.ECONFLICT, "Export %s is not finished: %d of %d submissions so far. Ask again when its state is done.", id, v.Submissions, v.Total)
-	case "failed":
-		s.eraseJob(id)
+	case v.State == "failed":
+		s.st.ExportJobs.Remove(ctx, id)
 		return nil, nil, haven.Errorf(haven.EINTERNAL, "Export %s failed (%s). Start it again.", id, v.Error)
-	}
-	// The download takes the spool: a second one finds none.
-	j.mu.Lock()
-	spool := j.spool
-	j.spool = nil
-	j.mu.Unlock()
-	if spool == nil {
+	case r.State == "downloading":
 		return nil, nil, haven.Errorf(haven.ENOTFOUND, "Export %s was already downloaded.", id)
 	}
-	r, err := spool.Reader()
+	rc, _, err := s.st.Blobs.Open(ctx, r.BlobID)
 	if err != nil {
-		spool.Close()
-		s.eraseJob(id)
 		return nil, nil, err
 	}
-	return &jobReader{r: r, close: func() { spool.Close(); s.eraseJob(id) }}, v, nil
+	// The download takes the file: a second one, on any node, finds none.
+	took, err := s.st.ExportJobs.Take(ctx, id, s.now().Add(JobLifetime))
+	if err != nil || !took {
+		rc.Close()
+		if err == nil {
+			err = haven.Errorf(haven.ENOTFOUND, "Export %s was already downloaded.", id)
+		}
+		return nil, nil, err
+	}
+	return &jobReader{r: rc, close: func() {
+		rc.Close()
+		s.st.ExportJobs.Remove(context.Background(), id)
+	}}, v, nil
 }
 
 type jobReader struct {

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/haven-org/haven/formspec/xlsform/xlsxtest"
+	"github.com/haven-org/haven/storage"
 )
 
 // A background export: started, watched until done, downloaded once;
@@ -77,6 +78,22 @@ func TestBackgroundExport(t *testing.T) {
 	}
 	if found := e.scanFor("JOBMARK"); len(found) != 0 {
 		t.Errorf("the export's plaintext is on disk: %v", found)
+	}
+	// A job whose node stopped (no progress for over a minute) says so,
+	// on any node, and its download says to start again.
+	if st := e.call("POST", base+"/forms/household/export-jobs?format=csv", e.token, nil, &job); st != 202 {
+		t.Fatalf("a second job: %d", st)
+	}
+	e.st.DB.Write(t.Context(), func(tx *storage.Tx) error {
+		_, err := tx.Exec(`UPDATE export_jobs SET state = 'running', seen_at = ? WHERE id = ?`, time.Now().Add(-2*time.Minute).UnixMilli(), job.ID)
+		return err
+	})
+	var dead struct{ State, Error string }
+	if e.call("GET", base+"/export-jobs/"+job.ID, e.token, nil, &dead); dead.State != "failed" || !strings.Contains(dead.Error, "stopped") {
+		t.Errorf("a job whose node died: %+v", dead)
+	}
+	if resp := e.request("GET", base+"/export-jobs/"+job.ID+"/file", e.token, "", nil); resp.StatusCode != 500 {
+		t.Errorf("downloading a job whose node died: %d", resp.StatusCode)
 	}
 	var events []struct{ Action string }
 	e.admin("GET", "/v1/audit?action=submission.", nil, &events)

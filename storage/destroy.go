@@ -250,7 +250,11 @@ func destroyRest(tx *Tx, projectID int64) ([]*Blob, error) {
 	if err := exec("device tokens", `SELECT count(*) FROM field_keys WHERE project_id = ?`, `DELETE FROM field_keys WHERE project_id = ?`); err != nil {
 		return nil, err
 	}
-	// Every object of the project left (form media, anything else).
+	// Background exports of the project, then every object of the
+	// project left (their files, form media, anything else).
+	if _, err := tx.Exec(`DELETE FROM export_jobs WHERE project_id = ?`, projectID); err != nil {
+		return nil, err
+	}
 	ids, objects, err := tx.selectBlobs(`SELECT id, store, object, data IS NOT NULL FROM blobs WHERE project_id = ?`, projectID)
 	if err != nil {
 		return nil, err

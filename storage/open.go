@@ -22,6 +22,7 @@ type Store struct {
 	Forms       *Forms
 	Submissions *Submissions
 	Entities    *Entities
+	ExportJobs  *ExportJobs
 	Audit       *Audit
 	MasterKey   []byte
 	// KeyCreated is the master key file this start made (the first start
@@ -122,6 +123,7 @@ func OpenDir(ctx context.Context, dir string, opts ...Options) (*Store, error) {
 		Forms:       &Forms{DB: db},
 		Submissions: &Submissions{DB: db, Keys: keys, Audit: audit},
 		Entities:    &Entities{DB: db, Keys: keys, Audit: audit},
+		ExportJobs:  &ExportJobs{DB: db, Blobs: blobs},
 		Audit:       audit,
 	}
 	db.OnChange("basic", st.Users.basic.clear)

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"archive/zip"
 	"bytes"
 	"context"
 	"crypto/sha256"
@@ -267,6 +268,9 @@ func crash(t *testing.T, bin, database string, nodes int) {
 		t.Fatalf("%d submissions stored for %d sent", len(listed), len(all))
 	}
 	t.Logf("%d rounds: %d acknowledged, %d retried after a crash, %d stored", rounds, len(acked), retried, len(listed))
+	if nodes > 1 {
+		exportAcrossNodes(t, a, addrs, pr.ID, len(listed))
+	}
 
 	for _, c := range cmds {
 		c.Process.Kill()
@@ -288,4 +292,62 @@ func crash(t *testing.T, bin, database string, nodes int) {
 
 func household(id string) []byte {
 	return []byte(fmt.Sprintf(`<household xmlns:orx="http://openrosa.org/xforms" id="household" version="2026110101"><head_name>Crash</head_name><members>2</members><shelter><photo>p.jpg</photo></shelter><orx:meta><orx:instanceID>%s</orx:instanceID></orx:meta></household>`, id))
+}
+
+// exportAcrossNodes starts a background export on one node, watches it on
+// another and downloads it from a third, as through a balancer that is
+// not sticky; the file holds every submission, and is gone from every
+// node once downloaded.
+func exportAcrossNodes(t *testing.T, a *rest.Client, addrs []string, projectID int64, want int) {
+	t.Helper()
+	ctx := context.Background()
+	on := func(i int) *rest.Client {
+		c := *a
+		c.BaseURL = strings.Replace(a.BaseURL, addrs[0], addrs[i%len(addrs)], 1)
+		return &c
+	}
+	base := fmt.Sprintf("/v1/projects/%d", projectID)
+	var job struct{ ID, State, Error string }
+	if err := on(0).Do(ctx, "POST", base+"/forms/household/export-jobs?format=csv", "", nil, &job); err != nil || job.ID == "" {
+		t.Fatalf("starting an export on node 0: %+v %v", job, err)
+	}
+	for i := 1; job.State == "running"; i++ {
+		if i > 600 {
+			t.Fatalf("the export did not finish in a minute: %+v", job)
+		}
+		time.Sleep(100 * time.Millisecond)
+		if err := on(1).Do(ctx, "GET", base+"/export-jobs/"+job.ID, "", nil, &job); err != nil {
+			t.Fatalf("the job seen from node 1: %v", err)
+		}
+	}
+	if job.State != "done" {
+		t.Fatalf("the job, seen from node 1: %+v", job)
+	}
+	body, err := on(2).Get(ctx, base+"/export-jobs/"+job.ID+"/file")
+	if err != nil {
+		t.Fatalf("downloading from node 2: %v", err)
+	}
+	z, err := zip.NewReader(bytes.NewReader(body), int64(len(body)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := z.Open("household.csv")
+	if err != nil {
+		t.Fatal(err)
+	}
+	csv, _ := io.ReadAll(f)
+	got := 0
+	for _, line := range strings.Split(string(csv), "\n") {
+		if strings.Contains(line, "uuid:crash-") {
+			got++
+		}
+	}
+	if got != want {
+		t.Fatalf("the export downloaded from node 2 holds %d submissions, want %d", got, want)
+	}
+	for i := range addrs {
+		if _, err := on(i).Get(ctx, base+"/export-jobs/"+job.ID+"/file"); err == nil {
+			t.Fatalf("node %d serves the export again after its download", i)
+		}
+	}
 }

@@ -159,3 +159,19 @@ func applyEntities(ctx context.Context, svc *app.Service, log *slog.Logger) {
 		}
 	}
 }
+
+// sweepExports erases, every minute until ctx ends, the background exports
+// not downloaded within their hour and those whose node died; every node
+// sweeps (a job is removed once, whichever node gets there).
+func sweepExports(ctx context.Context, svc *app.Service, log *slog.Logger) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(time.Minute):
+		}
+		if _, err := svc.SweepExportJobs(ctx); err != nil && ctx.Err() == nil {
+			log.Error("erasing expired exports", "err", err)
+		}
+	}
+}

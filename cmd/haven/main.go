@@ -343,6 +343,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	go reapLoop(ctx, st, log)
 	go logAuditHead(ctx, st, log)
 	go applyEntities(ctx, svc, log)
+	go sweepExports(ctx, svc, log)
 	fmt.Fprintf(stdout, "Haven is listening on http://%s (data in %s)\n", ln.Addr(), *data.dir)
 	select {
 	case err := <-errc:
