@@ -56,7 +56,7 @@ func newDirKeys(dir string) (*dirKeys, error) {
 	return &dirKeys{dir: dir, files: map[int64]*slotFile{}}, nil
 }
 
-func (d *dirKeys) where() string { return "the key store folder " + d.dir }
+func (d *dirKeys) where() string { return "the key store folder of the data directory" }
 
 func (d *dirKeys) keyFile(id int64) string {
 	return filepath.Join(d.dir, fmt.Sprintf("project-key-%d", id))

@@ -70,7 +70,7 @@ func newObjectKeys(ctx context.Context, cfg S3Config, db *DB) (*objectKeys, erro
 	return ok, nil
 }
 
-func (o *objectKeys) where() string { return fmt.Sprintf("the key bucket %q", o.bucket) }
+func (o *objectKeys) where() string { return "the key bucket of the object store" }
 
 func keyObject(id int64) string { return fmt.Sprintf("project-key-%d", id) }
 
