@@ -462,17 +462,10 @@ func (k *Keyring) destroyProjectKey(tx *Tx, projectID int64) (int64, error) {
 // still in the key store, and flushes the folder. It is idempotent: a
 // destruction interrupted after its transaction finishes here next time.
 func (k *Keyring) ShredKeyFiles(ctx context.Context) (int, error) {
-	rows, err := k.db.read.QueryContext(ctx, `SELECT id FROM project_keys WHERE destroyed_at IS NOT NULL`)
+	ids, err := k.db.int64s(ctx, `SELECT id FROM project_keys WHERE destroyed_at IS NOT NULL`)
 	if err != nil {
 		return 0, err
 	}
-	var ids []int64
-	for rows.Next() {
-		var id int64
-		rows.Scan(&id)
-		ids = append(ids, id)
-	}
-	rows.Close()
 	n := 0
 	for _, id := range ids {
 		k.slotMu.Lock()

@@ -106,9 +106,9 @@ func dataDirID(dir string) (string, error) {
 	return string(id), nil
 }
 
-// claimDir ties the database to the key store folder of dir. The same
-// directory may open it again (admin commands beside the server).
-func claimDir(ctx context.Context, db *DB, dir string, check []byte) error {
+// claim runs decide with the database's claim, under the claim lock, once
+// the master key is checked; id is the data directory's.
+func claim(ctx context.Context, db *DB, dir string, check []byte, decide func(tx *Tx, d *deployment, id string) error) error {
 	id, err := dataDirID(dir)
 	if err != nil {
 		return err
@@ -121,33 +121,30 @@ func claimDir(ctx context.Context, db *DB, dir string, check []byte) error {
 		if err := d.checkMaster(check); err != nil {
 			return err
 		}
+		return decide(tx, d, id)
+	})
+}
+
+// claimDir ties the database to the key store folder of dir. The same
+// directory may open it again (admin commands beside the server).
+func claimDir(ctx context.Context, db *DB, dir string, check []byte) error {
+	return claim(ctx, db, dir, check, func(tx *Tx, d *deployment, id string) error {
 		switch {
 		case d.keyStore.Valid:
 			return haven.Errorf(haven.EINVALID, "The keys of the database %s are on the object store, which this node was not given: start it with the deployment's object store settings (--s3-endpoint, --s3-bucket, --s3-access-key, --s3-secret-key, or HAVEN_S3_*).", db.Path)
 		case d.dataDir.Valid && d.dataDir.String != id:
 			return haven.Errorf(haven.EINVALID, "The database %s keeps its keys in another node's data directory (id %s; this one is %s), which this node cannot read. Start that node once with the object store settings (--s3-endpoint ...): it moves the keys to the object store, and then every node can serve.", db.Path, d.dataDir.String, id)
 		}
-		_, err = tx.Exec(`INSERT INTO deployment (id, data_dir_id, master_check) VALUES (1, ?, ?)
+		_, err := tx.Exec(`INSERT INTO deployment (id, data_dir_id, master_check) VALUES (1, ?, ?)
 			ON CONFLICT (id) DO UPDATE SET master_check = excluded.master_check`, id, check)
 		return err
 	})
 }
 
 // claimObjects ties the database to the key bucket, moving the keys of a
-// deployment that kept them in this data directory. It returns the ids of
+// deployment that kept them in this data directory.
 func claimObjects(ctx context.Context, db *DB, dir string, check []byte, local *dirKeys, objects *objectKeys) error {
-	id, err := dataDirID(dir)
-	if err != nil {
-		return err
-	}
-	return db.Write(ctx, func(tx *Tx) error {
-		d, err := readDeployment(tx)
-		if err != nil {
-			return err
-		}
-		if err := d.checkMaster(check); err != nil {
-			return err
-		}
+	return claim(ctx, db, dir, check, func(tx *Tx, d *deployment, id string) error {
 		bucketID, err := objects.get(ctx, keyStoreIDObject)
 		if err != nil && err != errNoKey {
 			return err
@@ -164,7 +161,7 @@ func claimObjects(ctx context.Context, db *DB, dir string, check []byte, local *
 		if bucketID != nil {
 			return haven.Errorf(haven.EINVALID, "The key bucket %q already holds another deployment's keys (id %s). Give this deployment a bucket of its own with --s3-key-bucket.", objects.bucket, bucketID)
 		}
-		live, err := liveKeys(tx)
+		live, err := tx.int64s(`SELECT id FROM project_keys WHERE destroyed_at IS NULL ORDER BY id`)
 		if err != nil {
 			return err
 		}
@@ -186,24 +183,6 @@ func describeID(b []byte) string {
 		return "none: it is empty"
 	}
 	return string(b)
-}
-
-// liveKeys lists the project keys not destroyed.
-func liveKeys(tx *Tx) ([]int64, error) {
-	rows, err := tx.Query(`SELECT id FROM project_keys WHERE destroyed_at IS NULL ORDER BY id`)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var ids []int64
-	for rows.Next() {
-		var id int64
-		if err := rows.Scan(&id); err != nil {
-			return nil, err
-		}
-		ids = append(ids, id)
-	}
-	return ids, rows.Err()
 }
 
 // moveKeys copies the live keys and their slots from the folder to the
@@ -338,17 +317,10 @@ func CopyKeysDown(ctx context.Context, dsn string, s3 *S3Config, dir string) (in
 		return 0, err
 	}
 	defer local.close()
-	rows, err := db.read.QueryContext(ctx, `SELECT id FROM project_keys WHERE destroyed_at IS NULL ORDER BY id`)
+	ids, err := db.int64s(ctx, `SELECT id FROM project_keys WHERE destroyed_at IS NULL ORDER BY id`)
 	if err != nil {
 		return 0, err
 	}
-	var ids []int64
-	for rows.Next() {
-		var id int64
-		rows.Scan(&id)
-		ids = append(ids, id)
-	}
-	rows.Close()
 	for _, id := range ids {
 		wrapped, err := objects.getKey(ctx, id)
 		if err != nil {
@@ -389,4 +361,35 @@ func CopyKeysDown(ctx context.Context, dsn string, s3 *S3Config, dir string) (in
 		}
 	}
 	return len(ids), nil
+}
+
+// int64s reads a column of integers.
+func (db *DB) int64s(ctx context.Context, q string, args ...any) ([]int64, error) {
+	rows, err := db.read.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, err
+	}
+	return scanInt64s(rows)
+}
+
+// int64s reads a column of integers within tx.
+func (tx *Tx) int64s(q string, args ...any) ([]int64, error) {
+	rows, err := tx.Query(q, args...)
+	if err != nil {
+		return nil, err
+	}
+	return scanInt64s(rows)
+}
+
+func scanInt64s(rows *sql.Rows) ([]int64, error) {
+	defer rows.Close()
+	var out []int64
+	for rows.Next() {
+		var n int64
+		if err := rows.Scan(&n); err != nil {
+			return nil, err
+		}
+		out = append(out, n)
+	}
+	return out, rows.Err()
 }
