@@ -123,6 +123,9 @@ func benchStore(b *testing.B, n int, formID string, xform []byte, gen func(i int
 		}()
 	}
 	wg.Wait()
+	if err := o.st.DB.Analyze(ctx); err != nil { // PostgreSQL: as autovacuum would after the bulk load
+		b.Fatal(err)
+	}
 	if err := o.st.DB.Checkpoint(ctx); err != nil {
 		b.Fatal(err)
 	}

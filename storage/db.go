@@ -805,6 +805,18 @@ func (db *DB) Checkpoint(ctx context.Context) error {
 	}
 }
 
+// Analyze refreshes PostgreSQL's planner statistics, as its autovacuum
+// does within a minute or so of a bulk load: until then, plans made for
+// empty tables (sorting every submission to page through them) are slow.
+// On SQLite it does nothing.
+func (db *DB) Analyze(ctx context.Context) error {
+	if !db.pg {
+		return nil
+	}
+	_, err := db.read.db.ExecContext(ctx, `ANALYZE`)
+	return err
+}
+
 // dialect rewrites a query written for SQLite for the database: for
 // PostgreSQL, ? and ?N placeholders become $N (quoted text left alone) and
 // group_concat(DISTINCT x) becomes string_agg. Each query text is

@@ -45,7 +45,13 @@ func MoveRecords(ctx context.Context, from, dsn string, progress func(table stri
 		return nil, err
 	}
 	defer dst.Close()
-	return moveAll(ctx, side{src, false}, side{dst, true}, progress)
+	moved, err := moveAll(ctx, side{src, false}, side{dst, true}, progress)
+	if err == nil {
+		// Planner statistics for what was just loaded, before Haven starts
+		// on it (autovacuum would take a minute or so).
+		_, err = dst.ExecContext(ctx, `ANALYZE`)
+	}
+	return moved, err
 }
 
 // MoveRecordsBack copies every record of the PostgreSQL database at dsn

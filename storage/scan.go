@@ -108,8 +108,8 @@ func (s *Submissions) Scan(ctx context.Context, projectID, formID int64, q ScanQ
 	for {
 		where, args := ` WHERE s.form_id = ?`, []any{formID}
 		if after != nil {
-			where += ` AND (s.created_at < ? OR (s.created_at = ? AND s.id < ?))`
-			args = append(args, after.CreatedAt, after.CreatedAt, after.ID)
+			where += ` AND (s.created_at, s.id) < (?, ?)` // a row value: the index seeks to it (see Each)
+			args = append(args, after.CreatedAt, after.ID)
 		}
 		chunk, read, err := s.scanChunk(ctx, pk, formID, q.Light, `SELECT `+cols+from+where+order+` LIMIT ? OFFSET ?`, append(args, scanChunk, offset)...)
 		if err != nil {
