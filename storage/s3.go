@@ -1,11 +1,13 @@
 package storage
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"strings"
+	gosync "sync"
 	"time"
 
 	"github.com/haven-org/haven"
@@ -113,9 +115,30 @@ func explainS3(err error, cfg S3Config) string {
 	return err.Error()
 }
 
-// Put uploads r as the object name, streaming in parts of 8 MiB.
+// s3Small is the size up to which an object is read into memory and sent
+// in one request of known length. A stream of unknown length makes the
+// client hold a part buffer of s3PartSize (8 MiB, allocated and zeroed per
+// upload) even for a 100 KB photo; most objects are far smaller.
+const s3Small = 1 << 20
+
+var s3SmallBufs = gosync.Pool{New: func() any { b := make([]byte, s3Small); return &b }}
+
+// Put uploads r as the object name: in one request when it is small,
+// streaming in parts of 8 MiB otherwise.
 func (s *S3Store) Put(ctx context.Context, name string, r io.Reader) (int64, error) {
-	info, err := s.client.PutObject(ctx, s.bucket, s3Prefix+name, r, -1,
+	bp := s3SmallBufs.Get().(*[]byte)
+	defer s3SmallBufs.Put(bp)
+	n, err := io.ReadFull(r, *bp)
+	size := int64(-1)
+	switch {
+	case err == io.EOF || err == io.ErrUnexpectedEOF:
+		r, size = bytes.NewReader((*bp)[:n]), int64(n)
+	case err != nil:
+		return 0, err
+	default:
+		r = io.MultiReader(bytes.NewReader((*bp)[:n]), r)
+	}
+	info, err := s.client.PutObject(ctx, s.bucket, s3Prefix+name, r, size,
 		minio.PutObjectOptions{PartSize: s3PartSize, ContentType: "application/octet-stream"})
 	if err != nil {
 		return 0, err
