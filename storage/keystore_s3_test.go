@@ -2,6 +2,7 @@ package storage_test
 
 import (
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"io"
 	"os"
@@ -26,7 +27,8 @@ import (
 // a node elsewhere then reads what the first wrote and the other way
 // round; erasing a submission on one node zeroes its key in the bucket
 // (the slot's bytes leave MinIO's drive) and the other node can no longer
-// open it; destroying the project removes its key and every slot; nodes
+// open it; a destruction one node began and died in is finished by
+// another, removing the project's key and every slot; nodes
 // with another master key, without the object store, or with another key
 // bucket are refused, each with a message saying what to do.
 func TestNodesOnSeparateMachines(t *testing.T) {
@@ -204,13 +206,29 @@ func TestNodesOnSeparateMachines(t *testing.T) {
 	}
 	single.Close()
 
-	// Destroyed on A: the key and every slot leave the bucket, and B no
-	// longer holds the key.
-	if _, err := b.Keys.ProjectKey(ctx, pr.ID); err != nil {
+	// A destruction begun on A, which dies after its first batch, is
+	// finished on B; the key and every slot leave the bucket, and C, a
+	// third node that held the key, drops it.
+	c, err := openNode(t.TempDir(), &cfg, master)
+	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := a.Destroy(ctx, pr.ID, "test"); err != nil {
+	defer c.Close()
+	if _, err := c.Keys.ProjectKey(ctx, pr.ID); err != nil {
 		t.Fatal(err)
+	}
+	if n, err := a.DestroyOneBatch(ctx, pr.ID); err != nil || n != 7 {
+		t.Fatalf("A's first batch: %d %v", n, err)
+	}
+	a.Close() // A dies
+	cert, err := b.Destroy(ctx, pr.ID, "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var certified storage.Certificate
+	json.Unmarshal(cert.Body, &certified)
+	if certified.Destroyed["submissions"] != 7 || len(certified.KeyIDs) != 1 || certified.KeyIDs[0] != keyID {
+		t.Fatalf("the certificate B wrote: %s", cert.Body)
 	}
 	if left := readSlots(t, mc, cfg.KeyBucketName()); len(left) != 0 {
 		t.Fatalf("%d slots left in the key bucket after destruction", len(left))
@@ -218,8 +236,13 @@ func TestNodesOnSeparateMachines(t *testing.T) {
 	if _, err := mc.StatObject(ctx, cfg.KeyBucketName(), fmt.Sprintf("project-key-%d", keyID), minio.StatObjectOptions{}); err == nil {
 		t.Fatal("the project key is still in the key bucket")
 	}
-	if _, err := b.Keys.ProjectKey(ctx, pr.ID); err == nil {
-		t.Fatal("the other node still holds a destroyed project key")
+	for destroyed := time.Now(); ; time.Sleep(10 * time.Millisecond) {
+		if _, err := c.Keys.ProjectKey(ctx, pr.ID); err != nil {
+			break
+		}
+		if time.Since(destroyed) > 2*time.Second {
+			t.Fatal("another node still holds a destroyed project key after 2 s")
+		}
 	}
 	waitGone(t, s3.DataDir, kept, "a destroyed project's submission key")
 }
