@@ -140,6 +140,21 @@ func inside(dir, path string) bool {
 type MasterKey struct {
 	Key     []byte
 	Created string
+	// checkMade: this start wrote key.json's check value for Key (a data
+	// directory opened for the first time).
+	checkMade bool
+}
+
+// undo removes what this start made for a key the deployment then refused
+// (a node's first start with the wrong master key, or none): key.json's
+// check and a default key file would refuse the right key next time.
+func (mk *MasterKey) undo(dir string) {
+	if mk.checkMade {
+		os.Remove(filepath.Join(dir, "key.json"))
+	}
+	if mk.Created != "" {
+		shredFile(mk.Created)
+	}
 }
 
 // LoadMasterKey returns the master key of the data directory dir. A data
@@ -195,6 +210,7 @@ func LoadMasterKey(dir string, src KeySource) (*MasterKey, error) {
 		if err := writeKeyInfo(dir, info); err != nil {
 			return nil, err
 		}
+		mk.checkMade = true
 	case !hmac.Equal(info.Check, keyCheck(mk.Key)):
 		return nil, haven.Errorf(haven.EINVALID, "This is not the master key the data directory %s was made with (key.json does not match it). Give the right key file, key or passphrase; nothing was read or changed.", dir)
 	}

@@ -156,8 +156,29 @@ func TestNodesOnSeparateMachines(t *testing.T) {
 	}
 
 	// Nodes that do not belong are refused, and write nothing.
-	if _, err := openNode(t.TempDir(), &cfg, storage.KeySource{Value: strings.Repeat("cd", 32)}); err == nil || !strings.Contains(err.Error(), "same master key") {
+	late := t.TempDir()
+	if _, err := openNode(late, &cfg, storage.KeySource{Value: strings.Repeat("cd", 32)}); err == nil || !strings.Contains(err.Error(), "same master key") {
 		t.Fatalf("a node with another master key: %v", err)
+	}
+	// Nor does a node started without saying where the key is (it would
+	// make a key of its own): no key file stays behind, and the same data
+	// directory then starts with the right key.
+	keyFiles := func() []string {
+		cfgDir, _ := os.UserConfigDir()
+		files, _ := filepath.Glob(filepath.Join(cfgDir, "haven", "master-*.key"))
+		return files
+	}
+	before := len(keyFiles())
+	if _, err := openNode(late, &cfg, storage.KeySource{}); err == nil || !strings.Contains(err.Error(), "same master key") {
+		t.Fatalf("a node with the default key source: %v", err)
+	}
+	if after := keyFiles(); len(after) != before {
+		t.Fatalf("a refused node left a key file of its own: %v", after)
+	}
+	if st, err := openNode(late, &cfg, master); err != nil {
+		t.Fatalf("the same data directory with the right key, after refusals: %v", err)
+	} else {
+		st.Close()
 	}
 	if _, err := openNode(t.TempDir(), nil, master); err == nil || !strings.Contains(err.Error(), "--s3-endpoint") {
 		t.Fatalf("a node without the object store: %v", err)

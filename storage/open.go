@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+
+	"github.com/haven-org/haven"
 )
 
 // Store is everything Haven keeps in a data directory: the database
@@ -98,6 +100,9 @@ func OpenDir(ctx context.Context, dir string, opts ...Options) (*Store, error) {
 	ks, err := openKeyStore(ctx, db, dir, opt.S3, master)
 	if err != nil {
 		db.Close()
+		if haven.ErrorCode(err) == haven.EINVALID {
+			mk.undo(dir) // refused: the next start, with the right key, finds nothing in its way
+		}
 		return nil, err
 	}
 	keys, err := newKeyring(db, master, ks)
