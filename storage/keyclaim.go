@@ -161,11 +161,34 @@ func claimObjects(ctx context.Context, db *DB, dir string, check []byte, local *
 		if bucketID != nil {
 			return haven.Errorf(haven.EINVALID, "The key bucket %q already holds another deployment's keys (id %s). Give this deployment a bucket of its own with --s3-key-bucket.", objects.bucket, bucketID)
 		}
+		// Nodes still serving from the folder would go on writing keys
+		// there after the move: they stop first.
+		var serving int
+		if err := tx.QueryRow(`SELECT count(*) FROM nodes WHERE seen_at >= ?`, ms(tx.Now().Add(-nodeTimeout))).Scan(&serving); err != nil {
+			return err
+		}
+		if serving > 0 {
+			return haven.Errorf(haven.ECONFLICT, "%d Haven node(s) serve from this database with their keys in a data directory's folder: stop them, then start this node with the object store settings to move the keys; then start the others with the same settings.", serving)
+		}
 		live, err := tx.int64s(`SELECT id FROM project_keys WHERE destroyed_at IS NULL ORDER BY id`)
 		if err != nil {
 			return err
 		}
-		if err := moveKeys(ctx, local, objects, live); err != nil {
+		// Only the slots up to the last one the database names move: past
+		// it a slot file holds keys of writes that never committed, which
+		// the next slot numbers (started past the last named) reuse.
+		named := map[int64]int64{}
+		for _, id := range live {
+			var project, used int64
+			if err := tx.QueryRow(`SELECT project_id FROM project_keys WHERE id = ?`, id).Scan(&project); err != nil {
+				return err
+			}
+			if err := tx.QueryRow(usedSlots, project, id).Scan(&used); err != nil {
+				return err
+			}
+			named[id] = used
+		}
+		if err := moveKeys(ctx, local, objects, named); err != nil {
 			return err
 		}
 		newID := randomID()
@@ -187,8 +210,8 @@ func describeID(b []byte) string {
 
 // moveKeys copies the live keys and their slots from the folder to the
 // bucket, then reads each back to compare. Copying again is harmless.
-func moveKeys(ctx context.Context, local *dirKeys, objects *objectKeys, ids []int64) error {
-	for _, id := range ids {
+func moveKeys(ctx context.Context, local *dirKeys, objects *objectKeys, named map[int64]int64) error {
+	for id, last := range named {
 		wrapped, err := local.getKey(ctx, id)
 		if err == errNoKey {
 			return haven.Errorf(haven.EUNAVAILABLE, "Project key %d is in neither %s nor %s, so it cannot move to the object store. Start this node with the data directory whose keys/ folder holds it.", id, local.where(), objects.where())
@@ -205,6 +228,7 @@ func moveKeys(ctx context.Context, local *dirKeys, objects *objectKeys, ids []in
 		if err != nil {
 			return err
 		}
+		n = min(n, last+1)
 		for slot := int64(1); slot < n; slot++ {
 			b, err := local.getSlot(ctx, id, slot)
 			if err != nil {

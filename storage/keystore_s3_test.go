@@ -48,10 +48,33 @@ func TestNodesOnSeparateMachines(t *testing.T) {
 		t.Fatal(err)
 	}
 	pr, f := filled(t, first, 3, "SPREAD", time.Now().AddDate(1, 0, 0))
+	// While it serves, keys cannot move from its folder: it would go on
+	// writing there.
+	serving, err := first.DB.JoinNodes(ctx, "host-a", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := openNode(dirA, &cfg, master); haven.ErrorCode(err) != haven.ECONFLICT || !strings.Contains(err.Error(), "stop them") {
+		t.Fatalf("moving the keys while a node serves from the folder: %v", err)
+	}
+	serving.Leave()
 	first.Close()
 	if keys, _ := filepath.Glob(filepath.Join(dirA, "keys", "project-key-*")); len(keys) == 0 {
 		t.Fatal("the first node kept no key in its folder")
 	}
+	// Past the last slot the database names, a slot file may hold keys of
+	// writes that never committed (here, made up): they must not move,
+	// since the next slot numbers start there.
+	slotFiles, _ := filepath.Glob(filepath.Join(dirA, "keys", "project-key-*.submissions"))
+	if len(slotFiles) != 1 {
+		t.Fatalf("slot files: %v", slotFiles)
+	}
+	sf, err := os.OpenFile(slotFiles[0], os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sf.WriteAt(bytes.Repeat([]byte("uncommitted key!"), 3*6), 4*48) // slots 4 to 9
+	sf.Close()
 	if _, err := openNode(dirB, &cfg, master); err == nil || !strings.Contains(err.Error(), "another node's data directory") {
 		t.Fatalf("a node elsewhere while the keys are in another's folder: %v", err)
 	}
@@ -102,6 +125,11 @@ func TestNodesOnSeparateMachines(t *testing.T) {
 		t.Fatal(err)
 	}
 	slots := readSlots(t, mc, cfg.KeyBucketName())
+	for k, b := range slots {
+		if bytes.Contains(b, []byte("uncommitted")) {
+			t.Fatalf("a key of a write that never committed moved to the bucket (slot %d)", k[1])
+		}
+	}
 	var keyID, slotA, slotB int64
 	a.DB.QueryRow(ctx, `SELECT id FROM project_keys WHERE project_id = ?`, pr.ID).Scan(&keyID)
 	a.DB.QueryRow(ctx, `SELECT key_slot FROM submissions WHERE instance_id = 'uuid:spread-0'`).Scan(&slotA)
