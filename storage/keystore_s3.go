@@ -256,35 +256,44 @@ func (o *objectKeys) cached(key, slot int64) (runID, []byte, bool) {
 	return runID{}, nil, false
 }
 
-// findRun lists the runs that may hold a slot: the one holding it starts
-// at most runSlots-1 before it. It returns the run and false when none holds it.
-func (o *objectKeys) findRun(ctx context.Context, key, slot int64) (runID, bool, error) {
+// findRuns lists the run holding a slot (it starts at most runSlots-1
+// before it) and up to prefetchRuns-1 runs after it. found is false when
+// no run holds the slot.
+func (o *objectKeys) findRuns(ctx context.Context, key, slot int64) (runs []runID, found bool, err error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	opts := minio.ListObjectsOptions{Prefix: runPrefix(key), MaxKeys: runSlots}
+	opts := minio.ListObjectsOptions{Prefix: runPrefix(key), MaxKeys: runSlots + prefetchRuns}
 	if from := slot - runSlots; from > 0 {
 		opts.StartAfter = runObject(key, from)
 	}
-	var found runID
-	ok := false
 	for obj := range o.client.ListObjects(ctx, o.bucket, opts) {
 		if obj.Err != nil {
-			return runID{}, false, keysUnavailable(obj.Err)
+			return nil, false, keysUnavailable(obj.Err)
 		}
 		first, err := strconv.ParseInt(strings.TrimPrefix(obj.Key, runPrefix(key)), 10, 64)
 		if err != nil {
 			continue
 		}
-		if first > slot {
-			break
+		switch {
+		case !found && first <= slot && first+obj.Size/slotSize > slot:
+			runs, found = append(runs, runID{key, first}), true
+		case first > slot:
+			if !found {
+				return nil, false, nil
+			}
+			runs = append(runs, runID{key, first})
 		}
-		if first+obj.Size/slotSize > slot {
-			found, ok = runID{key, first}, true
+		if len(runs) == prefetchRuns {
 			break
 		}
 	}
-	return found, ok, nil
+	return runs, found, nil
 }
+
+// prefetchRuns is how many runs a miss reads at once (in parallel): the
+// one it needs and those after it, which a walk in slot order (an export
+// on a node that did not write them) asks for next.
+const prefetchRuns = 16
 
 // readRun reads a run, from the cache or the bucket; nil when it is gone.
 func (o *objectKeys) readRun(ctx context.Context, key, slot int64) (runID, []byte, error) {
@@ -295,22 +304,36 @@ func (o *objectKeys) readRun(ctx context.Context, key, slot int64) (runID, []byt
 	if ok {
 		return id, b, nil
 	}
-	id, ok, err := o.findRun(ctx, key, slot)
+	runs, ok, err := o.findRuns(ctx, key, slot)
 	if err != nil || !ok {
 		return runID{}, nil, err
 	}
-	b, err = o.get(ctx, runObject(id.key, id.first))
-	if err == errNoKey {
+	got := make([][]byte, len(runs))
+	errs := make([]error, len(runs))
+	var wg sync.WaitGroup
+	for i, r := range runs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			got[i], errs[i] = o.get(ctx, runObject(r.key, r.first))
+		}()
+	}
+	wg.Wait()
+	if errs[0] == errNoKey {
 		return runID{}, nil, nil // removed since it was listed: every slot in it was zeroed
-	} else if err != nil {
-		return runID{}, nil, err
+	} else if errs[0] != nil {
+		return runID{}, nil, errs[0]
 	}
 	o.mu.Lock()
 	if o.gen == gen {
-		o.cache(id, b)
+		for i, r := range runs {
+			if errs[i] == nil {
+				o.cache(r, got[i])
+			}
+		}
 	}
 	o.mu.Unlock()
-	return id, b, nil
+	return runs[0], got[0], nil
 }
 
 func (o *objectKeys) getSlot(ctx context.Context, key, slot int64) ([]byte, error) {
