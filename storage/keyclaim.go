@@ -151,7 +151,7 @@ func claimObjects(ctx context.Context, db *DB, dir string, check []byte, local *
 		}
 		if d.keyStore.Valid {
 			if string(bucketID) != d.keyStore.String {
-				return haven.Errorf(haven.EINVALID, "The key bucket %q is not this deployment's (its keys are in the bucket with id %s, and this one %s). Give every node the same object store and key bucket (--s3-key-bucket).", objects.bucket, d.keyStore.String, describeID(bucketID))
+				return haven.Errorf(haven.EINVALID, "The key bucket %q is not this deployment's: the database's keys are in the bucket with id %s, and %s. Give every node the same object store and key bucket (--s3-key-bucket).", objects.bucket, d.keyStore.String, describeID(bucketID))
 			}
 			return nil
 		}
@@ -170,23 +170,30 @@ func claimObjects(ctx context.Context, db *DB, dir string, check []byte, local *
 		if serving > 0 {
 			return haven.Errorf(haven.ECONFLICT, "%d Haven node(s) serve from this database with their keys in a data directory's folder: stop them, then start this node with the object store settings to move the keys; then start the others with the same settings.", serving)
 		}
-		live, err := tx.int64s(`SELECT id FROM project_keys WHERE destroyed_at IS NULL ORDER BY id`)
-		if err != nil {
-			return err
-		}
 		// Only the slots up to the last one the database names move: past
 		// it a slot file holds keys of writes that never committed, which
 		// the next slot numbers (started past the last named) reuse.
 		named := map[int64]int64{}
-		for _, id := range live {
-			var project, used int64
-			if err := tx.QueryRow(`SELECT project_id FROM project_keys WHERE id = ?`, id).Scan(&project); err != nil {
+		rows, err := tx.Query(`SELECT id, project_id FROM project_keys WHERE destroyed_at IS NULL`)
+		if err != nil {
+			return err
+		}
+		var keys [][2]int64
+		for rows.Next() {
+			var k [2]int64
+			if err := rows.Scan(&k[0], &k[1]); err != nil {
+				rows.Close()
 				return err
 			}
-			if err := tx.QueryRow(usedSlots, project, id).Scan(&used); err != nil {
+			keys = append(keys, k)
+		}
+		rows.Close()
+		for _, k := range keys {
+			var used int64
+			if err := tx.QueryRow(usedSlots, k[1], k[0]).Scan(&used); err != nil {
 				return err
 			}
-			named[id] = used
+			named[k[0]] = used
 		}
 		if err := moveKeys(ctx, local, objects, named); err != nil {
 			return err
@@ -201,11 +208,12 @@ func claimObjects(ctx context.Context, db *DB, dir string, check []byte, local *
 	})
 }
 
+// describeID says what a key bucket's id is, for a message.
 func describeID(b []byte) string {
 	if b == nil {
-		return "none: it is empty"
+		return "this bucket has none: it is empty"
 	}
-	return string(b)
+	return "this bucket's is " + string(b)
 }
 
 // moveKeys copies the live keys and their slots from the folder to the
@@ -228,36 +236,47 @@ func moveKeys(ctx context.Context, local *dirKeys, objects *objectKeys, named ma
 		if err != nil {
 			return err
 		}
-		n = min(n, last+1)
-		for slot := int64(1); slot < n; slot++ {
-			b, err := local.getSlot(ctx, id, slot)
-			if err != nil {
+		// Runs of consecutive slots, as the nodes write them, each read
+		// back and compared.
+		var run []byte
+		var first int64
+		flush := func() error {
+			if len(run) == 0 {
+				return nil
+			}
+			name := runObject(id, first)
+			if err := objects.put(ctx, name, run); err != nil {
 				return err
 			}
-			if b != nil && !allZero(b) {
-				objects.putSlot(id, slot, b)
+			if back, err := objects.get(ctx, name); err != nil || !hmac.Equal(back, run) {
+				return fmt.Errorf("submission keys %d to %d of project key %d did not read back from %s as they were written (%v)",
+					first, first+int64(len(run)/slotSize)-1, id, objects.where(), err)
 			}
-			if slot%4096 == 0 {
-				if err := objects.syncSlots(ctx); err != nil {
-					return err
-				}
-			}
+			run = nil
+			return nil
 		}
-		if err := objects.syncSlots(ctx); err != nil {
-			return err
-		}
-		for slot := int64(1); slot < n; slot++ {
+		for slot := int64(1); slot < min(n, last+1); slot++ {
 			b, err := local.getSlot(ctx, id, slot)
 			if err != nil {
 				return err
 			}
 			if b == nil || allZero(b) {
+				if err := flush(); err != nil {
+					return err
+				}
 				continue
 			}
-			back, err := objects.getSlot(ctx, id, slot)
-			if err != nil || !hmac.Equal(back, b) {
-				return fmt.Errorf("submission key %d of project key %d did not read back from %s as it was written (%v)", slot, id, objects.where(), err)
+			if len(run) == 0 {
+				first = slot
 			}
+			if run = append(run, b...); len(run) == runSlots*slotSize {
+				if err := flush(); err != nil {
+					return err
+				}
+			}
+		}
+		if err := flush(); err != nil {
+			return err
 		}
 	}
 	return nil
@@ -393,19 +412,6 @@ func (db *DB) int64s(ctx context.Context, q string, args ...any) ([]int64, error
 	if err != nil {
 		return nil, err
 	}
-	return scanInt64s(rows)
-}
-
-// int64s reads a column of integers within tx.
-func (tx *Tx) int64s(q string, args ...any) ([]int64, error) {
-	rows, err := tx.Query(q, args...)
-	if err != nil {
-		return nil, err
-	}
-	return scanInt64s(rows)
-}
-
-func scanInt64s(rows *sql.Rows) ([]int64, error) {
 	defer rows.Close()
 	var out []int64
 	for rows.Next() {

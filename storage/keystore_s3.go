@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -31,15 +30,9 @@ type objectKeys struct {
 	bucket string
 	db     *DB
 
-	mu      sync.Mutex
-	pending []pendingSlot
-	runs    map[runID][]byte // runs read or written, a bounded cache
-	gen     uint64           // bumped by forget: a read begun before it is not cached
-}
-
-type pendingSlot struct {
-	key, slot int64
-	b         []byte
+	mu   sync.Mutex
+	runs map[runID][]byte // runs read or written, a bounded cache
+	gen  uint64           // bumped by forget: a read begun before it is not cached
 }
 
 type runID struct{ key, first int64 }
@@ -151,48 +144,15 @@ func (o *objectKeys) shredKey(ctx context.Context, id int64) (bool, error) {
 	return found, nil
 }
 
+// putSlot is never asked of the bucket: its keys are written ahead, a
+// block at a time, before they are handed out (Keyring.makeKey).
 func (o *objectKeys) putSlot(keyID, slot int64, b []byte) error {
-	o.mu.Lock()
-	o.pending = append(o.pending, pendingSlot{keyID, slot, bytes.Clone(b)})
-	o.mu.Unlock()
-	return nil
+	return fmt.Errorf("submission key %d of project key %d was not written ahead to the key bucket", slot, keyID)
 }
 
-// syncSlots writes the slots of the batch about to commit, one object per
-// run of consecutive slots of a project key, in parallel.
-func (o *objectKeys) syncSlots(ctx context.Context) error {
-	o.mu.Lock()
-	pending := o.pending
-	o.pending = nil
-	o.mu.Unlock()
-	if len(pending) == 0 {
-		return nil
-	}
-	runs := groupRuns(pending)
-	errs := make([]error, len(runs))
-	var wg sync.WaitGroup
-	sem := make(chan struct{}, 8)
-	for i, r := range runs {
-		wg.Add(1)
-		sem <- struct{}{}
-		go func() {
-			defer func() { <-sem; wg.Done() }()
-			errs[i] = o.put(ctx, runObject(r.id.key, r.id.first), r.b)
-		}()
-	}
-	wg.Wait()
-	for _, err := range errs {
-		if err != nil {
-			return err
-		}
-	}
-	o.mu.Lock()
-	for _, r := range runs {
-		o.cache(r.id, r.b)
-	}
-	o.mu.Unlock()
-	return nil
-}
+// syncSlots has nothing to do: every key in the bucket was written before
+// it was handed out.
+func (o *objectKeys) syncSlots(context.Context) error { return nil }
 
 // putRun writes a run of slots as one object.
 func (o *objectKeys) putRun(ctx context.Context, id runID, b []byte) error {
@@ -203,35 +163,6 @@ func (o *objectKeys) putRun(ctx context.Context, id runID, b []byte) error {
 	o.cache(id, b)
 	o.mu.Unlock()
 	return nil
-}
-
-type run struct {
-	id runID
-	b  []byte
-}
-
-// groupRuns orders slots and joins consecutive ones of a key into runs of
-// at most runSlots.
-func groupRuns(slots []pendingSlot) []run {
-	sort.Slice(slots, func(i, j int) bool {
-		if slots[i].key != slots[j].key {
-			return slots[i].key < slots[j].key
-		}
-		return slots[i].slot < slots[j].slot
-	})
-	var runs []run
-	for _, s := range slots {
-		if n := len(runs); n > 0 {
-			last := &runs[n-1]
-			count := int64(len(last.b) / slotSize)
-			if last.id.key == s.key && last.id.first+count == s.slot && count < runSlots {
-				last.b = append(last.b, s.b...)
-				continue
-			}
-		}
-		runs = append(runs, run{id: runID{s.key, s.slot}, b: bytes.Clone(s.b)})
-	}
-	return runs
 }
 
 // cache keeps a run (o.mu held), emptying the cache when it is full.
@@ -337,14 +268,6 @@ func (o *objectKeys) readRun(ctx context.Context, key, slot int64) (runID, []byt
 }
 
 func (o *objectKeys) getSlot(ctx context.Context, key, slot int64) ([]byte, error) {
-	o.mu.Lock()
-	for _, p := range o.pending { // written by the batch still open
-		if p.key == key && p.slot == slot {
-			o.mu.Unlock()
-			return bytes.Clone(p.b), nil
-		}
-	}
-	o.mu.Unlock()
 	id, b, err := o.readRun(ctx, key, slot)
 	if err != nil || b == nil {
 		return nil, err

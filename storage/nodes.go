@@ -17,9 +17,9 @@ import (
 // run on more than one machine: a node whose files are in a local folder
 // is refused while a node on another machine serves, and every node is
 // refused while one on another machine keeps its files locally. (Nodes on
-// one machine share the data directory, which the database insists on,
-// and with it the local folder.) Each node keeps a row fresh while it
-// runs; a row not refreshed for nodeTimeout is a node that died.
+// one machine may share a data directory, and with it the local folder.)
+// Each node keeps a row fresh while it runs; a row not refreshed for
+// nodeTimeout is a node that died.
 
 const (
 	nodeBeat    = 5 * time.Second
@@ -110,13 +110,9 @@ func (n *Node) beat() {
 			// A row swept while this node was cut off from the database is
 			// written again: it still serves.
 			n.db.Write(ctx, func(tx *Tx) error {
-				_, err := tx.Exec(`INSERT INTO nodes (id, host, pid, shared_files, started_at, seen_at)
-					SELECT ?, ?, ?, ?, ?, ? WHERE NOT EXISTS (SELECT 1 FROM nodes WHERE id = ?)`,
-					n.id, n.host, os.Getpid(), boolInt(n.shared), ms(tx.Now()), ms(tx.Now()), n.id)
-				if err != nil {
-					return err
-				}
-				_, err = tx.Exec(`UPDATE nodes SET seen_at = ? WHERE id = ?`, ms(tx.Now()), n.id)
+				_, err := tx.Exec(`INSERT INTO nodes (id, host, pid, shared_files, started_at, seen_at) VALUES (?, ?, ?, ?, ?, ?)
+					ON CONFLICT (id) DO UPDATE SET seen_at = excluded.seen_at`,
+					n.id, n.host, os.Getpid(), boolInt(n.shared), ms(tx.Now()), ms(tx.Now()))
 				return err
 			})
 			cancel()
