@@ -197,12 +197,16 @@ func flags(name string, stderr io.Writer) (*flag.FlagSet, *dataFlags) {
 // that read one (verify, reap, backup) never create an empty one where a
 // mistyped path points, and say where they looked.
 func (d *dataFlags) openExisting(ctx context.Context, opts ...storage.Options) (*storage.Store, error) {
-	db := filepath.Join(*d.dir, "haven.db")
-	// With --database the records are there, and the database knows which
-	// data directory or key bucket it belongs to (it refuses another).
-	if _, err := os.Stat(db); err != nil && *d.database == "" {
+	need, what := filepath.Join(*d.dir, "haven.db"), "no haven.db in it"
+	if *d.database != "" {
+		// The records are in the database, which knows which data directory
+		// or key bucket it belongs to (it refuses another); the directory
+		// must exist all the same.
+		need, what = *d.dir, "it does not exist"
+	}
+	if _, err := os.Stat(need); err != nil {
 		abs, _ := filepath.Abs(*d.dir)
-		return nil, haven.Errorf(haven.ENOTFOUND, "There is no Haven data directory at %s (no haven.db in it). Give the right one with --data DIR or HAVEN_DATA; nothing was created.", abs)
+		return nil, haven.Errorf(haven.ENOTFOUND, "There is no Haven data directory at %s (%s). Give the right one with --data DIR or HAVEN_DATA; nothing was created.", abs, what)
 	}
 	return d.open(ctx, opts...)
 }

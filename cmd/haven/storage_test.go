@@ -210,6 +210,14 @@ func TestMoveRecordsCommand(t *testing.T) {
 	if err := run(ctx, []string{"storage", "migrate", "--to", dsn, "--data", t.TempDir()}, nil, io.Discard, io.Discard); err == nil || !strings.Contains(err.Error(), "no haven.db") {
 		t.Fatalf("a move from an empty directory: %v", err)
 	}
+	// A mistyped data directory beside --database is refused, and not made.
+	typo := filepath.Join(t.TempDir(), "typo")
+	if err := run(ctx, []string{"audit", "verify", "--data", typo, "--database", dsn}, nil, io.Discard, io.Discard); err == nil || !strings.Contains(err.Error(), "does not exist") {
+		t.Fatalf("a mistyped data directory with --database: %v", err)
+	}
+	if _, err := os.Stat(typo); err == nil {
+		t.Fatal("the mistyped data directory was made")
+	}
 	st.Close()
 	// And back, into a new file beside the same key store.
 	if err := run(ctx, []string{"storage", "migrate", "--to", "sqlite", "--database", dsn, "--data", data}, nil, io.Discard, io.Discard); err == nil || !strings.Contains(err.Error(), "already exists") {
