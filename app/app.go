@@ -74,8 +74,6 @@ type Service struct {
 	logins      *loginGuard
 	nonces      *nonceLog
 
-	jobs sync.WaitGroup // background exports this node runs
-
 	entityWork  entityWorker // applies queued entity blocks, one drain at a time
 	deviceLists listCache    // entity lists made for devices
 

@@ -114,11 +114,7 @@ func (s *Service) StartExport(ctx context.Context, p *haven.Principal, projectID
 	if err := s.st.ExportJobs.Create(ctx, row); err != nil {
 		return nil, err
 	}
-	s.jobs.Add(1)
-	go func() {
-		defer s.jobs.Done()
-		s.runJob(row, exp)
-	}()
+	go s.runJob(row, exp)
 	return s.jobView(row), nil
 }
 
@@ -163,10 +159,6 @@ func (s *Service) runJob(row *storage.ExportJobRow, exp *Export) {
 		s.log.Error("recording a background export", "form", row.XMLFormID, "err", err)
 	}
 }
-
-// WaitJobs waits for the exports this node runs to finish (tests, and a
-// server shutting down cleanly).
-func (s *Service) WaitJobs() { s.jobs.Wait() }
 
 // SweepExportJobs erases the exports whose time is up and those whose node
 // died; haven serve runs it every minute on every node.
