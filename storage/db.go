@@ -84,6 +84,10 @@ type DB struct {
 	walTried   time.Time
 	walStats   WALStats
 	walMu      gosync.Mutex
+	// ckptMu keeps the background checkpoint and the committer's from
+	// running at once: SQLite refuses a second checkpoint at once, without
+	// waiting, which left the WAL to grow past its ceiling until the next try.
+	ckptMu gosync.Mutex
 }
 
 // DefaultWALCeiling is the WAL size Haven keeps under by default.
@@ -151,7 +155,9 @@ func (db *DB) boundWAL() {
 	db.walMu.Unlock()
 	// It acts at seven eighths of the ceiling, so the batches that commit
 	// while it tries (a batch of photos can be several MB) stay under it.
-	if fi.Size() <= ceiling*7/8 || time.Since(db.walTried) < 100*time.Millisecond {
+	// Below the ceiling, a try a long read held off is repeated 100 ms
+	// later; past it, after every batch.
+	if fi.Size() <= ceiling*7/8 || fi.Size() <= ceiling && time.Since(db.walTried) < 100*time.Millisecond {
 		return
 	}
 	start := time.Now()
@@ -167,9 +173,11 @@ func (db *DB) boundWAL() {
 	case fi.Size() > ceiling*5/4:
 		wait = 2000
 	}
+	db.ckptMu.Lock()
 	db.write.Exec(fmt.Sprintf(`PRAGMA busy_timeout = %d`, wait))
 	err = db.write.QueryRow(`PRAGMA wal_checkpoint(TRUNCATE)`).Scan(&busy, &frames, &done)
 	db.write.Exec(`PRAGMA busy_timeout = 10000`)
+	db.ckptMu.Unlock()
 	took := time.Since(start)
 	db.walMu.Lock()
 	defer db.walMu.Unlock()
@@ -516,7 +524,9 @@ func (db *DB) checkpointer() {
 		case <-db.closed:
 			return
 		case <-t.C:
+			db.ckptMu.Lock()
 			db.ckpt.Exec(`PRAGMA wal_checkpoint(PASSIVE)`)
+			db.ckptMu.Unlock()
 		}
 	}
 }
