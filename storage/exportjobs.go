@@ -164,10 +164,16 @@ func (j *ExportJobs) Sweep(ctx context.Context, now, deadBefore time.Time) (int,
 	var ids []string
 	for rows.Next() {
 		var id string
-		rows.Scan(&id)
+		if err := rows.Scan(&id); err != nil {
+			rows.Close()
+			return 0, err
+		}
 		ids = append(ids, id)
 	}
 	rows.Close()
+	if err := rows.Err(); err != nil {
+		return 0, err
+	}
 	for _, id := range ids {
 		if err := j.Remove(ctx, id); err != nil {
 			return 0, err

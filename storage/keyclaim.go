@@ -352,7 +352,9 @@ func CopyKeysDown(ctx context.Context, dsn string, s3 *S3Config, dir string) (in
 	if err != nil {
 		return 0, err
 	}
-	if id, err := objects.get(ctx, keyStoreIDObject); err != nil || string(id) != keyStore.String {
+	if id, err := objects.get(ctx, keyStoreIDObject); err != nil && err != errNoKey {
+		return 0, err
+	} else if string(id) != keyStore.String {
 		return 0, haven.Errorf(haven.EINVALID, "The key bucket %q is not this database's (its keys are in the bucket with id %s): give the deployment's --s3-key-bucket.", objects.bucket, keyStore.String)
 	}
 	local, err := newDirKeys(filepath.Join(dir, "keys"))

@@ -17,14 +17,15 @@ import (
 // its own on the object store (not the files' bucket: backups and
 // replication of the files must not carry keys, so that destroying a key
 // makes every copy of what it sealed unreadable). Project keys are objects
-// (project-key-ID); submission key slots are written in runs, one object
-// per run of consecutive slots a node wrote in one batch
-// (slots/ID/FIRST, at most runSlots slots), so a batch costs one PUT per
-// project however many submissions it holds. Erasing a slot rewrites its
-// run with the slot zeroed (or removes the run once every slot in it is
-// zero) under an advisory lock, since two nodes may erase slots of one run
-// at once; the bucket must not keep versions, or a rewritten run's old
-// version would keep the erased key.
+// (project-key-ID); submission key slots are written in runs of
+// consecutive slots, one object each (slots/ID/FIRST, at most runSlots
+// slots): a node writes each block of keys it makes ahead as one run
+// (Keyring.makeKey), and keys moved from a folder go in runs of at most
+// runSlots. Erasing a slot rewrites its run with the slot zeroed (or
+// removes the run once every slot in it is zero) under an advisory lock,
+// since two nodes may erase slots of one run at once; the bucket must not
+// keep versions, or a rewritten run's old version would keep the erased
+// key.
 type objectKeys struct {
 	client *minio.Client
 	bucket string
@@ -306,7 +307,7 @@ func (o *objectKeys) zeroSlots(ctx context.Context, key int64, slots []int64) er
 					clear(b[off : off+slotSize])
 				}
 			}
-			if bytes.Count(b, []byte{0}) == len(b) {
+			if allZero(b) {
 				return o.client.RemoveObject(ctx, o.bucket, runObject(id.key, id.first), minio.RemoveObjectOptions{})
 			}
 			return o.put(ctx, runObject(id.key, id.first), b)

@@ -318,14 +318,7 @@ func (k *Keyring) SubmissionKey(pk *ProjectKey, slot int64) (*SubmissionKey, err
 	if err != nil {
 		return nil, err
 	}
-	if len(buf) != slotSize {
-		return nil, errKeyDestroyed
-	}
-	zero := true
-	for _, b := range buf {
-		zero = zero && b == 0
-	}
-	if zero {
+	if len(buf) != slotSize || allZero(buf) {
 		return nil, errKeyDestroyed
 	}
 	raw := make([]byte, KeySize)
