@@ -160,11 +160,13 @@ func (s *Service) runJob(row *storage.ExportJobRow, exp *Export) {
 	}
 }
 
-// SweepExportJobs erases the exports whose time is up and those whose node
-// died; haven serve runs it every minute on every node.
+// SweepExportJobs erases the exports whose time is up, and those whose
+// node died once they have been shown as failed for JobLifetime, as any
+// failed export is (they hold no file); haven serve runs it every minute
+// on every node.
 func (s *Service) SweepExportJobs(ctx context.Context) (int, error) {
 	now := s.now()
-	return s.st.ExportJobs.Sweep(ctx, now, now.Add(-jobDead))
+	return s.st.ExportJobs.Sweep(ctx, now, now.Add(-jobDead-JobLifetime))
 }
 
 // ownJob finds a job of p's; another's job is "not found", as it is none

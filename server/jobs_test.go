@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/haven-org/haven/app"
 	"github.com/haven-org/haven/formspec/xlsform/xlsxtest"
 	"github.com/haven-org/haven/storage"
 )
@@ -95,6 +96,13 @@ func TestBackgroundExport(t *testing.T) {
 	var dead struct{ State, Error string }
 	if e.call("GET", base+"/export-jobs/"+job.ID, e.token, nil, &dead); dead.State != "failed" || !strings.Contains(dead.Error, "stopped") {
 		t.Errorf("a job whose node died: %+v", dead)
+	}
+	// The minute's sweep keeps it, as a failed job, for its owner to see.
+	if _, err := app.New(e.st, app.Options{}).SweepExportJobs(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if st := e.call("GET", base+"/export-jobs/"+job.ID, e.token, nil, &dead); st != 200 || dead.State != "failed" {
+		t.Errorf("a job whose node died, after a sweep: %d %+v", st, dead)
 	}
 	if resp := e.request("GET", base+"/export-jobs/"+job.ID+"/file", e.token, "", nil); resp.StatusCode != 500 {
 		t.Errorf("downloading a job whose node died: %d", resp.StatusCode)
