@@ -82,10 +82,8 @@ func axe(t *testing.T) string {
 		file := filepath.Join(dir, "node_modules", "axe-core", "axe.min.js")
 		if _, err := os.Stat(file); err != nil {
 			miniotest.Announce("installing axe-core " + version + " with npm into " + dir + ", once")
-			os.MkdirAll(dir, 0o755)
-			cmd := exec.Command("npm", "install", "--no-audit", "--no-fund", "--prefix", dir, "axe-core@"+version)
-			if out, err := cmd.CombinedOutput(); err != nil {
-				axeErr = fmt.Errorf("installing axe-core with npm: %v\n%s", err, out)
+			if err := miniotest.NPMInstall(dir, "axe-core@"+version); err != nil {
+				axeErr = fmt.Errorf("installing axe-core with npm: %w", err)
 				return
 			}
 		}

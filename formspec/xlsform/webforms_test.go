@@ -83,10 +83,8 @@ func webForms(t *testing.T) string {
 		dir := filepath.Join(cache, "haven-test", "xforms-engine-"+webFormsEngine)
 		if _, err := os.Stat(filepath.Join(dir, "node_modules", "@getodk", "xforms-engine", "dist", "index.js")); err != nil {
 			miniotest.Announce("installing ODK's web forms engine " + webFormsEngine + " and jsdom with npm into " + dir + ", once")
-			os.MkdirAll(dir, 0o755)
-			cmd := exec.Command("npm", "install", "--no-audit", "--no-fund", "--prefix", dir, "@getodk/xforms-engine@"+webFormsEngine, "jsdom@26")
-			if out, err := cmd.CombinedOutput(); err != nil {
-				webFormsErr = fmt.Errorf("installing the web forms engine with npm: %v\n%s", err, out)
+			if err := miniotest.NPMInstall(dir, "@getodk/xforms-engine@"+webFormsEngine, "jsdom@26"); err != nil {
+				webFormsErr = fmt.Errorf("installing the web forms engine with npm: %w", err)
 				return
 			}
 		}

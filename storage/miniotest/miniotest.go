@@ -252,3 +252,27 @@ func Announce(msg string) {
 		tty.Close()
 	}
 }
+
+// NPMInstall installs npm packages into dir/node_modules, for tests that
+// run JavaScript (the web forms engine, axe-core). npm runs in dir, made a
+// package of its own, rather than with --prefix dir: --prefix also moves
+// where npm reads its global configuration (to dir/etc/npmrc), so a
+// machine's registry, proxy or certificate authority set there would be
+// ignored.
+func NPMInstall(dir string, packages ...string) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	manifest := filepath.Join(dir, "package.json")
+	if _, err := os.Stat(manifest); err != nil {
+		if err := os.WriteFile(manifest, []byte(`{"private": true}`+"\n"), 0o644); err != nil {
+			return err
+		}
+	}
+	cmd := exec.Command("npm", append([]string{"install", "--no-audit", "--no-fund"}, packages...)...)
+	cmd.Dir = dir
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("%v\n%s", err, out)
+	}
+	return nil
+}
